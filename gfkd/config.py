@@ -1,0 +1,228 @@
+"""Run configuration: one frozen pydantic model per stage, composed into `RunConfig`.
+
+Defaults live here, in code. A TOML file overrides them section by section, then `key=value` arguments override
+single keys (`teacher.epochs=50`, `data.dataset=PROTEINS`). Every value is type-checked by pydantic; an unknown key
+is an error naming the key and the closest valid one.
+
+    >>> cfg = resolve_config(None, ["teacher.epochs=5", "data.dataset=PTC_MR"])
+    >>> cfg.teacher.epochs, cfg.data.dataset
+    (5, 'PTC_MR')
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gfkd.errors import ConfigError
+
+STAGES = ("teacher",)  # stages that exist today, in pipeline order
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunSection(_Frozen):
+    """Where the run lives and how it is seeded."""
+
+    name: str | None = Field(None, description="run folder name; default derives from dataset, protocol and split")
+    runs_dir: Path = Field(Path("runs"), description="parent folder of all run folders and the dataset cache")
+    seed: int = Field(0, ge=0, description="offset added to the protocol's per-split seed")
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+
+
+class DataConfig(_Frozen):
+    """Which dataset, and where to find it."""
+
+    dataset: str = Field("MUTAG", min_length=1, description="TU or Planetoid dataset name (folder name in the root)")
+    root: Path | None = Field(None, description="data root; default: --data-root, GFKD_DATA_ROOT, ./data, ../shared/datasets")
+    cache_dir: Path | None = Field(None, description="writable folder PyG processes into; default <runs_dir>/_cache/datasets")
+    max_degree_cap: int = Field(1000, ge=1, description="D cap for degree one-hot features of featureless sets")
+    download: bool = Field(True, description="let PyG download a dataset missing from the root when the network allows")
+
+
+class ProtocolConfig(_Frozen):
+    """Evaluation protocol (protocol.md §2-§3)."""
+
+    name: Literal["cv10", "holdout"] = "cv10"
+    fold: int = Field(0, ge=0, le=9, description="cv10: test fold i, validation fold i-1")
+    seed: int = Field(0, ge=0, description="holdout: permutation seed of the 70/30 split")
+    val: bool = Field(True, description="holdout: carve a stratified 1/7 of the 70 % for validation")
+
+
+class ModelConfig(_Frozen):
+    """A GIN/GCN graph classifier ARCH-L-H: L counts the input layer, so L-1 message-passing layers of width H."""
+
+    arch: Literal["gin", "gcn"] = "gin"
+    layers: int = Field(5, ge=2, le=16)
+    hidden: int = Field(128, ge=1)
+    pooling: Literal["sum", "mean"] = "sum"
+    bn: bool = True
+    residual: bool = True
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class TeacherConfig(_Frozen):
+    """Teacher training recipe (protocol.md §4)."""
+
+    model: ModelConfig = ModelConfig()
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.01, gt=0)
+    lr_step: int = Field(50, ge=1, description="halve the learning rate every lr_step epochs")
+    lr_gamma: float = Field(0.5, gt=0, le=1)
+    profile: Literal["smoothed", "gfkd"] = Field("smoothed", description="smoothed: label smoothing 0.1 + wd 5e-4; gfkd: 0 and 0")
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="overrides the profile's value")
+    weight_decay: float | None = Field(None, ge=0, description="overrides the profile's value")
+
+    @property
+    def resolved_label_smoothing(self) -> float:
+        if self.label_smoothing is not None:
+            return self.label_smoothing
+        return 0.1 if self.profile == "smoothed" else 0.0
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 5e-4 if self.profile == "smoothed" else 0.0
+
+
+class RunConfig(_Frozen):
+    """Everything one pipeline run needs."""
+
+    run: RunSection = RunSection()
+    data: DataConfig = DataConfig()
+    protocol: ProtocolConfig = ProtocolConfig()
+    teacher: TeacherConfig = TeacherConfig()
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of this split's models: fold i under cv10, the split seed under holdout, plus run.seed."""
+        base = self.protocol.fold if self.protocol.name == "cv10" else self.protocol.seed
+        return base + self.run.seed
+
+    @property
+    def run_name(self) -> str:
+        if self.run.name:
+            return self.run.name
+        split = f"fold{self.protocol.fold}" if self.protocol.name == "cv10" else f"seed{self.protocol.seed}"
+        suffix = f"-s{self.run.seed}" if self.run.seed else ""
+        return f"{self.data.dataset.lower()}-{self.protocol.name}-{split}{suffix}"
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The part of the config that determines a stage's outputs (enters its cache key)."""
+        if stage == "teacher":
+            data = self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"})
+            return {
+                "data": data,
+                "protocol": self.protocol.model_dump(mode="json"),
+                "teacher": self.teacher.model_dump(mode="json"),
+                "seed": self.split_seed,
+                "device": self.run.device,
+            }
+        raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of a config (dict or model)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _valid_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown_key_error(key: str, source: str) -> ConfigError:
+    valid = _valid_keys(RunConfig)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else "run `gfkd config` to list the keys"
+    return ConfigError(f"unknown config key '{key}' in {source}: {hint}")
+
+
+def _parse_value(text: str) -> Any:
+    """Parse the value of key=value as a TOML value; bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(tree: dict, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    model: type[BaseModel] = RunConfig
+    node = tree
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            raise _unknown_key_error(key, source)
+        ann = field.annotation
+        is_section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        last = i == len(parts) - 1
+        if last:
+            if is_section:
+                raise ConfigError(f"'{key}' in {source} is a section, not a value: set one of its keys, e.g. {key}.{next(iter(ann.model_fields))}=...")
+            node[part] = value
+        else:
+            if not is_section:
+                raise _unknown_key_error(key, source)
+            node = node.setdefault(part, {})
+            model = ann
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            items += _flatten(v, f"{prefix}{k}.")
+        else:
+            items.append((f"{prefix}{k}", v))
+    return items
+
+
+def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults ← TOML file ← key=value overrides, validated into a frozen RunConfig.
+
+    Raises:
+        ConfigError: one line naming the file, key or value at fault and the fix.
+    """
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' not found: pass an existing .toml file")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
+        for key, value in _flatten(raw):
+            _set_dotted(tree, key, value, f"'{path}'")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not key=value: write e.g. teacher.epochs=50")
+        _set_dotted(tree, key.strip(), _parse_value(value.strip()), "the command line")
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        raise ConfigError(f"config value {loc}={got!r} is invalid: {err['msg']}") from exc

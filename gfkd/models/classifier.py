@@ -1,0 +1,85 @@
+"""GraphClassifier: message-passing layers → sum (or mean) pooling → dropout → Linear, with a dense path.
+
+ARCH-L-H (protocol.md §5): L counts the input layer, so the model has L − 1 message-passing layers of width H; a
+residual h ← h' + h joins from the second layer on. Each layer defines `aggregate` (sparse, `edge_index`),
+`aggregate_dense` (a soft adjacency `[B, N, N]`) and a shared node-wise `update`; so the sparse model and its
+dense twin (`gfkd.models.dense.DenseTwin`) use the very same parameters, and BN layers only ever see real nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+
+class GraphClassifier(nn.Module):
+    """Base class; subclasses set `layer_cls` (a GIN or GCN layer).
+
+    Args:
+        in_dim: node feature width F.
+        num_classes: C.
+        layers: L, counting the input layer (L − 1 message-passing layers).
+        hidden: H.
+        pooling: "sum" or "mean" over the nodes of each graph.
+        bn: BatchNorm in the layers.
+        residual: h ← h' + h from the second message-passing layer on.
+        dropout: dropout before the classifier.
+    """
+
+    layer_cls: type[nn.Module]
+    arch: str
+
+    def __init__(self, in_dim: int, num_classes: int, layers: int = 5, hidden: int = 128, pooling: str = "sum",
+                 bn: bool = True, residual: bool = True, dropout: float = 0.5):
+        super().__init__()
+        if layers < 2:
+            raise ValueError("layers counts the input layer and must be >= 2")
+        self.in_dim, self.num_classes, self.hidden = in_dim, num_classes, hidden
+        self.pooling, self.residual = pooling, residual
+        self.convs = nn.ModuleList(
+            self.layer_cls(in_dim if i == 0 else hidden, hidden, bn=bn) for i in range(layers - 1))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def node_embeddings(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """x: [N, F], edge_index: [2, E] → last-layer node embeddings [N, H]."""
+        for i, conv in enumerate(self.convs):
+            h = conv.update(conv.aggregate(x, edge_index))
+            x = h + x if (self.residual and i > 0) else h
+        return x
+
+    def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """h: [N, H], batch: [N] → graph embeddings [B, H]."""
+        return scatter(h, batch, dim=0, dim_size=num_graphs, reduce=self.pooling)
+
+    def head(self, g: Tensor) -> Tensor:
+        """g: [B, H] → logits [B, C]."""
+        return self.classifier(self.dropout(g))
+
+    def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None) -> Tensor:
+        """Pooled graph embeddings [B, H]."""
+        num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
+        return self.pool(self.node_embeddings(x, edge_index), batch, num_graphs)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None) -> Tensor:
+        """x: [N, F], edge_index: [2, E], batch: [N] → logits [B, C]."""
+        return self.head(self.embed(x, edge_index, batch, num_graphs))
+
+    def config(self) -> dict:
+        """The constructor arguments, for the checkpoint's JSON."""
+        return {"arch": self.arch, "in_dim": self.in_dim, "num_classes": self.num_classes,
+                "layers": len(self.convs) + 1, "hidden": self.hidden, "pooling": self.pooling,
+                "bn": isinstance(self.convs[0].norm, nn.BatchNorm1d), "residual": self.residual,
+                "dropout": self.dropout.p}
+
+
+def build_classifier(arch: str, in_dim: int, num_classes: int, **kw) -> GraphClassifier:
+    """A GIN or GCN classifier by name."""
+    from gfkd.models.gcn import GCNClassifier
+    from gfkd.models.gin import GINClassifier
+
+    classes = {"gin": GINClassifier, "gcn": GCNClassifier}
+    if arch not in classes:
+        raise ValueError(f"unknown arch '{arch}': choose one of {sorted(classes)}")
+    return classes[arch](in_dim, num_classes, **kw)

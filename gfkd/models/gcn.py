@@ -1,0 +1,51 @@
+"""GCN layer and classifier ("Semi-Supervised Classification with Graph Convolutional Networks", arXiv 1609.02907).
+
+    h' = ReLU(BN(D̂^{-1/2} (A + I) D̂^{-1/2} · h · W + b)),  D̂ = diag((A + I)·1)
+
+Self-loops are added by the layer (the data carries none). The dense form sets the diagonal of A to 1 (no gradient
+through it), as acgkd.md §6 specifies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import add_remaining_self_loops, scatter
+
+from gfkd.models.classifier import GraphClassifier
+from gfkd.models.gin import _norm
+
+
+class GCNLayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, bn: bool = True):
+        super().__init__()
+        self.lin = nn.Linear(in_dim, out_dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        self.norm = _norm(out_dim, bn)
+
+    def aggregate(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """x: [N, F], edge_index: [2, E] → D̂^{-1/2} Â D̂^{-1/2} x W + b: [N, H]."""
+        n = x.size(0)
+        (src, dst), _ = add_remaining_self_loops(edge_index, num_nodes=n)
+        deg = scatter(torch.ones_like(dst, dtype=x.dtype), dst, dim=0, dim_size=n, reduce="sum")
+        dinv = deg.clamp(min=1).pow(-0.5)
+        xw = self.lin(x)
+        msg = (dinv[src] * dinv[dst]).unsqueeze(-1) * xw[src]
+        return scatter(msg, dst, dim=0, dim_size=n, reduce="sum") + self.bias
+
+    def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+        """x: [B, N, F], adj: [B, N, N] (soft, zero diagonal), mask: [B, N] → [B, N, H]."""
+        eye = torch.eye(adj.size(-1), dtype=torch.bool, device=adj.device)
+        adj_hat = adj.masked_fill(eye, 1.0)  # Â = A with diagonal 1, no gradient through the diagonal
+        dinv = adj_hat.sum(-1).clamp(min=1).pow(-0.5)  # [B, N]
+        xw = self.lin(x)
+        return dinv.unsqueeze(-1) * (adj_hat @ (dinv.unsqueeze(-1) * xw)) + self.bias
+
+    def update(self, h: Tensor) -> Tensor:
+        """h: [n, H] aggregated real nodes → [n, H]."""
+        return self.norm(h).relu()
+
+
+class GCNClassifier(GraphClassifier):
+    layer_cls = GCNLayer
+    arch = "gcn"

@@ -1,0 +1,43 @@
+"""GIN layer and classifier ("How Powerful are Graph Neural Networks?", arXiv 1810.00826).
+
+    h_i' = ReLU(BN(MLP((1 + ε)·h_i + Σ_{j∈N(i)} h_j))),  ε = 0 fixed,  MLP = Linear → BN → ReLU → Linear
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from gfkd.models.classifier import GraphClassifier
+
+
+def _norm(dim: int, bn: bool) -> nn.Module:
+    return nn.BatchNorm1d(dim) if bn else nn.Identity()
+
+
+class GINLayer(nn.Module):
+    eps = 0.0
+
+    def __init__(self, in_dim: int, out_dim: int, bn: bool = True):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim), _norm(out_dim, bn), nn.ReLU(),
+                                 nn.Linear(out_dim, out_dim))
+        self.norm = _norm(out_dim, bn)
+
+    def aggregate(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """x: [N, F], edge_index: [2, E] → (1 + ε)·x + Σ_j x_j: [N, F]."""
+        src, dst = edge_index
+        return (1 + self.eps) * x + scatter(x[src], dst, dim=0, dim_size=x.size(0), reduce="sum")
+
+    def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+        """x: [B, N, F], adj: [B, N, N] (soft, a_ij weighs j → i), mask: [B, N] → [B, N, F]."""
+        return (1 + self.eps) * x + adj @ x
+
+    def update(self, h: Tensor) -> Tensor:
+        """h: [n, F] aggregated real nodes → [n, H]."""
+        return self.norm(self.mlp(h)).relu()
+
+
+class GINClassifier(GraphClassifier):
+    layer_cls = GINLayer
+    arch = "gin"
