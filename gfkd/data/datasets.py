@@ -138,9 +138,16 @@ class GraphDataset:
     num_classes: int
     feature_kind: str  # "node_labels" | "degree"
     max_degree: int | None  # D of the degree one-hot (width D + 1), None for featureful sets
+    _graphs: list[Data] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def subset(self, idx: np.ndarray) -> list[Data]:
+        """The graphs at `idx`, transformed once and kept in memory (cheaper than a transform per access)."""
+        if self._graphs is None:
+            self._graphs = [self.dataset[i] for i in range(len(self.dataset))]
+        return [self._graphs[int(i)] for i in idx]
 
 
 def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path("runs/_cache/datasets"),

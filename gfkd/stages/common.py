@@ -1,0 +1,49 @@
+"""What every stage shares: the cached-or-run decision, the staging folder and the swap-in, the outcome record."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gfkd.io.atomic import swap_in
+from gfkd.io.manifest import Manifest, valid_manifest
+from gfkd.layout import RunLayout
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    manifest: Manifest
+    status: str  # "ran" | "cached"
+
+
+def cached(layout: RunLayout, stage: str, cache_key: str, force: bool) -> StageOutcome | None:
+    """The finished stage's outcome when its manifest is valid for `cache_key` (and not forced), else None."""
+    if force:
+        return None
+    m = valid_manifest(layout.manifest(stage), cache_key)
+    return StageOutcome(m, "cached") if m is not None else None
+
+
+def fresh_staging(layout: RunLayout, stage: str) -> Path:
+    """An empty folder to write the stage's outputs into (a leftover from a killed run is discarded)."""
+    staging = layout.staging_dir(stage)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(layout: RunLayout, stage: str, staging: Path, manifest: Manifest) -> StageOutcome:
+    """Write the manifest last, then swap the staging folder in whole as the stage's folder."""
+    manifest.write(staging / "manifest.json")
+    swap_in(staging, layout.stage_dir(stage))
+    return StageOutcome(manifest, "ran")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

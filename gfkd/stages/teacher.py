@@ -1,0 +1,132 @@
+"""Teacher stage: train a GIN/GCN graph classifier on the real training split, select it on validation, save it.
+
+Outputs in `<run>/teacher/`: `teacher.pt` (state_dict + `bn_eval_stats` tensors, loadable with weights_only=True),
+`teacher.json` (model config, data metadata of protocol.md §1, split, selection), `history.json` (per-epoch metrics),
+`curve.png`, and `manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric import seed_everything
+from torch_geometric.loader import DataLoader
+
+from gfkd.config import RunConfig
+from gfkd.data.datasets import load_tu
+from gfkd.data.metadata import dataset_metadata
+from gfkd.data.splits import make_split
+from gfkd.io.atomic import write_json
+from gfkd.io.checkpoint import load_checkpoint, save_checkpoint
+from gfkd.io.manifest import Manifest
+from gfkd.layout import RunLayout
+from gfkd.models import GraphClassifier, build_classifier
+from gfkd.models.bn_stats import bn_input_statistics
+from gfkd.plots import training_curve
+from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
+from gfkd.tracking import NullLogger
+from gfkd.train import evaluate, fit_classifier
+
+STAGE = "teacher"
+FILES = ["teacher.pt", "teacher.json", "history.json", "curve.png"]
+
+
+def load_dataset(cfg: RunConfig):
+    """The run's graph-classification dataset, opened through the writable cache."""
+    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+    return load_tu(cfg.data.dataset, cfg.data.root, cache, cfg.data.max_degree_cap, cfg.data.download)
+
+
+def load_teacher(path: Path) -> tuple[GraphClassifier, dict, dict[str, torch.Tensor]]:
+    """Rebuild the saved teacher in eval mode; returns (model, meta JSON, bn_eval_stats)."""
+    state, meta, tensors = load_checkpoint(path)
+    cfg = dict(meta["model"])
+    model = build_classifier(cfg.pop("arch"), cfg.pop("in_dim"), cfg.pop("num_classes"), **cfg)
+    model.load_state_dict(state)
+    return model.eval(), meta, tensors.get("bn_eval_stats", {})
+
+
+def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(),
+        force: bool = False) -> StageOutcome:
+    """Train (or find finished) the teacher of this run."""
+    if (done := cached(layout, STAGE, cache_key, force)) is not None:
+        return done
+    t0 = time.perf_counter()
+    tc = cfg.teacher
+    seed = cfg.split_seed
+    seed_everything(seed)
+    device = resolve_device(cfg.run.device)
+
+    ds = load_dataset(cfg)
+    split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
+    subset = ds.subset
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(subset(split.train), batch_size=tc.batch_size, shuffle=True, generator=gen)
+    val_loader = DataLoader(subset(split.val), batch_size=256) if len(split.val) else None
+    test_loader = DataLoader(subset(split.test), batch_size=256)
+
+    m = tc.model
+    model = build_classifier(m.arch, ds.num_features, ds.num_classes, layers=m.layers, hidden=m.hidden,
+                             pooling=m.pooling, bn=m.bn, residual=m.residual, dropout=m.dropout).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.params({"teacher": tc.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
+                   "protocol": cfg.protocol.model_dump(mode="json"), "seed": seed,
+                   "split": split.sizes(), "fold_hash": split.fold_hash,
+                   "resolved": {"label_smoothing": tc.resolved_label_smoothing,
+                                "weight_decay": tc.resolved_weight_decay}})
+
+    fit = fit_classifier(model, train_loader, val_loader, epochs=tc.epochs, lr=tc.lr,
+                         weight_decay=tc.resolved_weight_decay, lr_step=tc.lr_step, lr_gamma=tc.lr_gamma,
+                         label_smoothing=tc.resolved_label_smoothing, device=device, stage=STAGE,
+                         on_epoch=lambda e, mt: logger.metrics(mt, step=e))
+    model.load_state_dict(fit.best_state)
+    test = evaluate(model, test_loader, device)  # once, after selection
+    val = evaluate(model, val_loader, device) if val_loader else None
+    with torch.no_grad():
+        logits = torch.cat([model(b.x, b.edge_index, b.batch, b.num_graphs).abs().mean(-1)
+                            for b in (b.to(device) for b in test_loader)])
+    train_labels = ds.labels[split.train]
+    majority = int(np.bincount(train_labels).argmax())
+
+    staging = fresh_staging(layout, STAGE)
+    bn_stats = bn_input_statistics(model, DataLoader(subset(split.train), batch_size=256), device)
+    meta = {
+        "model": model.config(),
+        "data": dataset_metadata(ds, split.train),
+        "split": {"protocol": split.protocol, "fold": cfg.protocol.fold, "seed": cfg.protocol.seed,
+                  "sizes": split.sizes(), "fold_hash": split.fold_hash},
+        "selection": {"best_epoch": fit.best_epoch, "rule": "lowest val loss" if val_loader else "last epoch"},
+        "recipe": tc.model_dump(mode="json"),
+        "bn_eval_stats_layers": sorted({k.rsplit(".", 1)[0] for k in bn_stats}),
+    }
+    save_checkpoint(staging / "teacher.pt", model.state_dict(), meta, tensors={"bn_eval_stats": bn_stats})
+    write_json(staging / "history.json", fit.history)
+    fig = training_curve(fit.history, STAGE, fit.best_epoch)
+    fig.savefig(staging / "curve.png", dpi=110)
+
+    wall = time.perf_counter() - t0
+    metrics = {"teacher/test/acc": test.acc, "teacher/test/loss": test.loss,
+               "teacher/test/majority_acc": float((ds.labels[split.test] == majority).mean()),
+               "teacher/test/mean_abs_logit": float(logits.mean()),
+               "teacher/select/best_epoch": float(fit.best_epoch), "teacher/params/count": float(n_params),
+               "teacher/time/wall_s": wall}
+    if val is not None:
+        metrics |= {"teacher/val/acc": val.acc, "teacher/val/loss": val.loss}
+    logger.metrics(metrics)
+    logger.figure(fig, "teacher/curve.png")
+    for f in ("teacher.pt", "teacher.json", "history.json"):
+        logger.artifact(staging / f, "teacher")
+    logger.flush()
+    manifest = Manifest.build(STAGE, cache_key, staging, FILES, metrics=metrics,
+                              info={"fold_hash": split.fold_hash, "sizes": split.sizes()},
+                              mlflow_run_id=logger.run_id)
+    return publish(layout, STAGE, staging, manifest)
+
+
+def read_metadata(layout: RunLayout) -> dict:
+    """The teacher's JSON metadata (for data-free stages)."""
+    return json.loads((layout.stage_dir(STAGE) / "teacher.json").read_text())

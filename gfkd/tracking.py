@@ -1,0 +1,138 @@
+"""The only module that imports MLflow: a parent run per pipeline run, a nested run per stage.
+
+Logging goes through `MlflowClient` with explicit run ids (the fluent API is not thread-safe, and Prefect runs
+tasks in threads). The default backend is a SQLite file in the run folder with artifacts beside it; an explicit
+`MLFLOW_TRACKING_URI` (e.g. an `mlflow server`) is honoured. Stages get a `RunLogger` (or a `NullLogger` in unit
+tests) and hand it dicts and figures; they never see MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gfkd.errors import GfkdError
+from gfkd.layout import RunLayout
+
+
+def tracking_uri(layout: RunLayout) -> str:
+    """$MLFLOW_TRACKING_URI when set, else `sqlite:///<run>/mlflow.db`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db.resolve()}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"teacher": {"lr": 0.01}} → {"teacher.lr": 0.01}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class NullLogger:
+    """A logger that records nothing (unit tests, or a stage run without tracking)."""
+
+    run_id: str | None = None
+
+    def params(self, params: dict[str, Any]) -> None: ...
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def figure(self, fig: Any, name: str) -> None: ...
+    def artifact(self, path: Path, folder: str | None = None) -> None: ...
+    def tags(self, tags: dict[str, str]) -> None: ...
+    def flush(self) -> None: ...
+
+
+class RunLogger(NullLogger):
+    """Logs into one MLflow run; metrics are buffered and sent in batches (SQLite writes are slow)."""
+
+    def __init__(self, tracker: "Tracker", run_id: str, flush_every_s: float = 5.0):
+        self.tracker, self.run_id, self.flush_every_s = tracker, run_id, flush_every_s
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    def params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.tracker.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush > self.flush_every_s or len(self._buffer) > 900:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:900], self._buffer[900:]
+            self.tracker.client.log_batch(self.run_id, metrics=chunk)
+        self._last_flush = time.monotonic()
+
+    def figure(self, fig: Any, name: str) -> None:
+        self.tracker.client.log_figure(self.run_id, fig, name)
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        self.tracker.client.log_artifact(self.run_id, str(path), folder)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.tracker.client.set_tag(self.run_id, k, str(v))
+
+
+class Tracker:
+    """One MLflow experiment per dataset; runs are created and ended with explicit ids."""
+
+    def __init__(self, layout: RunLayout, experiment: str):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow.tracking import MlflowClient
+
+        self.layout = layout
+        self.uri = tracking_uri(layout)
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = None if "MLFLOW_TRACKING_URI" in os.environ else layout.mlflow_artifacts.resolve().as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = exp.experiment_id
+        except Exception as exc:  # unreachable server, locked or corrupt database
+            raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({type(exc).__name__}: {str(exc)[:200]}): "
+                            f"start the server or unset MLFLOW_TRACKING_URI") from exc
+
+    def start_run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> RunLogger:
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return RunLogger(self, run.info.run_id)
+
+    def logger(self, run_id: str) -> RunLogger:
+        return RunLogger(self, run_id)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def metric_history(self, run_id: str, key: str) -> list[float]:
+        return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Run `mlflow ui` over the run's backend (blocks until interrupted); returns its exit code."""
+    import subprocess
+
+    uri = tracking_uri(layout)
+    if uri.startswith("sqlite:") and not layout.mlflow_db.is_file():
+        raise GfkdError(f"no MLflow database at {layout.mlflow_db}: pass a run folder made by `gfkd run`")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    print(f"MLflow UI for {layout.root} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr)
+    return subprocess.call(cmd, env=env, cwd=layout.root)

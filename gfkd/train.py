@@ -1,0 +1,108 @@
+"""Supervised training of a graph classifier with validation-loss selection (protocol.md §4).
+
+Keeps the epoch with the lowest validation loss (ties: higher validation accuracy, then the earlier epoch); with no
+validation set, the last epoch. Test data never enters this loop: `evaluate` is called on it once, afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.loader import DataLoader
+from tqdm import tqdm
+
+from gfkd.errors import StageError
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    n: int
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> EvalResult:
+    """Mean cross-entropy (no smoothing) and accuracy of `model` in eval mode over `loader`."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for batch in loader:
+        batch = batch.to(device)
+        logits = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+        loss_sum += F.cross_entropy(logits, batch.y, reduction="sum").item()
+        correct += int((logits.argmax(-1) == batch.y).sum())
+        n += batch.num_graphs
+    return EvalResult(loss=loss_sum / max(n, 1), acc=correct / max(n, 1), n=n)
+
+
+def _is_better(cand: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    """Lower val loss wins; ties go to higher val accuracy; remaining ties keep the earlier epoch."""
+    if best is None:
+        return True
+    return cand[0] < best[0] or (cand[0] == best[0] and cand[1] > best[1])
+
+
+def fit_classifier(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, *, epochs: int,
+                   lr: float, weight_decay: float, lr_step: int, lr_gamma: float, label_smoothing: float,
+                   device: torch.device, stage: str = "teacher",
+                   on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train with Adam + step decay; select the epoch by validation loss.
+
+    Args:
+        on_epoch: called as on_epoch(epoch, metrics) with keys `stage/split/metric`.
+    Raises:
+        StageError: when the training loss becomes non-finite (names stage, epoch and the likely cause).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
+    result = FitResult(best_epoch=-1, best_state={})
+    best: tuple[float, float] | None = None
+    bar = tqdm(range(epochs), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
+    for epoch in bar:
+        model.train()
+        loss_sum, correct, n = 0.0, 0, 0
+        for batch in train_loader:
+            batch = batch.to(device)
+            logits = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+            loss = F.cross_entropy(logits, batch.y, label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                raise StageError(f"{stage}: non-finite training loss at epoch {epoch}: "
+                                 f"lower {stage}.lr (now {lr}) or check the input features for NaN/inf")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * batch.num_graphs
+            correct += int((logits.argmax(-1) == batch.y).sum())
+            n += batch.num_graphs
+        sched.step()
+        metrics = {f"{stage}/train/loss": loss_sum / n, f"{stage}/train/acc": correct / n,
+                   f"{stage}/train/lr": opt.param_groups[0]["lr"]}
+        if val_loader is not None:
+            v = evaluate(model, val_loader, device)
+            metrics |= {f"{stage}/val/loss": v.loss, f"{stage}/val/acc": v.acc}
+            key = (v.loss, v.acc)
+        else:
+            key = (-float(epoch), 0.0)  # no validation: the last epoch wins
+        if math.isfinite(key[0]) and _is_better(key, best):
+            best, result.best_epoch = key, epoch
+            result.best_state = copy.deepcopy(model.state_dict())
+        result.history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        bar.set_postfix(loss=f"{metrics[f'{stage}/train/loss']:.3f}",
+                        val=f"{metrics.get(f'{stage}/val/acc', float('nan')):.3f}")
+    return result

@@ -1,0 +1,36 @@
+"""The stage cache key: hash(stage config, upstream manifests' digests, code version of what the stage runs).
+
+The code version hashes the gfkd source files a stage depends on (not only the task's own lines, which is all
+Prefect's TASK_SOURCE sees), so editing the generator re-runs generate and later stages but not the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import gfkd
+from gfkd.config import RunConfig, config_hash
+
+_ROOT = Path(gfkd.__file__).parent
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "teacher": ("data", "models", "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
+}
+
+
+def code_version(stage: str) -> str:
+    """sha256 over gfkd's version and the source files `stage` depends on."""
+    h = hashlib.sha256(gfkd.__version__.encode())
+    for entry in STAGE_CODE[stage]:
+        path = _ROOT / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(_ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def stage_key(cfg: RunConfig, stage: str, upstream_digests: tuple[str, ...] = ()) -> str:
+    """The cache key of `stage` in this run."""
+    return config_hash({"stage": stage, "config": cfg.stage_config(stage), "upstream": list(upstream_digests),
+                        "code": code_version(stage)})
