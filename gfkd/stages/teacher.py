@@ -116,7 +116,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                "teacher/time/wall_s": wall}
     if val is not None:
         metrics |= {"teacher/val/acc": val.acc, "teacher/val/loss": val.loss}
-    logger.metrics(metrics)
+    logger.metrics(metrics, step=tc.epochs)  # the selected epoch's values, after the per-epoch curve
     logger.figure(fig, "teacher/curve.png")
     for f in ("teacher.pt", "teacher.json", "history.json"):
         logger.artifact(staging / f, "teacher")

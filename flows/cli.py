@@ -1,0 +1,173 @@
+"""The `gfkd` command line: run the pipeline, show the resolved config, open the MLflow UI.
+
+    gfkd run [CONFIG.toml] [key=value ...] [--data-root DIR] [--force STAGE]
+    gfkd config [CONFIG.toml] [key=value ...]
+    gfkd ui [RUN_DIR] [--port 5000]
+
+A `GfkdError` (bad config, missing data, invalid file) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from gfkd.config import STAGES, RunConfig, resolve_config
+from gfkd.errors import ConfigError, GfkdError
+from gfkd.io.atomic import write_json
+from gfkd.layout import RunLayout
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
+
+
+def _one_line_errors(fn):
+    """Turn a GfkdError into `gfkd: error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GfkdError as exc:
+            typer.echo(f"gfkd: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _split_args(args: list[str]) -> tuple[Optional[Path], list[str]]:
+    """CONFIG.toml (at most one, anywhere) and key=value overrides."""
+    config, overrides = None, []
+    for a in args:
+        if "=" in a:
+            overrides.append(a)
+        elif config is None and a.endswith(".toml"):
+            config = Path(a)
+        else:
+            raise ConfigError(f"argument '{a}' is neither a .toml config file nor a key=value override")
+    return config, overrides
+
+
+def _load(args: list[str], data_root: Optional[Path]) -> RunConfig:
+    config, overrides = _split_args(args or [])
+    if data_root is not None:
+        overrides.append(f"data.root='{data_root}'")
+    return resolve_config(config, overrides)
+
+
+def _prefect_env(layout: RunLayout) -> None:
+    """Point Prefect's home, database and result storage into the run folder (unless the user set them)."""
+    defaults = {
+        "PREFECT_HOME": str(layout.prefect_home.resolve()),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(layout.prefect_storage.resolve()),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+        "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+
+
+@contextmanager
+def _run_lock(layout: RunLayout) -> Iterator[None]:
+    """One writer per run folder: a second `gfkd run` on the same folder refuses instead of interleaving writes."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GfkdError(f"another gfkd run is writing to {layout.root}: wait for it to finish or choose "
+                            f"another run.name") from None
+        yield
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise GfkdError(f"run folder {path} is not writable ({exc.strerror}): set run.runs_dir to a writable folder") from exc
+
+
+@app.command()
+@_one_line_errors
+def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
+        data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
+        force: list[str] = typer.Option([], "--force", help="redo this stage even if it is cached (repeatable)")) -> None:
+    """Run the pipeline (today: teacher); print the run folder as the last line."""
+    cfg = _load(args, data_root)
+    for s in force:
+        if s not in STAGES:
+            raise ConfigError(f"--force {s}: unknown stage, choose one of {', '.join(STAGES)}")
+    layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
+    _check_writable(layout.root)
+    with _run_lock(layout):
+        from gfkd.data.datasets import find_raw_dir, resolve_data_root
+        from gfkd.errors import DataError
+
+        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+        root = resolve_data_root(cfg.data.root)
+        if find_raw_dir(cfg.data.dataset, root, cache) is None and not cfg.data.download:
+            raise DataError(f"dataset '{cfg.data.dataset}' not found under {root}: pass --data-root or set "
+                            f"GFKD_DATA_ROOT to a folder holding {cfg.data.dataset}/raw/")
+        write_json(layout.config, cfg.model_dump(mode="json"))
+        _prefect_env(layout)
+        logging.getLogger("gfkd").setLevel(logging.INFO)
+        t0 = time.perf_counter()
+        from flows.pipeline import pipeline
+
+        records = pipeline(cfg, str(layout.root.resolve()), list(force))
+        summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
+                   "wall_s": time.perf_counter() - t0, "stages": {r["stage"]: r for r in records}}
+        write_json(layout.summary, summary)
+    for r in records:
+        head = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items() if "/test/acc" in k or "/val/acc" in k)
+        typer.echo(f"{r['stage']:>9}: {r['status']:<6} {r['wall_s']:6.1f}s  {head}", err=True)
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        typer.echo(f"gfkd: error: stage {failed[0]['stage']} failed: {failed[0]['error']}", err=True)
+        typer.echo(str(layout.root))
+        raise typer.Exit(2 if failed[0].get("user_error") else 1)
+    typer.echo(str(layout.root))
+
+
+@app.command()
+@_one_line_errors
+def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides")) -> None:
+    """Print the resolved config as JSON (defaults ← file ← overrides)."""
+    typer.echo(json.dumps(_load(args, None).model_dump(mode="json"), indent=2))
+
+
+@app.command()
+@_one_line_errors
+def ui(run_dir: Path = typer.Argument(Path("."), help="a run folder made by `gfkd run`"),
+       port: int = typer.Option(5000, help="port on 127.0.0.1"),
+       host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)")) -> None:
+    """Open the MLflow UI over a run folder's tracking backend."""
+    from gfkd.tracking import serve_ui
+
+    raise typer.Exit(serve_ui(RunLayout(run_dir), host=host, port=port))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

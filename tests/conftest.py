@@ -1,0 +1,88 @@
+"""Hermetic test set-up: Prefect, MLflow and every output go to temporary folders; nothing touches the network.
+
+The environment is set here, before any test imports prefect or mlflow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_TMP = Path(tempfile.mkdtemp(prefix="gfkd-tests-"))
+for key, value in {
+    "PREFECT_HOME": str(_TMP / "prefect"),
+    "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_TMP / "prefect" / "storage"),
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}.items():
+    os.environ[key] = value
+for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
+    os.environ.pop(key, None)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def write_tu(root: Path, name: str, graphs: list[tuple[list[tuple[int, int]], int, list[int] | None]]) -> Path:
+    """Write graphs in TU format under root/name/raw: each graph = (undirected edges, label, node labels or None)."""
+    raw = root / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    a, ind, glab, nlab = [], [], [], []
+    offset = 0
+    for gi, (edges, label, node_labels) in enumerate(graphs, start=1):
+        n = 1 + max(max(e) for e in edges)
+        for u, v in edges:
+            a += [(u + offset + 1, v + offset + 1), (v + offset + 1, u + offset + 1)]
+        ind += [gi] * n
+        glab.append(label)
+        nlab += node_labels if node_labels is not None else []
+        offset += n
+    (raw / f"{name}_A.txt").write_text("".join(f"{u}, {v}\n" for u, v in a))
+    (raw / f"{name}_graph_indicator.txt").write_text("".join(f"{i}\n" for i in ind))
+    (raw / f"{name}_graph_labels.txt").write_text("".join(f"{y}\n" for y in glab))
+    if nlab:
+        (raw / f"{name}_node_labels.txt").write_text("".join(f"{y}\n" for y in nlab))
+    return root
+
+
+def tiny_graphs(num: int = 40, seed: int = 0, node_labels: bool = True) -> list:
+    """Class 0: cycles; class 1: stars (5-7 nodes). Node labels: 0 on leaves/ring, 1 on the hub, 2 on node 1."""
+    rng = np.random.RandomState(seed)
+    graphs = []
+    for g in range(num):
+        n = int(rng.randint(5, 8))
+        label = g % 2
+        if label == 0:
+            edges = [(i, (i + 1) % n) for i in range(n)]
+            labels = [0] * n
+        else:
+            edges = [(0, i) for i in range(1, n)]
+            labels = [1] + [0] * (n - 1)
+        labels[1] = 2
+        graphs.append((edges, label + 1, labels if node_labels else None))  # TU labels 1/2, remapped to 0/1
+    return graphs
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A data root with TINY (node labels) and TINYDEG (featureless) TU datasets of 40 graphs."""
+    root = tmp_path_factory.mktemp("data")
+    write_tu(root, "TINY", tiny_graphs())
+    write_tu(root, "TINYDEG", tiny_graphs(node_labels=False))
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_root() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared/datasets not present")
+    return SHARED

@@ -1,0 +1,104 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gfkd.data import datasets as D
+from gfkd.data.datasets import load_planetoid, load_tu, resolve_data_root
+from gfkd.errors import DataError
+
+
+def _check_undirected_no_loops(g):
+    ei = g.edge_index
+    assert not (ei[0] == ei[1]).any()
+    pairs = set(map(tuple, ei.t().tolist()))
+    assert all((v, u) in pairs for u, v in pairs)
+
+
+def test_tiny_tu_loads_with_node_label_features(tiny_root, tmp_path):
+    ds = load_tu("TINY", tiny_root, tmp_path / "cache", allow_download=False)
+    assert len(ds) == 40 and ds.num_classes == 2 and ds.feature_kind == "node_labels"
+    assert ds.num_features == 3 and ds.max_degree is None
+    assert sorted(np.bincount(ds.labels).tolist()) == [20, 20]
+    g = ds.subset([1])[0]  # a star
+    assert g.x.shape == (g.num_nodes, 3) and torch.equal(g.x.sum(1), torch.ones(g.num_nodes))
+    assert g.edge_attr is None
+    _check_undirected_no_loops(g)
+    assert not list(tiny_root.rglob("processed")), "nothing may be written into the data root"
+
+
+def test_featureless_set_gets_degree_one_hot(tiny_root, tmp_path):
+    ds = load_tu("TINYDEG", tiny_root, tmp_path / "cache", allow_download=False)
+    assert ds.feature_kind == "degree" and ds.max_degree == 6  # stars of 7 nodes have a hub of degree 6
+    assert ds.num_features == 7
+    for g in ds.subset(range(len(ds))):
+        deg = torch.bincount(g.edge_index[0], minlength=g.num_nodes)
+        assert torch.equal(g.x.argmax(1), deg) and torch.equal(g.x.sum(1), torch.ones(g.num_nodes))
+
+
+def test_degree_cap_puts_high_degrees_in_last_bin(tiny_root, tmp_path):
+    ds = load_tu("TINYDEG", tiny_root, tmp_path / "cache", max_degree_cap=3, allow_download=False)
+    assert ds.max_degree == 3 and ds.num_features == 4
+    star = ds.subset([1])[0]
+    assert star.x[0].tolist() == [0, 0, 0, 1]  # hub degree >= 4 lands in the last bin
+
+
+def test_missing_dataset_fails_fast_naming_folder_and_files(tmp_path):
+    t0 = time.perf_counter()
+    with pytest.raises(DataError) as err:
+        load_tu("NOPE", tmp_path / "root", tmp_path / "cache", allow_download=False)
+    msg = str(err.value)
+    assert "'NOPE'" in msg and str(tmp_path / "root" / "NOPE" / "raw") in msg and "NOPE_A.txt" in msg
+    assert "\n" not in msg and time.perf_counter() - t0 < 5
+
+
+def test_missing_dataset_without_network_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "_reachable", lambda host, timeout=4.0: False)  # never touch the network in tests
+    with pytest.raises(DataError, match="no network"):
+        load_planetoid("PubMed", tmp_path / "root", tmp_path / "cache", allow_download=True)
+
+
+def test_malformed_raw_file_is_a_data_error(tmp_path):
+    raw = tmp_path / "root" / "BAD" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "BAD_A.txt").write_text("1, 2\nnot numbers\n")
+    (raw / "BAD_graph_indicator.txt").write_text("1\n1\n")
+    (raw / "BAD_graph_labels.txt").write_text("1\n")
+    with pytest.raises(DataError, match="BAD"):
+        load_tu("BAD", tmp_path / "root", tmp_path / "cache", allow_download=False)
+
+
+def test_data_root_resolution(monkeypatch, tmp_path):
+    assert resolve_data_root(tmp_path) == tmp_path
+    monkeypatch.setenv("GFKD_DATA_ROOT", str(tmp_path / "env"))
+    assert resolve_data_root(None) == tmp_path / "env"
+
+
+# protocol.md §1 / §8.6: graph and class counts exactly, average nodes and edges within 1 %
+TU_STATS = {"MUTAG": (188, 2, 17.93, 19.79, 7), "PTC_MR": (344, 2, 14.29, 14.69, None),
+            "PROTEINS": (1113, 2, 39.06, 72.82, 3), "IMDB-BINARY": (1000, 2, 19.77, 96.53, 136)}
+
+
+@pytest.mark.dataset
+@pytest.mark.parametrize("name", list(TU_STATS))
+def test_real_tu_statistics(shared_root, tmp_path_factory, name):
+    graphs, classes, nodes, edges, width = TU_STATS[name]
+    ds = load_tu(name, shared_root, tmp_path_factory.getbasetemp() / "cache", allow_download=False)
+    assert len(ds) == graphs and ds.num_classes == classes
+    all_graphs = ds.subset(range(len(ds)))
+    assert np.mean([g.num_nodes for g in all_graphs]) == pytest.approx(nodes, rel=0.01)
+    assert np.mean([g.edge_index.size(1) / 2 for g in all_graphs]) == pytest.approx(edges, rel=0.01)
+    if width is not None:
+        assert ds.num_features == width
+    if name == "IMDB-BINARY":
+        assert ds.feature_kind == "degree" and ds.max_degree == 135
+
+
+@pytest.mark.dataset
+@pytest.mark.parametrize("name,nodes,classes,feats", [("Cora", 2708, 7, 1433), ("CiteSeer", 3327, 6, 3703)])
+def test_real_planetoid_public_split(shared_root, tmp_path_factory, name, nodes, classes, feats):
+    data = load_planetoid(name, shared_root, tmp_path_factory.getbasetemp() / "cache", allow_download=False)
+    assert data.num_nodes == nodes and int(data.y.max()) + 1 == classes and data.x.size(1) == feats
+    assert int(data.val_mask.sum()) == 500 and int(data.test_mask.sum()) == 1000
+    assert torch.allclose(data.x.sum(1)[data.x.sum(1) > 0], torch.ones(1))  # row-normalised

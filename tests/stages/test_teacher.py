@@ -1,0 +1,60 @@
+import json
+
+import pytest
+import torch
+
+from gfkd.config import resolve_config
+from gfkd.io.manifest import valid_manifest
+from gfkd.layout import RunLayout
+from gfkd.stages import teacher
+from tasks.cache import stage_key
+
+TINY = ["data.dataset=TINY", "teacher.epochs=4", "teacher.model.layers=3", "teacher.model.hidden=8",
+        "teacher.batch_size=8", "protocol.fold=2"]
+
+
+@pytest.fixture
+def run_setup(tiny_root, tmp_path):
+    cfg = resolve_config(None, [*TINY, f"data.root='{tiny_root}'", f"run.runs_dir='{tmp_path}'", "data.download=false"])
+    return cfg, RunLayout(tmp_path / cfg.run_name)
+
+
+def test_teacher_stage_writes_checkpoint_metadata_and_manifest(run_setup):
+    cfg, layout = run_setup
+    key = stage_key(cfg, "teacher")
+    out = teacher.run(cfg, layout, key)
+    assert out.status == "ran" and valid_manifest(layout.manifest("teacher"), key) is not None
+    assert set(out.manifest.files) == set(teacher.FILES)
+    model, meta, bn = teacher.load_teacher(layout.stage_dir("teacher") / "teacher.pt")
+    data = meta["data"]
+    assert data["num_features"] == 3 and data["num_classes"] == 2 and data["feature_kind"] == "node_labels"
+    assert data["num_train_graphs"] == 32 and sum(data["node_count_hist"].values()) == 32
+    assert 5 <= data["nodes_min"] <= data["nodes_mean"] <= data["nodes_max"] <= 7
+    assert 0 < data["edge_density_mean"] < 1 and 1 <= data["degree_mean"] <= 2
+    assert meta["split"]["sizes"] == {"train": 32, "val": 4, "test": 4}
+    assert len(bn) == 2 * 4 and all(torch.isfinite(v).all() for v in bn.values())  # 2 GIN layers × 2 BN
+    assert not model.training
+    history = json.loads((layout.stage_dir("teacher") / "history.json").read_text())
+    assert len(history) == 4 and "teacher/val/loss" in history[0]
+    assert 0 <= out.manifest.metrics["teacher/test/acc"] <= 1
+    assert not layout.staging_dir("teacher").exists()
+
+
+def test_teacher_stage_is_cached_then_forced_and_deterministic(run_setup):
+    cfg, layout = run_setup
+    key = stage_key(cfg, "teacher")
+    first = teacher.run(cfg, layout, key)
+    assert teacher.run(cfg, layout, key).status == "cached"
+    again = teacher.run(cfg, layout, key, force=True)
+    assert again.status == "ran" and again.manifest.digest == first.manifest.digest  # same seed, same bytes
+    changed = resolve_config(None, [*TINY, "teacher.epochs=5"])
+    assert stage_key(changed, "teacher") != key
+    assert teacher.run(cfg, layout, "another-key").status == "ran"
+
+
+def test_no_validation_selects_last_epoch(tiny_root, tmp_path):
+    cfg = resolve_config(None, [*TINY, "protocol.name=holdout", "protocol.val=false", f"data.root='{tiny_root}'",
+                                f"run.runs_dir='{tmp_path}'"])
+    out = teacher.run(cfg, RunLayout(tmp_path / "r"), "k")
+    assert out.manifest.metrics["teacher/select/best_epoch"] == 3
+    assert "teacher/val/acc" not in out.manifest.metrics

@@ -1,0 +1,63 @@
+import pytest
+
+from gfkd.config import RunConfig, config_hash, resolve_config
+from gfkd.errors import ConfigError
+
+
+def test_defaults_follow_the_spec():
+    cfg = resolve_config(None)
+    assert cfg.teacher.model.arch == "gin" and cfg.teacher.model.layers == 5 and cfg.teacher.model.hidden == 128
+    assert cfg.teacher.epochs == 300 and cfg.teacher.lr == 0.01 and cfg.teacher.batch_size == 32
+    assert cfg.teacher.resolved_label_smoothing == 0.1 and cfg.teacher.resolved_weight_decay == 5e-4
+    assert cfg.protocol.name == "cv10" and cfg.data.dataset == "MUTAG" and cfg.data.max_degree_cap == 1000
+    assert cfg.run_name == "mutag-cv10-fold0"
+
+
+def test_overrides_are_typed():
+    cfg = resolve_config(None, ["teacher.epochs=7", "teacher.model.arch=gcn", "protocol.name=holdout",
+                                "protocol.seed=29", "data.download=false", "teacher.profile=gfkd"])
+    assert cfg.teacher.epochs == 7 and cfg.teacher.model.arch == "gcn" and cfg.data.download is False
+    assert cfg.run_name == "mutag-holdout-seed29" and cfg.split_seed == 29
+    assert cfg.teacher.resolved_label_smoothing == 0.0 and cfg.teacher.resolved_weight_decay == 0.0
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("teacher.epoch=5", "did you mean 'teacher.epochs'"),
+    ("techer.lr=0.1", "did you mean 'teacher.lr'"),
+    ("teacher.epochs=abc", "teacher.epochs"),
+    ("teacher.epochs=-1", "teacher.epochs"),
+    ("teacher.model.arch=gat", "teacher.model.arch"),
+    ("protocol.fold=10", "protocol.fold"),
+    ("teacher.model=3", "is a section"),
+    ("epochs", "not key=value"),
+])
+def test_bad_overrides_are_one_line_errors(override, needle):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, [override])
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_toml_file_then_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[data]\ndataset = "PROTEINS"\n[teacher]\nepochs = 20\n[teacher.model]\nhidden = 64\n')
+    cfg = resolve_config(f, ["teacher.epochs=30"])
+    assert (cfg.data.dataset, cfg.teacher.epochs, cfg.teacher.model.hidden) == ("PROTEINS", 30, 64)
+    f.write_text("[teacher]\nepohcs = 3\n")
+    with pytest.raises(ConfigError, match="epohcs"):
+        resolve_config(f)
+    f.write_text("[teacher\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        resolve_config(f)
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config(tmp_path / "missing.toml")
+
+
+def test_config_is_frozen_and_hash_tracks_stage_inputs():
+    cfg = resolve_config(None)
+    with pytest.raises(Exception):
+        cfg.teacher.epochs = 3  # type: ignore[misc]
+    other = resolve_config(None, ["teacher.epochs=3"])
+    renamed = resolve_config(None, ["run.name=elsewhere", "data.root='/x'"])
+    assert config_hash(cfg.stage_config("teacher")) != config_hash(other.stage_config("teacher"))
+    assert config_hash(cfg.stage_config("teacher")) == config_hash(renamed.stage_config("teacher"))
+    assert isinstance(RunConfig.model_validate(cfg.model_dump()), RunConfig)
