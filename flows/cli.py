@@ -149,8 +149,14 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
 
 @app.command()
 @_one_line_errors
-def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides")) -> None:
+def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
+           reference: bool = typer.Option(False, "--reference", help="print every key as a Markdown table")) -> None:
     """Print the resolved config as JSON (defaults ← file ← overrides)."""
+    if reference:
+        from gfkd.config import config_reference
+
+        typer.echo(config_reference(), nl=False)
+        return
     typer.echo(json.dumps(_load(args, None).model_dump(mode="json"), indent=2))
 
 

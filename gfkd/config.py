@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ class RunSection(_Frozen):
     name: str | None = Field(None, description="run folder name; default derives from dataset, protocol and split")
     runs_dir: Path = Field(Path("runs"), description="parent folder of all run folders and the dataset cache")
     seed: int = Field(0, ge=0, description="offset added to the protocol's per-split seed")
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="auto: cuda when available")
 
 
 class DataConfig(_Frozen):
@@ -51,7 +52,7 @@ class DataConfig(_Frozen):
 class ProtocolConfig(_Frozen):
     """Evaluation protocol (protocol.md §2-§3)."""
 
-    name: Literal["cv10", "holdout"] = "cv10"
+    name: Literal["cv10", "holdout"] = Field("cv10", description="cv10: protocol B (reports); holdout: protocol A (GFKD parity)")
     fold: int = Field(0, ge=0, le=9, description="cv10: test fold i, validation fold i-1")
     seed: int = Field(0, ge=0, description="holdout: permutation seed of the 70/30 split")
     val: bool = Field(True, description="holdout: carve a stratified 1/7 of the 70 % for validation")
@@ -60,24 +61,24 @@ class ProtocolConfig(_Frozen):
 class ModelConfig(_Frozen):
     """A GIN/GCN graph classifier ARCH-L-H: L counts the input layer, so L-1 message-passing layers of width H."""
 
-    arch: Literal["gin", "gcn"] = "gin"
-    layers: int = Field(5, ge=2, le=16)
-    hidden: int = Field(128, ge=1)
-    pooling: Literal["sum", "mean"] = "sum"
-    bn: bool = True
-    residual: bool = True
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    arch: Literal["gin", "gcn"] = Field("gin", description="message-passing layer")
+    layers: int = Field(5, ge=2, le=16, description="L, counting the input layer: L - 1 message-passing layers")
+    hidden: int = Field(128, ge=1, description="H, width of every message-passing layer")
+    pooling: Literal["sum", "mean"] = Field("sum", description="readout over the nodes of a graph")
+    bn: bool = Field(True, description="BatchNorm in every layer (GIN: inside the MLP and after it)")
+    residual: bool = Field(True, description="h <- h' + h from the second message-passing layer on")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier")
 
 
 class TeacherConfig(_Frozen):
     """Teacher training recipe (protocol.md §4)."""
 
     model: ModelConfig = ModelConfig()
-    epochs: int = Field(300, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(300, ge=1, description="training epochs; the epoch of lowest validation loss is kept")
+    batch_size: int = Field(32, ge=1, description="graphs per batch")
+    lr: float = Field(0.01, gt=0, description="Adam learning rate")
     lr_step: int = Field(50, ge=1, description="halve the learning rate every lr_step epochs")
-    lr_gamma: float = Field(0.5, gt=0, le=1)
+    lr_gamma: float = Field(0.5, gt=0, le=1, description="decay factor every lr_step epochs")
     profile: Literal["smoothed", "gfkd"] = Field("smoothed", description="smoothed: label smoothing 0.1 + wd 5e-4; gfkd: 0 and 0")
     label_smoothing: float | None = Field(None, ge=0, lt=1, description="overrides the profile's value")
     weight_decay: float | None = Field(None, ge=0, description="overrides the profile's value")
@@ -226,3 +227,26 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         loc = ".".join(str(p) for p in err["loc"])
         got = err.get("input")
         raise ConfigError(f"config value {loc}={got!r} is invalid: {err['msg']}") from exc
+
+
+def config_reference() -> str:
+    """A Markdown table of every config key with its type, default and description (docs/config.md)."""
+
+    def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                out += rows(ann, f"{prefix}{name}.")
+                continue
+            args = typing.get_args(ann)
+            if typing.get_origin(ann) is Literal:
+                kind = " or ".join(f"`{a}`" for a in args)
+            else:
+                kind = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "none") for a in (args or (ann,)))
+            default = json.dumps(field.default, default=str)
+            out.append(f"| `{prefix}{name}` | {kind} | `{default}` | {field.description or ''} |")
+        return out
+
+    head = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    return "\n".join(head + rows(RunConfig)) + "\n"

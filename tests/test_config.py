@@ -61,3 +61,12 @@ def test_config_is_frozen_and_hash_tracks_stage_inputs():
     assert config_hash(cfg.stage_config("teacher")) != config_hash(other.stage_config("teacher"))
     assert config_hash(cfg.stage_config("teacher")) == config_hash(renamed.stage_config("teacher"))
     assert isinstance(RunConfig.model_validate(cfg.model_dump()), RunConfig)
+
+
+def test_docs_config_reference_is_current():
+    from pathlib import Path
+
+    from gfkd.config import config_reference
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    assert config_reference() in doc, "regenerate the table in docs/config.md with `gfkd config --reference`"

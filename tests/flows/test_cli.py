@@ -1,0 +1,113 @@
+"""The `gfkd` command line end to end, as a user runs it: a subprocess with Prefect and MLflow in temp folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["data.dataset=TINY", "teacher.epochs=3", "teacher.model.layers=3", "teacher.model.hidden=8",
+        "teacher.batch_size=8", "data.download=false"]
+
+
+def gfkd(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["teacher.epoch=3"], "did you mean 'teacher.epochs'"),
+    (["teacher.epochs=zero"], "teacher.epochs"),
+    (["nonsense"], "neither a .toml"),
+    (["missing.toml"], "missing.toml"),
+    (["--force", "generat"], "unknown stage"),
+    (["data.dataset=NOPE", "data.download=false"], "NOPE"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, needle):
+    r = gfkd("run", *args, f"--data-root={tiny_root}", f"run.runs_dir='{tmp_path}'", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and needle in r.stderr
+    assert len([l for l in r.stderr.splitlines() if l.startswith("gfkd: error:")]) == 1
+
+
+def test_config_command_prints_resolved_config(tmp_path):
+    r = gfkd("config", "teacher.epochs=9", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["teacher"]["epochs"] == 9
+
+
+@pytest.mark.e2e
+def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
+    runs = tmp_path / "runs"
+    args = ["run", *TINY, f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"]
+    first = gfkd(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = Path(first.stdout.strip().splitlines()[-1])
+    assert run_dir == (runs / "tiny-cv10-fold0").resolve() or run_dir.resolve() == (runs / "tiny-cv10-fold0").resolve()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rec = summary["stages"]["teacher"]
+    assert rec["status"] == "ran" and 0 <= rec["metrics"]["teacher/test/acc"] <= 1 and rec["mlflow_run_id"]
+    assert json.loads((run_dir / "config.json").read_text())["teacher"]["epochs"] == 3
+    assert (run_dir / "prefect").is_dir() and not list(tmp_path.glob("mlruns"))  # everything inside the run
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("gfkd-TINY")
+    stage_run = client.get_run(rec["mlflow_run_id"])
+    parent_id = stage_run.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent_id).data.tags["prefect.flow_run_id"]
+    assert len(client.get_metric_history(stage_run.info.run_id, "teacher/train/loss")) == 3
+    arts = {a.path for a in client.list_artifacts(stage_run.info.run_id, "teacher")}
+    assert {"teacher/teacher.pt", "teacher/teacher.json", "teacher/curve.png"} <= arts
+    assert exp.artifact_location.startswith((run_dir.resolve()).as_uri())
+
+    second = gfkd(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rec2 = json.loads((run_dir / "summary.json").read_text())["stages"]["teacher"]
+    assert rec2["status"] == "cached" and rec2["metrics"] == rec["metrics"]
+    assert rec2["mlflow_run_id"] == rec["mlflow_run_id"]  # points at the run that produced it
+
+    third = gfkd(*args, "--force", "teacher", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["stages"]["teacher"]["status"] == "ran"
+
+    _check_ui_serves_run(run_dir, rec["mlflow_run_id"], tmp_path)
+
+
+def _check_ui_serves_run(run_dir: Path, run_id: str, cwd: Path) -> None:
+    """`gfkd ui` binds 127.0.0.1 and serves the run's experiment and its logged curve."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", str(run_dir), "--port", str(port)], cwd=cwd,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                req = urllib.request.Request(f"{base}/ajax-api/2.0/mlflow/experiments/search", method="POST",
+                                             data=b'{"max_results": 10}', headers={"Content-Type": "application/json"})
+                body = json.loads(urllib.request.urlopen(req, timeout=5).read())
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(1)
+        assert "gfkd-TINY" in [e["name"] for e in body["experiments"]]
+        png = urllib.request.urlopen(f"{base}/get-artifact?path=teacher/curve.png&run_uuid={run_id}", timeout=10).read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
