@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gfkd.errors import ConfigError
 
-STAGES = ("teacher",)  # stages that exist today, in pipeline order
+STAGES = ("teacher", "generate")  # stages that exist today, in pipeline order
 
 
 class _Frozen(BaseModel):
@@ -96,6 +96,66 @@ class TeacherConfig(_Frozen):
         return 5e-4 if self.profile == "smoothed" else 0.0
 
 
+class ACGKDConfig(_Frozen):
+    """ACGKD generator (acgkd.md §3-§7)."""
+
+    sample: Literal["st", "soft"] = Field("st", description="st: straight-through hard samples; soft: relaxed graphs")
+    kappa_schedule: Literal["geometric", "constant"] = Field("geometric", description="Concrete temperature schedule")
+    kappa0: float = Field(1.0, gt=0, description="Concrete temperature at the first step")
+    kappa1: float = Field(0.1, gt=0, description="Concrete temperature at the last step (geometric)")
+    init_density: Literal["auto"] | float = Field("auto", description="auto: clamp(mean degree/(n-1), 1e-3, 0.95)")
+    finalize: Literal["best_of_k", "mode", "sample"] = Field("best_of_k", description="how the stored graph is drawn")
+    final_draws: int = Field(4, ge=1, le=64, description="k of best_of_k")
+    xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")
+    xi: Literal["auto"] | float = Field("auto", description="storage ratio; auto = min(1, max(0.02, 3 * density))")
+    xi_refresh: int = Field(50, ge=1, description="budget mode: re-select candidate pairs every so many steps")
+    lr_structure: float = Field(0.1, gt=0, description="Adam lr of the structure parameters")
+    lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
+    beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
+    beta_deg: Literal["auto"] | float = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
+
+
+class GFKDConfig(_Frozen):
+    """GFKD baseline generator (gfkd.md); also the schedule DeepInvG borrows."""
+
+    iterations: int = Field(2500, ge=1, description="T_g (paper profile)")
+    lr_structure: float = Field(1.0, gt=0, description="Adam lr of the edge logits (fair: 0.1)")
+    lr_features: float = Field(0.01, gt=0, description="Adam lr of the feature logits")
+    lr_decay_every: int = Field(1000, ge=1, description="lr / 10 every so many iterations")
+    beta_bn: float = Field(0.01, ge=0, description="weight of R_BN (published, l2 form)")
+    beta_oh: float = Field(1e-6, ge=0, description="weight of the one-hot prior")
+    bn_form: Literal["relative", "l2", "l2sq"] = Field("l2", description="R_BN form")
+    bn_target: Literal["auto", "running", "eval"] = Field("running", description="BN statistics matched")
+    init: Literal["uniform", "density"] = Field("uniform", description="uniform: p ~ U(0,1) per edge, as published")
+    directed: bool = Field(True, description="directed edge logits, as published")
+    arm_pairs: int = Field(1, ge=1, description="antithetic pairs averaged per step")
+    finalize: Literal["best", "last", "reference"] = Field("best", description="which iteration's parameters are kept")
+    fair: bool = Field(False, description="shared fixes: density init, relative R_BN, beta_bn 1, beta_oh 0.1, lr 0.1")
+
+
+class RandGConfig(_Frozen):
+    edge_prob: Literal["auto"] | float = Field("auto", description="auto: the teacher metadata's edge density")
+
+
+class GenerateConfig(_Frozen):
+    """Pseudo-graph generation (acgkd.md §2, §7; gfkd.md)."""
+
+    method: Literal["acgkd", "gfkd", "randg", "deepinvg", "deepinv"] = Field("acgkd", description="generator")
+    num_graphs: Literal["auto"] | int = Field("auto", description="M per bank; auto = the teacher's training-set size")
+    banks: int = Field(6, ge=1, le=64, description="independent banks; later stages train on their union")
+    nodes: Literal["empirical", "uniform"] = Field("empirical", description="node counts from the metadata histogram")
+    max_nodes: int = Field(256, ge=2, description="node counts above are clamped (and counted)")
+    targets: Literal["balanced", "uniform"] = Field("balanced", description="target labels of the pseudo-graphs")
+    iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
+    batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
+    bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
+    bn_target: Literal["auto", "running", "eval"] = Field("auto", description="auto: eval stats when stored")
+    beta_bn: float = Field(1.0, ge=0, description="weight of R_BN")
+    acgkd: ACGKDConfig = ACGKDConfig()
+    gfkd: GFKDConfig = GFKDConfig()
+    randg: RandGConfig = RandGConfig()
+
+
 class RunConfig(_Frozen):
     """Everything one pipeline run needs."""
 
@@ -103,6 +163,7 @@ class RunConfig(_Frozen):
     data: DataConfig = DataConfig()
     protocol: ProtocolConfig = ProtocolConfig()
     teacher: TeacherConfig = TeacherConfig()
+    generate: GenerateConfig = GenerateConfig()
 
     @property
     def split_seed(self) -> int:
@@ -129,6 +190,9 @@ class RunConfig(_Frozen):
                 "seed": self.split_seed,
                 "device": self.run.device,
             }
+        if stage == "generate":
+            return {"generate": self.generate.model_dump(mode="json"), "seed": self.split_seed,
+                    "device": self.run.device}
         raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
 
 
@@ -198,6 +262,20 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+def _field_path(loc: tuple) -> str:
+    """The dotted config key of a pydantic error location (union-member tags such as 'float' dropped)."""
+    model: type[BaseModel] | None = RunConfig
+    parts = []
+    for p in loc:
+        field = model.model_fields.get(p) if (model is not None and isinstance(p, str)) else None
+        if field is None:
+            break
+        parts.append(p)
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return ".".join(parts)
+
+
 def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Defaults ← TOML file ← key=value overrides, validated into a frozen RunConfig.
 
@@ -223,10 +301,11 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        got = err.get("input")
-        raise ConfigError(f"config value {loc}={got!r} is invalid: {err['msg']}") from exc
+        errs = exc.errors()
+        path = lambda e: _field_path(e["loc"])  # noqa: E731
+        loc = path(errs[0])
+        msgs = dict.fromkeys(e["msg"] for e in errs if path(e) == loc)  # a union field reports one error per member
+        raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {' or '.join(msgs)}") from exc
 
 
 def config_reference() -> str:
