@@ -13,10 +13,11 @@ from prefect import flow
 
 from gfkd.config import RunConfig
 from gfkd.errors import GfkdError
+from tasks.generate import generate_task
 from tasks.teacher import teacher_task
 from tasks.tracking import close_pipeline_run, open_pipeline_run
 
-STAGE_TASKS = {"teacher": teacher_task}
+STAGE_TASKS = {"teacher": teacher_task, "generate": generate_task}
 
 
 def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
@@ -27,15 +28,16 @@ def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
 
 @flow(name="gfkd-pipeline", log_prints=True)
 def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run teacher (→ generate → distill → group → evaluate as they land) for one dataset and split."""
+    """Run teacher → generate (→ distill → group → evaluate as they land) for one dataset and split."""
     force = set(force or ())
     parent = open_pipeline_run(cfg, run_root)
     records: list[dict[str, Any]] = []
     upstream: tuple[str, ...] = ()
+    inputs: dict[str, str] = {}  # upstream stage -> its manifest path
     for stage, stage_task in STAGE_TASKS.items():
         t0 = time.perf_counter()
         task = stage_task.with_options(refresh_cache=True) if stage in force else stage_task
-        state = task(cfg, run_root, parent, upstream, stage in force, return_state=True)
+        state = task(cfg, run_root, parent, upstream, stage in force, inputs, return_state=True)
         wall = time.perf_counter() - t0
         if not state.is_completed():
             records.append(_failure(stage, state, wall))
@@ -45,5 +47,6 @@ def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None) -> l
         rec["wall_s"] = wall
         records.append(rec)
         upstream = (*upstream, rec["digest"])
+        inputs[stage] = rec["manifest"]
     close_pipeline_run(cfg, run_root, parent, records)
     return records

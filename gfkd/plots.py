@@ -28,3 +28,40 @@ def training_curve(history: list[dict[str, float]], stage: str, best_epoch: int 
         ax.legend(fontsize=8)
     fig.suptitle(f"{stage}: training curve")
     return fig
+
+
+def pseudo_graph_grid(graphs: list[tuple[int, list[int], list[int], list[int]]], title: str, cols: int = 4) -> Figure:
+    """Draw small graphs on circles: each item (num_nodes, src, dst, node colour index)."""
+    import math
+
+    rows = max(1, math.ceil(len(graphs) / cols))
+    fig = Figure(figsize=(2.4 * cols, 2.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (n, src, dst, colour) in zip(axes.flat, graphs):
+        ang = [2 * math.pi * k / max(n, 1) for k in range(n)]
+        xs, ys = [math.cos(a) for a in ang], [math.sin(a) for a in ang]
+        edges = set(zip(src, dst))
+        for s, d in edges:
+            if s < d or (d, s) not in edges:
+                ax.plot([xs[s], xs[d]], [ys[s], ys[d]], c="0.6", lw=0.6, zorder=1)
+        ax.scatter(xs, ys, c=colour, cmap="tab10", vmin=0, vmax=9, s=18, zorder=2)
+        ax.set_title(f"n={n}, |E|={len(src) // 2}", fontsize=8)
+        ax.set_aspect("equal")
+    fig.suptitle(title)
+    return fig
+
+
+def degree_histogram(degrees: list[int], real_mean_degree: float, title: str) -> Figure:
+    """Histogram of pseudo-graph node degrees with the teacher metadata's mean degree marked."""
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    top = max(degrees) if degrees else 1
+    ax.hist(degrees, bins=range(0, top + 2), color="tab:blue", alpha=0.8, label="pseudo-graphs")
+    ax.axvline(real_mean_degree, c="tab:red", ls="--", label=f"real mean degree {real_mean_degree:.2f}")
+    ax.set_xlabel("node degree")
+    ax.set_ylabel("nodes")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig

@@ -15,6 +15,8 @@ from gfkd.config import RunConfig, config_hash
 _ROOT = Path(gfkd.__file__).parent
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "teacher": ("data", "models", "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
+    "generate": ("generators", "models", "io", "plots.py", "stages/common.py", "stages/generate.py",
+                 "stages/teacher.py"),
 }
 
 

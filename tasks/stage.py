@@ -32,7 +32,7 @@ def prefect_cache_key(stage: str) -> Callable[[Any, dict[str, Any]], str | None]
 
 
 def run_stage(stage: str, run: Callable[..., StageOutcome], cfg: RunConfig, run_root: str, parent_run_id: str | None,
-              upstream: tuple[str, ...], force: bool, flow_run_id: str | None) -> dict[str, Any]:
+              upstream: tuple[str, ...], force: bool, flow_run_id: str | None, **inputs: Any) -> dict[str, Any]:
     """Run one stage inside its own nested MLflow run; return the small record the flow passes on."""
     layout = RunLayout(Path(run_root))
     key = stage_key(cfg, stage, upstream)
@@ -41,7 +41,7 @@ def run_stage(stage: str, run: Callable[..., StageOutcome], cfg: RunConfig, run_
         "gfkd.stage": stage, "gfkd.dataset": cfg.data.dataset, "gfkd.run": cfg.run_name,
         "gfkd.cache_key": key, "prefect.flow_run_id": flow_run_id or ""})
     try:
-        out = run(cfg, layout, key, logger, force)
+        out = run(cfg, layout, key, logger, force, **inputs)
     except BaseException:
         tracker.end_run(logger.run_id, "FAILED")
         raise

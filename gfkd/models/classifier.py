@@ -42,10 +42,10 @@ class GraphClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def node_embeddings(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """x: [N, F], edge_index: [2, E] → last-layer node embeddings [N, H]."""
+    def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        """x: [N, F], edge_index: [2, E], edge_weight: [E] (soft edges) or None → node embeddings [N, H]."""
         for i, conv in enumerate(self.convs):
-            h = conv.update(conv.aggregate(x, edge_index))
+            h = conv.update(conv.aggregate(x, edge_index, edge_weight))
             x = h + x if (self.residual and i > 0) else h
         return x
 
@@ -57,14 +57,16 @@ class GraphClassifier(nn.Module):
         """g: [B, H] → logits [B, C]."""
         return self.classifier(self.dropout(g))
 
-    def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None) -> Tensor:
+    def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
+              edge_weight: Tensor | None = None) -> Tensor:
         """Pooled graph embeddings [B, H]."""
         num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
-        return self.pool(self.node_embeddings(x, edge_index), batch, num_graphs)
+        return self.pool(self.node_embeddings(x, edge_index, edge_weight), batch, num_graphs)
 
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None) -> Tensor:
-        """x: [N, F], edge_index: [2, E], batch: [N] → logits [B, C]."""
-        return self.head(self.embed(x, edge_index, batch, num_graphs))
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
+                edge_weight: Tensor | None = None) -> Tensor:
+        """x: [N, F], edge_index: [2, E], batch: [N], edge_weight: [E] or None → logits [B, C]."""
+        return self.head(self.embed(x, edge_index, batch, num_graphs, edge_weight))
 
     def config(self) -> dict:
         """The constructor arguments, for the checkpoint's JSON."""

@@ -23,14 +23,16 @@ class GCNLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         self.norm = _norm(out_dim, bn)
 
-    def aggregate(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """x: [N, F], edge_index: [2, E] → D̂^{-1/2} Â D̂^{-1/2} x W + b: [N, H]."""
+    def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        """x: [N, F], edge_index: [2, E], edge_weight: [E] or None → D̂^{-1/2} Â D̂^{-1/2} x W + b: [N, H]."""
         n = x.size(0)
-        (src, dst), _ = add_remaining_self_loops(edge_index, num_nodes=n)
-        deg = scatter(torch.ones_like(dst, dtype=x.dtype), dst, dim=0, dim_size=n, reduce="sum")
+        if edge_weight is None:
+            edge_weight = torch.ones(edge_index.size(1), dtype=x.dtype, device=x.device)
+        (src, dst), w = add_remaining_self_loops(edge_index, edge_weight, fill_value=1.0, num_nodes=n)
+        deg = scatter(w, dst, dim=0, dim_size=n, reduce="sum")
         dinv = deg.clamp(min=1).pow(-0.5)
         xw = self.lin(x)
-        msg = (dinv[src] * dinv[dst]).unsqueeze(-1) * xw[src]
+        msg = (w * dinv[src] * dinv[dst]).unsqueeze(-1) * xw[src]
         return scatter(msg, dst, dim=0, dim_size=n, reduce="sum") + self.bias
 
     def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:

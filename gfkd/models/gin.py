@@ -24,10 +24,11 @@ class GINLayer(nn.Module):
                                  nn.Linear(out_dim, out_dim))
         self.norm = _norm(out_dim, bn)
 
-    def aggregate(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """x: [N, F], edge_index: [2, E] → (1 + ε)·x + Σ_j x_j: [N, F]."""
+    def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        """x: [N, F], edge_index: [2, E], edge_weight: [E] or None → (1 + ε)·x + Σ_j a_ij x_j: [N, F]."""
         src, dst = edge_index
-        return (1 + self.eps) * x + scatter(x[src], dst, dim=0, dim_size=x.size(0), reduce="sum")
+        msg = x[src] if edge_weight is None else edge_weight.unsqueeze(-1) * x[src]
+        return (1 + self.eps) * x + scatter(msg, dst, dim=0, dim_size=x.size(0), reduce="sum")
 
     def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
         """x: [B, N, F], adj: [B, N, N] (soft, a_ij weighs j → i), mask: [B, N] → [B, N, F]."""

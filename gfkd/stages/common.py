@@ -47,3 +47,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def resumable_staging(layout: RunLayout, stage: str, cache_key: str) -> Path:
+    """The staging folder, kept across a killed run with the same cache key (so finished shards survive), else new."""
+    staging = layout.staging_dir(stage)
+    keyfile = staging / ".cache_key"
+    if staging.exists() and (not keyfile.is_file() or keyfile.read_text() != cache_key):
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    keyfile.write_text(cache_key)
+    return staging

@@ -1,0 +1,1 @@
+"""Pseudo-graph generators (ACGKD; GFKD, RandG, DeepInvG baselines) and their shared building blocks."""

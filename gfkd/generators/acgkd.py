@@ -1,0 +1,207 @@
+"""ACGKD generator: pseudo-graph structure as Binary Concrete variables, optimised through the teacher by
+back-propagation ("Adversarial Curriculum Graph-Free Knowledge Distillation for GNNs", arXiv 2504.00540;
+acgkd.md §3-§7).
+
+    L_gen = CE(f_T(A, X), y) + β_BN·R_BN + β_oh·H̄(X) + β_deg·R_deg
+
+Structure logits α live on the strict upper triangle (symmetric graphs). The spatial-complexity parameter ξ has
+three readings (`xi_mode`): `none` (dense logits), `lowrank` (α = zᵢᵀ diag(w) zⱼ/√r + b, r = ⌈ξ(N − 1)/2⌉) and
+`budget` (only the k_g = ⌈ξ·n_g(n_g − 1)/2⌉ pairs with the largest α are candidates; the teacher runs on that edge
+list in its weighted sparse form, so no [B, N, N] tensor is built).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gfkd.errors import StageError
+from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, best_draw, cosine_factor, degree_features,
+                                  dense_logits, node_mask)
+from gfkd.generators.bn_stats import BNMatcher, bn_targets
+from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic_noise, pairs_to_adjacency,
+                                      real_pairs, triu_pairs)
+from gfkd.generators.features import degree_one_hot, entropy_prior, one_hot_rows
+
+
+def resolve_xi(ctx: GenContext, n_pad: int) -> tuple[str, float]:
+    """(xi_mode, xi) after the `auto` rules of acgkd.md §4."""
+    a = ctx.cfg.acgkd
+    mode = a.xi_mode if a.xi_mode != "auto" else ("none" if n_pad <= 128 else "budget")
+    xi = a.xi if a.xi != "auto" else min(1.0, max(0.02, 3 * ctx.meta["edge_density_mean"]))
+    return mode, float(xi)
+
+
+class _Structure:
+    """Structure parameters of one chunk and the pair logits α: [B, P] they define."""
+
+    def __init__(self, ctx: GenContext, num_nodes: Tensor, mode: str, xi: float, gen: torch.Generator):
+        dev = ctx.device
+        self.mode, self.xi = mode, xi
+        self.n = num_nodes
+        B, N = len(num_nodes), int(num_nodes.max())
+        self.N = N
+        self.pmask = real_pairs(num_nodes, N)  # [B, P]
+        rho = ctx.init_density(num_nodes, ctx.cfg.acgkd.init_density)  # [B]
+        base = torch.logit(rho).unsqueeze(1)
+        if mode == "lowrank":
+            self.r = max(1, math.ceil(xi * (N - 1) / 2))
+            self.z = (torch.randn(B, N, self.r, generator=gen, device=dev) * math.sqrt(0.5)).requires_grad_()
+            sign = torch.randint(0, 2, (B, self.r), generator=gen, device=dev).float() * 2 - 1
+            self.w = sign.requires_grad_()
+            self.b = base.squeeze(1).clone().requires_grad_()
+            self.params = [self.z, self.w, self.b]
+            self.num_params = int((num_nodes * self.r + self.r + 1).sum())
+            self.cand = self.pmask
+            return
+        P = self.pmask.size(1)
+        alpha = base + 0.5 * torch.randn(B, P, generator=gen, device=dev)
+        self.cand = self.pmask
+        if mode == "budget":
+            pairs = num_nodes * (num_nodes - 1) // 2
+            self.k = torch.ceil(xi * pairs.float()).long().clamp(min=1)
+            score = torch.rand(B, P, generator=gen, device=dev).masked_fill(~self.pmask, -1.0)
+            self.cand = self._top_k(score)
+            first = torch.logit((rho / xi).clamp(max=0.95)).unsqueeze(1) + 0.5 * torch.randn(B, P, generator=gen, device=dev)
+            alpha = torch.where(self.cand, first, alpha)
+        self.alpha = alpha.requires_grad_()
+        self.params = [self.alpha]
+        self.num_params = int((num_nodes * (num_nodes - 1) // 2).sum())
+
+    def _top_k(self, score: Tensor) -> Tensor:
+        """Candidate mask [B, P]: the k_g highest-scoring real pairs of each graph."""
+        order = score.argsort(dim=1, descending=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(order.size(1), device=order.device).expand_as(order))
+        return (rank < self.k.unsqueeze(1)) & self.pmask
+
+    def refresh(self) -> None:
+        if self.mode == "budget":
+            with torch.no_grad():
+                self.cand = self._top_k(self.alpha.masked_fill(~self.pmask, -float("inf")))
+
+    def logits(self) -> Tensor:
+        if self.mode == "lowrank":
+            i, j = triu_pairs(self.N, self.z.device)
+            full = torch.einsum("bir,br,bjr->bij", self.z, self.w, self.z) / math.sqrt(self.r)
+            return full[:, i, j] + self.b.unsqueeze(1)
+        return self.alpha
+
+
+def _sparse_graph(num_nodes: Tensor, cand: Tensor, n_pad: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidate pairs as a flat undirected edge list: (b, p) indices [K], edge_index [2, 2K], batch [Σn]."""
+    b, p = cand.nonzero(as_tuple=True)
+    i, j = triu_pairs(n_pad, cand.device)
+    offset = torch.cumsum(num_nodes, 0) - num_nodes
+    src, dst = offset[b] + i[p], offset[b] + j[p]
+    edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+    batch = torch.repeat_interleave(torch.arange(len(num_nodes), device=cand.device), num_nodes)
+    return b, p, edge_index, batch
+
+
+def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
+             step_offset: int = 0) -> FinalGraphs:
+    """Optimise one chunk of pseudo-graphs (num_nodes, targets: [B]) and finalise it."""
+    cfg, a = ctx.cfg, ctx.cfg.acgkd
+    dev = ctx.device
+    num_nodes, targets = num_nodes.to(dev), targets.to(dev)
+    mask = node_mask(num_nodes)  # [B, N]
+    B, N = mask.shape
+    mode, xi = resolve_xi(ctx, N)
+    st = _Structure(ctx, num_nodes, mode, xi, gen)
+    phi = None
+    groups = [{"params": st.params, "lr": a.lr_structure}]
+    num_params = st.num_params
+    if not ctx.featureless:
+        phi = torch.randn(B, N, ctx.num_features, generator=gen, device=dev).requires_grad_()
+        groups.append({"params": [phi], "lr": a.lr_features})
+        num_params += int(num_nodes.sum()) * ctx.num_features
+    opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(cfg.iterations))
+    beta_deg = a.beta_deg if a.beta_deg != "auto" else (1.0 if ctx.featureless else 0.0)
+    d_bar = float(ctx.meta["degree_mean"])
+    matcher = BNMatcher(ctx.teacher, bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats), cfg.bn_form)
+    try:
+        for t in range(cfg.iterations):
+            kappa = geometric_kappa(t, cfg.iterations, a.kappa0, a.kappa1) if a.kappa_schedule == "geometric" else a.kappa0
+            if mode == "budget" and t > 0 and t % a.xi_refresh == 0:
+                st.refresh()
+            alpha = st.logits()  # [B, P]
+            logits, x = _forward(ctx, st, alpha, phi, mask, num_nodes, kappa, gen, hard=a.sample == "st")
+            ce = F.cross_entropy(logits, targets)
+            r_bn = matcher.loss()
+            loss = ce + cfg.beta_bn * r_bn
+            terms = {"ce": ce, "bn": r_bn}
+            if phi is not None and a.beta_oh > 0:
+                terms["oh"] = entropy_prior(x, mask)
+                loss = loss + a.beta_oh * terms["oh"]
+            if beta_deg > 0:
+                prob = torch.sigmoid(alpha) * st.cand  # expected edges over candidate pairs
+                exp_deg = 2 * prob.sum(1) / num_nodes  # [B]
+                terms["deg"] = ((exp_deg - d_bar) / d_bar).pow(2).mean()
+                loss = loss + beta_deg * terms["deg"]
+            if not torch.isfinite(loss):
+                bad = next(k for k, v in terms.items() if not torch.isfinite(v))
+                raise StageError(f"generate: non-finite loss term '{bad}' at step {t}: lower generate.acgkd.lr_structure "
+                                 f"or generate.beta_bn, or use generate.bn_form=relative")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if log is not None and (t % 10 == 0 or t == cfg.iterations - 1):
+                log(step_offset + t, {"generate/train/loss": loss.item(), "generate/train/kappa": kappa,
+                                      **{f"generate/train/{k}": v.item() for k, v in terms.items()}})
+    finally:
+        matcher.remove()
+    with torch.no_grad():
+        return _finalise(ctx, st, phi, mask, num_nodes, targets, gen, num_params, mode, xi)
+
+
+def _forward(ctx: GenContext, st: _Structure, alpha: Tensor, phi: Tensor | None, mask: Tensor, num_nodes: Tensor,
+             kappa: float, gen: torch.Generator, hard: bool) -> tuple[Tensor, Tensor | None]:
+    """One relaxed sample through the teacher: logits [B, C] and the feature tensor (dense modes)."""
+    B, N = mask.shape
+    if st.mode == "budget":
+        b, p, edge_index, batch = _sparse_graph(num_nodes, st.cand, N)
+        noise = logistic_noise((len(p),), gen, ctx.device)
+        w = concrete_sample(alpha[b, p], kappa, noise, hard=hard)  # [K]
+        weight = torch.cat([w, w])
+        if phi is None:
+            deg = torch.zeros(int(num_nodes.sum()), device=ctx.device).index_add(0, edge_index[1], weight)
+            x_nodes = degree_one_hot(deg, ctx.max_degree)
+        else:
+            x_nodes = F.softmax(phi, -1)[mask]
+        logits = ctx.teacher(x_nodes, edge_index, batch, B, edge_weight=weight)
+        return logits, (F.softmax(phi, -1) if phi is not None else None)
+    noise = logistic_noise(alpha.shape, gen, ctx.device)
+    adj = pairs_to_adjacency(concrete_sample(alpha, kappa, noise, hard=hard) * st.pmask, N)  # [B, N, N]
+    x = F.softmax(phi, -1) if phi is not None else degree_features(adj, mask, ctx.max_degree)
+    return dense_logits(ctx, x, adj, mask), x
+
+
+def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor, num_nodes: Tensor, targets: Tensor,
+              gen: torch.Generator, num_params: int, mode: str, xi: float) -> FinalGraphs:
+    """best_of_k: k hard draws per graph, keep the one the teacher gives the highest target probability."""
+    a = ctx.cfg.acgkd
+    alpha = st.logits()
+    N = mask.size(1)
+    allowed = st.cand & st.pmask
+    prob = pairs_to_adjacency(torch.sigmoid(alpha) * allowed, N)
+    x_fixed = one_hot_rows(phi) * mask.unsqueeze(-1) if phi is not None else None
+    if a.finalize == "mode":
+        draws = [(alpha > 0).float()]
+    else:
+        k = a.final_draws if a.finalize == "best_of_k" else 1
+        draws = [(alpha + logistic_noise(alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
+    candidates = []
+    for d in draws:
+        adj = pairs_to_adjacency(d * allowed, N)
+        candidates.append((adj, x_fixed if x_fixed is not None else degree_features(adj, mask, ctx.max_degree)))
+    best_adj, best_x = best_draw(ctx, candidates, mask, targets)
+    info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
+            "candidates_per_graph": float((allowed.sum(1).float()).mean())}
+    return FinalGraphs(num_nodes=num_nodes, adj=best_adj, edge_prob=prob, x=best_x, targets=targets,
+                       gen_step=ctx.cfg.iterations, num_params=num_params, info=info)

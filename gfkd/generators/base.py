@@ -1,0 +1,128 @@
+"""What every generator shares: the context it runs in, the finalised graphs it returns, the teacher's verdict.
+
+A generator turns one chunk of the bank (node counts and targets) into `FinalGraphs`: padded 0/1 adjacencies,
+one-hot (or degree) features, edge probabilities and the count of optimised scalars. `teacher_verdict` then runs
+the teacher in its sparse form on the finalised graphs (logits, and difficulty = H(p_T)/log C, acgkd.md §10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gfkd.config import GenerateConfig
+from gfkd.generators.features import degree_one_hot
+from gfkd.models import DenseTwin, GraphClassifier
+
+StepLog = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class GenContext:
+    """The teacher and its metadata: all a data-free generator may read (acgkd.md §2)."""
+
+    teacher: GraphClassifier  # eval mode, frozen
+    meta: dict  # teacher.json "data": F, C, feature kind, D, node-count histogram, density, degree
+    bn_eval_stats: dict[str, Tensor]
+    cfg: GenerateConfig
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.teacher.eval().requires_grad_(False)
+        self.twin = DenseTwin(self.teacher)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.meta["num_features"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def featureless(self) -> bool:
+        return self.meta["feature_kind"] == "degree"
+
+    @property
+    def max_degree(self) -> int:
+        return int(self.meta["max_degree"])
+
+    def init_density(self, num_nodes: Tensor, value: str | float = "auto") -> Tensor:
+        """ρ_g = clamp(d̄/(n_g − 1), 1e-3, 0.95) (acgkd.md §3), or one fixed density: [B]."""
+        if value != "auto":
+            return torch.full(num_nodes.shape, float(value), device=num_nodes.device)
+        return (self.meta["degree_mean"] / (num_nodes.float() - 1).clamp(min=1)).clamp(1e-3, 0.95)
+
+
+@dataclass
+class FinalGraphs:
+    """A finalised chunk, padded to N nodes."""
+
+    num_nodes: Tensor  # [B]
+    adj: Tensor  # [B, N, N] 0/1; adj[b, i, j] = 1 is an edge i → j (symmetric unless directed)
+    edge_prob: Tensor  # [B, N, N] the generator's probability of each edge
+    x: Tensor  # [B, N, F] one-hot rows (degree one-hot for featureless sets); zero on padding
+    targets: Tensor  # [B] label column (target, or teacher argmax for RandG)
+    gen_step: int  # the iteration the stored parameters come from
+    num_params: int  # optimised scalars on real nodes (padding excluded)
+    info: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mask(self) -> Tensor:
+        return torch.arange(self.adj.size(1), device=self.adj.device) < self.num_nodes.unsqueeze(1)
+
+
+def node_mask(num_nodes: Tensor) -> Tensor:
+    """num_nodes: [B] → mask [B, N], N = max n."""
+    return torch.arange(int(num_nodes.max()), device=num_nodes.device) < num_nodes.unsqueeze(1)
+
+
+def degree_features(adj: Tensor, mask: Tensor, max_degree: int) -> Tensor:
+    """Degree one-hot of a (soft) adjacency: adj [B, N, N] (a_ij: edge i → j, in-degree = column sums of
+    the transpose) → [B, N, D + 1], zero on padding."""
+    deg = adj.sum(1)  # in-degree of j: Σ_i a_ij (equals the degree for symmetric graphs)
+    return degree_one_hot(deg, max_degree) * mask.unsqueeze(-1)
+
+
+def dense_logits(ctx: GenContext, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+    """The teacher on padded graphs; adj[b, i, j] is an edge i → j, so node j aggregates column j."""
+    return ctx.twin(x, adj.transpose(1, 2), mask)
+
+
+@torch.no_grad()
+def teacher_verdict(ctx: GenContext, g: FinalGraphs) -> tuple[Tensor, Tensor]:
+    """Teacher logits [B, C] on the finalised graphs (sparse form) and difficulty [B] = H(p_T)/log C."""
+    mask = g.mask
+    b, i, j = g.adj.nonzero(as_tuple=True)
+    offset = torch.cumsum(g.num_nodes, 0) - g.num_nodes
+    edge_index = torch.stack([offset[b] + i, offset[b] + j])
+    batch = torch.repeat_interleave(torch.arange(len(g.num_nodes), device=g.adj.device), g.num_nodes)
+    logits = ctx.teacher(g.x[mask], edge_index, batch, len(g.num_nodes))
+    p = F.softmax(logits, -1)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    return logits, entropy / math.log(ctx.num_classes)
+
+
+def cosine_factor(total: int, floor: float = 0.01) -> Callable[[int], float]:
+    """LR multiplier: cosine decay from 1 to `floor` over `total` steps."""
+    return lambda t: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+
+
+@torch.no_grad()
+def best_draw(ctx: GenContext, draws: list[tuple[Tensor, Tensor]], mask: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per graph, the (adj [B, N, N], x [B, N, F]) draw to which the teacher gives the highest target probability."""
+    best_adj, best_x, best_p = None, None, None
+    for adj, x in draws:
+        p = F.softmax(dense_logits(ctx, x, adj, mask), -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
+        if best_adj is None:
+            best_adj, best_x, best_p = adj, x, p
+            continue
+        better = (p > best_p)[:, None, None]
+        best_adj, best_x = torch.where(better, adj, best_adj), torch.where(better, x, best_x)
+        best_p = torch.maximum(p, best_p)
+    return best_adj, best_x

@@ -1,0 +1,30 @@
+"""Node features of pseudo-graphs (acgkd.md §5): tempered softmax of free logits, the one-hot (entropy) prior, and
+the triangular degree one-hot that is differentiable in the adjacency.
+
+    x_ik = max(0, 1 − |deg_i − k|) for k < D,     x_iD = clamp(deg_i − D + 1, 0, 1)
+On integer degrees this equals the loader's one-hot(min(deg, D)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def entropy_prior(x: Tensor, mask: Tensor) -> Tensor:
+    """H̄(X): mean entropy of the node feature rows over real nodes (x: [B, N, F], mask: [B, N])."""
+    h = -(x * torch.log(x.clamp_min(1e-12))).sum(-1)  # [B, N]
+    return (h * mask).sum() / mask.sum().clamp(min=1)
+
+
+def degree_one_hot(deg: Tensor, max_degree: int) -> Tensor:
+    """Triangular one-hot of (possibly fractional) degrees: deg [...] → [..., D + 1]."""
+    k = torch.arange(max_degree + 1, device=deg.device, dtype=deg.dtype)
+    x = (1 - (deg.unsqueeze(-1) - k).abs()).clamp(min=0)
+    last = (deg - max_degree + 1).clamp(0, 1)
+    return torch.cat([x[..., :max_degree], last.unsqueeze(-1)], dim=-1)
+
+
+def one_hot_rows(logits: Tensor) -> Tensor:
+    """Exact one-hot of the argmax of each row: [..., F] → [..., F]."""
+    return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).to(logits.dtype)

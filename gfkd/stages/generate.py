@@ -1,0 +1,187 @@
+"""Generate stage: pseudo-graphs from the teacher alone, written as Parquet shards (acgkd.md §2, §7; gfkd.md).
+
+Reads only the teacher's checkpoint and metadata (never the dataset). Each of `generate.banks` banks of M graphs is
+cut into chunks; each chunk is one independent, seeded optimisation written as one shard. Shards are written into
+the stage's staging folder, which survives a kill: the rerun (same cache key) writes only the missing shards, and
+with a fixed seed the final set equals an uninterrupted run's. Outputs in `<run>/generate/`: `shards/*.parquet`,
+`shards/_manifest.json`, `quality.json`, `graphs.png`, `degrees.png`, `manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from gfkd.config import RunConfig
+from gfkd.generators import acgkd, deepinvg, gfkd, randg
+from gfkd.generators.bank import make_generator, plan_bank
+from gfkd.generators.base import GenContext, teacher_verdict
+from gfkd.io.atomic import write_json
+from gfkd.io.manifest import Manifest
+from gfkd.io.shards import SHARD_MANIFEST, graphs_to_table, read_shard_set, shard_schema, write_shard, write_shard_manifest
+from gfkd.layout import RunLayout
+from gfkd.plots import degree_histogram, pseudo_graph_grid
+from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
+from gfkd.stages.teacher import load_teacher
+from gfkd.tracking import NullLogger
+
+STAGE = "generate"
+GENERATORS = {"acgkd": acgkd.generate, "gfkd": gfkd.generate, "randg": randg.generate,
+              "deepinvg": deepinvg.generate, "deepinv": deepinvg.generate}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(), force: bool = False,
+        teacher_dir: Path | None = None) -> StageOutcome:
+    """Generate (or find finished) the pseudo-graph banks of this run from the teacher in `teacher_dir`."""
+    if (done := cached(layout, STAGE, cache_key, force)) is not None:
+        return done
+    t_stage = time.perf_counter()
+    gc = cfg.generate
+    device = resolve_device(cfg.run.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # late in the κ schedule σ((α + ℓ)/κ) underflows (acgkd.md §7)
+    teacher, meta, bn_eval = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")
+    data_meta = meta["data"]
+    ctx = GenContext(teacher.to(device), data_meta, {k: v.to(device) for k, v in bn_eval.items()}, gc, device)
+    M = int(data_meta["num_train_graphs"]) if gc.num_graphs == "auto" else int(gc.num_graphs)
+    method = "deepinvg" if gc.method == "deepinv" else gc.method
+    generate = GENERATORS[method]
+    steps = {"acgkd": gc.iterations, "gfkd": gc.gfkd.iterations, "deepinvg": gc.gfkd.iterations, "randg": 1}[method]
+    logger.params({"generate": gc.model_dump(mode="json"), "num_graphs_per_bank": M, "method": method,
+                   "teacher_dir": str(teacher_dir or layout.stage_dir("teacher"))})
+
+    staging = resumable_staging(layout, STAGE, cache_key)
+    shard_dir = staging / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    plans = [plan_bank(data_meta, M, cfg.split_seed, bank, gc.nodes, gc.targets, gc.max_nodes, gc.batch_size)
+             for bank in range(gc.banks)]
+    jobs = [(bank, c, idx) for bank, plan in enumerate(plans) for c, idx in enumerate(plan.chunks)]
+    files, written, gen_wall = [], 0, 0.0
+    bar = tqdm(jobs, desc=f"generate ({method})", unit="shard", disable=not _tty())
+    for bank, c, idx in bar:
+        name = f"shard-b{bank:02d}-c{c:03d}.parquet"
+        files.append(f"shards/{name}")
+        if (shard_dir / name).is_file():
+            continue  # finished before a kill: written atomically, so complete
+        plan = plans[bank]
+        gen = make_generator(cfg.split_seed, bank, c, "generate", device=device)
+        offset = (bank * len(plan.chunks) + c) * steps
+        _sync(device)
+        t0 = time.perf_counter()
+        final = generate(ctx, plan.num_nodes[idx], plan.targets[idx], gen, log=logger.metrics, step_offset=offset)
+        _sync(device)
+        wall = time.perf_counter() - t0
+        gen_wall += wall
+        logits, difficulty = teacher_verdict(ctx, final)
+        schema = shard_schema(ctx.num_features, ctx.num_classes, generator=method, wall_s=f"{wall:.4f}",
+                              num_params=final.num_params, clamped=plan.clamped, cache_key=cache_key,
+                              **{k: f"{v:.6g}" for k, v in final.info.items()})
+        table = graphs_to_table(bank * M + idx.numpy(), bank, final.targets, final.num_nodes, final.adj,
+                                final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
+        write_shard(shard_dir / name, table)
+        written += 1
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    write_shard_manifest(shard_dir, [f.split("/", 1)[1] for f in files], cache_key, generator=method,
+                         banks=gc.banks, graphs_per_bank=M)
+
+    quality, figs = summarise(shard_dir, data_meta, method)
+    metrics = {f"generate/quality/{k}": v for k, v in quality.items() if isinstance(v, (int, float))}
+    metrics |= {"generate/time/wall_s": _total_wall(shard_dir), "generate/time/this_run_wall_s": gen_wall,
+                "generate/time/stage_s": time.perf_counter() - t_stage,
+                "generate/params/pseudo_graph": float(_total_params(shard_dir)),
+                "generate/size/shard_bytes": float(sum((staging / f).stat().st_size for f in files)),
+                "generate/shards/written": float(written), "generate/shards/resumed": float(len(files) - written),
+                "generate/mem/peak_rss_bytes": float(peak_rss),
+                "generate/mem/rss_growth_bytes": float(max(0, peak_rss - rss_before))}
+    if device.type == "cuda":
+        metrics["generate/mem/peak_bytes"] = float(torch.cuda.max_memory_allocated(device))
+    write_json(staging / "quality.json", quality)
+    for name, fig in figs.items():
+        fig.savefig(staging / name, dpi=110)
+        logger.figure(fig, f"generate/{name}")
+    logger.metrics(metrics)
+    logger.artifact(staging / "quality.json", "generate")
+    logger.artifact(shard_dir / SHARD_MANIFEST, "generate")
+    logger.flush()
+    (staging / ".cache_key").unlink(missing_ok=True)
+    out_files = [*files, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
+    manifest = Manifest.build(STAGE, cache_key, staging, out_files, metrics=metrics,
+                              info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
+                              mlflow_run_id=logger.run_id)
+    return publish(layout, STAGE, staging, manifest)
+
+
+def _tty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in pq.read_schema(p).metadata.items()}
+            for p in sorted(shard_dir.glob("shard-*.parquet"))]
+
+
+def _total_wall(shard_dir: Path) -> float:
+    """Generation wall time summed over shards (each recorded when it was made, so resumes count once)."""
+    return sum(float(m["gfkd.wall_s"]) for m in _shard_meta(shard_dir))
+
+
+def _total_params(shard_dir: Path) -> int:
+    return sum(int(m["gfkd.num_params"]) for m in _shard_meta(shard_dir))
+
+
+def summarise(shard_dir: Path, data_meta: dict, method: str) -> tuple[dict, dict]:
+    """Quality figures of a finished shard set against the teacher metadata; figures of graphs and degrees."""
+    rows = {"label": [], "num_nodes": [], "edges": [], "agree": [], "conf": [], "symmetric": []}
+    degrees: list[int] = []
+    examples = []
+    for table in read_shard_set(shard_dir):
+        cols = table.to_pydict()
+        for k in range(table.num_rows):
+            n, src, dst = cols["num_nodes"][k], cols["src"][k], cols["dst"][k]
+            logits = torch.tensor(cols["teacher_logits"][k])
+            p = torch.softmax(logits, -1)
+            rows["label"].append(cols["label"][k])
+            rows["num_nodes"].append(n)
+            rows["edges"].append(len(src))
+            rows["agree"].append(float(int(p.argmax()) == cols["label"][k]))
+            rows["conf"].append(float(p.max()))
+            pairs = set(zip(src, dst))
+            rows["symmetric"].append(sum((d, s) in pairs for s, d in pairs) / max(len(pairs), 1))
+            degrees += np.bincount(np.asarray(dst, dtype=np.int64), minlength=n).tolist()
+            if len(examples) < 12 and k % 7 == 0:
+                colour = [int(np.argmax(r)) % 10 for r in cols["x"][k]]
+                examples.append((n, src, dst, colour))
+    n = np.array(rows["num_nodes"], dtype=float)
+    e = np.array(rows["edges"], dtype=float)  # directed entries: 2|E| for undirected graphs
+    density = np.where(n > 1, e / (n * np.maximum(n - 1, 1)), 0.0)
+    quality = {
+        "num_graphs": len(n), "nodes_mean": float(n.mean()), "edge_density_mean": float(density.mean()),
+        "degree_mean": float(e.sum() / n.sum()), "real_edge_density_mean": float(data_meta["edge_density_mean"]),
+        "real_degree_mean": float(data_meta["degree_mean"]), "real_nodes_mean": float(data_meta["nodes_mean"]),
+        "teacher_confidence": float(np.mean(rows["conf"])), "symmetric_fraction": float(np.mean(rows["symmetric"])),
+        "empty_graph_fraction": float(np.mean(e == 0)),
+        "label_counts": np.bincount(rows["label"], minlength=int(data_meta["num_classes"])).tolist(),
+    }
+    if method != "randg":  # RandG's label column is the teacher argmax: agreement means nothing (protocol.md §4)
+        quality["teacher_agreement"] = float(np.mean(rows["agree"]))
+        quality["over_fitted"] = float(quality["teacher_agreement"] >= 0.99)
+    figs = {"graphs.png": pseudo_graph_grid(examples, f"generate: {method} pseudo-graphs"),
+            "degrees.png": degree_histogram(degrees, float(data_meta["degree_mean"]), f"generate: {method} degrees")}
+    return quality, figs
