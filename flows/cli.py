@@ -110,7 +110,7 @@ def _check_writable(path: Path) -> None:
 def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
         force: list[str] = typer.Option([], "--force", help="redo this stage even if it is cached (repeatable)")) -> None:
-    """Run the pipeline (today: teacher); print the run folder as the last line."""
+    """Run the pipeline (today: teacher → generate); print the run folder as the last line."""
     cfg = _load(args, data_root)
     for s in force:
         if s not in STAGES:
@@ -137,7 +137,8 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
                    "wall_s": time.perf_counter() - t0, "stages": {r["stage"]: r for r in records}}
         write_json(layout.summary, summary)
     for r in records:
-        head = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items() if "/test/acc" in k or "/val/acc" in k)
+        head = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()
+                         if k.endswith(("/test/acc", "/val/acc", "/teacher_agreement", "/edge_density_mean", "/wall_s")))
         typer.echo(f"{r['stage']:>9}: {r['status']:<6} {r['wall_s']:6.1f}s  {head}", err=True)
     failed = [r for r in records if r["status"] == "failed"]
     if failed:

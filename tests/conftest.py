@@ -86,3 +86,28 @@ def shared_root() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/datasets not present")
     return SHARED
+
+
+def _teacher(tiny_root, tmp_path_factory, dataset):
+    """A teacher trained for a few epochs on a tiny dataset through the teacher stage; returns its folder."""
+    from gfkd.config import resolve_config
+    from gfkd.layout import RunLayout
+    from gfkd.stages import teacher
+
+    runs = tmp_path_factory.mktemp(f"teacher-{dataset}")
+    cfg = resolve_config(None, [f"data.dataset={dataset}", "teacher.epochs=5", "teacher.model.layers=3",
+                                "teacher.model.hidden=8", "teacher.batch_size=8", f"data.root='{tiny_root}'",
+                                f"run.runs_dir='{runs}'", "data.download=false"])
+    layout = RunLayout(runs / "run")
+    teacher.run(cfg, layout, "k")
+    return layout.stage_dir("teacher")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tiny_root, tmp_path_factory):
+    return _teacher(tiny_root, tmp_path_factory, "TINY")
+
+
+@pytest.fixture(scope="session")
+def tiny_deg_teacher_dir(tiny_root, tmp_path_factory):
+    return _teacher(tiny_root, tmp_path_factory, "TINYDEG")

@@ -26,7 +26,7 @@ def concrete_sample(alpha: Tensor, kappa: float, noise: Tensor, hard: bool = Tru
     if not hard:
         return s
     h = (alpha + noise > 0).to(alpha.dtype)
-    return h + s - s.detach()
+    return h + (s - s.detach())  # exactly h in the forward pass
 
 
 def triu_pairs(n: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:

@@ -9,7 +9,7 @@ with a fixed seed the final set equals an uninterrupted run's. Outputs in `<run>
 
 from __future__ import annotations
 
-import math
+import json
 import resource
 import time
 from pathlib import Path
@@ -88,11 +88,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         wall = time.perf_counter() - t0
         gen_wall += wall
         logits, difficulty = teacher_verdict(ctx, final)
-        schema = shard_schema(ctx.num_features, ctx.num_classes, generator=method, wall_s=f"{wall:.4f}",
-                              num_params=final.num_params, clamped=plan.clamped, cache_key=cache_key,
+        schema = shard_schema(ctx.num_features, ctx.num_classes, generator=method, num_params=final.num_params,
+                              clamped=plan.clamped, cache_key=cache_key,
                               **{k: f"{v:.6g}" for k, v in final.info.items()})
         table = graphs_to_table(bank * M + idx.numpy(), bank, final.targets, final.num_nodes, final.adj,
                                 final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
+        write_json(shard_dir / _timing_name(name), {"wall_s": wall})  # timings stay out of the shard bytes
         write_shard(shard_dir / name, table)
         written += 1
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -119,7 +120,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")
     logger.flush()
     (staging / ".cache_key").unlink(missing_ok=True)
-    out_files = [*files, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
+    timings = [f"shards/{_timing_name(f.split('/', 1)[1])}" for f in files]
+    out_files = [*files, *timings, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
     manifest = Manifest.build(STAGE, cache_key, staging, out_files, metrics=metrics,
                               info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
                               mlflow_run_id=logger.run_id)
@@ -137,9 +139,14 @@ def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
             for p in sorted(shard_dir.glob("shard-*.parquet"))]
 
 
+def _timing_name(shard: str) -> str:
+    return "_time-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".json"
+
+
 def _total_wall(shard_dir: Path) -> float:
     """Generation wall time summed over shards (each recorded when it was made, so resumes count once)."""
-    return sum(float(m["gfkd.wall_s"]) for m in _shard_meta(shard_dir))
+    return sum(json.loads((shard_dir / _timing_name(p.name)).read_text())["wall_s"]
+               for p in sorted(shard_dir.glob("shard-*.parquet")))
 
 
 def _total_params(shard_dir: Path) -> int:

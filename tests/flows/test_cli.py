@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 TINY = ["data.dataset=TINY", "teacher.epochs=3", "teacher.model.layers=3", "teacher.model.hidden=8",
-        "teacher.batch_size=8", "data.download=false"]
+        "teacher.batch_size=8", "data.download=false", "generate.banks=2", "generate.iterations=5"]
 
 
 def gfkd(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -67,15 +67,29 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     assert {"teacher/teacher.pt", "teacher/teacher.json", "teacher/curve.png"} <= arts
     assert exp.artifact_location.startswith((run_dir.resolve()).as_uri())
 
+    gen = summary["stages"]["generate"]
+    assert gen["status"] == "ran" and gen["metrics"]["generate/quality/num_graphs"] == 2 * 32
+    gen_run = client.get_run(gen["mlflow_run_id"])
+    assert gen_run.data.tags["mlflow.parentRunId"] == parent_id
+    assert client.get_metric_history(gen_run.info.run_id, "generate/train/ce")
+
     second = gfkd(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    rec2 = json.loads((run_dir / "summary.json").read_text())["stages"]["teacher"]
-    assert rec2["status"] == "cached" and rec2["metrics"] == rec["metrics"]
+    stages2 = json.loads((run_dir / "summary.json").read_text())["stages"]
+    rec2 = stages2["teacher"]
+    assert rec2["status"] == "cached" and rec2["metrics"] == rec["metrics"] and stages2["generate"]["status"] == "cached"
     assert rec2["mlflow_run_id"] == rec["mlflow_run_id"]  # points at the run that produced it
 
     third = gfkd(*args, "--force", "teacher", cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert json.loads((run_dir / "summary.json").read_text())["stages"]["teacher"]["status"] == "ran"
+    stages3 = json.loads((run_dir / "summary.json").read_text())["stages"]
+    assert stages3["teacher"]["status"] == "ran"
+    assert stages3["generate"]["status"] == "cached"  # the retrained teacher is bit-identical: nothing downstream redone
+
+    fourth = gfkd(*args, "generate.iterations=6", cwd=tmp_path)  # a generate-only change re-runs generate alone
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    stages4 = json.loads((run_dir / "summary.json").read_text())["stages"]
+    assert (stages4["teacher"]["status"], stages4["generate"]["status"]) == ("cached", "ran")
 
     _check_ui_serves_run(run_dir, rec["mlflow_run_id"], tmp_path)
 

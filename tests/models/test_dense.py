@@ -61,3 +61,19 @@ def test_residual_and_depth_follow_arch_l_h():
                           "pooling": "sum", "bn": True, "residual": True, "dropout": 0.5}
     no_bn = build_classifier("gcn", 7, 2, layers=3, hidden=16, bn=False)
     assert not any(isinstance(mod, torch.nn.BatchNorm1d) for mod in no_bn.modules())
+
+
+@pytest.mark.parametrize("arch", ["gin", "gcn"])
+def test_weighted_sparse_with_unit_weights_equals_sparse_and_dense_float64(arch):
+    torch.manual_seed(0)
+    b = _batch()
+    b.x = b.x.double()
+    model = build_classifier(arch, 3, 2, layers=4, hidden=8).double().eval()
+    ones = torch.ones(b.edge_index.size(1), dtype=torch.float64)
+    sparse = model(b.x, b.edge_index, b.batch)
+    weighted = model(b.x, b.edge_index, b.batch, edge_weight=ones)
+    x, mask = to_dense_batch(b.x, b.batch)
+    dense = DenseTwin(model)(x, to_dense_adj(b.edge_index, b.batch, max_num_nodes=x.size(1)).double(), mask)
+    assert torch.allclose(sparse, weighted, atol=1e-9) and torch.allclose(sparse, dense, atol=1e-9)
+    half = model(b.x, b.edge_index, b.batch, edge_weight=ones * 0.5)
+    assert not torch.allclose(half, sparse)  # weights do enter the aggregation

@@ -1,0 +1,138 @@
+"""Generator properties on a tiny trained teacher (acgkd.md §13; gfkd.md §11)."""
+
+import math
+
+import pytest
+import torch
+from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+from gfkd.generators import acgkd, deepinvg, gfkd, randg
+from gfkd.generators.bank import make_generator, plan_bank
+from gfkd.generators.base import dense_logits, teacher_verdict
+from gfkd.generators.concrete import real_pairs
+
+from .conftest import make_ctx
+
+N = torch.tensor([5, 7, 6, 4])
+Y = torch.tensor([0, 1, 0, 1])
+
+
+def _check_graphs(g, ctx, symmetric=True):
+    mask = g.mask
+    B, Np = mask.shape
+    assert g.adj.shape == (B, Np, Np) and g.x.shape == (B, Np, ctx.num_features)
+    assert torch.all(g.adj.diagonal(dim1=1, dim2=2) == 0)
+    pad = ~(mask.unsqueeze(1) & mask.unsqueeze(2))
+    assert torch.all(g.adj[pad] == 0) and torch.all(g.x[~mask] == 0)
+    assert set(g.adj.unique().tolist()) <= {0.0, 1.0}
+    if symmetric:
+        assert torch.equal(g.adj, g.adj.transpose(1, 2))
+    assert torch.allclose(g.x[mask].sum(-1), torch.ones(int(mask.sum())))  # one-hot rows
+
+
+@pytest.mark.parametrize("mode", ["none", "lowrank", "budget"])
+def test_acgkd_chunk_graphs_are_valid_and_counted(tiny_teacher_dir, mode):
+    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=15", f"generate.acgkd.xi_mode={mode}",
+                   "generate.acgkd.xi=0.5")
+    logs = []
+    g = acgkd.generate(ctx, N, Y, make_generator(0, 0, 0), log=lambda s, m: logs.append(m))
+    _check_graphs(g, ctx)
+    pairs = N * (N - 1) // 2
+    F = ctx.num_features
+    if mode == "lowrank":
+        r = math.ceil(0.5 * (7 - 1) / 2)
+        assert g.num_params == int((N * r + r + 1).sum()) + int(N.sum()) * F
+    else:
+        assert g.num_params == int(pairs.sum()) + int(N.sum()) * F
+    if mode == "budget":
+        k = torch.ceil(0.5 * pairs.float()).long()
+        assert g.info["candidates_per_graph"] == pytest.approx(k.float().mean().item())
+        assert torch.all(g.adj.sum((1, 2)) / 2 <= k)
+    assert logs and all(math.isfinite(v) for m in logs for v in m.values())
+    assert {"generate/train/ce", "generate/train/bn", "generate/train/oh"} <= set(logs[0])
+
+
+def test_acgkd_is_seeded(tiny_teacher_dir):
+    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=5")
+    a = acgkd.generate(ctx, N, Y, make_generator(3, 1, 0))
+    b = acgkd.generate(ctx, N, Y, make_generator(3, 1, 0))
+    assert torch.equal(a.adj, b.adj) and torch.equal(a.x, b.x)
+
+
+def test_acgkd_lowers_the_loss_and_learns_targets(tiny_teacher_dir):
+    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=60", "generate.beta_bn=0")  # CE alone: reach the targets
+    n = torch.full((16,), 6)
+    y = torch.arange(16) % 2
+    logs = []
+    g = acgkd.generate(ctx, n, y, make_generator(0, 0, 0), log=lambda s, m: logs.append(m))
+    assert logs[-1]["generate/train/loss"] < logs[0]["generate/train/loss"]
+    logits, difficulty = teacher_verdict(ctx, g)
+    assert (logits.argmax(1) == y).float().mean() >= 0.9
+    assert torch.all((difficulty >= 0) & (difficulty <= 1))
+
+
+def test_acgkd_featureless_uses_degree_features(tiny_deg_teacher_dir):
+    ctx = make_ctx(tiny_deg_teacher_dir, "generate.iterations=10")
+    g = acgkd.generate(ctx, N, Y, make_generator(0, 0, 0))
+    _check_graphs(g, ctx)
+    deg = g.adj.sum(1).long().clamp(max=ctx.max_degree)
+    assert torch.equal(g.x.argmax(-1)[g.mask], deg[g.mask])
+    assert g.num_params == int((N * (N - 1) // 2).sum())  # no feature parameters
+
+
+def test_lowrank_signed_form_represents_complete_bipartite():
+    z = torch.tensor([1.0, 1.0, -1.0, -1.0]).view(1, 4, 1)
+    w = torch.tensor([[-1.0]])
+    alpha = torch.einsum("bir,br,bjr->bij", z, w, z)
+    expected = torch.tensor([[-1, -1, 1, 1], [-1, -1, 1, 1], [1, 1, -1, -1], [1, 1, -1, -1]]).float()
+    assert torch.equal(alpha[0], expected) and torch.equal(alpha, alpha.transpose(1, 2))
+
+
+def test_randg_density_seed_and_labels(tiny_teacher_dir):
+    ctx = make_ctx(tiny_teacher_dir, "generate.randg.edge_prob=0.3")
+    n = torch.full((400,), 12)
+    a = randg.generate(ctx, n, n * 0, make_generator(1))
+    b = randg.generate(ctx, n, n * 0, make_generator(1))
+    assert torch.equal(a.adj, b.adj) and a.num_params == 0
+    _check_graphs(a, ctx)
+    pairs = 400 * 66
+    dens = (a.adj.sum() / 2 / pairs).item()
+    assert abs(dens - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / pairs)
+    assert torch.equal(a.targets, dense_logits(ctx, a.x, a.adj, a.mask).argmax(-1))  # label = teacher argmax
+
+
+def test_deepinvg_keeps_structure_and_lowers_loss(tiny_teacher_dir):
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=100", "generate.gfkd.fair=true")
+    gen_a, gen_b = make_generator(2), make_generator(2)
+    fixed, _, _ = randg.random_graphs(ctx, N, gen_b, randg.edge_prob(ctx))
+    logs = []
+    g = deepinvg.generate(ctx, N, Y, gen_a, log=lambda s, m: logs.append(m))
+    assert torch.equal(g.adj, fixed)  # the structure is the RandG sample, untouched
+    assert logs[-1]["generate/train/loss"] < logs[0]["generate/train/loss"]
+    _check_graphs(g, ctx)
+    assert g.num_params == int(N.sum()) * ctx.num_features
+
+
+@pytest.mark.parametrize("directed", [True, False])
+def test_gfkd_generator_counts_and_layout(tiny_teacher_dir, directed):
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=8", f"generate.gfkd.directed={str(directed).lower()}")
+    for p in ctx.teacher.parameters():
+        p.grad = None
+    g = gfkd.generate(ctx, N, Y, make_generator(0))
+    _check_graphs(g, ctx, symmetric=not directed)
+    pairs = N * (N - 1) // (1 if directed else 2)
+    assert g.num_params == int(pairs.sum()) + int(N.sum()) * ctx.num_features
+    assert all(p.grad is None for p in ctx.teacher.parameters())  # the teacher stays frozen
+    assert 0 <= g.gen_step < 8
+
+
+def test_bank_plan_is_data_free_balanced_and_chunked():
+    meta = {"node_count_hist": {"5": 3, "9": 1, "300": 1}, "num_classes": 3, "nodes_mean": 6.0}
+    plan = plan_bank(meta, 100, seed=0, bank=2, batch_size=30, max_nodes=256)
+    assert set(plan.num_nodes.tolist()) <= {5, 9, 256} and plan.clamped == int((plan.num_nodes == 256).sum())
+    assert sorted(torch.bincount(plan.targets).tolist()) == [33, 33, 34]
+    assert len(plan.chunks) == 4 and sorted(torch.cat(plan.chunks).tolist()) == list(range(100))
+    assert all(torch.all(plan.num_nodes[c][:-1] <= plan.num_nodes[c][1:]) for c in plan.chunks)
+    again = plan_bank(meta, 100, seed=0, bank=2, batch_size=30)
+    other = plan_bank(meta, 100, seed=0, bank=3, batch_size=30)
+    assert torch.equal(plan.targets, again.targets) and not torch.equal(plan.targets, other.targets)

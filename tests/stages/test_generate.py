@@ -1,0 +1,72 @@
+"""The generate stage on a tiny trained teacher: every generator writes a valid shard set; kill-and-resume redoes
+only missing shards and gives the same set; no dataset is opened."""
+
+import shutil
+
+import pytest
+
+from gfkd.config import resolve_config
+from gfkd.data import datasets
+from gfkd.io.manifest import valid_manifest
+from gfkd.io.shards import read_shard_set, table_to_graphs
+from gfkd.layout import RunLayout
+from gfkd.stages import generate
+
+FAST = ["generate.iterations=6", "generate.gfkd.iterations=6", "generate.banks=2", "generate.batch_size=20",
+        "generate.num_graphs=30"]
+
+
+@pytest.fixture(autouse=True)
+def no_dataset(monkeypatch):
+    """Data-free guard: the generate stage must not open a dataset."""
+    def boom(*a, **k):
+        raise AssertionError("the generate stage opened a dataset")
+    monkeypatch.setattr(datasets, "load_tu", boom)
+    monkeypatch.setattr(datasets, "load_planetoid", boom)
+
+
+@pytest.mark.parametrize("method", ["acgkd", "gfkd", "randg", "deepinvg"])
+def test_each_generator_writes_a_readable_shard_set(tmp_path, tiny_teacher_dir, method):
+    cfg = resolve_config(None, [*FAST, f"generate.method={method}"])
+    layout = RunLayout(tmp_path)
+    out = generate.run(cfg, layout, "key", teacher_dir=tiny_teacher_dir)
+    assert out.status == "ran" and valid_manifest(layout.manifest("generate"), "key") is not None
+    shard_dir = layout.stage_dir("generate") / "shards"
+    graphs = [g for t in read_shard_set(shard_dir) for g in table_to_graphs(t)]
+    assert len(graphs) == 60 and len({int(g.graph_id) for g in graphs}) == 60  # 2 banks × 30, 2 chunks each
+    m = out.manifest.metrics
+    assert m["generate/quality/num_graphs"] == 60 and m["generate/shards/written"] == 4
+    assert ("generate/quality/teacher_agreement" in m) == (method != "randg")
+    assert m["generate/params/pseudo_graph"] == (0 if method == "randg" else m["generate/params/pseudo_graph"]) >= 0
+    for name in ("graphs.png", "degrees.png", "quality.json"):
+        assert (layout.stage_dir("generate") / name).is_file()
+
+
+def test_kill_and_resume_writes_only_missing_shards_and_matches(tmp_path, tiny_teacher_dir):
+    cfg = resolve_config(None, FAST)
+    whole = RunLayout(tmp_path / "whole")
+    ref = generate.run(cfg, whole, "key", teacher_dir=tiny_teacher_dir)
+    # a run killed after two of four shards: its staging folder holds those two
+    resumed = RunLayout(tmp_path / "resumed")
+    staging = resumed.staging_dir("generate")
+    (staging / "shards").mkdir(parents=True)
+    (staging / ".cache_key").write_text("key")
+    for name in ("shard-b00-c000.parquet", "_time-b00-c000.json", "shard-b01-c001.parquet", "_time-b01-c001.json"):
+        shutil.copy(whole.stage_dir("generate") / "shards" / name, staging / "shards" / name)
+    (staging / "shards" / ".shard-b00-c001.parquet.tmp-123").write_bytes(b"partial")  # a half-written temp file
+    out = generate.run(cfg, resumed, "key", teacher_dir=tiny_teacher_dir)
+    assert out.manifest.metrics["generate/shards/written"] == 2 and out.manifest.metrics["generate/shards/resumed"] == 2
+    files = {k: v.sha256 for k, v in out.manifest.files.items() if k.endswith(".parquet")}
+    assert files == {k: v.sha256 for k, v in ref.manifest.files.items() if k.endswith(".parquet")}
+    assert not staging.exists()
+
+
+def test_staging_of_another_config_is_discarded(tmp_path, tiny_teacher_dir):
+    cfg = resolve_config(None, FAST)
+    layout = RunLayout(tmp_path)
+    staging = layout.staging_dir("generate")
+    (staging / "shards").mkdir(parents=True)
+    (staging / ".cache_key").write_text("old-key")
+    (staging / "shards" / "shard-b00-c000.parquet").write_bytes(b"stale")
+    out = generate.run(cfg, layout, "new-key", teacher_dir=tiny_teacher_dir)
+    assert out.manifest.metrics["generate/shards/written"] == 4
