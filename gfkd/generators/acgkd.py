@@ -196,12 +196,43 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
     else:
         k = a.final_draws if a.finalize == "best_of_k" else 1
         draws = [(alpha + logistic_noise(alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
-    candidates = []
-    for d in draws:
-        adj = pairs_to_adjacency(d * allowed, N)
-        candidates.append((adj, x_fixed if x_fixed is not None else degree_features(adj, mask, ctx.max_degree)))
-    best_adj, best_x = best_draw(ctx, candidates, mask, targets)
+    if mode == "budget":  # score the draws on the candidate edge list: no [B, N, N] tensor per draw
+        best_adj = pairs_to_adjacency(_best_sparse_draw(ctx, st, [d * allowed for d in draws], phi, mask, targets), N)
+        best_x = x_fixed if x_fixed is not None else degree_features(best_adj, mask, ctx.max_degree)
+    else:
+        candidates = []
+        for d in draws:
+            adj = pairs_to_adjacency(d * allowed, N)
+            candidates.append((adj, x_fixed if x_fixed is not None else degree_features(adj, mask, ctx.max_degree)))
+        best_adj, best_x = best_draw(ctx, candidates, mask, targets)
     info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
             "candidates_per_graph": float((allowed.sum(1).float()).mean())}
     return FinalGraphs(num_nodes=num_nodes, adj=best_adj, edge_prob=prob, x=best_x, targets=targets,
                        gen_step=ctx.cfg.iterations, num_params=num_params, info=info)
+
+
+def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], phi: Tensor | None, mask: Tensor,
+                      targets: Tensor) -> Tensor:
+    """Per graph, the draw (pair values [B, P]) with the highest teacher probability of the target, scored by the
+    weighted sparse teacher on the candidate edges."""
+    B, N = mask.shape
+    b, p, edge_index, batch = _sparse_graph(st.n, st.cand, N)
+    x_fixed = one_hot_rows(phi)[mask] if phi is not None else None
+    best, best_p = None, None
+    for d in draws:
+        w = d[b, p]
+        weight = torch.cat([w, w])
+        if x_fixed is None:
+            deg = torch.zeros(int(st.n.sum()), device=d.device).index_add(0, edge_index[1], weight)
+            x = degree_one_hot(deg, ctx.max_degree)
+        else:
+            x = x_fixed
+        logits = ctx.teacher(x, edge_index, batch, B, edge_weight=weight)
+        prob = F.softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
+        if best is None:
+            best, best_p = d, prob
+        else:
+            better = prob > best_p
+            best = torch.where(better.unsqueeze(1), d, best)
+            best_p = torch.maximum(prob, best_p)
+    return best

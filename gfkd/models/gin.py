@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
@@ -16,6 +17,10 @@ def _norm(dim: int, bn: bool) -> nn.Module:
 
 
 class GINLayer(nn.Module):
+    """When the layer narrows the width (F > H), the MLP's first Linear is applied before aggregating, which is
+    the same map (W(x_i + Σ_j a_ij x_j) = W x_i + Σ_j a_ij W x_j) on H instead of F columns: wide degree one-hot
+    inputs (D + 1 = 1001 bins) then cost no [E, F] message tensor."""
+
     eps = 0.0
 
     def __init__(self, in_dim: int, out_dim: int, bn: bool = True):
@@ -23,20 +28,27 @@ class GINLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim), _norm(out_dim, bn), nn.ReLU(),
                                  nn.Linear(out_dim, out_dim))
         self.norm = _norm(out_dim, bn)
+        self.narrow = in_dim > out_dim
+
+    def _pre(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.mlp[0].weight) if self.narrow else x
 
     def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
-        """x: [N, F], edge_index: [2, E], edge_weight: [E] or None → (1 + ε)·x + Σ_j a_ij x_j: [N, F]."""
+        """x: [N, F], edge_index: [2, E], edge_weight: [E] or None → (1 + ε)·x + Σ_j a_ij x_j: [N, F or H]."""
+        x = self._pre(x)
         src, dst = edge_index
         msg = x[src] if edge_weight is None else edge_weight.unsqueeze(-1) * x[src]
         return (1 + self.eps) * x + scatter(msg, dst, dim=0, dim_size=x.size(0), reduce="sum")
 
     def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
-        """x: [B, N, F], adj: [B, N, N] (soft, a_ij weighs j → i), mask: [B, N] → [B, N, F]."""
+        """x: [B, N, F], adj: [B, N, N] (soft, a_ij weighs j → i), mask: [B, N] → [B, N, F or H]."""
+        x = self._pre(x)
         return (1 + self.eps) * x + adj @ x
 
     def update(self, h: Tensor) -> Tensor:
-        """h: [n, F] aggregated real nodes → [n, H]."""
-        return self.norm(self.mlp(h)).relu()
+        """h: [n, F] (or [n, H] when narrowing) aggregated real nodes → [n, H]."""
+        h = self.mlp[1:](h + self.mlp[0].bias) if self.narrow else self.mlp(h)
+        return self.norm(h).relu()
 
 
 class GINClassifier(GraphClassifier):

@@ -83,7 +83,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         offset = (bank * len(plan.chunks) + c) * steps
         _sync(device)
         t0 = time.perf_counter()
-        final = generate(ctx, plan.num_nodes[idx], plan.targets[idx], gen, log=logger.metrics, step_offset=offset)
+        final = generate(ctx, plan.num_nodes[idx], plan.targets[idx], gen, log=lambda s, m: logger.metrics(m, step=s),
+                         step_offset=offset)
         _sync(device)
         wall = time.perf_counter() - t0
         gen_wall += wall

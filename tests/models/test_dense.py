@@ -24,10 +24,11 @@ def _batch(f: int = 3) -> Batch:
 @pytest.mark.parametrize("arch", ["gin", "gcn"])
 @pytest.mark.parametrize("pooling", ["sum", "mean"])
 @pytest.mark.parametrize("train_mode", [False, True])
-def test_dense_twin_equals_sparse_on_binary_graphs(arch, pooling, train_mode):
+@pytest.mark.parametrize("in_dim", [3, 12])  # 12 > hidden: GIN applies its first Linear before aggregating
+def test_dense_twin_equals_sparse_on_binary_graphs(arch, pooling, train_mode, in_dim):
     torch.manual_seed(0)
-    b = _batch()
-    model = build_classifier(arch, 3, 2, layers=4, hidden=8, pooling=pooling, dropout=0.0)
+    b = _batch(in_dim)
+    model = build_classifier(arch, in_dim, 2, layers=4, hidden=8, pooling=pooling, dropout=0.0)
     model.train(train_mode)  # in train mode BN uses batch statistics: the same real nodes in both paths
     x, mask = to_dense_batch(b.x, b.batch)  # [B, N, F], [B, N]
     adj = to_dense_adj(b.edge_index, b.batch, max_num_nodes=x.size(1))  # [B, N, N]
@@ -77,3 +78,15 @@ def test_weighted_sparse_with_unit_weights_equals_sparse_and_dense_float64(arch)
     assert torch.allclose(sparse, weighted, atol=1e-9) and torch.allclose(sparse, dense, atol=1e-9)
     half = model(b.x, b.edge_index, b.batch, edge_weight=ones * 0.5)
     assert not torch.allclose(half, sparse)  # weights do enter the aggregation
+
+
+def test_narrowing_gin_layer_is_the_same_map():
+    torch.manual_seed(0)
+    from gfkd.models.gin import GINLayer
+
+    layer = GINLayer(12, 4).eval()
+    assert layer.narrow
+    x, ei = torch.randn(5, 12), torch.tensor(STAR)
+    agg = x + torch.zeros(5, 12).index_add(0, ei[1], x[ei[0]])
+    reference = layer.norm(layer.mlp(agg)).relu()  # aggregate first, then the whole MLP
+    assert torch.allclose(layer.update(layer.aggregate(x, ei)), reference, atol=1e-5)
