@@ -204,15 +204,20 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, pydantic field) of every leaf value of `model`, sections flattened."""
+    out = []
     for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += _valid_keys(ann, f"{prefix}{name}.")
+            out += _fields(ann, f"{prefix}{name}.")
         else:
-            keys.append(f"{prefix}{name}")
-    return keys
+            out.append((f"{prefix}{name}", field))
+    return out
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return [key for key, _ in _fields(model)]
 
 
 def _unknown_key_error(key: str, source: str) -> ConfigError:
@@ -311,21 +316,16 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
 def config_reference() -> str:
     """A Markdown table of every config key with its type, default and description (docs/config.md)."""
 
-    def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
-        out = []
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                out += rows(ann, f"{prefix}{name}.")
-                continue
-            args = typing.get_args(ann)
-            if typing.get_origin(ann) is Literal:
-                kind = " or ".join(f"`{a}`" for a in args)
-            else:
-                kind = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "none") for a in (args or (ann,)))
-            default = json.dumps(field.default, default=str)
-            out.append(f"| `{prefix}{name}` | {kind} | `{default}` | {field.description or ''} |")
-        return out
+    rows = []
+    for key, field in _fields(RunConfig):
+        ann = field.annotation
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) is Literal:
+            kind = " or ".join(f"`{a}`" for a in args)
+        else:
+            kind = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "none") for a in (args or (ann,)))
+        default = json.dumps(field.default, default=str)
+        rows.append(f"| `{key}` | {kind} | `{default}` | {field.description or ''} |")
 
     head = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    return "\n".join(head + rows(RunConfig)) + "\n"
+    return "\n".join(head + rows) + "\n"

@@ -11,7 +11,6 @@ file at fault.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -22,7 +21,7 @@ import torch
 from torch_geometric.data import Data
 
 from gfkd.errors import ShardError
-from gfkd.io.atomic import sha256_file, write_json
+from gfkd.io.atomic import sha256_file, write_atomic, write_json
 
 SCHEMA_VERSION = 1
 ROW_GROUP_SIZE = 2048
@@ -80,16 +79,7 @@ def graphs_to_table(graph_ids: np.ndarray, bank: int, labels: torch.Tensor, num_
 
 def write_shard(path: Path, table: pa.Table) -> Path:
     """Write `table` to `path` via a hidden temporary file, fsync, rename (zstd, row groups of 2048 graphs)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE))
 
 
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
