@@ -100,7 +100,8 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                location = None if "MLFLOW_TRACKING_URI" in os.environ else layout.mlflow_artifacts.resolve().as_uri()
+                server = self.uri.startswith(("http://", "https://", "databricks"))  # a server keeps its own store
+                location = None if server else layout.mlflow_artifacts.resolve().as_uri()
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 self.experiment_id = exp.experiment_id

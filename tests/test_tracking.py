@@ -1,0 +1,47 @@
+"""gfkd.tracking: runs, nesting, metrics, figures and artifacts; MLFLOW_TRACKING_URI is honoured."""
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from gfkd.layout import RunLayout
+from gfkd.tracking import Tracker, flatten, tracking_uri
+
+
+def test_default_backend_is_sqlite_in_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    layout = RunLayout(tmp_path / "run")
+    assert tracking_uri(layout) == f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
+
+
+def test_parent_and_stage_runs_with_metrics_figures_artifacts(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # e.g. a tracking server; here another SQLite file
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    tracker = Tracker(layout, "gfkd-TEST")
+    assert tracker.uri == uri and not layout.mlflow_db.exists()
+    parent = tracker.start_run("pipeline")
+    stage = tracker.start_run("teacher", parent.run_id, tags={"gfkd.stage": "teacher"})
+    stage.params({"teacher": {"lr": 0.01, "model": {"arch": "gin"}}})
+    for epoch in range(5):
+        stage.metrics({"teacher/train/loss": 1.0 / (epoch + 1)}, step=epoch)
+    stage.flush()
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    stage.figure(fig, "teacher/curve.png")
+    (tmp_path / "a.json").write_text("{}")
+    stage.artifact(tmp_path / "a.json", "teacher")
+    tracker.end_run(stage.run_id)
+    run = tracker.client.get_run(stage.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.info.status == "FINISHED"
+    assert run.data.params["teacher.model.arch"] == "gin"
+    assert tracker.metric_history(stage.run_id, "teacher/train/loss") == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+    assert {a.path for a in tracker.client.list_artifacts(stage.run_id, "teacher")} == {"teacher/curve.png",
+                                                                                       "teacher/a.json"}
+    assert (layout.mlflow_artifacts / stage.run_id).is_dir() or any(layout.mlflow_artifacts.rglob("a.json"))
+    assert not Path("mlruns").exists()  # nothing lands in the working directory
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
