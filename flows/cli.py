@@ -118,14 +118,10 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
     _check_writable(layout.root)
     with _run_lock(layout):
-        from gfkd.data.datasets import find_raw_dir, resolve_data_root
-        from gfkd.errors import DataError
+        from gfkd.data.datasets import check_available, resolve_data_root
 
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-        root = resolve_data_root(cfg.data.root)
-        if find_raw_dir(cfg.data.dataset, root, cache) is None and not cfg.data.download:
-            raise DataError(f"dataset '{cfg.data.dataset}' not found under {root}: pass --data-root or set "
-                            f"GFKD_DATA_ROOT to a folder holding {cfg.data.dataset}/raw/")
+        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)  # fail fast
         write_json(layout.config, cfg.model_dump(mode="json"))
         _prefect_env(layout)
         logging.getLogger("gfkd").setLevel(logging.INFO)

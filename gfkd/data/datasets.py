@@ -83,20 +83,28 @@ def _reachable(host: tuple[str, int], timeout: float = 4.0) -> bool:
     return bool(ok)
 
 
+def check_available(name: str, root: Path, cache: Path, allow_download: bool) -> Path | None:
+    """The raw folder of `name`, or None when it must be downloaded (and can be); else a DataError, in seconds."""
+    raw = find_raw_dir(name, root, cache)
+    if raw is not None:
+        return raw
+    where = f"{Path(root) / _folder_name(name) / 'raw'} (and the cache {Path(cache) / _folder_name(name) / 'raw'})"
+    files = ", ".join(expected_files(name))
+    if not allow_download:
+        raise DataError(f"dataset '{name}' not found in {where}; expected {files}. "
+                        f"Put the files there, pass --data-root/GFKD_DATA_ROOT, or allow the download (data.download=true)")
+    kind = "planetoid" if name.lower() in PLANETOID else "tu"
+    if not _reachable(_DOWNLOAD_HOSTS[kind]):
+        raise DataError(f"dataset '{name}' not found in {where} and no network to download it; expected {files}. "
+                        f"Copy the raw files there or pass --data-root/GFKD_DATA_ROOT")
+    return None
+
+
 def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> Path:
     """Make `<cache>/<Folder>/raw` point at the raw files (or be ready for a download); return `<cache>`."""
     folder = cache / _folder_name(name)
-    raw = find_raw_dir(name, root, cache)
-    where = f"{Path(root) / _folder_name(name) / 'raw'} (and the cache {folder / 'raw'})"
-    files = ", ".join(expected_files(name))
+    raw = check_available(name, root, cache, allow_download)
     if raw is None:
-        kind = "planetoid" if name.lower() in PLANETOID else "tu"
-        if not allow_download:
-            raise DataError(f"dataset '{name}' not found in {where}; expected {files}. "
-                            f"Put the files there, pass --data-root/GFKD_DATA_ROOT, or allow the download (data.download=true)")
-        if not _reachable(_DOWNLOAD_HOSTS[kind]):
-            raise DataError(f"dataset '{name}' not found in {where} and no network to download it; expected {files}. "
-                            f"Copy the raw files there or pass --data-root/GFKD_DATA_ROOT")
         (folder / "raw").mkdir(parents=True, exist_ok=True)  # PyG downloads into it
         return cache
     link = folder / "raw"
