@@ -207,8 +207,13 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
         best_adj, best_x = best_draw(ctx, candidates, mask, targets)
     info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
             "candidates_per_graph": float((allowed.sum(1).float()).mean())}
+    state = {name: t.detach().cpu() for name, t in (("alpha", getattr(st, "alpha", None)), ("z", getattr(st, "z", None)),
+                                                    ("w", getattr(st, "w", None)), ("b", getattr(st, "b", None)),
+                                                    ("candidates", st.cand if mode == "budget" else None),
+                                                    ("phi", phi)) if t is not None}
     return FinalGraphs(num_nodes=num_nodes, adj=best_adj, edge_prob=prob, x=best_x, targets=targets,
-                       gen_step=ctx.cfg.iterations, num_params=num_params, info=info)
+                       gen_step=ctx.cfg.iterations, num_params=num_params, info=info,
+                       state={**state, "num_nodes": num_nodes.cpu(), "targets": targets.cpu()})
 
 
 def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], phi: Tensor | None, mask: Tensor,

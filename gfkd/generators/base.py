@@ -71,6 +71,7 @@ class FinalGraphs:
     gen_step: int  # the iteration the stored parameters come from
     num_params: int  # optimised scalars on real nodes (padding excluded)
     info: dict[str, float] = field(default_factory=dict)
+    state: dict[str, Tensor] = field(default_factory=dict)  # the generator's parameters, saved beside the shard
 
     @property
     def mask(self) -> Tensor:

@@ -139,4 +139,6 @@ def _finalise(ctx, g, theta, phi, best, adjacency, mask, num_nodes, targets, gen
     prob = adjacency(torch.sigmoid(theta_f))
     return FinalGraphs(num_nodes=num_nodes, adj=best_adj, edge_prob=prob, x=best_x, targets=targets,
                        gen_step=step if g.finalize != "last" else g.iterations, num_params=num_params,
-                       info={"best_loss": best[0], "directed": float(g.directed)})
+                       info={"best_loss": best[0], "directed": float(g.directed)},
+                       state={"theta": theta_f.cpu(), **({} if phi_f is None else {"phi": phi_f.detach().cpu()}),
+                              "num_nodes": num_nodes.cpu(), "targets": targets.cpu()})

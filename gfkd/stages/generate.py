@@ -3,8 +3,9 @@
 Reads only the teacher's checkpoint and metadata (never the dataset). Each of `generate.banks` banks of M graphs is
 cut into chunks; each chunk is one independent, seeded optimisation written as one shard. Shards are written into
 the stage's staging folder, which survives a kill: the rerun (same cache key) writes only the missing shards, and
-with a fixed seed the final set equals an uninterrupted run's. Outputs in `<run>/generate/`: `shards/*.parquet`,
-`shards/_manifest.json`, `quality.json`, `graphs.png`, `degrees.png`, `manifest.json` last.
+with a fixed seed the final set equals an uninterrupted run's. Outputs in `<run>/generate/`: `shards/*.parquet`
+(with `_state-*.pt`, the generator's parameters, and `_time-*.json` beside each), `shards/_manifest.json`,
+`quality.json`, `graphs.png`, `degrees.png`, `manifest.json` last.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gfkd.config import RunConfig
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import make_generator, plan_bank
 from gfkd.generators.base import GenContext, teacher_verdict
-from gfkd.io.atomic import write_json
+from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, graphs_to_table, read_shard_set, shard_schema, write_shard, write_shard_manifest
 from gfkd.layout import RunLayout
@@ -95,6 +96,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         table = graphs_to_table(bank * M + idx.numpy(), bank, final.targets, final.num_nodes, final.adj,
                                 final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
         write_json(shard_dir / _timing_name(name), {"wall_s": wall})  # timings stay out of the shard bytes
+        if final.state:  # the generator's parameters (α or Z/w/b, Φ), tensors only, for later rounds
+            write_atomic(shard_dir / _state_name(name), lambda tmp: torch.save(final.state, tmp))
         write_shard(shard_dir / name, table)
         written += 1
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -121,8 +124,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")
     logger.flush()
     (staging / ".cache_key").unlink(missing_ok=True)
-    timings = [f"shards/{_timing_name(f.split('/', 1)[1])}" for f in files]
-    out_files = [*files, *timings, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
+    sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (_timing_name, _state_name)]
+    sidecars = [f for f in sidecars if (staging / f).is_file()]
+    out_files = [*files, *sidecars, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
     manifest = Manifest.build(STAGE, cache_key, staging, out_files, metrics=metrics,
                               info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
                               mlflow_run_id=logger.run_id)
@@ -142,6 +146,10 @@ def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
 
 def _timing_name(shard: str) -> str:
     return "_time-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".json"
+
+
+def _state_name(shard: str) -> str:
+    return "_state-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".pt"
 
 
 def _total_wall(shard_dir: Path) -> float:

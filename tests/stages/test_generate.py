@@ -4,6 +4,7 @@ only missing shards and gives the same set; no dataset is opened."""
 import shutil
 
 import pytest
+import torch
 
 from gfkd.config import resolve_config
 from gfkd.data import datasets
@@ -40,6 +41,14 @@ def test_each_generator_writes_a_readable_shard_set(tmp_path, tiny_teacher_dir, 
     assert m["generate/params/pseudo_graph"] == (0 if method == "randg" else m["generate/params/pseudo_graph"]) >= 0
     for name in ("graphs.png", "degrees.png", "quality.json"):
         assert (layout.stage_dir("generate") / name).is_file()
+    states = sorted((shard_dir).glob("_state-*.pt"))
+    if method == "randg":
+        assert not states  # nothing optimised, nothing to save
+    else:
+        assert len(states) == 4
+        state = torch.load(states[0], weights_only=True)
+        key = {"acgkd": "alpha", "gfkd": "theta", "deepinvg": "phi"}[method]
+        assert key in state and state["num_nodes"].numel() == state["targets"].numel() > 0
 
 
 def test_kill_and_resume_writes_only_missing_shards_and_matches(tmp_path, tiny_teacher_dir):
@@ -51,7 +60,8 @@ def test_kill_and_resume_writes_only_missing_shards_and_matches(tmp_path, tiny_t
     staging = resumed.staging_dir("generate")
     (staging / "shards").mkdir(parents=True)
     (staging / ".cache_key").write_text("key")
-    for name in ("shard-b00-c000.parquet", "_time-b00-c000.json", "shard-b01-c001.parquet", "_time-b01-c001.json"):
+    for name in ("shard-b00-c000.parquet", "_time-b00-c000.json", "_state-b00-c000.pt",
+                 "shard-b01-c001.parquet", "_time-b01-c001.json", "_state-b01-c001.pt"):
         shutil.copy(whole.stage_dir("generate") / "shards" / name, staging / "shards" / name)
     (staging / "shards" / ".shard-b00-c001.parquet.tmp-123").write_bytes(b"partial")  # a half-written temp file
     out = generate.run(cfg, resumed, "key", teacher_dir=tiny_teacher_dir)
