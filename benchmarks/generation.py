@@ -63,8 +63,8 @@ def one_method(dataset: str, method: str, graphs: int, runs: Path, seed: int) ->
     logits, _ = teacher_verdict(ctx, final)
     n = final.num_nodes.float()
     density = (final.adj.sum((1, 2)) / (n * (n - 1))).mean().item()
-    iters = {"acgkd": cfg.generate.iterations, "gfkd": cfg.generate.gfkd.iterations,
-             "deepinvg": cfg.generate.gfkd.iterations, "randg": 0}[method]
+    iters = {"acgkd": cfg.generate.iterations, "gfkd": cfg.generate.gfkd.resolved_iterations,
+             "deepinvg": cfg.generate.gfkd.resolved_iterations, "randg": 0}[method]
     agree = (logits.argmax(1) == final.targets.cpu()).float().mean().item() if method != "randg" else None
     return {"dataset": dataset, "method": method, "graphs": len(idx), "iterations": iters, "wall_s": wall,
             "s_per_iter": wall / iters if iters else None, "peak_rss_mb": _rss() / 2**20,

@@ -113,15 +113,20 @@ class ACGKDConfig(_Frozen):
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
     beta_deg: Literal["auto"] | float = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
+    features: Literal["softmax", "gumbel_st"] = Field("softmax", description="node types: tempered softmax, or "
+                                                      "hard one-hot forward with Gumbel-softmax backward")
 
 
 class GFKDConfig(_Frozen):
     """GFKD baseline generator (gfkd.md); also the schedule DeepInvG borrows."""
 
-    iterations: int = Field(2500, ge=1, description="T_g (paper profile)")
+    iterations: int | None = Field(None, ge=1, description="T_g; default from the profile (paper 2500, reference 1500)")
     lr_structure: float = Field(1.0, gt=0, description="Adam lr of the edge logits (fair: 0.1)")
     lr_features: float = Field(0.01, gt=0, description="Adam lr of the feature logits")
-    lr_decay_every: int = Field(1000, ge=1, description="lr / 10 every so many iterations")
+    lr_decay_every: int | None = Field(None, ge=1, description="lr / 10 every so many steps; profile: 1000 or 700")
+    profile: Literal["paper", "reference"] = Field("paper", description="schedule of the paper or of the reference code")
+    parity: Literal["clean", "reference"] = Field("clean", description="reference: the reference code's schedule, "
+                                                  "best-θ/last-Φ finalisation, uniform targets, MUTAG nodes 10..29")
     beta_bn: float = Field(0.01, ge=0, description="weight of R_BN (published, l2 form)")
     beta_oh: float = Field(1e-6, ge=0, description="weight of the one-hot prior")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("l2", description="R_BN form")
@@ -131,6 +136,22 @@ class GFKDConfig(_Frozen):
     arm_pairs: int = Field(1, ge=1, description="antithetic pairs averaged per step")
     finalize: Literal["best", "last", "reference"] = Field("best", description="which iteration's parameters are kept")
     fair: bool = Field(False, description="shared fixes: density init, relative R_BN, beta_bn 1, beta_oh 0.1, lr 0.1")
+
+    @property
+    def resolved_profile(self) -> str:
+        return "reference" if self.parity == "reference" else self.profile
+
+    @property
+    def resolved_iterations(self) -> int:
+        return self.iterations or (1500 if self.resolved_profile == "reference" else 2500)
+
+    @property
+    def resolved_decay(self) -> int:
+        return self.lr_decay_every or (700 if self.resolved_profile == "reference" else 1000)
+
+    @property
+    def resolved_finalize(self) -> str:
+        return "reference" if self.parity == "reference" else self.finalize
 
 
 class RandGConfig(_Frozen):
@@ -143,7 +164,9 @@ class GenerateConfig(_Frozen):
     method: Literal["acgkd", "gfkd", "randg", "deepinvg", "deepinv"] = Field("acgkd", description="generator")
     num_graphs: Literal["auto"] | int = Field("auto", description="M per bank; auto = the teacher's training-set size")
     banks: int = Field(6, ge=1, le=64, description="independent banks; later stages train on their union")
-    nodes: Literal["empirical", "uniform"] = Field("empirical", description="node counts from the metadata histogram")
+    nodes: Literal["empirical", "uniform", "range"] = Field("empirical", description="empirical: the metadata "
+                                                            "histogram; uniform: [0.5, 1.5] x mean; range: node_range")
+    node_range: tuple[int, int] = Field((10, 29), description="nodes = range: n ~ Uniform{lo..hi}")
     max_nodes: int = Field(256, ge=2, description="node counts above are clamped (and counted)")
     targets: Literal["balanced", "uniform"] = Field("balanced", description="target labels of the pseudo-graphs")
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
@@ -322,6 +345,8 @@ def config_reference() -> str:
         args = typing.get_args(ann)
         if typing.get_origin(ann) is Literal:
             kind = " or ".join(f"`{a}`" for a in args)
+        elif typing.get_origin(ann) is tuple:
+            kind = "[" + ", ".join(a.__name__ for a in args) + "]"
         else:
             kind = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "none") for a in (args or (ann,)))
         default = json.dumps(field.default, default=str)

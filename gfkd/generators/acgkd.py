@@ -169,17 +169,32 @@ def _forward(ctx: GenContext, st: _Structure, alpha: Tensor, phi: Tensor | None,
         noise = logistic_noise((len(p),), gen, ctx.device)
         w = concrete_sample(alpha[b, p], kappa, noise, hard=hard)  # [K]
         weight = torch.cat([w, w])
-        if phi is None:
+        x = node_features(ctx, phi, gen)
+        if x is None:
             deg = torch.zeros(int(num_nodes.sum()), device=ctx.device).index_add(0, edge_index[1], weight)
             x_nodes = degree_one_hot(deg, ctx.max_degree)
         else:
-            x_nodes = F.softmax(phi, -1)[mask]
+            x_nodes = x[mask]
         logits = ctx.teacher(x_nodes, edge_index, batch, B, edge_weight=weight)
-        return logits, (F.softmax(phi, -1) if phi is not None else None)
+        return logits, x
     noise = logistic_noise(alpha.shape, gen, ctx.device)
     adj = pairs_to_adjacency(concrete_sample(alpha, kappa, noise, hard=hard) * st.pmask, N)  # [B, N, N]
-    x = F.softmax(phi, -1) if phi is not None else degree_features(adj, mask, ctx.max_degree)
+    x = node_features(ctx, phi, gen)
+    x = x if x is not None else degree_features(adj, mask, ctx.max_degree)
     return dense_logits(ctx, x, adj, mask), x
+
+
+def node_features(ctx: GenContext, phi: Tensor | None, gen: torch.Generator, final: bool = False) -> Tensor | None:
+    """X from the feature logits Φ: [B, N, F] (None for featureless sets). `softmax`: softmax(Φ) while optimising,
+    one-hot argmax when final; `gumbel_st`: a hard one-hot sample forward, Gumbel-softmax (τ = 1) backward."""
+    if phi is None:
+        return None
+    if ctx.cfg.acgkd.features == "softmax":
+        return one_hot_rows(phi) if final else F.softmax(phi, -1)
+    u = torch.rand(phi.shape, generator=gen, device=phi.device).clamp(1e-10, 1 - 1e-10)
+    soft = F.softmax(phi - torch.log(-torch.log(u)), -1)
+    hard = one_hot_rows(soft)
+    return hard if final else hard + (soft - soft.detach())
 
 
 def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor, num_nodes: Tensor, targets: Tensor,
@@ -190,20 +205,22 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
     N = mask.size(1)
     allowed = st.cand & st.pmask
     prob = pairs_to_adjacency(torch.sigmoid(alpha) * allowed, N)
-    x_fixed = one_hot_rows(phi) * mask.unsqueeze(-1) if phi is not None else None
     if a.finalize == "mode":
         draws = [(alpha > 0).float()]
     else:
         k = a.final_draws if a.finalize == "best_of_k" else 1
         draws = [(alpha + logistic_noise(alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
+    feats = [node_features(ctx, phi, gen, final=True) for _ in draws]  # one feature draw per structure draw
+    feats = [None if x is None else x * mask.unsqueeze(-1) for x in feats]
     if mode == "budget":  # score the draws on the candidate edge list: no [B, N, N] tensor per draw
-        best_adj = pairs_to_adjacency(_best_sparse_draw(ctx, st, [d * allowed for d in draws], phi, mask, targets), N)
-        best_x = x_fixed if x_fixed is not None else degree_features(best_adj, mask, ctx.max_degree)
+        pairs, best_x = _best_sparse_draw(ctx, st, [d * allowed for d in draws], feats, mask, targets)
+        best_adj = pairs_to_adjacency(pairs, N)
+        best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
     else:
         candidates = []
-        for d in draws:
+        for d, x in zip(draws, feats):
             adj = pairs_to_adjacency(d * allowed, N)
-            candidates.append((adj, x_fixed if x_fixed is not None else degree_features(adj, mask, ctx.max_degree)))
+            candidates.append((adj, x if x is not None else degree_features(adj, mask, ctx.max_degree)))
         best_adj, best_x = best_draw(ctx, candidates, mask, targets)
     info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
             "candidates_per_graph": float((allowed.sum(1).float()).mean())}
@@ -216,28 +233,28 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
                        state={**state, "num_nodes": num_nodes.cpu(), "targets": targets.cpu()})
 
 
-def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], phi: Tensor | None, mask: Tensor,
-                      targets: Tensor) -> Tensor:
-    """Per graph, the draw (pair values [B, P]) with the highest teacher probability of the target, scored by the
-    weighted sparse teacher on the candidate edges."""
+def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], feats: list[Tensor | None],
+                      mask: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Per graph, the draw (pair values [B, P], features [B, N, F] or None) with the highest teacher probability of
+    the target, scored by the weighted sparse teacher on the candidate edges."""
     B, N = mask.shape
     b, p, edge_index, batch = _sparse_graph(st.n, st.cand, N)
-    x_fixed = one_hot_rows(phi)[mask] if phi is not None else None
-    best, best_p = None, None
-    for d in draws:
+    best, best_x, best_p = None, None, None
+    for d, x_dense in zip(draws, feats):
         w = d[b, p]
         weight = torch.cat([w, w])
-        if x_fixed is None:
+        if x_dense is None:
             deg = torch.zeros(int(st.n.sum()), device=d.device).index_add(0, edge_index[1], weight)
             x = degree_one_hot(deg, ctx.max_degree)
         else:
-            x = x_fixed
+            x = x_dense[mask]
         logits = ctx.teacher(x, edge_index, batch, B, edge_weight=weight)
         prob = F.softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
         if best is None:
-            best, best_p = d, prob
-        else:
-            better = prob > best_p
-            best = torch.where(better.unsqueeze(1), d, best)
-            best_p = torch.maximum(prob, best_p)
-    return best
+            best, best_x, best_p = d, x_dense, prob
+            continue
+        better = prob > best_p
+        best = torch.where(better.unsqueeze(1), d, best)
+        best_x = None if x_dense is None else torch.where(better[:, None, None], x_dense, best_x)
+        best_p = torch.maximum(prob, best_p)
+    return best, best_x

@@ -1,7 +1,8 @@
 """The pseudo-graph bank shared by every generator (acgkd.md §2): node counts, targets, chunks, seeds.
 
 Node counts come from the teacher's metadata (never from the dataset): drawn with replacement from the training
-node-count histogram (`empirical`) or uniform on [max(4, ⌊0.5·n̄⌋), ⌈1.5·n̄⌉]; counts above `max_nodes` are clamped.
+node-count histogram (`empirical`), uniform on [max(4, ⌊0.5·n̄⌋), ⌈1.5·n̄⌉] (`uniform`) or on an explicit
+range (`range`, GFKD's MUTAG parity [10, 29]); counts above `max_nodes` are clamped.
 Targets are balanced (g mod C, then a seeded shuffle) or i.i.d. uniform. A bank of M graphs is cut into
 ⌈M / batch_size⌉ chunks that each mix node counts (graphs sorted by size are dealt round-robin) and are sorted
 inside, so padding stays small while each chunk's BN statistics span all sizes. Every random draw comes from a
@@ -37,7 +38,7 @@ class BankPlan:
 
 
 def plan_bank(meta: dict, num_graphs: int, seed: int, bank: int, nodes: str = "empirical", targets: str = "balanced",
-              max_nodes: int = 256, batch_size: int = 256) -> BankPlan:
+              max_nodes: int = 256, batch_size: int = 256, node_range: tuple[int, int] = (10, 29)) -> BankPlan:
     """Node counts, targets and chunks of bank `bank` from the teacher's data metadata `meta`."""
     g = make_generator(seed, bank, "plan")
     if nodes == "empirical":
@@ -47,7 +48,7 @@ def plan_bank(meta: dict, num_graphs: int, seed: int, bank: int, nodes: str = "e
         n = values[torch.multinomial(weights, num_graphs, replacement=True, generator=g)]
     else:
         mean = meta["nodes_mean"]
-        lo, hi = max(4, math.floor(0.5 * mean)), math.ceil(1.5 * mean)
+        lo, hi = (max(4, math.floor(0.5 * mean)), math.ceil(1.5 * mean)) if nodes == "uniform" else node_range
         n = torch.randint(lo, hi + 1, (num_graphs,), generator=g)
     clamped = int((n > max_nodes).sum())
     n = n.clamp(min=2, max=max_nodes)

@@ -28,12 +28,12 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     F_in = ctx.num_features
     phi = torch.randn(*mask.shape, F_in, generator=gen, device=ctx.device).requires_grad_()
     opt = torch.optim.Adam([phi], lr=g.lr_features)
-    sched = torch.optim.lr_scheduler.StepLR(opt, g.lr_decay_every, 0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, g.resolved_decay, 0.1)
     beta_bn, beta_oh, form = (1.0, 0.1, "relative") if g.fair else (g.beta_bn, g.beta_oh, g.bn_form)
     target_mode = "auto" if g.fair else g.bn_target
     best_loss, best_phi, best_step = float("inf"), phi.detach().clone(), 0
     with BNMatcher(ctx.teacher, bn_targets(ctx.teacher, target_mode, ctx.bn_eval_stats), form) as matcher:
-        for t in range(g.iterations):
+        for t in range(g.resolved_iterations):
             x = F.softmax(phi, -1) * mask.unsqueeze(-1)
             ce = F.cross_entropy(dense_logits(ctx, x, adj, mask), targets)
             r_bn = matcher.loss()
@@ -47,7 +47,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
             loss.backward()
             opt.step()
             sched.step()
-            if log is not None and (t % 10 == 0 or t == g.iterations - 1):
+            if log is not None and (t % 10 == 0 or t == g.resolved_iterations - 1):
                 log(step_offset + t, {"generate/train/loss": loss.item(), "generate/train/ce": ce.item(),
                                       "generate/train/bn": r_bn.item(), "generate/train/oh": oh.item()})
     x = one_hot_rows(best_phi) * mask.unsqueeze(-1)

@@ -62,10 +62,10 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     theta = theta * emask  # the leaf Adam updates; no autograd through it
     phi = None if ctx.featureless else torch.randn(B, N, ctx.num_features, generator=gen, device=dev).requires_grad_()
     opt_s = torch.optim.Adam([theta], lr=lr_s)
-    sched = [torch.optim.lr_scheduler.StepLR(opt_s, g.lr_decay_every, 0.1)]
+    sched = [torch.optim.lr_scheduler.StepLR(opt_s, g.resolved_decay, 0.1)]
     if phi is not None:
         opt_f = torch.optim.Adam([phi], lr=g.lr_features)
-        sched.append(torch.optim.lr_scheduler.StepLR(opt_f, g.lr_decay_every, 0.1))
+        sched.append(torch.optim.lr_scheduler.StepLR(opt_f, g.resolved_decay, 0.1))
 
     def adjacency(a: Tensor) -> Tensor:
         a = a * emask
@@ -78,7 +78,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
 
     best = (float("inf"), theta.clone(), None, 0)
     with BNMatcher(ctx.teacher, bn_targets(ctx.teacher, target_mode, ctx.bn_eval_stats), form) as matcher:
-        for t in range(g.iterations):
+        for t in range(g.resolved_iterations):
             # feature step on the mode structure (fair: one Bernoulli sample)
             a = (torch.rand(theta.shape, generator=gen, device=dev) < torch.sigmoid(theta)).float() if g.fair \
                 else (theta >= 0).float()
@@ -114,7 +114,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
             opt_s.step()
             for s in sched:
                 s.step()
-            if log is not None and (t % 10 == 0 or t == g.iterations - 1):
+            if log is not None and (t % 10 == 0 or t == g.resolved_iterations - 1):
                 log(step_offset + t, {"generate/train/loss": loss.item(), "generate/train/ce": ce.item(),
                                       "generate/train/bn": r_bn.item(),
                                       "generate/train/saturated": float(((theta.abs() > 5).float() * emask).sum() / emask.sum())})
@@ -124,8 +124,8 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
 @torch.no_grad()
 def _finalise(ctx, g, theta, phi, best, adjacency, mask, num_nodes, targets, gen) -> FinalGraphs:
     _, theta_best, phi_best, step = best
-    theta_f = theta if g.finalize == "last" else theta_best
-    phi_f = phi if g.finalize in ("last", "reference") else phi_best
+    theta_f = theta if g.resolved_finalize == "last" else theta_best
+    phi_f = phi if g.resolved_finalize in ("last", "reference") else phi_best
     x_fixed = None if phi_f is None else one_hot_rows(phi_f) * mask.unsqueeze(-1)
     draws = [(torch.rand(theta_f.shape, generator=gen, device=ctx.device) < torch.sigmoid(theta_f)).float()
              for _ in range(4)] if g.fair else [(theta_f >= 0).float()]
@@ -138,7 +138,7 @@ def _finalise(ctx, g, theta, phi, best, adjacency, mask, num_nodes, targets, gen
     num_params = int(pairs.sum()) + (0 if phi is None else int(num_nodes.sum()) * ctx.num_features)
     prob = adjacency(torch.sigmoid(theta_f))
     return FinalGraphs(num_nodes=num_nodes, adj=best_adj, edge_prob=prob, x=best_x, targets=targets,
-                       gen_step=step if g.finalize != "last" else g.iterations, num_params=num_params,
+                       gen_step=step if g.resolved_finalize != "last" else g.resolved_iterations, num_params=num_params,
                        info={"best_loss": best[0], "directed": float(g.directed)},
                        state={"theta": theta_f.cpu(), **({} if phi_f is None else {"phi": phi_f.detach().cpu()}),
                               "num_nodes": num_nodes.cpu(), "targets": targets.cpu()})

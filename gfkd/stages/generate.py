@@ -59,7 +59,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     M = int(data_meta["num_train_graphs"]) if gc.num_graphs == "auto" else int(gc.num_graphs)
     method = "deepinvg" if gc.method == "deepinv" else gc.method
     generate = GENERATORS[method]
-    steps = {"acgkd": gc.iterations, "gfkd": gc.gfkd.iterations, "deepinvg": gc.gfkd.iterations, "randg": 1}[method]
+    steps = {"acgkd": gc.iterations, "gfkd": gc.gfkd.resolved_iterations, "deepinvg": gc.gfkd.resolved_iterations, "randg": 1}[method]
     logger.params({"generate": gc.model_dump(mode="json"), "num_graphs_per_bank": M, "method": method,
                    "teacher_dir": str(teacher_dir or layout.stage_dir("teacher"))})
 
@@ -69,7 +69,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    plans = [plan_bank(data_meta, M, cfg.split_seed, bank, gc.nodes, gc.targets, gc.max_nodes, gc.batch_size)
+    nodes, targets, node_range = gc.nodes, gc.targets, gc.node_range
+    if method == "gfkd" and gc.gfkd.parity == "reference":  # the reference code: uniform targets, MUTAG n ~ U{10..29}
+        targets = "uniform"
+        if data_meta.get("dataset") == "MUTAG":
+            nodes, node_range = "range", (10, 29)
+    plans = [plan_bank(data_meta, M, cfg.split_seed, bank, nodes, targets, gc.max_nodes, gc.batch_size, node_range)
              for bank in range(gc.banks)]
     jobs = [(bank, c, idx) for bank, plan in enumerate(plans) for c, idx in enumerate(plan.chunks)]
     files, written, gen_wall = [], 0, 0.0

@@ -136,3 +136,28 @@ def test_bank_plan_is_data_free_balanced_and_chunked():
     again = plan_bank(meta, 100, seed=0, bank=2, batch_size=30)
     other = plan_bank(meta, 100, seed=0, bank=3, batch_size=30)
     assert torch.equal(plan.targets, again.targets) and not torch.equal(plan.targets, other.targets)
+
+
+@pytest.mark.parametrize("mode", ["none", "budget"])
+def test_acgkd_gumbel_st_features_are_hard_one_hot(tiny_teacher_dir, mode):
+    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=10", "generate.acgkd.features=gumbel_st",
+                   f"generate.acgkd.xi_mode={mode}", "generate.acgkd.xi=0.6")
+    g = acgkd.generate(ctx, N, Y, make_generator(0))
+    _check_graphs(g, ctx)
+    logits = torch.randn(2, 3, ctx.num_features, requires_grad=True)
+    x = acgkd.node_features(ctx, logits, make_generator(1))
+    assert set(x.detach().unique().tolist()) <= {0.0, 1.0}  # forward: exact one-hot samples
+    (x * torch.arange(ctx.num_features, dtype=torch.float)).sum().backward()
+    assert logits.grad.abs().sum() > 0  # backward: through the Gumbel-softmax
+
+
+def test_gfkd_reference_parity_schedule_and_bank(tiny_teacher_dir):
+    from gfkd.config import resolve_config
+
+    g = resolve_config(None, ["generate.gfkd.parity=reference"]).generate.gfkd
+    assert (g.resolved_iterations, g.resolved_decay, g.resolved_finalize) == (1500, 700, "reference")
+    p = resolve_config(None, []).generate.gfkd
+    assert (p.resolved_iterations, p.resolved_decay, p.resolved_finalize) == (2500, 1000, "best")
+    plan = plan_bank({"num_classes": 2, "nodes_mean": 18.0}, 200, 0, 0, nodes="range", targets="uniform",
+                     node_range=(10, 29))
+    assert plan.num_nodes.min() >= 10 and plan.num_nodes.max() <= 29
