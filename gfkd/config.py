@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gfkd.errors import ConfigError
 
@@ -177,6 +177,13 @@ class GenerateConfig(_Frozen):
     acgkd: ACGKDConfig = ACGKDConfig()
     gfkd: GFKDConfig = GFKDConfig()
     randg: RandGConfig = RandGConfig()
+
+    @field_validator("node_range")
+    @classmethod
+    def _range_ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= v[0] <= v[1]:
+            raise ValueError("node_range must be [lo, hi] with 2 <= lo <= hi")
+        return v
 
 
 class RunConfig(_Frozen):
