@@ -20,11 +20,11 @@ from torch import Tensor
 
 from gfkd.errors import StageError
 from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, best_draw, cosine_factor, degree_features,
-                                  dense_logits, node_mask)
+                                  degree_input, dense_logits, node_mask)
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic_noise, pairs_to_adjacency,
                                       real_pairs, triu_pairs)
-from gfkd.generators.features import degree_one_hot, entropy_prior, one_hot_rows
+from gfkd.generators.features import entropy_prior, one_hot_rows
 
 
 def resolve_xi(ctx: GenContext, n_pad: int) -> tuple[str, float]:
@@ -170,18 +170,18 @@ def _forward(ctx: GenContext, st: _Structure, alpha: Tensor, phi: Tensor | None,
         w = concrete_sample(alpha[b, p], kappa, noise, hard=hard)  # [K]
         weight = torch.cat([w, w])
         x = node_features(ctx, phi, gen)
+        projected = False
         if x is None:
             deg = torch.zeros(int(num_nodes.sum()), device=ctx.device).index_add(0, edge_index[1], weight)
-            x_nodes = degree_one_hot(deg, ctx.max_degree)
+            x_nodes, projected = degree_input(ctx, deg)
         else:
             x_nodes = x[mask]
-        logits = ctx.teacher(x_nodes, edge_index, batch, B, edge_weight=weight)
+        logits = ctx.teacher(x_nodes, edge_index, batch, B, edge_weight=weight, projected=projected)
         return logits, x
     noise = logistic_noise(alpha.shape, gen, ctx.device)
     adj = pairs_to_adjacency(concrete_sample(alpha, kappa, noise, hard=hard) * st.pmask, N)  # [B, N, N]
     x = node_features(ctx, phi, gen)
-    x = x if x is not None else degree_features(adj, mask, ctx.max_degree)
-    return dense_logits(ctx, x, adj, mask), x
+    return dense_logits(ctx, x, adj, mask), x  # x None: degree features, projected inside
 
 
 def node_features(ctx: GenContext, phi: Tensor | None, gen: torch.Generator, final: bool = False) -> Tensor | None:
@@ -217,11 +217,9 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
         best_adj = pairs_to_adjacency(pairs, N)
         best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
     else:
-        candidates = []
-        for d, x in zip(draws, feats):
-            adj = pairs_to_adjacency(d * allowed, N)
-            candidates.append((adj, x if x is not None else degree_features(adj, mask, ctx.max_degree)))
+        candidates = [(pairs_to_adjacency(d * allowed, N), x) for d, x in zip(draws, feats)]
         best_adj, best_x = best_draw(ctx, candidates, mask, targets)
+        best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
     info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
             "candidates_per_graph": float((allowed.sum(1).float()).mean())}
     state = {name: t.detach().cpu() for name, t in (("alpha", getattr(st, "alpha", None)), ("z", getattr(st, "z", None)),
@@ -243,12 +241,13 @@ def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], feat
     for d, x_dense in zip(draws, feats):
         w = d[b, p]
         weight = torch.cat([w, w])
+        projected = False
         if x_dense is None:
             deg = torch.zeros(int(st.n.sum()), device=d.device).index_add(0, edge_index[1], weight)
-            x = degree_one_hot(deg, ctx.max_degree)
+            x, projected = degree_input(ctx, deg)
         else:
             x = x_dense[mask]
-        logits = ctx.teacher(x, edge_index, batch, B, edge_weight=weight)
+        logits = ctx.teacher(x, edge_index, batch, B, edge_weight=weight, projected=projected)
         prob = F.softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
         if best is None:
             best, best_x, best_p = d, x_dense, prob

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gfkd.config import GenerateConfig
-from gfkd.generators.features import degree_one_hot
+from gfkd.generators.features import degree_one_hot, degree_projection
 from gfkd.models import DenseTwin, GraphClassifier
 
 StepLog = Callable[[int, dict[str, float]], None]
@@ -84,15 +84,31 @@ def node_mask(num_nodes: Tensor) -> Tensor:
 
 
 def degree_features(adj: Tensor, mask: Tensor, max_degree: int) -> Tensor:
-    """Degree one-hot of a (soft) adjacency: adj [B, N, N] (a_ij: edge i → j, in-degree = column sums of
-    the transpose) → [B, N, D + 1], zero on padding."""
-    deg = adj.sum(1)  # in-degree of j: Σ_i a_ij (equals the degree for symmetric graphs)
-    return degree_one_hot(deg, max_degree) * mask.unsqueeze(-1)
+    """Degree one-hot of a 0/1 adjacency (adj[b, i, j]: edge i → j; in-degree = column sums) → [B, N, D + 1],
+    exact, zero on padding, built by one scatter (no gradient; soft degrees go through `degree_input`)."""
+    deg = adj.detach().sum(1).round().long().clamp(max=max_degree)  # [B, N]
+    x = adj.new_zeros(*deg.shape, max_degree + 1)
+    x.scatter_(-1, deg.unsqueeze(-1), 1.0)
+    return x * mask.unsqueeze(-1)
 
 
-def dense_logits(ctx: GenContext, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
-    """The teacher on padded graphs; adj[b, i, j] is an edge i → j, so node j aggregates column j."""
+def dense_logits(ctx: GenContext, x: Tensor | None, adj: Tensor, mask: Tensor) -> Tensor:
+    """The teacher on padded graphs; adj[b, i, j] is an edge i → j, so node j aggregates column j. With x = None
+    (featureless sets) the features are the degree one-hot of adj, fed as its projection (`degree_input`)."""
+    if x is None:
+        x, projected = degree_input(ctx, adj.sum(1), mask)
+        return ctx.twin(x, adj.transpose(1, 2), mask, projected=projected)
     return ctx.twin(x, adj.transpose(1, 2), mask)
+
+
+def degree_input(ctx: GenContext, deg: Tensor, mask: Tensor | None = None) -> tuple[Tensor, bool]:
+    """The teacher's input for (soft) degrees deg: [...]: the first layer's projection of their one-hot
+    ([..., H], projected=True) when the teacher has one, else the one-hot itself ([..., D + 1], False)."""
+    w = ctx.teacher.first_projection()
+    x = degree_one_hot(deg, ctx.max_degree) if w is None else degree_projection(deg, w, ctx.max_degree)
+    if mask is not None:
+        x = x * mask.unsqueeze(-1)
+    return x, w is not None
 
 
 @torch.no_grad()
@@ -116,7 +132,8 @@ def cosine_factor(total: int, floor: float = 0.01) -> Callable[[int], float]:
 
 @torch.no_grad()
 def best_draw(ctx: GenContext, draws: list[tuple[Tensor, Tensor]], mask: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Per graph, the (adj [B, N, N], x [B, N, F]) draw to which the teacher gives the highest target probability."""
+    """Per graph, the (adj [B, N, N], x [B, N, F] or None for degree features) draw to which the teacher gives the
+    highest target probability."""
     best_adj, best_x, best_p = None, None, None
     for adj, x in draws:
         p = F.softmax(dense_logits(ctx, x, adj, mask), -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
@@ -124,6 +141,7 @@ def best_draw(ctx: GenContext, draws: list[tuple[Tensor, Tensor]], mask: Tensor,
             best_adj, best_x, best_p = adj, x, p
             continue
         better = (p > best_p)[:, None, None]
-        best_adj, best_x = torch.where(better, adj, best_adj), torch.where(better, x, best_x)
+        best_adj = torch.where(better, adj, best_adj)
+        best_x = None if x is None else torch.where(better, x, best_x)
         best_p = torch.maximum(p, best_p)
     return best_adj, best_x

@@ -28,3 +28,18 @@ def degree_one_hot(deg: Tensor, max_degree: int) -> Tensor:
 def one_hot_rows(logits: Tensor) -> Tensor:
     """Exact one-hot of the argmax of each row: [..., F] → [..., F]."""
     return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).to(logits.dtype)
+
+
+def degree_projection(deg: Tensor, weight: Tensor, max_degree: int) -> Tensor:
+    """degree_one_hot(deg, D) @ weightᵀ without building the [..., D + 1] one-hot: the triangular one-hot of a
+    degree d interpolates between columns ⌊d⌋ and ⌊d⌋ + 1 of `weight` ([H, D + 1]), with d clamped to [0, D].
+
+    Returns:
+        [..., H], differentiable in `deg` (and `weight`).
+    """
+    d = deg.clamp(0, max_degree)
+    k0 = d.detach().floor().long().clamp(max=max_degree)
+    k1 = (k0 + 1).clamp(max=max_degree)
+    frac = (d - k0.to(d.dtype)).unsqueeze(-1)
+    wt = weight.t()  # [D + 1, H]
+    return (1 - frac) * wt[k0] + frac * wt[k1]

@@ -42,10 +42,16 @@ class GraphClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
-        """x: [N, F], edge_index: [2, E], edge_weight: [E] (soft edges) or None → node embeddings [N, H]."""
+    def first_projection(self) -> Tensor | None:
+        """The [H, F] weight the first layer applies to its input before aggregating, or None. A caller may pass
+        x·Wᵀ itself with `projected=True` (a generator interpolates W's columns instead of building a wide one-hot)."""
+        return self.convs[0].projection
+
+    def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                        projected: bool = False) -> Tensor:
+        """x: [N, F] (or [N, H] if `projected`), edge_index: [2, E], edge_weight: [E] or None → embeddings [N, H]."""
         for i, conv in enumerate(self.convs):
-            h = conv.update(conv.aggregate(x, edge_index, edge_weight))
+            h = conv.update(conv.aggregate(x, edge_index, edge_weight, projected=projected and i == 0))
             x = h + x if (self.residual and i > 0) else h
         return x
 
@@ -58,15 +64,15 @@ class GraphClassifier(nn.Module):
         return self.classifier(self.dropout(g))
 
     def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
-              edge_weight: Tensor | None = None) -> Tensor:
+              edge_weight: Tensor | None = None, projected: bool = False) -> Tensor:
         """Pooled graph embeddings [B, H]."""
         num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
-        return self.pool(self.node_embeddings(x, edge_index, edge_weight), batch, num_graphs)
+        return self.pool(self.node_embeddings(x, edge_index, edge_weight, projected), batch, num_graphs)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
-                edge_weight: Tensor | None = None) -> Tensor:
+                edge_weight: Tensor | None = None, projected: bool = False) -> Tensor:
         """x: [N, F], edge_index: [2, E], batch: [N], edge_weight: [E] or None → logits [B, C]."""
-        return self.head(self.embed(x, edge_index, batch, num_graphs, edge_weight))
+        return self.head(self.embed(x, edge_index, batch, num_graphs, edge_weight, projected))
 
     def config(self) -> dict:
         """The constructor arguments, for the checkpoint's JSON."""

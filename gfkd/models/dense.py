@@ -20,25 +20,25 @@ class DenseTwin(nn.Module):
         super().__init__()
         self.model = model
 
-    def node_embeddings(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
-        """x: [B, N, F], adj: [B, N, N], mask: [B, N] → node embeddings [B, N, H], zero on padding."""
+    def node_embeddings(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
+        """x: [B, N, F] (or [B, N, H] if `projected`), adj: [B, N, N], mask: [B, N] → [B, N, H], zero on padding."""
         m = self.model
         x = x * mask.unsqueeze(-1)
         for i, conv in enumerate(m.convs):
-            agg = conv.aggregate_dense(x, adj, mask)  # [B, N, F] (GIN) or [B, N, H] (GCN)
+            agg = conv.aggregate_dense(x, adj, mask, projected=projected and i == 0)  # [B, N, F] (GIN) or [B, N, H] (GCN)
             upd = conv.update(agg[mask])  # node-wise update on real nodes only: [n_real, H]
             h = upd.new_zeros(*mask.shape, upd.size(-1))  # [B, N, H]
             h[mask] = upd
             x = h + x if (m.residual and i > 0) else h
         return x
 
-    def embed(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+    def embed(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
         """Pooled graph embeddings [B, H] (sum, or mean over real nodes)."""
-        h = self.node_embeddings(x, adj, mask).sum(1)
+        h = self.node_embeddings(x, adj, mask, projected).sum(1)
         if self.model.pooling == "mean":
             h = h / mask.sum(1, keepdim=True).clamp(min=1)
         return h
 
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
         """x: [B, N, F], adj: [B, N, N], mask: [B, N] → logits [B, C]."""
-        return self.model.head(self.embed(x, adj, mask))
+        return self.model.head(self.embed(x, adj, mask, projected))

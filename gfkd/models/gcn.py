@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import add_remaining_self_loops, scatter
 
+from gfkd.models.aggregate import weighted_sum
 from gfkd.models.classifier import GraphClassifier
 from gfkd.models.gin import _norm
 
@@ -23,7 +24,13 @@ class GCNLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         self.norm = _norm(out_dim, bn)
 
-    def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+    @property
+    def projection(self) -> Tensor:
+        """The [H, F] weight applied before aggregation."""
+        return self.lin.weight
+
+    def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                  projected: bool = False) -> Tensor:
         """x: [N, F], edge_index: [2, E], edge_weight: [E] or None → D̂^{-1/2} Â D̂^{-1/2} x W + b: [N, H]."""
         n = x.size(0)
         if edge_weight is None:
@@ -31,16 +38,15 @@ class GCNLayer(nn.Module):
         (src, dst), w = add_remaining_self_loops(edge_index, edge_weight, fill_value=1.0, num_nodes=n)
         deg = scatter(w, dst, dim=0, dim_size=n, reduce="sum")
         dinv = deg.clamp(min=1).pow(-0.5)
-        xw = self.lin(x)
-        msg = (w * dinv[src] * dinv[dst]).unsqueeze(-1) * xw[src]
-        return scatter(msg, dst, dim=0, dim_size=n, reduce="sum") + self.bias
+        xw = x if projected else self.lin(x)
+        return weighted_sum(xw, torch.stack([src, dst]), w * dinv[src] * dinv[dst]) + self.bias
 
-    def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+    def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
         """x: [B, N, F], adj: [B, N, N] (soft, zero diagonal), mask: [B, N] → [B, N, H]."""
         eye = torch.eye(adj.size(-1), dtype=torch.bool, device=adj.device)
         adj_hat = adj.masked_fill(eye, 1.0)  # Â = A with diagonal 1, no gradient through the diagonal
         dinv = adj_hat.sum(-1).clamp(min=1).pow(-0.5)  # [B, N]
-        xw = self.lin(x)
+        xw = x if projected else self.lin(x)
         return dinv.unsqueeze(-1) * (adj_hat @ (dinv.unsqueeze(-1) * xw)) + self.bias
 
     def update(self, h: Tensor) -> Tensor:

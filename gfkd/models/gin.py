@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from gfkd.models.aggregate import weighted_sum
 from gfkd.models.classifier import GraphClassifier
 
 
@@ -30,19 +31,27 @@ class GINLayer(nn.Module):
         self.norm = _norm(out_dim, bn)
         self.narrow = in_dim > out_dim
 
+    @property
+    def projection(self) -> Tensor | None:
+        """The [H, F] weight applied before aggregation (None when the layer aggregates its raw input)."""
+        return self.mlp[0].weight if self.narrow else None
+
     def _pre(self, x: Tensor) -> Tensor:
         return F.linear(x, self.mlp[0].weight) if self.narrow else x
 
-    def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
-        """x: [N, F], edge_index: [2, E], edge_weight: [E] or None → (1 + ε)·x + Σ_j a_ij x_j: [N, F or H]."""
-        x = self._pre(x)
+    def aggregate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                  projected: bool = False) -> Tensor:
+        """x: [N, F] (or [N, H] already `projected` by `first_projection`), edge_index: [2, E], edge_weight: [E] or
+        None → (1 + ε)·x + Σ_j a_ij x_j: [N, F or H]."""
+        x = x if projected else self._pre(x)
+        if edge_weight is not None:  # soft edges of a generator: no [E, F] tensor kept for backward
+            return (1 + self.eps) * x + weighted_sum(x, edge_index, edge_weight)
         src, dst = edge_index
-        msg = x[src] if edge_weight is None else edge_weight.unsqueeze(-1) * x[src]
-        return (1 + self.eps) * x + scatter(msg, dst, dim=0, dim_size=x.size(0), reduce="sum")
+        return (1 + self.eps) * x + scatter(x[src], dst, dim=0, dim_size=x.size(0), reduce="sum")
 
-    def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
-        """x: [B, N, F], adj: [B, N, N] (soft, a_ij weighs j → i), mask: [B, N] → [B, N, F or H]."""
-        x = self._pre(x)
+    def aggregate_dense(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
+        """x: [B, N, F] (or projected [B, N, H]), adj: [B, N, N] (soft, a_ij weighs j → i), mask: [B, N] → [B, N, ·]."""
+        x = x if projected else self._pre(x)
         return (1 + self.eps) * x + adj @ x
 
     def update(self, h: Tensor) -> Tensor:

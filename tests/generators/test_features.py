@@ -37,3 +37,19 @@ def test_triangular_degree_one_hot_matches_loader_and_has_gradient():
     assert torch.equal(x.detach(), loader_x)
     (x[:, 1] * torch.arange(7.0)).sum().backward()  # a loss on the degree-1 bin
     assert adj.grad.abs().sum() > 0
+
+
+def test_degree_projection_equals_one_hot_times_weight():
+    from gfkd.generators.features import degree_projection
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 8, generator=g, dtype=torch.float64)  # [H, D + 1], D = 7
+    deg = torch.tensor([0.0, 1.0, 2.3, 6.5, 7.0, 9.2, 3.0], dtype=torch.float64, requires_grad=True)
+    ref = degree_one_hot(deg, 7) @ w.t()
+    out = degree_projection(deg, w, 7)
+    assert torch.allclose(out, ref, atol=1e-12)
+    coef = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    (gd,) = torch.autograd.grad((out * coef).sum(), deg)
+    (rd,) = torch.autograd.grad((ref * coef).sum(), deg)
+    frac = deg.detach() != deg.detach().floor()  # the one-hot's kinks sit at integers: compare where smooth
+    assert torch.allclose(gd[frac], rd[frac], atol=1e-12)

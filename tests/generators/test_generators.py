@@ -161,3 +161,36 @@ def test_gfkd_reference_parity_schedule_and_bank(tiny_teacher_dir):
     plan = plan_bank({"num_classes": 2, "nodes_mean": 18.0}, 200, 0, 0, nodes="range", targets="uniform",
                      node_range=(10, 29))
     assert plan.num_nodes.min() >= 10 and plan.num_nodes.max() <= 29
+
+
+@pytest.mark.parametrize("arch", ["gin", "gcn"])
+def test_projected_degree_input_equals_the_wide_one_hot(arch):
+    """A featureless teacher wider than its hidden size takes x·Wᵀ instead of the (D + 1)-wide one-hot."""
+    from gfkd.config import resolve_config
+    from gfkd.generators.base import GenContext, degree_input
+    from gfkd.models import build_classifier
+
+    torch.manual_seed(0)
+    D = 20
+    model = build_classifier(arch, D + 1, 2, layers=3, hidden=8).double()
+    meta = {"num_features": D + 1, "num_classes": 2, "feature_kind": "degree", "max_degree": D}
+    ctx = GenContext(model, meta, {}, resolve_config(None).generate, torch.device("cpu"))
+    assert model.first_projection() is not None
+    n = torch.tensor([6, 9, 4])
+    mask = torch.arange(9) < n.unsqueeze(1)
+    adj = torch.rand(3, 9, 9, dtype=torch.float64).triu(1)
+    adj = (adj + adj.transpose(1, 2)) * (mask.unsqueeze(1) & mask.unsqueeze(2))  # soft degrees
+    from gfkd.generators.features import degree_one_hot
+
+    wide = ctx.twin(degree_one_hot(adj.sum(1), D) * mask.unsqueeze(-1), adj.transpose(1, 2), mask)
+    assert torch.allclose(dense_logits(ctx, None, adj, mask), wide, atol=1e-9)
+    b, i, j = adj.nonzero(as_tuple=True)
+    offset = torch.cumsum(n, 0) - n
+    ei = torch.stack([offset[b] + i, offset[b] + j])
+    w = adj[b, i, j]
+    batch = torch.repeat_interleave(torch.arange(3), n)
+    deg = torch.zeros(int(n.sum()), dtype=torch.float64).index_add(0, ei[1], w)
+    x, projected = degree_input(ctx, deg)
+    sparse_wide = model(degree_one_hot(deg, D), ei, batch, 3, edge_weight=w)
+    assert projected and torch.allclose(model(x, ei, batch, 3, edge_weight=w, projected=True), sparse_wide, atol=1e-9)
+    assert torch.allclose(sparse_wide, wide, atol=1e-9)
