@@ -26,6 +26,7 @@ from gfkd.config import STAGES, RunConfig, resolve_config
 from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
+from flows.env import local_env
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
@@ -67,18 +68,7 @@ def _load(args: list[str], data_root: Optional[Path]) -> RunConfig:
 
 def _prefect_env(layout: RunLayout) -> None:
     """Point Prefect's home, database and result storage into the run folder (unless the user set them)."""
-    defaults = {
-        "PREFECT_HOME": str(layout.prefect_home.resolve()),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(layout.prefect_storage.resolve()),
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
-        "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    for k, v in defaults.items():
+    for k, v in local_env(layout.prefect_home.resolve(), layout.prefect_storage.resolve()).items():
         os.environ.setdefault(k, v)
 
 

@@ -12,19 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flows.env import local_env  # noqa: E402  (imports no prefect)
+
 _TMP = Path(tempfile.mkdtemp(prefix="gfkd-tests-"))
-for key, value in {
-    "PREFECT_HOME": str(_TMP / "prefect"),
-    "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_TMP / "prefect" / "storage"),
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
-    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "DO_NOT_TRACK": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}.items():
-    os.environ[key] = value
+os.environ.update(local_env(_TMP / "prefect", _TMP / "prefect" / "storage"))
 for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
     os.environ.pop(key, None)
 
