@@ -42,8 +42,9 @@ def _teacher_dir(dataset: str, runs: Path) -> Path:
     return layout.stage_dir("teacher")
 
 
-def one_method(dataset: str, method: str, graphs: int, runs: Path, seed: int) -> dict:
-    """Generate one chunk of `graphs` pseudo-graphs with `method` from the dataset's teacher; time and score it."""
+def one_method(dataset: str, method: str, graphs: int, runs: Path, seed: int, repeats: int = 3) -> dict:
+    """Generate one chunk of `graphs` pseudo-graphs with `method` from the dataset's teacher, `repeats` times (same
+    seed, same work); median wall time with min and max, and the scores of the last run."""
     from gfkd.config import resolve_config
     from gfkd.generators.bank import make_generator, plan_bank
     from gfkd.generators.base import GenContext, teacher_verdict
@@ -57,9 +58,12 @@ def one_method(dataset: str, method: str, graphs: int, runs: Path, seed: int) ->
     plan = plan_bank(meta["data"], graphs, seed, 0, batch_size=graphs)
     idx = plan.chunks[0]
     base = _rss()
-    t0 = time.perf_counter()
-    final = GENERATORS[method](ctx, plan.num_nodes[idx], plan.targets[idx], make_generator(seed, 0, 0))
-    wall = time.perf_counter() - t0
+    walls = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        final = GENERATORS[method](ctx, plan.num_nodes[idx], plan.targets[idx], make_generator(seed, 0, 0))
+        walls.append(time.perf_counter() - t0)
+    wall = median(walls)
     logits, _ = teacher_verdict(ctx, final)
     n = final.num_nodes.float()
     density = (final.adj.sum((1, 2)) / (n * (n - 1))).mean().item()
@@ -67,6 +71,7 @@ def one_method(dataset: str, method: str, graphs: int, runs: Path, seed: int) ->
              "deepinvg": cfg.generate.gfkd.resolved_iterations, "randg": 0}[method]
     agree = (logits.argmax(1) == final.targets.cpu()).float().mean().item() if method != "randg" else None
     return {"dataset": dataset, "method": method, "graphs": len(idx), "iterations": iters, "wall_s": wall,
+            "wall_min_s": min(walls), "wall_max_s": max(walls), "repeats": repeats,
             "s_per_iter": wall / iters if iters else None, "peak_rss_mb": _rss() / 2**20,
             "working_set_mb": (_rss() - base) / 2**20, "agreement": agree, "density": density,
             "real_density": meta["data"]["edge_density_mean"], "params": final.num_params, "padded_n": int(n.max())}
@@ -165,6 +170,7 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["MUTAG", "PROTEINS"])
     p.add_argument("--methods", nargs="+", default=["acgkd", "gfkd", "randg", "deepinvg"])
     p.add_argument("--graphs", type=int, default=64, help="pseudo-graphs per method (one chunk)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per generator row (median reported)")
     p.add_argument("--xi", nargs="+", type=float, default=[0.02, 0.05, 0.1, 0.25, 0.5, 1.0])
     p.add_argument("--xi-steps", type=int, default=5)
     p.add_argument("--budget-max-xi", type=float, default=0.1, help="largest ξ run in budget mode")
@@ -181,7 +187,7 @@ def main() -> None:
         print(json.dumps(fn(**spec)))
         return
     torch.set_num_threads(torch.get_num_threads())
-    methods = [_child("method", dataset=d, method=m, graphs=a.graphs, runs=str(a.teacher_runs), seed=0)
+    methods = [_child("method", dataset=d, method=m, graphs=a.graphs, runs=str(a.teacher_runs), seed=0, repeats=a.repeats)
                for d in a.datasets for m in a.methods]
     xis = [_child("xi", mode="none", xi=1.0, steps=a.xi_steps, n=430, graphs=32, density=0.005)]
     xis += [_child("xi", mode=m, xi=x, steps=a.xi_steps, n=430, graphs=32, density=0.005)
@@ -192,11 +198,13 @@ def main() -> None:
              f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), float32, torch {torch.__version__}, "
              f"PyG {torch_geometric.__version__}. Each row ran in its own process; peak RSS is that process's, the "
              "working set is peak RSS minus the RSS before the generation loop (protocol.md §7).", "",
-             f"## Generators side by side ({a.graphs} pseudo-graphs each, one chunk, the defaults of each method)", "",
-             "| dataset | method | iterations | wall s | s / iteration | peak RSS MB | working set MB | teacher agreement | "
+             f"## Generators side by side ({a.graphs} pseudo-graphs each, one chunk, the defaults of each method, "
+             f"{a.repeats} timed repeats)", "",
+             "| dataset | method | iterations | wall s (median [min, max]) | s / iteration | peak RSS MB | working set MB | teacher agreement | "
              "density (real) | pseudo-graph params |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in methods:
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['iterations']} | {r['wall_s']:.1f} | {_fmt(r['s_per_iter'], '.4f')} | "
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['iterations']} | {r['wall_s']:.1f} "
+                     f"[{r['wall_min_s']:.1f}, {r['wall_max_s']:.1f}] | {_fmt(r['s_per_iter'], '.4f')} | "
                      f"{r['peak_rss_mb']:.0f} | {r['working_set_mb']:.0f} | "
                      f"{'— (labels are teacher argmax)' if r['agreement'] is None else format(r['agreement'], '.3f')} | "
                      f"{r['density']:.3f} ({r['real_density']:.3f}) | {r['params']} |")
