@@ -7,7 +7,6 @@ Outputs in `<run>/teacher/`: `teacher.pt` (state_dict + `bn_eval_stats` tensors,
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -126,7 +125,3 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
 
-
-def read_metadata(layout: RunLayout) -> dict:
-    """The teacher's JSON metadata (for data-free stages)."""
-    return json.loads((layout.stage_dir(STAGE) / "teacher.json").read_text())
