@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
              for bank in range(gc.banks)]
     jobs = [(bank, c, idx) for bank, plan in enumerate(plans) for c, idx in enumerate(plan.chunks)]
     files, written, gen_wall = [], 0, 0.0
-    bar = tqdm(jobs, desc=f"generate ({method})", unit="shard", disable=not _tty())
+    bar = tqdm(jobs, desc=f"generate ({method})", unit="shard", disable=not sys.stderr.isatty())
     for bank, c, idx in bar:
         name = f"shard-b{bank:02d}-c{c:03d}.parquet"
         files.append(f"shards/{name}")
@@ -136,12 +137,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                               info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
-
-
-def _tty() -> bool:
-    import sys
-
-    return sys.stderr.isatty()
 
 
 def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
