@@ -7,7 +7,9 @@ acgkd.md §3-§7).
 Structure logits α live on the strict upper triangle (symmetric graphs). The spatial-complexity parameter ξ has
 three readings (`xi_mode`): `none` (dense logits), `lowrank` (α = zᵢᵀ diag(w) zⱼ/√r + b, r = ⌈ξ(N − 1)/2⌉) and
 `budget` (only the k_g = ⌈ξ·n_g(n_g − 1)/2⌉ pairs with the largest α are candidates; the teacher runs on that edge
-list in its weighted sparse form, so no [B, N, N] tensor is built).
+list in its weighted sparse form, so no [B, N, N] tensor is built while optimising; α, its gradient and Adam's
+moments are the only [B, P] tensors, and the teacher's layers are recomputed in backward (checkpointing), so its
+activations are kept one layer at a time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic
                                       real_pairs, triu_pairs)
 from gfkd.generators.features import entropy_prior, one_hot_rows
 
+CHECKPOINT = True  # budget mode: recompute each teacher layer in backward instead of keeping its activations
+
 
 def resolve_xi(ctx: GenContext, n_pad: int) -> tuple[str, float]:
     """(xi_mode, xi) after the `auto` rules of acgkd.md §4."""
@@ -36,7 +40,11 @@ def resolve_xi(ctx: GenContext, n_pad: int) -> tuple[str, float]:
 
 
 class _Structure:
-    """Structure parameters of one chunk and the pair logits α: [B, P] they define."""
+    """Structure parameters of one chunk and the pair logits α: [B, P] they define.
+
+    `budget` mode keeps the candidate set as a sorted flat index into α ([K] with K = Σ_g k_g, graph-major) and the
+    undirected edge list it induces; everything per step (noise, samples, degrees, message passing, R_deg) is O(K).
+    Only α, its gradient and Adam's moments are [B, P]."""
 
     def __init__(self, ctx: GenContext, num_nodes: Tensor, mode: str, xi: float, gen: torch.Generator):
         dev = ctx.device
@@ -55,33 +63,56 @@ class _Structure:
             self.b = base.squeeze(1).clone().requires_grad_()
             self.params = [self.z, self.w, self.b]
             self.num_params = int((num_nodes * self.r + self.r + 1).sum())
-            self.cand = self.pmask
             return
         P = self.pmask.size(1)
-        alpha = base + 0.5 * torch.randn(B, P, generator=gen, device=dev)
-        self.cand = self.pmask
+        alpha = torch.randn(B, P, generator=gen, device=dev).mul_(0.5).add_(base)  # logit(ρ_g) + 0.5·N(0, 1)
         if mode == "budget":
             pairs = num_nodes * (num_nodes - 1) // 2
-            self.k = torch.ceil(xi * pairs.float()).long().clamp(min=1)
-            score = torch.rand(B, P, generator=gen, device=dev).masked_fill(~self.pmask, -1.0)
-            self.cand = self._top_k(score)
-            first = torch.logit((rho / xi).clamp(max=0.95)).unsqueeze(1) + 0.5 * torch.randn(B, P, generator=gen, device=dev)
-            alpha = torch.where(self.cand, first, alpha)
+            self.k = torch.minimum(torch.ceil(xi * pairs.float()).long().clamp(min=1), pairs)
+            picks = []  # a seeded uniform choice of k_g real pairs per graph
+            for g in range(B):
+                real = self.pmask[g].nonzero().squeeze(1)
+                order = torch.randperm(real.numel(), generator=gen, device=dev)[: int(self.k[g])]
+                picks.append(real[order].sort().values + g * P)
+            self._set_candidates(torch.cat(picks))
+            first = torch.logit((rho / xi).clamp(max=0.95))[self.cand_b]
+            alpha.view(-1)[self.flat] = first + 0.5 * torch.randn(self.flat.numel(), generator=gen, device=dev)
         self.alpha = alpha.requires_grad_()
         self.params = [self.alpha]
         self.num_params = int((num_nodes * (num_nodes - 1) // 2).sum())
 
-    def _top_k(self, score: Tensor) -> Tensor:
-        """Candidate mask [B, P]: the k_g highest-scoring real pairs of each graph."""
-        order = score.argsort(dim=1, descending=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(order.size(1), device=order.device).expand_as(order))
-        return (rank < self.k.unsqueeze(1)) & self.pmask
+    def _set_candidates(self, flat: Tensor) -> None:
+        """Candidates as flat indices into α ([K], sorted) and the undirected edge list they induce."""
+        P = self.pmask.size(1)
+        self.flat = flat
+        self.cand_b, p = flat // P, flat % P
+        i, j = triu_pairs(self.N, flat.device)
+        offset = torch.cumsum(self.n, 0) - self.n
+        self.src, self.dst = offset[self.cand_b] + i[p], offset[self.cand_b] + j[p]  # [K] each, src < dst
+        self.edge_index = torch.stack([torch.cat([self.src, self.dst]), torch.cat([self.dst, self.src])])  # [2, 2K]
+        self.batch = torch.repeat_interleave(torch.arange(len(self.n), device=flat.device), self.n)  # [Σn]
+
+    @property
+    def cand(self) -> Tensor:
+        """Candidate mask [B, P] (all real pairs outside `budget` mode)."""
+        if self.mode != "budget":
+            return self.pmask
+        mask = torch.zeros_like(self.pmask)
+        mask.view(-1)[self.flat] = True
+        return mask
 
     def refresh(self) -> None:
-        if self.mode == "budget":
-            with torch.no_grad():
-                self.cand = self._top_k(self.alpha.masked_fill(~self.pmask, -float("inf")))
+        """Re-select each graph's k_g candidates: the real pairs with the largest α (one graph at a time, so no
+        [B, P] copy of α is made)."""
+        if self.mode != "budget":
+            return
+        P = self.pmask.size(1)
+        with torch.no_grad():
+            picks = []
+            for g in range(len(self.n)):
+                scores = self.alpha[g].masked_fill(~self.pmask[g], -float("inf"))  # [P]
+                picks.append(scores.topk(int(self.k[g]), sorted=False).indices.sort().values + g * P)
+            self._set_candidates(torch.cat(picks))
 
     def logits(self) -> Tensor:
         if self.mode == "lowrank":
@@ -90,16 +121,28 @@ class _Structure:
             return full[:, i, j] + self.b.unsqueeze(1)
         return self.alpha
 
+    def candidate_logits(self, alpha: Tensor) -> Tensor:
+        """α on the candidate pairs: [K] (`budget` mode)."""
+        return alpha.reshape(-1).index_select(0, self.flat)
 
-def _sparse_graph(num_nodes: Tensor, cand: Tensor, n_pad: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Candidate pairs as a flat undirected edge list: (b, p) indices [K], edge_index [2, 2K], batch [Σn]."""
-    b, p = cand.nonzero(as_tuple=True)
-    i, j = triu_pairs(n_pad, cand.device)
-    offset = torch.cumsum(num_nodes, 0) - num_nodes
-    src, dst = offset[b] + i[p], offset[b] + j[p]
-    edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
-    batch = torch.repeat_interleave(torch.arange(len(num_nodes), device=cand.device), num_nodes)
-    return b, p, edge_index, batch
+    def expected_degree(self, alpha: Tensor) -> Tensor:
+        """E[mean degree] of each graph under σ(α) over its candidate pairs: [B]."""
+        if self.mode == "budget":
+            edges = torch.zeros(len(self.n), dtype=alpha.dtype, device=alpha.device)
+            edges = edges.index_add(0, self.cand_b, torch.sigmoid(self.candidate_logits(alpha)))
+        else:
+            edges = (torch.sigmoid(alpha) * self.pmask).sum(1)
+        return 2 * edges / self.n
+
+    def to_adjacency(self, values: Tensor) -> Tensor:
+        """Candidate pair values [K] → symmetric [B, N, N] (zero elsewhere; `budget` mode, no gradient)."""
+        B, N = len(self.n), self.N
+        adj = values.new_zeros(B, N, N)
+        offset = (torch.cumsum(self.n, 0) - self.n)[self.cand_b]
+        i, j = self.src - offset, self.dst - offset
+        adj[self.cand_b, i, j] = values
+        adj[self.cand_b, j, i] = values
+        return adj
 
 
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
@@ -119,7 +162,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
         phi = torch.randn(B, N, ctx.num_features, generator=gen, device=dev).requires_grad_()
         groups.append({"params": [phi], "lr": a.lr_features})
         num_params += int(num_nodes.sum()) * ctx.num_features
-    opt = torch.optim.Adam(groups)
+    opt = torch.optim.Adam(groups, fused=dev.type in ("cpu", "cuda"))  # fused: no [B, P] temporaries per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(cfg.iterations))
     beta_deg = a.beta_deg if a.beta_deg != "auto" else (1.0 if ctx.featureless else 0.0)
     d_bar = float(ctx.meta["degree_mean"])
@@ -139,23 +182,25 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                 terms["oh"] = entropy_prior(x, mask)
                 loss = loss + a.beta_oh * terms["oh"]
             if beta_deg > 0:
-                prob = torch.sigmoid(alpha) * st.cand  # expected edges over candidate pairs
-                exp_deg = 2 * prob.sum(1) / num_nodes  # [B]
+                exp_deg = st.expected_degree(alpha)  # [B], over candidate pairs
                 terms["deg"] = ((exp_deg - d_bar) / d_bar).pow(2).mean()
                 loss = loss + beta_deg * terms["deg"]
             if not torch.isfinite(loss):
                 bad = next(k for k, v in terms.items() if not torch.isfinite(v))
                 raise StageError(f"generate: non-finite loss term '{bad}' at step {t}: lower generate.acgkd.lr_structure "
                                  f"or generate.beta_bn, or use generate.bn_form=relative")
-            opt.zero_grad(set_to_none=True)
+            matcher.recording = False  # budget mode recomputes teacher layers in backward (checkpointing)
             loss.backward()
+            matcher.recording = True
             opt.step()
+            opt.zero_grad(set_to_none=True)  # no gradient kept through the next forward pass
             sched.step()
             if log is not None and (t % 10 == 0 or t == cfg.iterations - 1):
                 log(step_offset + t, {"generate/train/loss": loss.item(), "generate/train/kappa": kappa,
                                       **{f"generate/train/{k}": v.item() for k, v in terms.items()}})
     finally:
         matcher.remove()
+    del sched, opt  # Adam's moments are not needed to finalise
     with torch.no_grad():
         return _finalise(ctx, st, phi, mask, num_nodes, targets, gen, num_params, mode, xi)
 
@@ -164,20 +209,11 @@ def _forward(ctx: GenContext, st: _Structure, alpha: Tensor, phi: Tensor | None,
              kappa: float, gen: torch.Generator, hard: bool) -> tuple[Tensor, Tensor | None]:
     """One relaxed sample through the teacher: logits [B, C] and the feature tensor (dense modes)."""
     B, N = mask.shape
-    if st.mode == "budget":
-        b, p, edge_index, batch = _sparse_graph(num_nodes, st.cand, N)
-        noise = logistic_noise((len(p),), gen, ctx.device)
-        w = concrete_sample(alpha[b, p], kappa, noise, hard=hard)  # [K]
-        weight = torch.cat([w, w])
+    if st.mode == "budget":  # O(K) noise and samples, the teacher on the candidate edge list, layers checkpointed
+        noise = logistic_noise((st.flat.numel(),), gen, ctx.device)
+        w = concrete_sample(st.candidate_logits(alpha), kappa, noise, hard=hard)  # [K]
         x = node_features(ctx, phi, gen)
-        projected = False
-        if x is None:
-            deg = torch.zeros(int(num_nodes.sum()), device=ctx.device).index_add(0, edge_index[1], weight)
-            x_nodes, projected = degree_input(ctx, deg)
-        else:
-            x_nodes = x[mask]
-        logits = ctx.teacher(x_nodes, edge_index, batch, B, edge_weight=weight, projected=projected)
-        return logits, x
+        return _sparse_logits(ctx, st, w, x, mask, checkpoint=CHECKPOINT), x
     noise = logistic_noise(alpha.shape, gen, ctx.device)
     adj = pairs_to_adjacency(concrete_sample(alpha, kappa, noise, hard=hard) * st.pmask, N)  # [B, N, N]
     x = node_features(ctx, phi, gen)
@@ -203,25 +239,33 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
     a = ctx.cfg.acgkd
     alpha = st.logits()
     N = mask.size(1)
-    allowed = st.cand & st.pmask
-    prob = pairs_to_adjacency(torch.sigmoid(alpha) * allowed, N)
-    if a.finalize == "mode":
-        draws = [(alpha > 0).float()]
+    k = 1 if a.finalize != "best_of_k" else a.final_draws
+    if mode == "budget":  # draws, scores and probabilities on the candidate list; dense only for the output
+        cand_alpha = st.candidate_logits(alpha)  # [K]
+        if a.finalize == "mode":
+            draws = [(cand_alpha > 0).float()]
+        else:
+            draws = [(cand_alpha + logistic_noise(cand_alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
+        feats = [node_features(ctx, phi, gen, final=True) for _ in draws]  # one feature draw per structure draw
+        feats = [None if x is None else x * mask.unsqueeze(-1) for x in feats]
+        best_w, best_x = _best_sparse_draw(ctx, st, draws, feats, mask, targets)
+        best_adj = st.to_adjacency(best_w)
+        prob = st.to_adjacency(torch.sigmoid(cand_alpha))
+        candidates = st.flat.numel() / len(num_nodes)
     else:
-        k = a.final_draws if a.finalize == "best_of_k" else 1
-        draws = [(alpha + logistic_noise(alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
-    feats = [node_features(ctx, phi, gen, final=True) for _ in draws]  # one feature draw per structure draw
-    feats = [None if x is None else x * mask.unsqueeze(-1) for x in feats]
-    if mode == "budget":  # score the draws on the candidate edge list: no [B, N, N] tensor per draw
-        pairs, best_x = _best_sparse_draw(ctx, st, [d * allowed for d in draws], feats, mask, targets)
-        best_adj = pairs_to_adjacency(pairs, N)
-        best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
-    else:
-        candidates = [(pairs_to_adjacency(d * allowed, N), x) for d, x in zip(draws, feats)]
-        best_adj, best_x = best_draw(ctx, candidates, mask, targets)
-        best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
+        prob = pairs_to_adjacency(torch.sigmoid(alpha) * st.pmask, N)
+        if a.finalize == "mode":
+            draws = [(alpha > 0).float()]
+        else:
+            draws = [(alpha + logistic_noise(alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
+        feats = [node_features(ctx, phi, gen, final=True) for _ in draws]
+        feats = [None if x is None else x * mask.unsqueeze(-1) for x in feats]
+        best_adj, best_x = best_draw(ctx, [(pairs_to_adjacency(d * st.pmask, N), x) for d, x in zip(draws, feats)],
+                                     mask, targets)
+        candidates = float(st.pmask.sum(1).float().mean())
+    best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
     info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
-            "candidates_per_graph": float((allowed.sum(1).float()).mean())}
+            "candidates_per_graph": float(candidates)}
     state = {name: t.detach().cpu() for name, t in (("alpha", getattr(st, "alpha", None)), ("z", getattr(st, "z", None)),
                                                     ("w", getattr(st, "w", None)), ("b", getattr(st, "b", None)),
                                                     ("candidates", st.cand if mode == "budget" else None),
@@ -231,29 +275,33 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
                        state={**state, "num_nodes": num_nodes.cpu(), "targets": targets.cpu()})
 
 
+def _sparse_logits(ctx: GenContext, st: _Structure, w: Tensor, x: Tensor | None, mask: Tensor,
+                   checkpoint: bool = False) -> Tensor:
+    """The weighted sparse teacher on the candidate edges with pair values w: [K] (both directions), node features
+    x: [B, N, F] or None (degree input from the weighted degrees) → logits [B, C]."""
+    weight = torch.cat([w, w])
+    if x is None:
+        deg = torch.zeros(int(st.n.sum()), dtype=w.dtype, device=w.device).index_add(0, st.edge_index[1], weight)
+        x_nodes, projected = degree_input(ctx, deg)
+    else:
+        x_nodes, projected = x[mask], False
+    return ctx.teacher(x_nodes, st.edge_index, st.batch, len(st.n), edge_weight=weight, projected=projected,
+                       checkpoint=checkpoint)
+
+
 def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], feats: list[Tensor | None],
                       mask: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Per graph, the draw (pair values [B, P], features [B, N, F] or None) with the highest teacher probability of
-    the target, scored by the weighted sparse teacher on the candidate edges."""
-    B, N = mask.shape
-    b, p, edge_index, batch = _sparse_graph(st.n, st.cand, N)
+    """Per graph, the draw (candidate pair values [K], features [B, N, F] or None) with the highest teacher
+    probability of the target, scored by the weighted sparse teacher on the candidate edges."""
     best, best_x, best_p = None, None, None
     for d, x_dense in zip(draws, feats):
-        w = d[b, p]
-        weight = torch.cat([w, w])
-        projected = False
-        if x_dense is None:
-            deg = torch.zeros(int(st.n.sum()), device=d.device).index_add(0, edge_index[1], weight)
-            x, projected = degree_input(ctx, deg)
-        else:
-            x = x_dense[mask]
-        logits = ctx.teacher(x, edge_index, batch, B, edge_weight=weight, projected=projected)
+        logits = _sparse_logits(ctx, st, d, x_dense, mask)
         prob = F.softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
         if best is None:
             best, best_x, best_p = d, x_dense, prob
             continue
         better = prob > best_p
-        best = torch.where(better.unsqueeze(1), d, best)
+        best = torch.where(better[st.cand_b], d, best)
         best_x = None if x_dense is None else torch.where(better[:, None, None], x_dense, best_x)
         best_p = torch.maximum(prob, best_p)
     return best, best_x

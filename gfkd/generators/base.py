@@ -88,8 +88,7 @@ def degree_features(adj: Tensor, mask: Tensor, max_degree: int) -> Tensor:
     exact, zero on padding, built by one scatter (no gradient; soft degrees go through `degree_input`)."""
     deg = adj.detach().sum(1).round().long().clamp(max=max_degree)  # [B, N]
     x = adj.new_zeros(*deg.shape, max_degree + 1)
-    x.scatter_(-1, deg.unsqueeze(-1), 1.0)
-    return x * mask.unsqueeze(-1)
+    return x.scatter_(-1, deg.unsqueeze(-1), mask.unsqueeze(-1).to(x.dtype))  # 1 on real nodes, 0 on padding
 
 
 def dense_logits(ctx: GenContext, x: Tensor | None, adj: Tensor, mask: Tensor) -> Tensor:

@@ -31,22 +31,48 @@ def bn_targets(model: nn.Module, mode: str, eval_stats: dict[str, Tensor]) -> di
     return {n: (m.running_mean.detach().clone(), m.running_var.detach().clone()) for n, m in layers.items()}
 
 
+class _MeanVar(torch.autograd.Function):
+    """(mean, biased variance) over dim 0 of x: [n, C], computed as (x − μ̂)².mean(0). Saves only x (which the BN
+    layer keeps for its own backward anyway) and μ̂, where autograd through the formula would keep the extra [n, C]
+    tensor x − μ̂ per BN layer. ∂var/∂x_i = 2(x_i − μ̂)/n (the term through μ̂ sums to zero)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean = x.mean(0)
+        var = (x - mean).pow_(2).mean(0)
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: Tensor, g_var: Tensor) -> Tensor:
+        x, mean = ctx.saved_tensors
+        n = x.size(0)
+        return (x - mean).mul_(g_var * (2.0 / n)).add_(g_mean / n)
+
+
+def mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance over dim 0 (differentiable; see `_MeanVar`)."""
+    return _MeanVar.apply(x)
+
+
 class BNMatcher:
-    """Hooks that record BN input statistics during a forward pass and score them against targets."""
+    """Hooks that record BN input statistics during a forward pass and score them against targets. Set `recording`
+    to False around a backward pass that recomputes checkpointed layers, so the recomputation does not replace the
+    statistics of the forward pass (nor keep the recomputed tensors alive after the step)."""
 
     def __init__(self, model: nn.Module, targets: dict[str, tuple[Tensor, Tensor]], form: str = "relative"):
         self.form = form
         self.layers = bn_layers(model)
         self.targets = targets
         self.stats: dict[str, tuple[Tensor, Tensor]] = {}
+        self.recording = True
         self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in self.layers.items()]
 
     def _hook(self, name: str):
         def fn(_mod: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-            x = inputs[0]  # [n_real, C_l]
-            mean = x.mean(0)
-            var = (x - mean).pow(2).mean(0)  # biased; cheaper than torch.var on CPU
-            self.stats[name] = (mean, var)
+            stats = mean_var(inputs[0])  # inputs[0]: [n_real, C_l]; biased variance
+            if self.recording:  # a recomputation still runs mean_var: the checkpoint replays the same saved tensors
+                self.stats[name] = stats
         return fn
 
     def loss(self) -> Tensor:

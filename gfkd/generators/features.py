@@ -30,9 +30,31 @@ def one_hot_rows(logits: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).to(logits.dtype)
 
 
+class _Interpolate(torch.autograd.Function):
+    """(1 − f)·wt[k0] + f·wt[k1] for rows [n] of wt: [D + 1, H]; saves the indices and f, not the [n, H] rows."""
+
+    @staticmethod
+    def forward(ctx, frac: Tensor, wt: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
+        ctx.save_for_backward(frac, wt, k0, k1)
+        lo = wt[k0]
+        return lo.add_(wt[k1].sub_(lo).mul_(frac.unsqueeze(-1)))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        frac, wt, k0, k1 = ctx.saved_tensors
+        grad_frac = grad_wt = None
+        if ctx.needs_input_grad[0]:
+            grad_frac = (grad * (wt[k1] - wt[k0])).sum(-1)
+        if ctx.needs_input_grad[1]:
+            f = frac.unsqueeze(-1)
+            grad_wt = torch.zeros_like(wt).index_add_(0, k0, grad * (1 - f)).index_add_(0, k1, grad * f)
+        return grad_frac, grad_wt, None, None
+
+
 def degree_projection(deg: Tensor, weight: Tensor, max_degree: int) -> Tensor:
     """degree_one_hot(deg, D) @ weightᵀ without building the [..., D + 1] one-hot: the triangular one-hot of a
     degree d interpolates between columns ⌊d⌋ and ⌊d⌋ + 1 of `weight` ([H, D + 1]), with d clamped to [0, D].
+    Keeps no [..., H] tensor for backward (the two weight rows are gathered again there).
 
     Returns:
         [..., H], differentiable in `deg` (and `weight`).
@@ -40,6 +62,7 @@ def degree_projection(deg: Tensor, weight: Tensor, max_degree: int) -> Tensor:
     d = deg.clamp(0, max_degree)
     k0 = d.detach().floor().long().clamp(max=max_degree)
     k1 = (k0 + 1).clamp(max=max_degree)
-    frac = (d - k0.to(d.dtype)).unsqueeze(-1)
-    wt = weight.t()  # [D + 1, H]
-    return (1 - frac) * wt[k0] + frac * wt[k1]
+    frac = d - k0.to(d.dtype)
+    shape = deg.shape
+    out = _Interpolate.apply(frac.reshape(-1), weight.t().contiguous(), k0.reshape(-1), k1.reshape(-1))
+    return out.view(*shape, out.size(-1))

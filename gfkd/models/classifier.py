@@ -9,6 +9,7 @@ dense twin (`gfkd.models.dense.DenseTwin`) use the very same parameters, and BN 
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
@@ -48,10 +49,19 @@ class GraphClassifier(nn.Module):
         return self.convs[0].projection
 
     def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
-                        projected: bool = False) -> Tensor:
-        """x: [N, F] (or [N, H] if `projected`), edge_index: [2, E], edge_weight: [E] or None → embeddings [N, H]."""
+                        projected: bool = False, checkpoint: bool = False) -> Tensor:
+        """x: [N, F] (or [N, H] if `projected`), edge_index: [2, E], edge_weight: [E] or None → embeddings [N, H].
+
+        checkpoint: keep only each layer's input for backward and recompute the layer there (activation
+        checkpointing: one more forward pass, a fraction of the memory). Eval mode only: a train-mode BN layer would
+        update its running statistics twice."""
         for i, conv in enumerate(self.convs):
-            h = conv.update(conv.aggregate(x, edge_index, edge_weight, projected=projected and i == 0))
+            proj = projected and i == 0
+            if checkpoint and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(_layer, conv, x, edge_index, edge_weight, proj,
+                                                      use_reentrant=False)
+            else:
+                h = _layer(conv, x, edge_index, edge_weight, proj)
             x = h + x if (self.residual and i > 0) else h
         return x
 
@@ -64,15 +74,16 @@ class GraphClassifier(nn.Module):
         return self.classifier(self.dropout(g))
 
     def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
-              edge_weight: Tensor | None = None, projected: bool = False) -> Tensor:
+              edge_weight: Tensor | None = None, projected: bool = False, checkpoint: bool = False) -> Tensor:
         """Pooled graph embeddings [B, H]."""
         num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
-        return self.pool(self.node_embeddings(x, edge_index, edge_weight, projected), batch, num_graphs)
+        return self.pool(self.node_embeddings(x, edge_index, edge_weight, projected, checkpoint), batch, num_graphs)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
-                edge_weight: Tensor | None = None, projected: bool = False) -> Tensor:
-        """x: [N, F], edge_index: [2, E], batch: [N], edge_weight: [E] or None → logits [B, C]."""
-        return self.head(self.embed(x, edge_index, batch, num_graphs, edge_weight, projected))
+                edge_weight: Tensor | None = None, projected: bool = False, checkpoint: bool = False) -> Tensor:
+        """x: [N, F], edge_index: [2, E], batch: [N], edge_weight: [E] or None → logits [B, C] (checkpoint: see
+        `node_embeddings`)."""
+        return self.head(self.embed(x, edge_index, batch, num_graphs, edge_weight, projected, checkpoint))
 
     def config(self) -> dict:
         """The constructor arguments, for the checkpoint's JSON."""
@@ -80,6 +91,10 @@ class GraphClassifier(nn.Module):
                 "layers": len(self.convs) + 1, "hidden": self.hidden, "pooling": self.pooling,
                 "bn": isinstance(self.convs[0].norm, nn.BatchNorm1d), "residual": self.residual,
                 "dropout": self.dropout.p}
+
+
+def _layer(conv: nn.Module, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, projected: bool) -> Tensor:
+    return conv.update(conv.aggregate(x, edge_index, edge_weight, projected=projected))
 
 
 def build_classifier(arch: str, in_dim: int, num_classes: int, **kw) -> GraphClassifier:

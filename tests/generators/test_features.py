@@ -53,3 +53,20 @@ def test_degree_projection_equals_one_hot_times_weight():
     (rd,) = torch.autograd.grad((ref * coef).sum(), deg)
     frac = deg.detach() != deg.detach().floor()  # the one-hot's kinks sit at integers: compare where smooth
     assert torch.allclose(gd[frac], rd[frac], atol=1e-12)
+
+
+def test_degree_projection_gradients_to_degrees_and_weight_float64():
+    from gfkd.generators.features import degree_one_hot, degree_projection
+
+    g = torch.Generator().manual_seed(0)
+    D = 6
+    deg = torch.tensor([[0.2, 0.7, 1.4, 2.5], [5.2, 5.9, 7.5, 3.999]], dtype=torch.float64, requires_grad=True)  # off the kinks
+    weight = torch.randn(4, D + 1, generator=g, dtype=torch.float64, requires_grad=True)
+    out = degree_projection(deg, weight, D)
+    ref = degree_one_hot(deg, D) @ weight.t()
+    assert out.shape == (2, 4, 4) and torch.allclose(out, ref, atol=1e-12)
+    coef = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((out * coef).sum(), (deg, weight))
+    want = torch.autograd.grad((ref * coef).sum(), (deg, weight))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(got, want))
+    assert torch.autograd.gradcheck(lambda d, w: degree_projection(d, w, D), (deg, weight))
