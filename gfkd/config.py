@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gfkd.errors import ConfigError
 
-STAGES = ("teacher", "generate")  # stages that exist today, in pipeline order
+STAGES = ("teacher", "generate", "distill")  # stages that exist today, in pipeline order
 
 
 class _Frozen(BaseModel):
@@ -186,6 +186,131 @@ class GenerateConfig(_Frozen):
         return v
 
 
+class StudentConfig(_Frozen):
+    """The student network ARCH-L-H (protocol.md §5: GIN-5-128 → GIN-3-32, GCN-5-64 → GCN-3-32)."""
+
+    arch: Literal["auto", "gin", "gcn"] = Field("auto", description="auto: the teacher's layer type")
+    layers: int = Field(3, ge=2, le=16, description="L, counting the input layer")
+    hidden: int = Field(32, ge=1, description="H before widening (distill.width_mult)")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before an own classifier (none before a reused head)")
+
+
+class TemperatureConfig(_Frozen):
+    """KD temperature (acgkd.md §9): learnable and adversarial (CTKD-style), or fixed."""
+
+    mode: Literal["global", "instance", "fixed", "ctkd_paper"] = Field("global", description="global: one learnable "
+                                                                         "τ; instance: per-graph MLP; fixed: τ = value")
+    value: float = Field(2.0, gt=0, description="τ of mode = fixed (and of recipe = plain)")
+    tau_min: float = Field(1.0, gt=0, description="τ = tau_min + tau_range·σ(t)")
+    tau_range: float = Field(9.0, gt=0, description="width of τ's range (ctkd_paper: 20)")
+    tau_init: float = Field(2.0, gt=0, description="τ at the start (ctkd_paper: t0 = 0)")
+    lambda_max: float = Field(1.0, ge=0, description="full strength of the adversary after the ramp")
+    ramp_epochs: int = Field(10, ge=1, description="E_λ: epochs of the cosine ramp from 0 to lambda_max")
+    lr: float = Field(0.01, gt=0, description="η_t: Adam lr of t, scaled by λ_e each epoch")
+
+
+class CurriculumConfig(_Frozen):
+    """Easy-to-hard order over pseudo-graphs (acgkd.md §10)."""
+
+    measure: Literal["teacher_entropy", "teacher_margin", "student_kl", "size"] = Field(
+        "teacher_entropy", description="difficulty d_g of a pseudo-graph")
+    pace: Literal["linear", "root", "step", "off"] = Field("linear", description="q_e: fraction admitted at epoch e")
+    q0: float = Field(0.3, gt=0, le=1, description="fraction of the easiest graphs at epoch 0")
+    until: float = Field(0.5, gt=0, le=1, description="E_c as a fraction of the epochs: all graphs from then on")
+
+
+class DistillConfig(_Frozen):
+    """Student distillation on pseudo-graphs, and the real-data baselines (acgkd.md §8-§11; gfkd.md §5)."""
+
+    recipe: Literal["acgkd", "plain"] = Field("acgkd", description="plain: own head, fixed τ = 2, no curriculum, no "
+                                             "feature loss (gfkd.md §5); acgkd: the switches below")
+    profile: Literal["default", "paper"] = Field("default", description="paper: 400 epochs")
+    epochs: Literal["auto"] | int = Field("auto", description="auto: 50 on a union of banks, 150 on one bank or real graphs")
+    batch_size: int = Field(32, ge=1, description="graphs per batch")
+    lr: float = Field(0.01, gt=0, description="Adam lr, linear decay to 0")
+    seeds: int = Field(3, ge=1, le=20, description="student seeds 0..seeds-1 per variant")
+    student: StudentConfig = StudentConfig()
+    head: Literal["reuse", "own"] = Field("reuse", description="reuse: the teacher's frozen classifier behind a projector")
+    projector: Literal["gat", "linear"] = Field("gat", description="projector d_S → d_T in front of a reused head")
+    width_mult: Literal["teacher"] | int = Field(1, description="widen every student layer: 1, 2, or teacher (d_T)")
+    feat_weight: float = Field(1.0, ge=0, description="γ: weight of the projected-embedding loss")
+    feat_level: Literal["node", "graph"] = Field("node", description="match node or pooled embeddings")
+    beta_ce: float = Field(0.0, ge=0, description="weight of CE to the generation targets")
+    class_weight: Literal["auto", "none", "balanced"] = Field("auto", description="auto: balanced on featureless sets")
+    temperature: TemperatureConfig = TemperatureConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    baselines: tuple[Literal["kd_real", "student_real"], ...] = Field(
+        ("kd_real", "student_real"), description="real-data rows trained by the same code (they read the training split)")
+
+    @field_validator("width_mult")
+    @classmethod
+    def _width(cls, v: str | int) -> str | int:
+        if v != "teacher" and not 1 <= int(v) <= 16:
+            raise ValueError("width_mult must be teacher or an integer in 1..16")
+        return v
+
+    def resolved_epochs(self, pseudo: bool, banks: int) -> int:
+        """Epochs of a student on pseudo-graphs (a union of `banks` banks) or on real graphs."""
+        if self.epochs != "auto":
+            return int(self.epochs)
+        if self.profile == "paper":
+            return 400
+        return 50 if (pseudo and banks > 1) else 150
+
+    def effective(self) -> "DistillConfig":
+        """The settings actually used: recipe = plain fixes the head, temperature, curriculum and feature loss."""
+        if self.recipe == "acgkd":
+            return self
+        return self.model_copy(update={
+            "head": "own", "feat_weight": 0.0,
+            "temperature": self.temperature.model_copy(update={"mode": "fixed"}),
+            "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
+
+
+class GroupConfig(_Frozen):
+    """Online group distillation (oad.md): node-level OAD on citation graphs and its baselines (`gfkd group`)."""
+
+    method: Literal["oad", "independent", "dml", "kdcl", "oad_global", "oad_local"] = Field(
+        "oad", description="oad; independent students; DML; KDCL-MinLogit; OAD global only (λ_adv = 0) or local only (λ_G = 0)")
+    backbone: Literal["gcn", "gat", "sage"] = Field("gcn", description="node students (oad.md §5)")
+    students: int = Field(4, ge=2, le=16, description="K students, student k initialised from seed + k")
+    warmup_epochs: int = Field(100, ge=0, description="W: epochs of supervised loss only")
+    epochs: int = Field(100, ge=1, description="E: distillation epochs after the warm-up (ê is chosen among them)")
+    lr: float = Field(5e-3, gt=0, description="Adam lr of the students and of the discriminators")
+    weight_decay: float = Field(5e-4, ge=0, description="students' Adam weight decay (discriminators: 0)")
+    hidden: int = Field(16, ge=1, description="hidden width per head")
+    heads: int = Field(8, ge=1, description="GAT heads")
+    dropout: float | None = Field(None, ge=0, lt=1, description="None: the backbone's default (GCN/SAGE 0.5, GAT 0.6)")
+    temperature: float = Field(3.0, gt=0, description="T of the peer-mean KL (and of KDCL)")
+    dml_temperature: float = Field(1.0, gt=0, description="T of DML")
+    lambda_global: float = Field(1.0, ge=0, description="λ_G, weight of the peer-mean KL")
+    lambda_adv: float = Field(1.0, ge=0, description="λ_adv, weight of the ring adversarial loss")
+    global_on: Literal["train", "all"] = Field("train", description="nodes of the KL terms: labelled ones, or all")
+    d_hidden: int = Field(16, ge=1, description="d_D, the discriminator's hidden width")
+    d_loss_scale: float = Field(1.0, gt=0, description="c_D, scale of the discriminator loss")
+    parity: Literal["clean", "reference"] = Field("clean", description="reference: every switch below takes the "
+                                                  "reference code's behaviour unless set explicitly")
+    kl_scale: Literal["batchmean", "reference"] | None = Field(None, description="None: from parity; batchmean, or "
+                                                               "reference = batchmean / (V·C), V the KL's nodes")
+    d_out_relu: bool | None = Field(None, description="None: from parity; true: ReLU before D's sigmoid")
+    gcn_student: Literal["clean", "reference"] | None = Field(None, description="None: from parity; clean, or reference: "
+                                                              "no self-loops, no dropout, h before ReLU, D = GCN(16→1)")
+    gat_self_loops: bool | None = Field(None, description="None: from parity (clean true, reference false)")
+    sage_h: Literal["before_dropout", "after_dropout"] | None = Field(None, description="None: from parity; where SAGE's "
+                                                                     "h is read (reference: after_dropout)")
+    dml_stop_grad: bool | None = Field(None, description="None: from parity (clean true); peers detached in DML")
+
+    def resolved(self, key: str):
+        """A parity switch's value: the explicit setting, else the clean or reference behaviour."""
+        value = getattr(self, key)
+        if value is not None:
+            return value
+        ref = self.parity == "reference"
+        return {"kl_scale": "reference" if ref else "batchmean", "d_out_relu": ref,
+                "gcn_student": "reference" if ref else "clean", "gat_self_loops": not ref,
+                "sage_h": "after_dropout" if ref else "before_dropout", "dml_stop_grad": not ref}[key]
+
+
 class RunConfig(_Frozen):
     """Everything one pipeline run needs."""
 
@@ -194,6 +319,8 @@ class RunConfig(_Frozen):
     protocol: ProtocolConfig = ProtocolConfig()
     teacher: TeacherConfig = TeacherConfig()
     generate: GenerateConfig = GenerateConfig()
+    distill: DistillConfig = DistillConfig()
+    group: GroupConfig = GroupConfig()
 
     @property
     def split_seed(self) -> int:
@@ -222,6 +349,11 @@ class RunConfig(_Frozen):
             }
         if stage == "generate":
             return {"generate": self.generate.model_dump(mode="json"), "seed": self.split_seed,
+                    "device": self.run.device}
+        if stage == "distill":  # the data and split too: the real-data baselines and the evaluation read them
+            return {"distill": self.distill.model_dump(mode="json"), "banks": self.generate.banks,
+                    "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
+                    "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}
         raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
 
@@ -353,7 +485,7 @@ def config_reference() -> str:
         if typing.get_origin(ann) is Literal:
             kind = " or ".join(f"`{a}`" for a in args)
         elif typing.get_origin(ann) is tuple:
-            kind = "[" + ", ".join(a.__name__ for a in args) + "]"
+            kind = "[" + ", ".join("..." if a is Ellipsis else getattr(a, "__name__", "Literal") for a in args) + "]"
         else:
             kind = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "none") for a in (args or (ann,)))
         default = json.dumps(field.default, default=str)

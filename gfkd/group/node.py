@@ -164,7 +164,7 @@ def evaluate(models: GroupModels, g: NodeGraph) -> dict[str, np.ndarray | float]
     pred, ens = z.argmax(-1), ensemble_probs(z).argmax(-1)  # [K, N], [N]
     out = {}
     for split, mask in (("val", g.val_mask), ("test", g.test_mask)):
-        out[f"{split}_acc"] = (pred[:, mask] == g.y[mask]).float().mean(1).numpy()
+        out[f"{split}_acc"] = (pred[:, mask] == g.y[mask]).float().mean(1).cpu().numpy()
         out[f"ensemble_{split}_acc"] = float((ens[mask] == g.y[mask]).float().mean())
     return out
 

@@ -1,0 +1,129 @@
+"""`gfkd group`: one node-level group method on one citation graph over several seeds, written and tracked.
+
+Writes, under `<run>/group/`: `seed-<s>.json` (per-epoch accuracies of every student, loss terms, the report),
+`results.json` (per-seed numbers and their mean ± std) and `results.md` (the table). MLflow (through
+`gfkd.tracking`): one parent run, one nested run per seed, one nested run per student under its seed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from gfkd.config import RunConfig
+from gfkd.data.datasets import PLANETOID, resolve_data_root
+from gfkd.errors import ConfigError
+from gfkd.group.node import load_citation, settings_from_config, train_group
+from gfkd.group.report import NUMBERS, markdown_table, summarize
+from gfkd.io.atomic import write_atomic, write_json
+from gfkd.layout import RunLayout
+
+log = logging.getLogger(__name__)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0..9' → [0, ..., 9]; '0,3,5' → [0, 3, 5]; '4' → [4]. Raises ConfigError on anything else."""
+    try:
+        if ".." in text:
+            lo, hi = (int(t) for t in text.split(".."))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(t) for t in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds '{text}' is not a seed list: write e.g. 0..9, 0,1,2 or 3")
+    return seeds
+
+
+def check_node_dataset(name: str) -> str:
+    """The canonical Planetoid name, or a ConfigError naming the choices."""
+    if name.lower() not in PLANETOID:
+        raise ConfigError(f"--dataset '{name}' is not a node-classification set: choose one of "
+                          f"{', '.join(PLANETOID.values())}")
+    return PLANETOID[name.lower()]
+
+
+def run_name(cfg: RunConfig) -> str:
+    return cfg.run.name or f"group-{cfg.data.dataset.lower()}-{cfg.group.backbone}-{cfg.group.method}"
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device=cuda but no CUDA device is visible: use run.device=cpu or auto")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=None) -> dict:
+    """Train `cfg.group.method` on `cfg.data.dataset` once per seed; write and log; return results.json's dict.
+
+    Args:
+        cfg: resolved config (data.dataset a Planetoid name, group.* the method and switches).
+        seeds: group seeds; students of seed s start from torch seeds s + k.
+        layout: the run folder; outputs go to `layout.stage_dir("group")`.
+        tracker: a `gfkd.tracking.Tracker`, or None to log nothing.
+    """
+    dataset = check_node_dataset(cfg.data.dataset)
+    device = _device(cfg.run.device)
+    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+    g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
+    s = settings_from_config(cfg.group)
+    out = layout.stage_dir("group")
+    parent = tracker.start_run("group", tags={"gfkd.stage": "group", "gfkd.dataset": dataset}) if tracker else None
+    if parent:
+        parent.params({"group": cfg.group.model_dump(mode="json"), "data.dataset": dataset, "seeds": seeds,
+                       "resolved": vars(s)})
+    per_seed = []
+    try:
+        for seed in seeds:
+            seed_log = tracker.start_run(f"seed-{seed}", parent.run_id) if tracker else None
+            students = [tracker.start_run(f"seed-{seed}-student-{k}", seed_log.run_id) for k in range(s.students)] \
+                if tracker else []
+
+            def on_epoch(epoch: int, rec: dict) -> None:
+                if seed_log is None:
+                    return
+                seed_log.metrics({f"group/train/{k}": v for k, v in rec.items() if isinstance(v, float)}, step=epoch)
+                if "val_acc" in rec:
+                    seed_log.metrics({"group/test/ensemble_acc": rec["ensemble_test_acc"]}, step=epoch)
+                    for k, lg in enumerate(students):
+                        lg.metrics({"group/val/acc": float(rec["val_acc"][k]),
+                                    "group/test/acc": float(rec["test_acc"][k])}, step=epoch)
+
+            run = train_group(g, s, seed, on_epoch)
+            r = run.report | {"seed": seed}
+            per_seed.append(r)
+            write_json(out / f"seed-{seed}.json", {"report": r, "val_acc": run.val_acc.tolist(),
+                                                   "test_acc": run.test_acc.tolist(),
+                                                   "ensemble_test": run.ensemble_test.tolist(),
+                                                   "losses": run.losses, "epoch_s": run.epoch_s})
+            log.info("seed %d: mean over students %.4f, val-best student %.4f, ensemble %.4f (ê = %d)",
+                     seed, r["mean_students"], r["val_best_student"], r["ensemble"], r["epoch"])
+            if seed_log is not None:
+                seed_log.metrics({f"group/test/{k}": r[k] for k in NUMBERS}
+                                 | {"group/selected_epoch": r["epoch"], "group/best_val_student": r["best_val_student"],
+                                    "group/wall_s": r["wall_s"]})
+                for lg in [*students, seed_log]:
+                    lg.flush()
+                    tracker.end_run(lg.run_id)
+    except BaseException:
+        if parent:
+            tracker.end_run(parent.run_id, "FAILED")
+        raise
+    summary = summarize(per_seed)
+    results = {"dataset": dataset, "backbone": s.backbone, "method": s.method, "seeds": seeds,
+               "device": str(device), "settings": vars(s), "summary": summary, "per_seed": per_seed}
+    write_json(out / "results.json", results)
+    table = markdown_table([(f"{s.method} ({s.backbone.upper()}, K = {s.students})", summary)])
+    text = (f"# {dataset}: group {s.method}, {s.backbone.upper()}\n\ntest accuracy (%) at the val-selected epoch, "
+            f"mean ± std over seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})\n\n{table}")
+    write_atomic(out / "results.md", lambda tmp: tmp.write_text(text))
+    if parent:
+        parent.metrics({f"group/test/{k}_mean": v["mean"] for k, v in summary.items()}
+                       | {f"group/test/{k}_std": v["std"] for k, v in summary.items()})
+        parent.artifact(out / "results.json")
+        parent.artifact(out / "results.md")
+        parent.flush()
+        tracker.end_run(parent.run_id)
+    return results

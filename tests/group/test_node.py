@@ -1,0 +1,121 @@
+"""The node-level group loop: ring gradients, step order, warm-up, smoke runs (oad.md §10 items 1, 3, 4, 10)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from gfkd.config import resolve_config
+from gfkd.group.node import (GroupSettings, build_models, forward_all, group_loss, ring_step, settings_from_config,
+                             train_group)
+from gfkd.losses import group as L
+
+TINY = GroupSettings(students=3, warmup_epochs=2, epochs=2, hidden=4, heads=2, d_hidden=4)
+
+
+def _params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("backbone", ["gcn", "gat", "sage"])
+def test_generator_loss_of_discriminator_k_reaches_student_k_minus_1_only(graph, backbone):
+    s = dataclasses.replace(TINY, backbone=backbone, students=4)
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    for k in range(4):
+        m.students.zero_grad(set_to_none=True)
+        _, h = forward_all(m, graph)
+        L.generator_loss(m.discriminators[k](h[L.ring_fake(k, 4)], m.students[k].adjacency(graph))).backward()
+        for j, student in enumerate(m.students):
+            grads = [p.grad for p in student.parameters() if p.grad is not None]
+            if j == (k - 1) % 4:
+                assert grads and any(g.abs().max() > 0 for g in grads)
+            else:
+                assert all(g.abs().max() == 0 for g in grads)
+
+
+def test_discriminator_steps_see_detached_inputs_and_precede_each_generator_loss(graph):
+    m = build_models(TINY, graph.num_features, graph.num_classes, seed=0)
+    d_opts = [torch.optim.Adam(d.parameters(), lr=0.01) for d in m.discriminators]
+    seen: dict[int, list] = {k: [] for k in range(3)}
+    for k, d in enumerate(m.discriminators):  # record D_k's weights and its input's grad flag at every call
+        d.register_forward_pre_hook(lambda mod, args, k=k: seen[k].append((args[0].requires_grad, _params(mod))))
+    before_students, before_d = _params(m.students), [_params(d) for d in m.discriminators]
+    _, h = forward_all(m, graph)
+    adv, _ = ring_step(m, d_opts, h, graph, d_loss_scale=1.0)
+    assert _same(before_students, _params(m.students))  # D steps leave the students unchanged
+    assert all(p.grad is None for p in m.students.parameters())  # real and fake inputs of L_D were detached
+    for k in range(3):
+        (real_g, w_real), (fake_g, w_fake), (gen_g, w_gen) = seen[k]
+        assert (real_g, fake_g, gen_g) == (False, False, True)
+        assert _same(w_real, before_d[k]) and _same(w_fake, before_d[k])
+        assert not _same(w_gen, before_d[k])  # D_k was stepped before L_adv,k was evaluated
+    after_d = [_params(d) for d in m.discriminators]
+    opt = torch.optim.Adam(m.students.parameters(), lr=0.01)
+    opt.zero_grad()
+    adv.backward()
+    opt.step()
+    assert all(_same(a, _params(d)) for a, d in zip(after_d, m.discriminators))  # the student step leaves D alone
+    assert not _same(before_students, _params(m.students))
+
+
+def test_warm_up_leaves_discriminators_bitwise_unchanged_and_computes_no_group_term(graph):
+    s = dataclasses.replace(TINY, warmup_epochs=3, epochs=1)
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    d0, records = [_params(d) for d in m.discriminators], {}
+
+    def on_epoch(epoch, record):
+        records[epoch] = set(record)
+        if epoch == s.warmup_epochs - 1:
+            assert all(_same(a, _params(d)) for a, d in zip(d0, m.discriminators))
+
+    train_group(graph, s, seed=0, on_epoch=on_epoch, models=m)
+    assert all(records[e] == {"sup", "loss"} for e in range(3))
+    assert {"global", "adv", "disc"} <= records[3]
+    assert not all(_same(a, _params(d)) for a, d in zip(d0, m.discriminators))
+
+
+@pytest.mark.parametrize("method,terms", [("oad", {"global", "adv"}), ("oad_global", {"global"}),
+                                          ("oad_local", {"adv"}), ("dml", {"dml"}), ("kdcl", {"kdcl"}),
+                                          ("independent", set())])
+def test_each_method_adds_its_own_terms(graph, method, terms):
+    s = dataclasses.replace(TINY, method=method)
+    seen = set()
+    train_group(graph, s, seed=0, on_epoch=lambda e, r: seen.update(r))
+    assert seen & {"global", "adv", "dml", "kdcl"} == terms
+
+
+def test_supervised_loss_sums_the_students_mean_ce(graph):
+    z = torch.randn(3, graph.num_nodes, graph.num_classes, generator=torch.Generator().manual_seed(0))
+    loss, terms = group_loss(TINY, z, graph, distill=False)
+    tr = graph.train_mask
+    expected = sum(torch.nn.functional.cross_entropy(z[k, tr], graph.y[tr]) for k in range(3))
+    torch.testing.assert_close(loss, expected)
+    assert set(terms) == {"sup"}
+
+
+@pytest.mark.parametrize("backbone", ["gcn", "gat", "sage"])
+@pytest.mark.parametrize("parity", ["clean", "reference"])
+def test_smoke_run_reports_three_numbers_and_repeats_bitwise(graph, backbone, parity):
+    cfg = resolve_config(None, [f"group.backbone={backbone}", f"group.parity={parity}", "group.students=3",
+                                "group.warmup_epochs=2", "group.epochs=2", "group.hidden=4", "group.heads=2"])
+    s = settings_from_config(cfg.group)
+    a, b = train_group(graph, s, seed=3), train_group(graph, s, seed=3)
+    for key in ("mean_students", "val_best_student", "ensemble"):
+        assert 0.0 <= a.report[key] <= 1.0
+    assert a.report["epoch"] in (2, 3) and a.val_acc.shape == (2, 3)
+    assert a.losses == b.losses and (a.test_acc == b.test_acc).all() and a.report | {"wall_s": 0} == b.report | {"wall_s": 0}
+    c = train_group(graph, s, seed=4)
+    assert c.losses != a.losses
+
+
+def test_parity_reference_resolves_every_switch_and_explicit_keys_win():
+    s = settings_from_config(resolve_config(None, ["group.parity=reference", "group.gat_self_loops=true"]).group)
+    assert (s.kl_scale, s.d_out_relu, s.gcn_student, s.sage_h, s.dml_stop_grad) == (
+        "reference", True, "reference", "after_dropout", False)
+    assert s.gat_self_loops is True
+    clean = settings_from_config(resolve_config(None).group)
+    assert (clean.kl_scale, clean.d_out_relu, clean.gcn_student, clean.gat_self_loops) == ("batchmean", False, "clean", True)

@@ -1,0 +1,49 @@
+"""`gfkd group`: bad input is one line and exit 2; a run writes per-seed files, results.json and results.md."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from gfkd.config import resolve_config
+from gfkd.errors import ConfigError
+from gfkd.group import runner
+from gfkd.layout import RunLayout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset", "MUTAG"], "--dataset 'MUTAG'"),
+    (["--seeds", "a..b"], "--seeds"),
+    (["--method", "best_on_test"], "group.method"),
+    (["--backbone", "gin"], "group.backbone"),
+    (["group.students=1"], "group.students"),
+    (["group.kl_scale=mean"], "group.kl_scale"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    r = CliRunner().invoke(app, ["group", *args, f"run.runs_dir='{tmp_path}'"])
+    assert r.exit_code == 2, r.output
+    lines = [l for l in r.output.splitlines() if l.startswith("gfkd: error:")]
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_parse_seeds():
+    assert runner.parse_seeds("0..3") == [0, 1, 2, 3] and runner.parse_seeds("2,5") == [2, 5]
+    with pytest.raises(ConfigError):
+        runner.parse_seeds("3..1")
+
+
+def test_run_writes_per_seed_histories_and_the_summary(tmp_path, monkeypatch, graph):
+    monkeypatch.setattr(runner, "load_citation", lambda *a, **k: graph)
+    cfg = resolve_config(None, ["data.dataset=Cora", "group.students=2", "group.warmup_epochs=1", "group.epochs=2",
+                                "group.hidden=4", f"run.runs_dir='{tmp_path}'"])
+    layout = RunLayout(tmp_path / runner.run_name(cfg))
+    res = runner.run_node_group(cfg, [0, 1], layout)
+    out = layout.stage_dir("group")
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["summary"] == res["summary"] and [r["seed"] for r in saved["per_seed"]] == [0, 1]
+    assert set(saved["summary"]) == {"mean_students", "val_best_student", "ensemble"}
+    seed0 = json.loads((out / "seed-0.json").read_text())
+    assert len(seed0["val_acc"]) == 2 and len(seed0["val_acc"][0]) == 2 and len(seed0["losses"]) == 3
+    assert "| oad (GCN, K = 2) |" in (out / "results.md").read_text()
+    assert layout.root.name == "group-cora-gcn-oad"
