@@ -65,3 +65,24 @@ def degree_histogram(degrees: list[int], real_mean_degree: float, title: str) ->
     ax.legend(fontsize=8)
     ax.set_title(title)
     return fig
+
+
+def distill_curves(history: list[dict[str, float]], stage: str = "distill") -> Figure:
+    """Three panels per epoch: training losses; temperature τ and curriculum fraction; real val/test accuracy
+    (logged only: the data-free student is neither trained nor selected on them)."""
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    epochs = list(range(len(history)))
+    panels = [(("train/loss", "train/kd", "train/feat"), "loss"), (("train/tau", "train/fraction", "train/lambda"),
+              "τ, curriculum fraction, λ"), (("val/acc", "test/acc"), "real accuracy (logged, not used)")]
+    for ax, (keys, ylabel) in zip(axes, panels):
+        for k in keys:
+            ys = [h.get(f"{stage}/{k}") for h in history]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, ys, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{stage}: student curves")
+    return fig

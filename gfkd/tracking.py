@@ -46,6 +46,13 @@ class NullLogger:
     def tags(self, tags: dict[str, str]) -> None: ...
     def flush(self) -> None: ...
 
+    def child(self, name: str, tags: dict[str, str] | None = None) -> "NullLogger":
+        """A logger for a nested run under this one (a student, a fold)."""
+        return NullLogger()
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and close this logger's run (nested runs; stage runs are closed by their task)."""
+
 
 class RunLogger(NullLogger):
     """Logs into one MLflow run; metrics are buffered and sent in batches (SQLite writes are slow)."""
@@ -85,6 +92,14 @@ class RunLogger(NullLogger):
     def tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.tracker.client.set_tag(self.run_id, k, str(v))
+
+    def child(self, name: str, tags: dict[str, str] | None = None) -> "RunLogger":
+        self.flush()
+        return self.tracker.start_run(name, self.run_id, tags)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.tracker.end_run(self.run_id, status)
 
 
 class Tracker:

@@ -17,6 +17,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "teacher": ("data", "models", "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
     "generate": ("generators", "models", "io", "plots.py", "stages/common.py", "stages/generate.py",
                  "stages/teacher.py"),
+    "distill": ("data", "models", "io", "losses/kd.py", "curriculum.py", "distillation.py", "train.py", "plots.py",
+                "stages/common.py", "stages/distill.py", "stages/teacher.py"),
 }
 
 

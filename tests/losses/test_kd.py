@@ -1,0 +1,75 @@
+"""Temperature KD and the adversarial temperature (acgkd.md §9, §13.10)."""
+
+import math
+
+import pytest
+import torch
+
+from gfkd.losses.kd import Temperature, class_balance_weights, grad_reverse, kd_kl, ramp
+
+
+def test_kd_kl_is_zero_on_equal_logits_and_tau_squared_scaled():
+    z = torch.randn(6, 3)
+    assert kd_kl(z, z, 2.0).abs() < 1e-6
+    zs = torch.randn(6, 3)
+    manual = torch.nn.functional.kl_div(torch.log_softmax(zs / 3, -1), torch.softmax(z / 3, -1),
+                                        reduction="batchmean") * 9
+    assert torch.allclose(kd_kl(zs, z, 3.0), manual, atol=1e-6)
+    w = torch.tensor([1.0, 0, 0, 0, 0, 0])
+    assert torch.allclose(kd_kl(zs, z, 3.0, w), kd_kl(zs[:1], z[:1], 3.0), atol=1e-6)
+
+
+def test_grad_reverse_negates_the_gradient_only():
+    x = torch.tensor([1.5], requires_grad=True)
+    y = grad_reverse(x) * 3
+    y.backward()
+    assert y.item() == 4.5 and x.grad.item() == -3.0
+
+
+def test_ramp_starts_silent_and_reaches_full_strength():
+    lams = [ramp(e, 1.0, 10) for e in range(15)]
+    assert lams[0] == 0 and lams[10] == pytest.approx(1.0) and lams[14] == pytest.approx(1.0)
+    assert all(b >= a for a, b in zip(lams, lams[1:]))
+
+
+def _step(lam: float, mode: str = "global"):
+    torch.manual_seed(0)
+    temp = Temperature(mode, num_classes=3)
+    opt = torch.optim.Adam(temp.parameters(), lr=0.01 * lam)
+    z_s, z_t = torch.randn(8, 3), 3 * torch.randn(8, 3)
+    before = kd_kl(z_s, z_t, temp(z_t, z_s)).item()
+    t0 = [p.detach().clone() for p in temp.parameters()]
+    for _ in range(20):
+        opt.zero_grad()
+        kd_kl(z_s, z_t, temp(z_t, z_s)).backward()
+        opt.step()
+    after = kd_kl(z_s, z_t, temp(z_t, z_s)).item()
+    moved = any(not torch.equal(a, b) for a, b in zip(t0, temp.parameters()))
+    return before, after, moved, temp
+
+
+@pytest.mark.parametrize("mode", ["global", "instance"])
+def test_temperature_moves_to_increase_the_kd_loss(mode):
+    before, after, moved, temp = _step(1.0, mode)
+    assert moved and after > before
+
+
+def test_silent_adversary_leaves_t_unchanged():
+    before, after, moved, _ = _step(0.0)
+    assert not moved and after == before
+
+
+def test_tau_starts_at_two_and_stays_in_range():
+    temp = Temperature("global")
+    assert temp.current() == pytest.approx(2.0)
+    with torch.no_grad():
+        temp.t.fill_(50.0)
+    assert 1.0 < temp.current() <= 10.0
+    assert Temperature("fixed", value=4.0).current() == 4.0
+    assert Temperature("ctkd_paper").current() == pytest.approx(11.0)
+
+
+def test_class_balance_weights_equalise_classes():
+    w = class_balance_weights(torch.tensor([0, 0, 0, 1]), 2)
+    assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))
+    assert math.isclose(float(w[torch.tensor([0, 0, 0, 1])].sum()), 4.0)

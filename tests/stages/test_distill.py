@@ -1,0 +1,116 @@
+"""The distill stage on a tiny teacher and shard set: every variant trains and is recorded; the data-free students
+never see a real training graph; a killed stage resumes without redoing finished students; reruns repeat bitwise."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gfkd.config import resolve_config
+from gfkd.data import datasets
+from gfkd.io.manifest import valid_manifest
+from gfkd.layout import RunLayout
+from gfkd.stages import distill, generate
+
+GEN = ["generate.iterations=5", "generate.banks=2", "generate.batch_size=32", "generate.num_graphs=24"]
+FAST = ["distill.epochs=3", "distill.seeds=2", "teacher.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tiny_teacher_dir, tmp_path_factory):
+    layout = RunLayout(tmp_path_factory.mktemp("gen"))
+    generate.run(resolve_config(None, GEN), layout, "g", teacher_dir=tiny_teacher_dir)
+    return layout.stage_dir("generate")
+
+
+def _cfg(tiny_root, tmp_path, *extra):
+    return resolve_config(None, [*GEN, *FAST, "data.dataset=TINY", f"data.root='{tiny_root}'", "data.download=false",
+                                 f"run.runs_dir='{tmp_path}'", "teacher.model.layers=3", "teacher.model.hidden=8",
+                                 "distill.student.layers=2", "distill.student.hidden=8", *extra])
+
+
+def test_every_variant_trains_and_is_summarised(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
+    layout = RunLayout(tmp_path / "run")
+    out = distill.run(_cfg(tiny_root, tmp_path), layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    assert out.status == "ran" and valid_manifest(layout.manifest("distill"), "k") is not None
+    m = out.manifest.metrics
+    for key in ("distill/test/acc", "distill/test/acc_kd_real", "distill/test/acc_student_real",
+                "distill/test/seed_agreement", "distill/params/projector", "distill/params/head"):
+        assert key in m and np.isfinite(m[key])
+    assert m["distill/params/projector"] > 0  # the default recipe: GAT projector + reused head
+    results = json.loads((layout.stage_dir("distill") / "results.json").read_text())
+    assert set(results["records"]) == {f"{v}-s{s}" for v in ("pseudo", "kd_real", "student_real") for s in (0, 1)}
+    rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
+    assert len(rec["history"]) == 3 and rec["spec"]["kind"] == "widened"
+
+
+def test_data_free_students_never_open_the_training_split(tmp_path, tiny_root, tiny_teacher_dir, shard_dir,
+                                                          monkeypatch):
+    """The guard of protocol.md §8.3: with no real-data baselines, no training-split graph is ever requested."""
+    from gfkd.data.splits import make_split
+
+    cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]")
+    labels = datasets.load_tu("TINY", tiny_root, tmp_path / "c", allow_download=False).labels
+    train = set(make_split(labels, "cv10", 0, 0, True).train.tolist())
+    requested: list[int] = []
+    orig = datasets.GraphDataset.subset
+
+    def spy(self, idx):
+        requested.extend(int(i) for i in idx)
+        return orig(self, idx)
+
+    monkeypatch.setattr(datasets.GraphDataset, "subset", spy)
+    distill.run(cfg, RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    assert requested and not train & set(requested)
+
+
+def test_killed_stage_resumes_finished_students_and_repeats_bitwise(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
+    cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]")
+    whole = RunLayout(tmp_path / "whole")
+    distill.run(cfg, whole, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    # a run killed after its first student: the staging folder holds that student's files only
+    resumed = RunLayout(tmp_path / "resumed")
+    staging = resumed.staging_dir("distill")
+    (staging / "students").mkdir(parents=True)
+    (staging / ".cache_key").write_text("k")
+    for ext in ("pt", "json", "result.json"):
+        (staging / "students" / f"pseudo-s0.{ext}").write_bytes(
+            (whole.stage_dir("distill") / "students" / f"pseudo-s0.{ext}").read_bytes())
+    marker = json.loads((staging / "students" / "pseudo-s0.result.json").read_text())
+    marker["wall_s"] = -1.0  # recognisable: a resumed student is read back, not retrained
+    (staging / "students" / "pseudo-s0.result.json").write_text(json.dumps(marker))
+    distill.run(cfg, resumed, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    a = json.loads((whole.stage_dir("distill") / "results.json").read_text())["records"]
+    b = json.loads((resumed.stage_dir("distill") / "results.json").read_text())["records"]
+    assert b["pseudo-s0"]["wall_s"] == -1.0
+    assert a["pseudo-s1"]["test_pred"] == b["pseudo-s1"]["test_pred"]
+    sa = torch.load(whole.stage_dir("distill") / "students" / "pseudo-s1.pt", weights_only=True)["state_dict"]
+    sb = torch.load(resumed.stage_dir("distill") / "students" / "pseudo-s1.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_plain_recipe_uses_an_own_head_and_fixed_temperature(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
+    layout = RunLayout(tmp_path / "run")
+    out = distill.run(_cfg(tiny_root, tmp_path, "distill.recipe=plain", "distill.baselines=[]", "distill.seeds=1"),
+                      layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
+    assert rec["spec"]["kind"] == "plain" and out.manifest.metrics["distill/params/projector"] == 0
+    assert {h["distill/train/tau"] for h in rec["history"]} == {2.0}
+    assert {h["distill/train/fraction"] for h in rec["history"]} == {1.0}
+
+
+def test_shards_of_another_teacher_are_refused(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
+    from gfkd.errors import StageError
+    from gfkd.stages.teacher import load_teacher
+
+    _, meta, _ = load_teacher(tiny_teacher_dir / "teacher.pt")
+    other = tmp_path / "teacher"
+    other.mkdir()
+    state = torch.load(tiny_teacher_dir / "teacher.pt", weights_only=True)
+    state["state_dict"]["classifier.bias"] += 5.0
+    torch.save(state, other / "teacher.pt")
+    (other / "teacher.json").write_text((tiny_teacher_dir / "teacher.json").read_text())
+    with pytest.raises(StageError, match="stored teacher logits"):
+        distill.run(_cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1"), RunLayout(tmp_path / "r"),
+                    "k", teacher_dir=other, generate_dir=shard_dir)

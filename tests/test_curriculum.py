@@ -1,0 +1,39 @@
+"""Curriculum over pseudo-graphs (acgkd.md §10, §13.11)."""
+
+import math
+
+import pytest
+import torch
+
+from gfkd.curriculum import easiest, pace, size_rank, teacher_entropy, teacher_margin
+
+
+@pytest.mark.parametrize("kind", ["linear", "root", "step"])
+def test_pace_is_monotone_and_complete_from_E_c(kind):
+    qs = [pace(e, kind, 0.3, 10) for e in range(25)]
+    assert qs[0] == pytest.approx(0.3)
+    assert all(b >= a for a, b in zip(qs, qs[1:]))
+    assert all(q == 1.0 for q in qs[10:])
+
+
+def test_off_admits_every_graph():
+    assert all(pace(e, "off", 0.3, 10) == 1.0 for e in range(5))
+
+
+def test_easiest_takes_the_smallest_with_graph_id_ties():
+    d = torch.tensor([0.5, 0.1, 0.5, 0.9, 0.1])
+    ids = torch.tensor([10, 11, 12, 13, 4])
+    assert easiest(d, ids, 0.6).tolist() == [4, 1, 0]  # 0.1 (id 4), 0.1 (id 11), 0.5 (id 10)
+    assert easiest(d, ids, 1.0).numel() == 5
+    sizes = [easiest(d, ids, pace(e, "linear", 0.3, 4)).numel() for e in range(6)]
+    assert sizes == sorted(sizes) and sizes[-1] == 5
+
+
+def test_difficulty_measures():
+    logits = torch.tensor([[10.0, -10.0], [0.0, 0.0]])
+    ent = teacher_entropy(logits)
+    assert ent[0] < 1e-6 and ent[1] == pytest.approx(1.0)
+    assert teacher_margin(logits).tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
+    r = size_rank(torch.tensor([5, 3, 9]), torch.tensor([4, 2, 20]))
+    assert r.tolist() == pytest.approx([0.5, 0.0, 1.0])
+    assert math.isclose(float(teacher_entropy(torch.zeros(1, 4))), 1.0, rel_tol=1e-6)
