@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gfkd.errors import ConfigError
 
-STAGES = ("teacher", "generate", "distill")  # stages that exist today, in pipeline order
+STAGES = ("teacher", "generate", "distill", "group")  # stages that exist today, in pipeline order
 
 
 class _Frozen(BaseModel):
@@ -267,6 +267,29 @@ class DistillConfig(_Frozen):
             "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
 
 
+class GraphGroupConfig(_Frozen):
+    """The group stage of the pipeline: OAD on pseudo-graphs for graph classification (oad.md §6)."""
+
+    method: Literal["oad", "independent", "dml", "kdcl", "oad_global", "oad_local"] = Field(
+        "oad", description="as group.method, on pseudo-graphs")
+    students: int = Field(4, ge=2, le=16, description="K students (copies of distill.student, own heads)")
+    warmup_epochs: int = Field(30, ge=0, description="W: epochs of supervised + teacher-anchor loss only")
+    epochs: int = Field(120, ge=1, description="E: distillation epochs after the warm-up")
+    batch_size: int = Field(32, ge=1, description="pseudo-graphs per batch")
+    lr: float = Field(0.01, gt=0, description="Adam lr of students and discriminators, linear decay to 0 over W + E")
+    temperature: float = Field(3.0, gt=0, description="T of the peer-mean KL")
+    lambda_global: float = Field(1.0, ge=0, description="λ_G")
+    lambda_adv: float = Field(1.0, ge=0, description="λ_adv")
+    teacher_anchor: float = Field(1.0, ge=0, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits")
+    anchor_tau: float = Field(2.0, gt=0, description="τ of the teacher anchor")
+    label_source: Literal["teacher_argmax", "target"] = Field("teacher_argmax", description="ŷ of the CE term")
+    local_level: Literal["node", "graph"] = Field("node", description="node: GCN discriminators over the batched "
+                                                  "graphs; graph: MLP on mean-pooled embeddings")
+    d_hidden: int = Field(16, ge=1, description="d_D")
+    d_loss_scale: float = Field(1.0, gt=0, description="c_D")
+    pick_holdout: float = Field(0.1, ge=0, lt=1, description="share of pseudo-graphs held out to pick a student")
+
+
 class GroupConfig(_Frozen):
     """Online group distillation (oad.md): node-level OAD on citation graphs and its baselines (`gfkd group`)."""
 
@@ -299,6 +322,7 @@ class GroupConfig(_Frozen):
     sage_h: Literal["before_dropout", "after_dropout"] | None = Field(None, description="None: from parity; where SAGE's "
                                                                      "h is read (reference: after_dropout)")
     dml_stop_grad: bool | None = Field(None, description="None: from parity (clean true); peers detached in DML")
+    graph: GraphGroupConfig = GraphGroupConfig()
 
     def resolved(self, key: str):
         """A parity switch's value: the explicit setting, else the clean or reference behaviour."""
@@ -352,6 +376,12 @@ class RunConfig(_Frozen):
                     "device": self.run.device}
         if stage == "distill":  # the data and split too: the real-data baselines and the evaluation read them
             return {"distill": self.distill.model_dump(mode="json"), "banks": self.generate.banks,
+                    "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
+                    "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
+                    "device": self.run.device}
+        if stage == "group":  # the pseudo-graph group; the student architecture comes from distill.student
+            return {"group": self.group.graph.model_dump(mode="json"),
+                    "student": self.distill.student.model_dump(mode="json"),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}

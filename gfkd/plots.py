@@ -86,3 +86,24 @@ def distill_curves(history: list[dict[str, float]], stage: str = "distill") -> F
         ax.legend(fontsize=8)
     fig.suptitle(f"{stage}: student curves")
     return fig
+
+
+def group_curves(history: list[dict[str, float]], stage: str = "group") -> Figure:
+    """Two panels per epoch: the group's loss terms; mean-over-students and ensemble accuracy on the real
+    validation and test graphs (logged only)."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    epochs = list(range(len(history)))
+    terms = sorted({k.rsplit("/", 1)[1] for h in history for k in h if f"{stage}/train/" in k})
+    for ax, keys, ylabel in ((axes[0], [f"train/{t}" for t in terms], "loss terms"),
+                             (axes[1], ["val/acc_mean", "test/acc_mean", "test/acc_ensemble"], "real accuracy")):
+        for k in keys:
+            ys = [h.get(f"{stage}/{k}") for h in history]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, ys, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{stage}: pseudo-graph group")
+    return fig

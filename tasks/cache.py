@@ -19,6 +19,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                  "stages/teacher.py"),
     "distill": ("data", "models", "io", "losses/kd.py", "curriculum.py", "distillation.py", "train.py", "plots.py",
                 "stages/common.py", "stages/distill.py", "stages/teacher.py"),
+    "group": ("data", "models", "io", "losses", "group/graph.py", "group/report.py", "distillation.py", "plots.py",
+              "stages/common.py", "stages/distill.py", "stages/group.py", "stages/teacher.py"),
 }
 
 

@@ -1,0 +1,237 @@
+"""OAD carried to graph classification on pseudo-graphs (oad.md §6): K students learn together on the generate
+stage's shards, anchored to the teacher's stored logits, and are measured on the real held-out graphs.
+
+Per batch of B pseudo-graphs (z_k: [B, C] graph logits, h_k: [ΣN, d] last-layer node embeddings):
+    L = Σ_k (CE(z_k, ŷ) + λ_T·τ²·KL(p_T^τ ‖ p_k^τ)) + λ_G·L_G + λ_adv·L_adv
+L_G: the peers' mean as each student's virtual teacher (T = 3, batchmean over graphs); L_adv: ring-paired
+discriminators D_k (2 GCN layers over the batched disjoint graphs, one score per node; `graph`: an MLP on
+mean-pooled embeddings), each stepped once on (sg h_k real, sg h_{k−1} fake) before its generator loss. Warm-up
+epochs use the supervised and anchor terms only. Data-free: the students train on pseudo-graphs; real graphs are
+only evaluated (no_grad). Primary numbers are the last epoch's; the picked student has the highest agreement with ŷ
+on a held-out `pick_holdout` share of the pseudo-graphs, never trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.utils import scatter
+from tqdm import tqdm
+
+from gfkd.config import GraphGroupConfig
+from gfkd.errors import StageError
+from gfkd.group.report import ensemble_probs
+from gfkd.losses import group as losses
+from gfkd.losses.kd import kd_kl
+from gfkd.models.discriminator import GCNDiscriminator
+from gfkd.models.widened import PlainStudent
+
+METHODS = ("oad", "independent", "dml", "kdcl", "oad_global", "oad_local")
+
+
+def normalized_adjacency(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """D̂^{-1/2}(A + I)D̂^{-1/2} of a batch of disjoint graphs as a sparse [N, N] tensor (edge_index: [2, E])."""
+    loops = torch.arange(num_nodes, device=edge_index.device)
+    ei = torch.cat([edge_index, torch.stack([loops, loops])], 1)
+    deg = torch.bincount(ei[1], minlength=num_nodes).float()
+    w = deg[ei[0]].rsqrt() * deg[ei[1]].rsqrt()
+    return torch.sparse_coo_tensor(ei.flip(0), w, (num_nodes, num_nodes), check_invariants=False).coalesce()
+
+
+class GraphDiscriminator(nn.Module):
+    """`local_level = graph`: MLP(d → d_D → 1) on mean-pooled node embeddings; one score per graph."""
+
+    def __init__(self, in_dim: int, hidden: int = 16):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        return self.mlp(scatter(h, batch, dim=0, dim_size=num_graphs, reduce="mean")).squeeze(-1)
+
+
+def student_outputs(students: nn.ModuleList, batch) -> tuple[Tensor, list[Tensor]]:
+    """z: [K, B, C] and the K node-embedding tensors h_k: [ΣN, d] of a batch."""
+    zs, hs = [], []
+    for s in students:
+        net = s.net
+        h = net.node_embeddings(batch.x, batch.edge_index)
+        zs.append(net.head(net.pool(h, batch.batch, batch.num_graphs)))
+        hs.append(h)
+    return torch.stack(zs), hs
+
+
+@dataclass
+class GroupResult:
+    """Per student and epoch: test accuracy, validation loss; the ensemble; the last and val-selected numbers."""
+
+    numbers: dict[str, float]
+    last_states: list[dict[str, Tensor]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    per_student: list[list[dict[str, float]]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def _eval(students: nn.ModuleList, loader: DataLoader, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Logits of every student [K, n, C] and labels [n] over `loader`, eval mode."""
+    students.eval()
+    zs, ys = [], []
+    for b in loader:
+        b = b.to(device)
+        zs.append(student_outputs(students, b)[0].cpu())
+        ys.append(b.y.view(-1).cpu())
+    return torch.cat(zs, 1), torch.cat(ys)
+
+
+def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: GraphGroupConfig, *, seed: int,
+                      device: torch.device, val_loader: DataLoader | None, test_loader: DataLoader,
+                      on_epoch: Callable[[int, dict[str, float], list[dict[str, float]]], None] | None = None,
+                      stage: str = "group") -> GroupResult:
+    """Train K plain students together on pseudo-graphs; `graphs` carry teacher_logits, y (target) and graph_id.
+
+    Returns the numbers of oad.md §8 for pseudo-graph groups: last epoch (mean over students, picked student,
+    ensemble) and, secondary, at the distillation epoch of lowest mean validation loss (real validation labels).
+    """
+    if gc.method not in METHODS:
+        raise ValueError(f"group.graph.method must be one of {METHODS}")
+    K = len(students)
+    students = nn.ModuleList(students).to(device)
+    d = students[0].net.hidden
+    node_level = gc.local_level == "node"
+    discs = nn.ModuleList(GCNDiscriminator(d, gc.d_hidden) if node_level else GraphDiscriminator(d, gc.d_hidden)
+                          for _ in range(K)).to(device)
+    uses_global = gc.method in ("oad", "oad_global") and gc.lambda_global > 0
+    uses_adv = gc.method in ("oad", "oad_local") and gc.lambda_adv > 0
+
+    # the pick hold-out: a seeded share of the pseudo-graphs, never trained on
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(graphs), generator=gen)
+    n_hold = math.ceil(gc.pick_holdout * len(graphs)) if gc.pick_holdout > 0 else 0
+    hold = [graphs[i] for i in perm[:n_hold]]
+    train = [graphs[i] for i in perm[n_hold:]]
+
+    def target(b) -> Tensor:
+        return b.teacher_logits.view(b.num_graphs, -1).argmax(-1) if gc.label_source == "teacher_argmax" \
+            else b.y.view(-1)
+
+    total = gc.warmup_epochs + gc.epochs
+    opt = torch.optim.Adam(students.parameters(), lr=gc.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1 - e / total))
+    d_opts = [torch.optim.Adam(dk.parameters(), lr=gc.lr, weight_decay=0.0) for dk in discs]
+    history: list[dict[str, float]] = []
+    per_student: list[list[dict[str, float]]] = [[] for _ in range(K)]
+    best_val, best_states, best_epoch = math.inf, None, -1
+    bar = tqdm(range(total), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
+    for epoch in bar:
+        distill = epoch >= gc.warmup_epochs and gc.method != "independent"
+        students.train()
+        sums: dict[str, float] = {}
+        n = 0
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for b in DataLoader([train[i] for i in order], batch_size=gc.batch_size):
+            b = b.to(device)
+            z, h = student_outputs(students, b)  # [K, B, C], K × [ΣN, d]
+            y_hat = target(b)
+            z_t = b.teacher_logits.view(b.num_graphs, -1)
+            terms = {"sup": sum(F.cross_entropy(z[k], y_hat) for k in range(K))}
+            if gc.teacher_anchor > 0:
+                terms["anchor"] = sum(kd_kl(z[k], z_t, gc.anchor_tau) for k in range(K))
+            loss = terms["sup"] + gc.teacher_anchor * terms.get("anchor", 0.0)
+            if distill and uses_global:
+                terms["global"] = losses.global_kl(z, gc.temperature).sum()
+                loss = loss + gc.lambda_global * terms["global"]
+            if distill and gc.method == "dml":
+                terms["dml"] = losses.dml(z, 1.0).sum()
+                loss = loss + terms["dml"]
+            if distill and gc.method == "kdcl":
+                terms["kdcl"] = losses.kdcl(z, y_hat, gc.temperature).sum()
+                loss = loss + terms["kdcl"]
+            if distill and uses_adv:
+                adj = normalized_adjacency(b.edge_index, b.num_nodes) if node_level else None
+                score = (lambda dk, x: dk(x, adj)) if node_level else (lambda dk, x: dk(x, b.batch, b.num_graphs))
+                adv = z.new_zeros(())
+                for k in range(K):  # D_k steps first, then its generator loss reaches student k − 1 only
+                    fake = h[losses.ring_fake(k, K)]
+                    d_opts[k].zero_grad(set_to_none=True)
+                    l_d = losses.discriminator_loss(score(discs[k], h[k].detach()), score(discs[k], fake.detach()),
+                                                    gc.d_loss_scale)
+                    l_d.backward()
+                    d_opts[k].step()
+                    adv = adv + losses.generator_loss(score(discs[k], fake))
+                terms["adv"] = adv
+                loss = loss + gc.lambda_adv * adv
+            if not torch.isfinite(loss):
+                raise StageError(f"{stage}: non-finite loss at epoch {epoch}: lower group.graph.lr (now {gc.lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for key, v in {**terms, "loss": loss}.items():
+                sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(v).detach()) * b.num_graphs
+            n += b.num_graphs
+        sched.step()
+        record = {f"{stage}/train/{k}": v / max(n, 1) for k, v in sums.items()}
+        zt, yt = _eval(students, test_loader, device)
+        acc_t = (zt.argmax(-1) == yt).float().mean(1)  # [K]
+        record[f"{stage}/test/acc_mean"] = float(acc_t.mean())
+        record[f"{stage}/test/acc_ensemble"] = float((ensemble_probs(zt).argmax(-1) == yt).float().mean())
+        student_rec = [{f"{stage}/test/acc": float(acc_t[k])} for k in range(K)]
+        if val_loader is not None:
+            zv, yv = _eval(students, val_loader, device)
+            vloss = torch.stack([F.cross_entropy(zv[k], yv) for k in range(K)])
+            record[f"{stage}/val/loss_mean"] = float(vloss.mean())
+            record[f"{stage}/val/acc_mean"] = float((zv.argmax(-1) == yv).float().mean())
+            for k in range(K):
+                student_rec[k] |= {f"{stage}/val/loss": float(vloss[k]),
+                                   f"{stage}/val/acc": float((zv[k].argmax(-1) == yv).float().mean())}
+            if epoch >= gc.warmup_epochs and float(vloss.mean()) < best_val:
+                best_val, best_epoch = float(vloss.mean()), epoch
+                best_states = [copy.deepcopy(s.state_dict()) for s in students]
+        history.append(record)
+        for k in range(K):
+            per_student[k].append(student_rec[k])
+        if on_epoch is not None:
+            on_epoch(epoch, record, student_rec)
+        bar.set_postfix(loss=f"{record[f'{stage}/train/loss']:.3f}", acc=f"{record[f'{stage}/test/acc_mean']:.3f}")
+
+    numbers = _numbers(students, hold, target, test_loader, device, gc.batch_size)
+    last_states = [copy.deepcopy(s.state_dict()) for s in students]
+    if best_states is not None:
+        for s, st in zip(students, best_states):
+            s.load_state_dict(st)
+        sel = _numbers(students, hold, target, test_loader, device, gc.batch_size)
+        numbers |= {f"{k}_val_selected": v for k, v in sel.items() if k.startswith("acc")}
+        numbers["val_selected_epoch"] = float(best_epoch)
+        for s, st in zip(students, last_states):
+            s.load_state_dict(st)
+    return GroupResult(numbers, last_states, history, per_student)
+
+
+def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_loader: DataLoader,
+             device: torch.device, batch_size: int) -> dict[str, float]:
+    """Mean over students, picked student (agreement with ŷ on the hold-out), ensemble; collapsed students."""
+    zt, yt = _eval(students, test_loader, device)
+    pred = zt.argmax(-1)  # [K, n]
+    acc = (pred == yt).float().mean(1)
+    out = {"acc_mean": float(acc.mean()), "acc_ensemble": float((ensemble_probs(zt).argmax(-1) == yt).float().mean())}
+    if hold:
+        agree = torch.zeros(len(students))
+        loader = DataLoader(hold, batch_size=256)
+        zh, _ = _eval(students, loader, device)
+        yh = torch.cat([target(b) for b in loader])
+        agree = (zh.argmax(-1) == yh).float().mean(1)
+        pick = int(torch.argmax(agree))  # ties: lowest k
+        out |= {"acc_picked": float(acc[pick]), "picked_student": float(pick),
+                "pick_beat_mean": float(acc[pick] > acc.mean())}
+    top = torch.stack([torch.bincount(p, minlength=zt.size(-1)).max() for p in pred]).float() / max(pred.size(1), 1)
+    out["collapsed"] = float((top >= 0.95).sum())
+    out |= {f"acc_student{k}": float(a) for k, a in enumerate(acc)}
+    return out

@@ -1,0 +1,99 @@
+"""Group stage of the pipeline: K students learn together on the pseudo-graph shards (OAD, oad.md §6).
+
+Reads the generate stage's shards (the teacher's logits are stored in them, and checked against the teacher
+checkpoint) and measures the group on the real validation and test graphs, evaluation only. Outputs in
+`<run>/group/`: `students/student-<k>.pt` + `.json` (last epoch), `results.json` (the numbers of oad.md §8 and the
+per-epoch history), `curves.png`, `manifest.json` last. Each student is a nested MLflow run under the stage's run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric import seed_everything
+from torch_geometric.loader import DataLoader
+
+from gfkd.config import RunConfig
+from gfkd.data.splits import make_split
+from gfkd.distillation import teacher_outputs
+from gfkd.errors import StageError
+from gfkd.group.graph import train_graph_group
+from gfkd.io.atomic import write_json
+from gfkd.io.checkpoint import save_checkpoint
+from gfkd.io.manifest import Manifest
+from gfkd.layout import RunLayout
+from gfkd.models.widened import build_student
+from gfkd.plots import group_curves
+from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
+from gfkd.stages.distill import load_pseudo_graphs, student_spec
+from gfkd.stages.teacher import load_dataset, load_teacher
+from gfkd.tracking import NullLogger
+
+STAGE = "group"
+
+
+def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(), force: bool = False,
+        teacher_dir: Path | None = None, generate_dir: Path | None = None) -> StageOutcome:
+    """Train (or find finished) the pseudo-graph group of this run."""
+    if (done := cached(layout, STAGE, cache_key, force)) is not None:
+        return done
+    t0 = time.perf_counter()
+    gc = cfg.group.graph
+    device = resolve_device(cfg.run.device)
+    teacher, meta, _ = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")
+    teacher = teacher.to(device)
+    pseudo = load_pseudo_graphs(Path(generate_dir or layout.stage_dir("generate")) / "shards")
+    probe = next(iter(DataLoader(pseudo[:32], batch_size=32))).to(device)
+    z_t, _ = teacher_outputs(teacher, probe)
+    if not torch.allclose(probe.teacher_logits.view_as(z_t), z_t, atol=1e-3 * max(1.0, float(z_t.abs().max()))):
+        raise StageError(f"{STAGE}: the shards' stored teacher logits differ from this teacher's: rerun generate with "
+                         f"this teacher (gfkd run --force generate)")
+
+    ds = load_dataset(cfg)  # evaluation only: validation and test graphs
+    split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
+    val_loader = DataLoader(ds.subset(split.val), batch_size=256) if len(split.val) else None
+    test_loader = DataLoader(ds.subset(split.test), batch_size=256)
+
+    plain = cfg.distill.model_copy(update={"head": "own"})
+    spec = student_spec(plain, teacher, real=True)
+    students = []
+    for k in range(gc.students):
+        seed_everything(1000 * cfg.split_seed + k)  # student k from seed + k
+        students.append(build_student(spec))
+    logger.params({"group": gc.model_dump(mode="json"), "student": spec, "pseudo_graphs": len(pseudo)})
+    children = [logger.child(f"student-{k}", {"gfkd.stage": STAGE, "gfkd.student": str(k)})
+                for k in range(gc.students)]
+
+    def on_epoch(epoch: int, record: dict, per_student: list[dict]) -> None:
+        logger.metrics(record, step=epoch)
+        for child, rec in zip(children, per_student):
+            child.metrics(rec, step=epoch)
+
+    res = train_graph_group(students, pseudo, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
+                            test_loader=test_loader, on_epoch=on_epoch, stage=STAGE)
+    for child in children:
+        child.end()
+
+    staging = fresh_staging(layout, STAGE)
+    (staging / "students").mkdir()
+    files = []
+    for k, state in enumerate(res.last_states):
+        save_checkpoint(staging / "students" / f"student-{k}.pt", state, {"spec": spec, "student": k})
+        files += [f"students/student-{k}.pt", f"students/student-{k}.json"]
+    n = res.numbers
+    metrics = {f"{STAGE}/test/{k}": v for k, v in n.items() if k.startswith("acc")}
+    metrics |= {f"{STAGE}/test/collapsed": n["collapsed"], f"{STAGE}/time/wall_s": time.perf_counter() - t0}
+    if "pick_beat_mean" in n:
+        metrics[f"{STAGE}/pick/beat_mean"] = n["pick_beat_mean"]
+    write_json(staging / "results.json", {"numbers": n, "history": res.history, "per_student": res.per_student,
+                                          "spec": spec, "fold_hash": split.fold_hash})
+    fig = group_curves(res.history, STAGE)
+    fig.savefig(staging / "curves.png", dpi=110)
+    logger.figure(fig, "group/curves.png")
+    logger.metrics(metrics, step=gc.warmup_epochs + gc.epochs)
+    logger.flush()
+    manifest = Manifest.build(STAGE, cache_key, staging, [*files, "results.json", "curves.png"], metrics=metrics,
+                              info={"method": gc.method, "students": gc.students}, mlflow_run_id=logger.run_id)
+    return publish(layout, STAGE, staging, manifest)

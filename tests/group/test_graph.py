@@ -1,0 +1,88 @@
+"""OAD on pseudo-graphs (oad.md §6, §8, §10.10): the group stage trains, reports the three numbers from the last
+epoch, repeats bitwise, never opens the real training split, and its ring is wired student k − 1 → D_k."""
+
+import json
+
+import pytest
+import torch
+
+from gfkd.config import resolve_config
+from gfkd.data import datasets
+from gfkd.group.graph import normalized_adjacency
+from gfkd.layout import RunLayout
+from gfkd.stages import generate, group
+
+GEN = ["generate.iterations=5", "generate.banks=1", "generate.batch_size=40", "generate.num_graphs=40"]
+
+
+@pytest.fixture(scope="module")
+def gen_dir(tiny_teacher_dir, tmp_path_factory):
+    layout = RunLayout(tmp_path_factory.mktemp("gen"))
+    generate.run(resolve_config(None, GEN), layout, "g", teacher_dir=tiny_teacher_dir)
+    return layout.stage_dir("generate")
+
+
+def _cfg(tiny_root, tmp_path, *extra):
+    return resolve_config(None, ["data.dataset=TINY", f"data.root='{tiny_root}'", "data.download=false",
+                                 f"run.runs_dir='{tmp_path}'", "distill.student.layers=2", "distill.student.hidden=8",
+                                 "group.graph.warmup_epochs=2", "group.graph.epochs=2", "group.graph.students=3",
+                                 "group.graph.batch_size=16", *extra])
+
+
+def test_group_stage_reports_the_three_numbers_and_repeats_bitwise(tmp_path, tiny_root, tiny_teacher_dir, gen_dir):
+    outs = []
+    for name in ("a", "b"):
+        layout = RunLayout(tmp_path / name)
+        out = group.run(_cfg(tiny_root, tmp_path), layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+        outs.append((out, layout))
+    m = outs[0][0].manifest.metrics
+    for key in ("group/test/acc_mean", "group/test/acc_picked", "group/test/acc_ensemble",
+                "group/test/acc_mean_val_selected", "group/pick/beat_mean"):
+        assert key in m
+    assert not any("max" in k or "best_test" in k for k in m)  # no student chosen on test
+    res = [json.loads((lay.stage_dir("group") / "results.json").read_text()) for _, lay in outs]
+    assert res[0]["numbers"] == res[1]["numbers"] and len(res[0]["history"]) == 4
+    for k in range(3):
+        a = torch.load(outs[0][1].stage_dir("group") / "students" / f"student-{k}.pt", weights_only=True)
+        b = torch.load(outs[1][1].stage_dir("group") / "students" / f"student-{k}.pt", weights_only=True)
+        assert all(torch.equal(a["state_dict"][p], b["state_dict"][p]) for p in a["state_dict"])
+    n = res[0]["numbers"]
+    accs = [n[f"acc_student{k}"] for k in range(3)]
+    assert n["acc_mean"] == pytest.approx(sum(accs) / 3)
+    assert n["acc_picked"] == accs[int(n["picked_student"])]
+
+
+@pytest.mark.parametrize("method", ["independent", "dml", "kdcl", "oad_local"])
+def test_every_method_runs(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, method):
+    out = group.run(_cfg(tiny_root, tmp_path, f"group.graph.method={method}", "group.graph.local_level=graph"),
+                    RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    hist = json.loads((RunLayout(tmp_path / "r").stage_dir("group") / "results.json").read_text())["history"]
+    terms = {k.rsplit("/", 1)[1] for h in hist[2:] for k in h if "/train/" in k}
+    expect = {"independent": set(), "dml": {"dml"}, "kdcl": {"kdcl"}, "oad_local": {"adv"}}[method]
+    assert expect <= terms and ("global" in terms) == (method == "oad")
+    assert not {"adv", "global", "dml", "kdcl"} & {k.rsplit("/", 1)[1] for k in hist[0] if "/train/" in k}  # warm-up
+    assert out.status == "ran"
+
+
+def test_group_never_opens_the_training_split(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, monkeypatch):
+    from gfkd.data.splits import make_split
+
+    labels = datasets.load_tu("TINY", tiny_root, tmp_path / "c", allow_download=False).labels
+    train = set(make_split(labels, "cv10", 0, 0, True).train.tolist())
+    requested: list[int] = []
+    orig = datasets.GraphDataset.subset
+    monkeypatch.setattr(datasets.GraphDataset, "subset", lambda self, idx: requested.extend(map(int, idx)) or orig(self, idx))
+    group.run(_cfg(tiny_root, tmp_path), RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir,
+              generate_dir=gen_dir)
+    assert requested and not train & set(requested)
+
+
+def test_normalized_adjacency_matches_gcn_normalisation():
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    a = normalized_adjacency(ei, 4).to_dense()
+    dense = torch.zeros(4, 4)
+    dense[ei[1], ei[0]] = 1
+    dense += torch.eye(4)
+    d = dense.sum(1).rsqrt()
+    assert torch.allclose(a, d[:, None] * dense * d[None, :])
+    assert a[3, 3] == 1.0  # an isolated node keeps its self-loop
