@@ -16,7 +16,6 @@ The student that is best on test is never reported.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
 NUMBERS = ("mean_students", "val_best_student", "ensemble")
