@@ -14,12 +14,14 @@ from prefect import flow
 from gfkd.config import RunConfig
 from gfkd.errors import GfkdError
 from tasks.distill import distill_task
+from tasks.evaluate import evaluate_task
 from tasks.generate import generate_task
 from tasks.group import group_task
 from tasks.teacher import teacher_task
 from tasks.tracking import close_pipeline_run, open_pipeline_run
 
-STAGE_TASKS = {"teacher": teacher_task, "generate": generate_task, "distill": distill_task, "group": group_task}
+STAGE_TASKS = {"teacher": teacher_task, "generate": generate_task, "distill": distill_task, "group": group_task,
+               "evaluate": evaluate_task}
 
 
 def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
 
 @flow(name="gfkd-pipeline", log_prints=True)
 def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run teacher → generate → distill → group (→ evaluate as it lands) for one dataset and split."""
+    """Run teacher → generate → distill → group → evaluate for one dataset and split."""
     force = set(force or ())
     parent = open_pipeline_run(cfg, run_root)
     records: list[dict[str, Any]] = []

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gfkd.errors import ConfigError
 
-STAGES = ("teacher", "generate", "distill", "group")  # stages that exist today, in pipeline order
+STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that exist today, in pipeline order
 
 
 class _Frozen(BaseModel):
@@ -385,6 +385,10 @@ class RunConfig(_Frozen):
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}
+        if stage == "evaluate":  # scores what the upstream stages made (their digests enter the key)
+            return {"data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
+                    "protocol": self.protocol.model_dump(mode="json"), "generate.method": self.generate.method,
+                    "distill.recipe": self.distill.recipe, "seed": self.split_seed, "device": self.run.device}
         raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
 
 

@@ -107,3 +107,58 @@ def group_curves(history: list[dict[str, float]], stage: str = "group") -> Figur
         ax.legend(fontsize=8)
     fig.suptitle(f"{stage}: pseudo-graph group")
     return fig
+
+
+def confusion_matrices(mats: dict[str, list[list[int]]], title: str = "evaluate: confusion matrices (test)") -> Figure:
+    """One panel per model: rows true class, columns predicted class, counts annotated."""
+    import math
+
+    cols = min(4, max(1, len(mats)))
+    rows = max(1, math.ceil(len(mats) / cols))
+    fig = Figure(figsize=(2.8 * cols, 2.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (name, m) in zip(axes.flat, mats.items()):
+        ax.set_axis_on()
+        ax.imshow(m, cmap="Blues")
+        for i, row in enumerate(m):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+        ax.set_xticks(range(len(m)))
+        ax.set_yticks(range(len(m)))
+    fig.suptitle(title)
+    return fig
+
+
+def accuracy_vs_time(points: list[tuple[str, float, float]], title: str = "evaluate: accuracy vs wall time") -> Figure:
+    """Scatter of (name, wall seconds, test accuracy): what each row cost against what it scored."""
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for name, t, acc in points:
+        ax.scatter([t], [acc], s=30)
+        ax.annotate(name, (t, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time, s (log)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return fig
+
+
+def degree_comparison(real: list[int], pseudo: list[int], title: str = "evaluate: node degrees, real vs pseudo") -> Figure:
+    """Normalised degree histograms of the real held-out graphs and of the pseudo-graphs."""
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    top = max([*real, *pseudo, 1])
+    bins = range(0, min(top, 60) + 2)
+    ax.hist(real, bins=bins, density=True, alpha=0.6, label=f"real test graphs (mean {sum(real) / max(len(real), 1):.2f})")
+    ax.hist(pseudo, bins=bins, density=True, alpha=0.6, label=f"pseudo-graphs (mean {sum(pseudo) / max(len(pseudo), 1):.2f})")
+    ax.set_xlabel("node degree")
+    ax.set_ylabel("fraction of nodes")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig

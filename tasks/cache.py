@@ -21,6 +21,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                 "stages/common.py", "stages/distill.py", "stages/teacher.py"),
     "group": ("data", "models", "io", "losses", "group/graph.py", "group/report.py", "distillation.py", "plots.py",
               "stages/common.py", "stages/distill.py", "stages/group.py", "stages/teacher.py"),
+    "evaluate": ("data", "models", "io", "plots.py", "report.py", "stages/common.py", "stages/evaluate.py",
+                 "stages/teacher.py"),
 }
 
 

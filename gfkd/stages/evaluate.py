@@ -1,0 +1,198 @@
+"""Evaluate stage: every model of the run scored on the real held-out graphs by the same code; table, figures, report.
+
+Models: the teacher, the distill stage's students (data-free, KD and CE on real graphs; every seed), the group's
+students and their ensemble. Outputs in `<run>/evaluate/`: `results.json` (rows, per-model accuracies, confusion
+matrices), `report.md`, `table.md`, `confusion.png`, `acc_vs_time.png`, `degrees.png`, `graphs.png`,
+`manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch_geometric
+from torch import nn
+from torch_geometric.loader import DataLoader
+
+from gfkd.config import RunConfig, config_hash
+from gfkd.data.splits import make_split
+from gfkd.io.atomic import write_atomic, write_json
+from gfkd.io.checkpoint import load_checkpoint
+from gfkd.io.manifest import Manifest, load_manifest
+from gfkd.io.shards import read_shard_set
+from gfkd.layout import RunLayout
+from gfkd.models.widened import build_student
+from gfkd.plots import accuracy_vs_time, confusion_matrices, degree_comparison, pseudo_graph_grid
+from gfkd.report import Row, markdown_report, markdown_table
+from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
+from gfkd.stages.teacher import load_dataset, load_teacher
+from gfkd.tracking import NullLogger
+
+STAGE = "evaluate"
+GENERATOR_ROWS = {"randg": "RandG", "deepinvg": "DeepInvG", "gfkd": "GFKD", "acgkd": "ACGKD"}
+FIGURES = ["confusion.png", "acc_vs_time.png", "degrees.png", "graphs.png"]
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode logits [n, C] and labels [n] of `model` over `loader`."""
+    model.eval()
+    zs, ys = [], []
+    for b in loader:
+        b = b.to(device)
+        zs.append(model(b.x, b.edge_index, b.batch, b.num_graphs).cpu())
+        ys.append(b.y.view(-1).cpu())
+    return torch.cat(zs), torch.cat(ys)
+
+
+def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
+    return torch.bincount(y * c + pred, minlength=c * c).view(c, c).tolist()
+
+
+def _metric(dirs: dict[str, Path], stage: str, key: str) -> float | None:
+    if stage not in dirs:
+        return None
+    m = load_manifest(dirs[stage] / "manifest.json")
+    return m.metrics.get(key) if m is not None else None
+
+
+def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(), force: bool = False,
+        stage_dirs: dict[str, Path] | None = None) -> StageOutcome:
+    """Score (or find scored) every model of this run; `stage_dirs` maps upstream stages to their folders."""
+    if (done := cached(layout, STAGE, cache_key, force)) is not None:
+        return done
+    t0 = time.perf_counter()
+    dirs = {k: Path(v) for k, v in (stage_dirs or {}).items()}
+    dirs.setdefault("teacher", layout.stage_dir("teacher"))
+    device = resolve_device(cfg.run.device)
+    teacher, meta, _ = load_teacher(dirs["teacher"] / "teacher.pt")
+    teacher = teacher.to(device)
+    C = teacher.num_classes
+    ds = load_dataset(cfg)
+    split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
+    test_graphs = ds.subset(split.test)
+    loader = DataLoader(test_graphs, batch_size=256)
+
+    accs: dict[str, float] = {}
+    confusion: dict[str, list[list[int]]] = {}
+
+    def score(name: str, model: nn.Module) -> tuple[float, torch.Tensor]:
+        z, y = logits_of(model.to(device), loader, device)
+        pred = z.argmax(-1)
+        accs[name] = float((pred == y).float().mean())
+        confusion[name] = _confusion(pred, y, C)
+        return accs[name], z
+
+    rows: list[Row] = []
+    majority = _metric(dirs, "teacher", "teacher/test/majority_acc")
+    rows.append(Row("majority class", "majority", [majority] if majority is not None else []))
+    t_acc, _ = score("teacher", teacher)
+    rows.append(Row("teacher", "teacher", [t_acc], sum(p.numel() for p in teacher.parameters()),
+                    _metric(dirs, "teacher", "teacher/time/wall_s")))
+
+    # distill students, every seed
+    method = cfg.generate.method
+    by_variant: dict[str, list[float]] = {}
+    params: dict[str, int] = {}
+    if "distill" in dirs:
+        for ckpt in sorted((dirs["distill"] / "students").glob("*.pt")):
+            state, cmeta, _ = load_checkpoint(ckpt)
+            student = build_student(cmeta["spec"], teacher)
+            student.load_state_dict(state)
+            acc, _ = score(ckpt.stem, student)
+            by_variant.setdefault(cmeta["variant"], []).append(acc)
+            params[cmeta["variant"]] = sum(student.param_counts().values())
+    dwall = lambda v: _metric(dirs, "distill", f"distill/time/wall_s{'' if v == 'pseudo' else '_' + v}")  # noqa: E731
+    why_real = "not in distill.baselines" if "distill" in dirs else "no distill stage"
+    rows.append(Row("student (real data)", "student_real", by_variant.get("student_real", []),
+                    params.get("student_real"), dwall("student_real"), why_real))
+    rows.append(Row("KD (real data)", "kd_real", by_variant.get("kd_real", []), params.get("kd_real"),
+                    dwall("kd_real"), why_real))
+    gen_wall = _metric(dirs, "generate", "generate/time/wall_s")
+    used = "deepinvg" if method == "deepinv" else method
+    for gen, label in GENERATOR_ROWS.items():
+        if gen == used:
+            recipe = cfg.distill.recipe
+            wall = (gen_wall or 0.0) + (dwall("pseudo") or 0.0)
+            rows.append(Row(f"{label} ({recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
+                            params.get("pseudo"), wall, "no distill stage"))
+        else:
+            rows.append(Row(label, gen, [], note=f"this run generated with {method}; run generate.method={gen}"))
+
+    # the group: each student, the picked one, the ensemble
+    if "group" in dirs:
+        res = json.loads((dirs["group"] / "results.json").read_text())
+        zs, g_accs = [], []
+        for ckpt in sorted((dirs["group"] / "students").glob("student-*.pt"), key=lambda p: int(p.stem.split("-")[1])):
+            state, cmeta, _ = load_checkpoint(ckpt)
+            student = build_student(cmeta["spec"])
+            student.load_state_dict(state)
+            acc, z = score(f"group-{ckpt.stem}", student)
+            zs.append(z)
+            g_accs.append(acc)
+        y = torch.cat([g.y.view(-1) for g in test_graphs])
+        ens = torch.stack(zs).softmax(-1).mean(0).argmax(-1)
+        accs["group-ensemble"] = float((ens == y).float().mean())
+        confusion["group-ensemble"] = _confusion(ens, y, C)
+        gparams = sum(p.numel() for p in student.parameters())
+        gwall = _metric(dirs, "group", "group/time/wall_s")
+        pick = int(res["numbers"].get("picked_student", 0))
+        rows += [Row("OAD group: mean over students", "group_mean", g_accs, gparams, gwall),
+                 Row("OAD group: picked student", "group_picked", [g_accs[pick]], gparams, gwall),
+                 Row("OAD group: ensemble", "group_ensemble", [accs["group-ensemble"]], gparams * len(g_accs), gwall)]
+    else:
+        rows.append(Row("OAD group", "group_mean", [], note="no group stage in this run"))
+
+    # figures
+    shown = {k: v for k, v in confusion.items() if k in ("teacher", "group-ensemble") or k.endswith("-s0")}
+    figs = {"confusion.png": confusion_matrices(shown),
+            "acc_vs_time.png": accuracy_vs_time([(r.name, r.wall_s, r.mean) for r in rows
+                                                 if r.accs and r.wall_s and r.wall_s > 0])}
+    real_deg = [int(d) for g in test_graphs for d in torch.bincount(g.edge_index[1], minlength=g.num_nodes)]
+    pseudo_deg, examples = [], []
+    if "generate" in dirs:
+        for table in read_shard_set(dirs["generate"] / "shards"):
+            cols = table.to_pydict()
+            for k in range(table.num_rows):
+                n = cols["num_nodes"][k]
+                pseudo_deg += np.bincount(np.asarray(cols["dst"][k], dtype=np.int64), minlength=n).tolist()
+                if len(examples) < 8 and k % 11 == 0:
+                    examples.append((n, cols["src"][k], cols["dst"][k], [int(np.argmax(r)) % 10 for r in cols["x"][k]]))
+    figs["degrees.png"] = degree_comparison(real_deg, pseudo_deg)
+    figs["graphs.png"] = pseudo_graph_grid(examples, f"pseudo-graphs ({method})")
+
+    staging = fresh_staging(layout, STAGE)
+    for name, fig in figs.items():
+        fig.savefig(staging / name, dpi=100)
+        logger.figure(fig, f"evaluate/{name}")
+    facts = {"dataset": f"{cfg.data.dataset}, protocol {cfg.protocol.name}, "
+                        f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
+                        f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",
+             "device": f"{device.type} ({platform.machine()}), float32, torch {torch.__version__}, PyG "
+                       f"{torch_geometric.__version__}",
+             "config hash": config_hash(cfg)[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
+             "command": f"gfkd run (the run's resolved config: {layout.config.name})"}
+    report = markdown_report(f"gfkd report: {cfg.run_name}", facts, rows, FIGURES)
+    write_atomic(staging / "report.md", lambda tmp: Path(tmp).write_text(report))
+    write_atomic(staging / "table.md", lambda tmp: Path(tmp).write_text(markdown_table(rows)))
+    write_json(staging / "results.json", {"rows": [r.__dict__ | {"mean": r.mean if r.accs else None,
+                                                                 "std": r.std if r.accs else None} for r in rows],
+                                          "accuracy": accs, "confusion": confusion, "facts": facts})
+    metrics = {}
+    for r in rows:
+        if r.accs:
+            metrics[f"{STAGE}/test/acc_{r.key}"] = r.mean
+            metrics[f"{STAGE}/test/acc_{r.key}_std"] = r.std
+    metrics[f"{STAGE}/time/wall_s"] = time.perf_counter() - t0
+    logger.metrics(metrics)
+    for f in ("report.md", "results.json"):
+        logger.artifact(staging / f, "evaluate")
+    logger.flush()
+    manifest = Manifest.build(STAGE, cache_key, staging, ["results.json", "report.md", "table.md", *FIGURES],
+                              metrics=metrics, info={"rows": [r.name for r in rows]}, mlflow_run_id=logger.run_id)
+    return publish(layout, STAGE, staging, manifest)

@@ -1,0 +1,71 @@
+"""The evaluate stage scores every model of a tiny run on the real test graphs and writes every row of the table."""
+
+import json
+
+import pytest
+
+from gfkd.config import resolve_config
+from gfkd.layout import RunLayout
+from gfkd.stages import distill, evaluate, generate, group
+
+GEN = ["generate.iterations=5", "generate.banks=1", "generate.batch_size=40", "generate.num_graphs=40"]
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tiny_root, tiny_teacher_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    cfg = resolve_config(None, [*GEN, "data.dataset=TINY", f"data.root='{tiny_root}'", "data.download=false",
+                                f"run.runs_dir='{tmp}'", "teacher.epochs=3", "distill.epochs=2", "distill.seeds=2",
+                                "distill.student.layers=2", "distill.student.hidden=8", "group.graph.warmup_epochs=1",
+                                "group.graph.epochs=1", "group.graph.students=2"])
+    layout = RunLayout(tmp / "run")
+    generate.run(cfg, layout, "g", teacher_dir=tiny_teacher_dir)
+    dirs = {"teacher": tiny_teacher_dir, "generate": layout.stage_dir("generate")}
+    distill.run(cfg, layout, "d", teacher_dir=tiny_teacher_dir, generate_dir=dirs["generate"])
+    group.run(cfg, layout, "gr", teacher_dir=tiny_teacher_dir, generate_dir=dirs["generate"])
+    dirs |= {"distill": layout.stage_dir("distill"), "group": layout.stage_dir("group")}
+    return cfg, layout, dirs
+
+
+def test_every_model_is_scored_and_every_row_present(run_dirs):
+    cfg, layout, dirs = run_dirs
+    out = evaluate.run(cfg, layout, "e", stage_dirs=dirs)
+    res = json.loads((layout.stage_dir("evaluate") / "results.json").read_text())
+    names = [r["name"] for r in res["rows"]]
+    for row in ("majority class", "teacher", "student (real data)", "KD (real data)", "RandG", "GFKD", "DeepInvG",
+                "ACGKD (acgkd recipe)", "OAD group: mean over students", "OAD group: ensemble"):
+        assert row in names
+    rows = {r["name"]: r for r in res["rows"]}
+    assert rows["RandG"]["accs"] == [] and "generate.method=randg" in rows["RandG"]["note"]
+    assert len(rows["ACGKD (acgkd recipe)"]["accs"]) == 2 and len(rows["OAD group: mean over students"]["accs"]) == 2
+    # the same code scores the distill stage's students: its own recorded numbers agree
+    recs = json.loads((dirs["distill"] / "results.json").read_text())["records"]
+    assert res["accuracy"]["pseudo-s1"] == pytest.approx(recs["pseudo-s1"]["test_acc"])
+    assert res["accuracy"]["kd_real-s0"] == pytest.approx(recs["kd_real-s0"]["test_acc"])
+    m = out.manifest.metrics
+    assert 0 <= m["evaluate/test/acc_teacher"] <= 1 and "evaluate/test/acc_group_ensemble" in m
+    report = (layout.stage_dir("evaluate") / "report.md").read_text()
+    assert "| majority class |" in report and "torch" in report and "![confusion.png]" in report
+    for f in evaluate.FIGURES:
+        assert (layout.stage_dir("evaluate") / f).stat().st_size > 1000
+    for row in res["confusion"].values():
+        assert sum(map(sum, row)) == sum(map(sum, res["confusion"]["teacher"]))
+
+
+def test_majority_row_is_the_test_frequency_of_the_training_majority(run_dirs, tiny_root, tmp_path):
+    import numpy as np
+
+    from gfkd.data import datasets
+    from gfkd.data.splits import make_split
+
+    cfg, layout, dirs = run_dirs
+    res = json.loads((layout.stage_dir("evaluate") / "results.json").read_text()) if layout.stage_dir(
+        "evaluate").is_dir() else None
+    if res is None:
+        evaluate.run(cfg, layout, "e", stage_dirs=dirs)
+        res = json.loads((layout.stage_dir("evaluate") / "results.json").read_text())
+    labels = datasets.load_tu("TINY", tiny_root, tmp_path / "c", allow_download=False).labels
+    split = make_split(labels, "cv10", 0, 0, True)
+    major = np.bincount(labels[split.train]).argmax()
+    row = next(r for r in res["rows"] if r["name"] == "majority class")
+    assert row["accs"] == [pytest.approx(float((labels[split.test] == major).mean()))]
