@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 TINY = ["data.dataset=TINY", "teacher.epochs=3", "teacher.model.layers=3", "teacher.model.hidden=8",
-        "teacher.batch_size=8", "data.download=false", "generate.banks=2", "generate.iterations=5"]
+        "teacher.batch_size=8", "data.download=false", "generate.banks=2", "generate.iterations=5",
+        "distill.epochs=2", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
+        "group.graph.warmup_epochs=1", "group.graph.epochs=1", "group.graph.students=2"]
 
 
 def gfkd(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -73,11 +75,21 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     assert gen_run.data.tags["mlflow.parentRunId"] == parent_id
     assert client.get_metric_history(gen_run.info.run_id, "generate/train/ce")
 
+    for stage in ("distill", "group"):
+        rec_s = summary["stages"][stage]
+        assert rec_s["status"] == "ran" and client.get_run(rec_s["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == parent_id
+    assert 0 <= summary["stages"]["distill"]["metrics"]["distill/test/acc_kd_real"] <= 1
+    assert "group/test/acc_ensemble" in summary["stages"]["group"]["metrics"]
+    ev = summary["stages"]["evaluate"]
+    assert ev["status"] == "ran" and "evaluate/test/acc_teacher" in ev["metrics"]
+    assert (run_dir / "evaluate" / "report.md").is_file()
+
     second = gfkd(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     stages2 = json.loads((run_dir / "summary.json").read_text())["stages"]
     rec2 = stages2["teacher"]
-    assert rec2["status"] == "cached" and rec2["metrics"] == rec["metrics"] and stages2["generate"]["status"] == "cached"
+    assert rec2["status"] == "cached" and rec2["metrics"] == rec["metrics"]
+    assert all(stages2[s]["status"] == "cached" for s in ("generate", "distill", "group", "evaluate"))
     assert rec2["mlflow_run_id"] == rec["mlflow_run_id"]  # points at the run that produced it
 
     third = gfkd(*args, "--force", "teacher", cwd=tmp_path)
@@ -89,7 +101,8 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     fourth = gfkd(*args, "generate.iterations=6", cwd=tmp_path)  # a generate-only change re-runs generate alone
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     stages4 = json.loads((run_dir / "summary.json").read_text())["stages"]
-    assert (stages4["teacher"]["status"], stages4["generate"]["status"]) == ("cached", "ran")
+    assert [stages4[s]["status"] for s in ("teacher", "generate", "distill", "group", "evaluate")] == [
+        "cached", "ran", "ran", "ran", "ran"]
 
     _check_ui_serves_run(run_dir, rec["mlflow_run_id"], tmp_path)
 

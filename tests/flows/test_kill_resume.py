@@ -15,7 +15,9 @@ import pytest
 
 ARGS = ["data.dataset=TINY", "teacher.epochs=2", "teacher.model.layers=3", "teacher.model.hidden=8",
         "teacher.batch_size=8", "data.download=false", "generate.banks=4", "generate.iterations=150",
-        "generate.num_graphs=40", "generate.batch_size=20"]
+        "generate.num_graphs=40", "generate.batch_size=20", "distill.epochs=2", "distill.seeds=1",
+        "distill.student.layers=2", "distill.student.hidden=8", "group.graph.warmup_epochs=1", "group.graph.epochs=1",
+        "group.graph.students=2"]
 
 
 def _start(runs: Path, root: Path, cwd: Path) -> subprocess.Popen:
