@@ -13,16 +13,20 @@ import gfkd
 from gfkd.config import RunConfig, config_hash
 
 _ROOT = Path(gfkd.__file__).parent
+# The graph classifiers every stage loads (the OAD node students and discriminators are not among them).
+_MODELS = ("models/__init__.py", "models/aggregate.py", "models/bn_stats.py", "models/classifier.py", "models/dense.py",
+           "models/gcn.py", "models/gin.py")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "teacher": ("data", "models", "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
-    "generate": ("generators", "models", "io", "plots.py", "stages/common.py", "stages/generate.py",
+    "teacher": ("data", *_MODELS, "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
+    "generate": ("generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
                  "stages/teacher.py"),
-    "distill": ("data", "models", "io", "losses/kd.py", "curriculum.py", "distillation.py", "train.py", "plots.py",
-                "stages/common.py", "stages/distill.py", "stages/teacher.py"),
-    "group": ("data", "models", "io", "losses", "group/graph.py", "group/report.py", "distillation.py", "plots.py",
-              "stages/common.py", "stages/distill.py", "stages/group.py", "stages/teacher.py"),
-    "evaluate": ("data", "models", "io", "plots.py", "report.py", "stages/common.py", "stages/evaluate.py",
-                 "stages/teacher.py"),
+    "distill": ("data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
+                "train.py", "plots.py", "stages/common.py", "stages/distill.py", "stages/teacher.py"),
+    "group": ("data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
+              "group/report.py", "distillation.py", "plots.py", "stages/common.py", "stages/distill.py",
+              "stages/group.py", "stages/teacher.py"),
+    "evaluate": ("data", *_MODELS, "models/widened.py", "io", "plots.py", "report.py", "stages/common.py",
+                 "stages/evaluate.py", "stages/teacher.py"),
 }
 
 
