@@ -88,3 +88,21 @@ def test_budget_candidates_refresh_and_expected_degree():
     assert torch.allclose(st.expected_degree(st.alpha), dense, atol=1e-6)
     adj = st.to_adjacency(torch.ones(st.flat.numel()))
     assert torch.equal(adj, pairs_to_adjacency(st.cand.float(), int(n.max())))
+
+
+@pytest.mark.parametrize("mode", ["none", "lowrank", "budget"])
+def test_auto_init_expected_mean_degree_is_near_the_metadata_degree(mode):
+    """acgkd.md §13.13: within 15 % of d̄ for every n_g whose ρ_g is not clamped (budget: over the candidates)."""
+    from gfkd.config import resolve_config
+    from gfkd.generators.base import GenContext
+    from gfkd.models import build_classifier
+
+    meta = {"num_features": 3, "num_classes": 2, "feature_kind": "label", "max_degree": 5, "degree_mean": 3.0,
+            "edge_density_mean": 0.05}
+    ctx = GenContext(build_classifier("gin", 3, 2, layers=2, hidden=4), meta, {}, resolve_config(None).generate,
+                     torch.device("cpu"))
+    n = torch.tensor([40, 60, 80, 120])
+    st = acgkd._Structure(ctx, n, mode, 0.3, make_generator(7))
+    with torch.no_grad():
+        deg = st.expected_degree(st.logits())
+    assert torch.all((deg - 3.0).abs() <= 0.15 * 3.0), deg
