@@ -147,16 +147,18 @@ def paired(rows: dict, a: str, b: str) -> str:
     return f"{d.mean():+.3f} ± {d.std():.3f} ({int((d > 0).sum())} of {len(d)} folds positive)"
 
 
-def render(all_rows: dict, args, wall: float) -> str:
+def render(all_rows: dict, args, wall: float | None) -> str:
     import torch
     import torch_geometric
 
     cmd = "python benchmarks/distill.py " + " ".join(sys.argv[1:])
     out = ["# Distill results: data-free students against the real-data rows", "",
-           f"Command: `{cmd}`", "",
+           f"Command: `{cmd}`", ""] + ([f"The cells were produced by: `{args.ran_with}`", ""] if args.ran_with else []) + [
            f"CPU ({platform.machine()}, {os.cpu_count()} cores, one thread per cell, {args.jobs} cells at a time), "
-           f"float32, torch {torch.__version__}, PyG {torch_geometric.__version__}; wall time of the whole benchmark "
-           f"{wall / 60:.1f} min. Protocol B (10-fold stratified CV, protocol.md §3) on the folds listed per row; "
+           f"float32, torch {torch.__version__}, PyG {torch_geometric.__version__}; "
+           + (f"wall time of the whole benchmark {wall / 60:.1f} min. " if wall is not None else
+              "table rendered from the runs on disk (--report-only); stage wall times are in the generator table. ")
+           + "Protocol B (10-fold stratified CV, protocol.md §3) on the folds listed per row; "
            f"{args.extra or 'default config'}. A fold's value is the mean over its student seeds (distill.seeds); a "
            "cell is the mean ± std over folds, with the mean within-fold (student-seed) std beside it. Data-free "
            "rows: last epoch (primary; no real label used), and the val-selected number (secondary, uses real "
@@ -183,7 +185,7 @@ def render(all_rows: dict, args, wall: float) -> str:
             for n, r in gens:
                 g = r["gen"]
                 agree = [x["agreement"] for x in g if x["agreement"] is not None]
-                out.append(f"| {n} | {g[0]['graphs']} | {np.mean([x['wall_s'] for x in g]):.1f} | "
+                out.append(f"| {n} | {int(g[0]['graphs'])} | {np.mean([x['wall_s'] for x in g]):.1f} | "
                            f"{f'{np.mean(agree):.3f}' if agree else '— (labels are teacher argmax)'} | "
                            f"{np.mean([x['density'] for x in g]):.3f} ({g[0]['real_density']:.3f}) | "
                            f"{int(np.mean([x['params'] for x in g]))} | "
@@ -205,6 +207,7 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     p.add_argument("--report-only", action="store_true", help="only aggregate what is on disk")
+    p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")
     args = p.parse_args()
     folds = _folds(args.folds)
     t0 = time.perf_counter()
@@ -217,7 +220,7 @@ def main() -> None:
             for fut in futs:
                 print("done", fut.result(), flush=True)
     rows = {ds: collect(ds, folds, args.generators, args.runs) for ds in args.datasets}
-    args.out.write_text(render(rows, args, time.perf_counter() - t0))
+    args.out.write_text(render(rows, args, None if args.report_only else time.perf_counter() - t0))
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=float))
     print(args.out)
 
