@@ -77,13 +77,23 @@ def _prefect_env(layout: RunLayout) -> None:
 def _run_lock(layout: RunLayout) -> Iterator[None]:
     """One writer per run folder: a second `gfkd run` on the same folder refuses instead of interleaving writes."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.lock, "w") as fh:
+    with open(layout.lock, "a") as fh:  # "a": a refused second writer changes nothing
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise GfkdError(f"another gfkd run is writing to {layout.root}: wait for it to finish or choose "
                             f"another run.name") from None
         yield
+
+
+def _quiet_user_errors(record: logging.LogRecord) -> bool:
+    """A logging filter for Prefect's task-run logger: drop its report (traceback included) of a task that failed
+    with a GfkdError; the CLI reports that error as its one `gfkd: error:` line."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, GfkdError):
+        return False
+    names = {cls.__name__ for cls in (GfkdError, *GfkdError.__subclasses__())}
+    return not any(f"exception {name}:" in record.getMessage() for name in names)
 
 
 def _check_writable(path: Path) -> None:
@@ -113,12 +123,16 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
 
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
         check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)  # fail fast
+        from gfkd.tracking import check_reachable, tracking_uri
+
+        check_reachable(tracking_uri(layout))  # fail fast, before Prefect starts
         write_json(layout.config, cfg.model_dump(mode="json"))
         _prefect_env(layout)
         logging.getLogger("gfkd").setLevel(logging.INFO)
         t0 = time.perf_counter()
         from flows.pipeline import pipeline
 
+        logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
         records = pipeline(cfg, str(layout.root.resolve()), list(force))
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
                    "wall_s": time.perf_counter() - t0, "stages": {r["stage"]: r for r in records}}

@@ -37,6 +37,7 @@ class RunSection(_Frozen):
     runs_dir: Path = Field(Path("runs"), description="parent folder of all run folders and the dataset cache")
     seed: int = Field(0, ge=0, description="offset added to the protocol's per-split seed")
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="auto: cuda when available")
+    checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
 
 
 class DataConfig(_Frozen):
@@ -416,6 +417,14 @@ def _valid_keys(model: type[BaseModel]) -> list[str]:
     return [key for key, _ in _fields(model)]
 
 
+def _first_value_key(model: type[BaseModel]) -> str:
+    """The first key of `model` that holds a value, not a section (for an example in an error message)."""
+    for name, f in model.model_fields.items():
+        if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
+            return name
+    return next(iter(model.model_fields))
+
+
 def _unknown_key_error(key: str, source: str) -> ConfigError:
     valid = _valid_keys(RunConfig)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
@@ -444,7 +453,7 @@ def _set_dotted(tree: dict, key: str, value: Any, source: str) -> None:
         last = i == len(parts) - 1
         if last:
             if is_section:
-                raise ConfigError(f"'{key}' in {source} is a section, not a value: set one of its keys, e.g. {key}.{next(iter(ann.model_fields))}=...")
+                raise ConfigError(f"'{key}' in {source} is a section, not a value: set one of its keys, e.g. {key}.{_first_value_key(ann)}=...")
             node[part] = value
         else:
             if not is_section:

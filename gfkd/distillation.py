@@ -156,8 +156,9 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
             if dc.beta_ce > 0:
                 loss = loss + dc.beta_ce * F.cross_entropy(z_s, batch.y.view(-1))
             if not torch.isfinite(loss):
-                raise StageError(f"{stage}: non-finite loss at epoch {epoch}: lower distill.lr (now {dc.lr}) or "
-                                 f"check the pseudo-graph shards for NaN features")
+                cause = ("the input graphs hold NaN/inf features: regenerate them (gfkd run --force generate)"
+                         if not torch.isfinite(batch.x).all() else f"lower distill.lr (now {dc.lr})")
+                raise StageError(f"{stage}: non-finite loss at epoch {epoch}, step {n // dc.batch_size}: {cause}")
             opt.zero_grad()
             if t_opt is not None:
                 t_opt.zero_grad()

@@ -102,6 +102,28 @@ class RunLogger(NullLogger):
         self.tracker.end_run(self.run_id, status)
 
 
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail in seconds when an http(s) tracking server does not accept connections (MLflow itself retries for
+    minutes); file and SQLite backends pass.
+
+    Raises:
+        GfkdError: naming the URI and the fix.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
+    except OSError as exc:
+        raise GfkdError(f"MLflow tracking server {uri} is unreachable ({exc.strerror or type(exc).__name__}): start "
+                        f"it (mlflow server --port {port}) or unset MLFLOW_TRACKING_URI to log into the run "
+                        f"folder") from exc
+
+
 class Tracker:
     """One MLflow experiment per dataset; runs are created and ended with explicit ids."""
 
@@ -111,6 +133,7 @@ class Tracker:
 
         self.layout = layout
         self.uri = tracking_uri(layout)
+        check_reachable(self.uri)
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             exp = self.client.get_experiment_by_name(experiment)

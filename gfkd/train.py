@@ -10,6 +10,7 @@ import copy
 import math
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,6 +20,7 @@ from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
 from gfkd.errors import StageError
+from gfkd.io.checkpoint import load_training_state, save_training_state
 
 
 @dataclass
@@ -59,29 +61,51 @@ def _is_better(cand: tuple[float, float], best: tuple[float, float] | None) -> b
 def fit_classifier(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None, *, epochs: int,
                    lr: float, weight_decay: float, lr_step: int, lr_gamma: float, label_smoothing: float,
                    device: torch.device, stage: str = "teacher",
-                   on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                   checkpoint: Path | None = None, checkpoint_every: int = 5) -> FitResult:
     """Train with Adam + step decay; select the epoch by validation loss.
 
     Args:
-        on_epoch: called as on_epoch(epoch, metrics) with keys `stage/split/metric`.
+        on_epoch: called as on_epoch(epoch, metrics) with keys `stage/split/metric` (on a resume, first for every
+            epoch restored from the checkpoint).
+        checkpoint: a file to save the training state to every `checkpoint_every` epochs (model, optimiser,
+            scheduler, RNG and data-order generator states, selection and history; tensors and primitives only)
+            and to resume from when it exists; the resumed result is bitwise that of an uninterrupted run.
     Raises:
-        StageError: when the training loss becomes non-finite (names stage, epoch and the likely cause).
+        StageError: when the training loss becomes non-finite (names stage, epoch, step and the likely cause).
     """
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
     result = FitResult(best_epoch=-1, best_state={})
     best: tuple[float, float] | None = None
-    bar = tqdm(range(epochs), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
+    loader_gen = getattr(train_loader, "generator", None)
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_training_state(Path(checkpoint))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if loader_gen is not None:
+            loader_gen.set_state(state["loader_rng"])
+        best = tuple(state["best"]) if state["best"] is not None else None
+        result.best_epoch, result.best_state, result.history = state["best_epoch"], state["best_state"], state["history"]
+        start = state["epoch"] + 1
+        for e, metrics in enumerate(result.history):
+            if on_epoch is not None:
+                on_epoch(e, metrics)
+    bar = tqdm(range(start, epochs), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
     for epoch in bar:
         model.train()
         loss_sum, correct, n = 0.0, 0, 0
-        for batch in train_loader:
+        for step, batch in enumerate(train_loader):
             batch = batch.to(device)
             logits = model(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
             loss = F.cross_entropy(logits, batch.y, label_smoothing=label_smoothing)
             if not torch.isfinite(loss):
-                raise StageError(f"{stage}: non-finite training loss at epoch {epoch}: "
-                                 f"lower {stage}.lr (now {lr}) or check the input features for NaN/inf")
+                cause = ("the input features hold NaN/inf: fix the dataset files" if not torch.isfinite(batch.x).all()
+                         else f"lower {stage}.lr (now {lr})")
+                raise StageError(f"{stage}: non-finite training loss at epoch {epoch}, step {step}: {cause}")
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -105,4 +129,12 @@ def fit_classifier(model: nn.Module, train_loader: DataLoader, val_loader: DataL
             on_epoch(epoch, metrics)
         bar.set_postfix(loss=f"{metrics[f'{stage}/train/loss']:.3f}",
                         val=f"{metrics.get(f'{stage}/val/acc', float('nan')):.3f}")
+        if checkpoint is not None and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < epochs:
+            save_training_state(Path(checkpoint), {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                "loader_rng": loader_gen.get_state() if loader_gen is not None else None,
+                "best": list(best) if best is not None else None, "best_epoch": result.best_epoch,
+                "best_state": result.best_state, "history": result.history})
     return result
+

@@ -17,6 +17,7 @@ import copy
 import math
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from gfkd.config import GraphGroupConfig
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
+from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
 from gfkd.losses.kd import kd_kl
 from gfkd.models.discriminator import GCNDiscriminator
@@ -95,11 +97,16 @@ def _eval(students: nn.ModuleList, loader: DataLoader, device: torch.device) -> 
 def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: GraphGroupConfig, *, seed: int,
                       device: torch.device, val_loader: DataLoader | None, test_loader: DataLoader,
                       on_epoch: Callable[[int, dict[str, float], list[dict[str, float]]], None] | None = None,
-                      stage: str = "group") -> GroupResult:
+                      stage: str = "group", checkpoint: Path | None = None,
+                      checkpoint_every: int = 5) -> GroupResult:
     """Train K plain students together on pseudo-graphs; `graphs` carry teacher_logits, y (target) and graph_id.
 
     Returns the numbers of oad.md §8 for pseudo-graph groups: last epoch (mean over students, picked student,
     ensemble) and, secondary, at the distillation epoch of lowest mean validation loss (real validation labels).
+    With `checkpoint`, the training state (students, discriminators, optimisers, scheduler, RNG, selection,
+    history) is saved there every `checkpoint_every` epochs and resumed from when it exists: bitwise the same
+    result as an uninterrupted run (the batch order is drawn from (seed, epoch)). On a resume `on_epoch` is first
+    called for every restored epoch.
     """
     if gc.method not in METHODS:
         raise ValueError(f"group.graph.method must be one of {METHODS}")
@@ -130,7 +137,23 @@ def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: Grap
     history: list[dict[str, float]] = []
     per_student: list[list[dict[str, float]]] = [[] for _ in range(K)]
     best_val, best_states, best_epoch = math.inf, None, -1
-    bar = tqdm(range(total), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
+    start = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_training_state(Path(checkpoint))
+        students.load_state_dict(state["students"])
+        discs.load_state_dict(state["discriminators"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        for d_opt, d_state in zip(d_opts, state["d_optimizers"]):
+            d_opt.load_state_dict(d_state)
+        torch.set_rng_state(state["rng"])
+        history, per_student = state["history"], state["per_student"]
+        best_val, best_states, best_epoch = state["best_val"], state["best_states"], state["best_epoch"]
+        start = state["epoch"] + 1
+        for e, record in enumerate(history):
+            if on_epoch is not None:
+                on_epoch(e, record, [per_student[k][e] for k in range(K)])
+    bar = tqdm(range(start, total), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
     for epoch in bar:
         distill = epoch >= gc.warmup_epochs and gc.method != "independent"
         students.train()
@@ -170,7 +193,9 @@ def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: Grap
                 terms["adv"] = adv
                 loss = loss + gc.lambda_adv * adv
             if not torch.isfinite(loss):
-                raise StageError(f"{stage}: non-finite loss at epoch {epoch}: lower group.graph.lr (now {gc.lr})")
+                bad = next((k for k, v in terms.items() if not torch.isfinite(torch.as_tensor(v))), "loss")
+                raise StageError(f"{stage}: non-finite loss term '{bad}' at epoch {epoch}, step {n // gc.batch_size}: "
+                                 f"lower group.graph.lr (now {gc.lr}) or check the shards for NaN features")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -201,6 +226,13 @@ def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: Grap
         if on_epoch is not None:
             on_epoch(epoch, record, student_rec)
         bar.set_postfix(loss=f"{record[f'{stage}/train/loss']:.3f}", acc=f"{record[f'{stage}/test/acc_mean']:.3f}")
+        if checkpoint is not None and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < total:
+            save_training_state(Path(checkpoint), {
+                "epoch": epoch, "students": students.state_dict(), "discriminators": discs.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "d_optimizers": [d.state_dict() for d in d_opts], "rng": torch.get_rng_state(),
+                "history": history, "per_student": per_student, "best_val": best_val,
+                "best_states": best_states, "best_epoch": best_epoch})
 
     numbers = _numbers(students, hold, target, test_loader, device, gc.batch_size)
     last_states = [copy.deepcopy(s.state_dict()) for s in students]

@@ -55,3 +55,21 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
                               f"retrain it with this gfkd version")
     state = payload.pop("state_dict")
     return state, meta, payload
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> Path:
+    """Atomically save a resumable training state (tensors, numbers, strings, None, lists and dicts only)."""
+    return write_atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Read a state written by `save_training_state` with weights_only=True.
+
+    Raises:
+        CheckpointError: naming the file when it is unreadable (delete it to start the stage from its first epoch).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"training checkpoint {path} is unreadable ({type(exc).__name__}): delete it to "
+                              f"restart the stage from its first epoch") from exc

@@ -98,9 +98,24 @@ def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
     if not schema.remove_metadata().equals(expected.remove_metadata()):
         raise ShardError(f"shard {path} does not have the gfkd shard columns: regenerate it (gfkd run --force generate)")
     try:
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns)
     except Exception as exc:
         raise ShardError(f"shard {path} is corrupt ({type(exc).__name__}): delete it and rerun generate") from exc
+    for name in ("x", "teacher_logits"):
+        if name in table.column_names and not _all_finite(table.column(name)):
+            raise ShardError(f"shard {path} holds non-finite values in column '{name}': regenerate it "
+                             f"(gfkd run --force generate)")
+    return table
+
+
+def _all_finite(column: pa.ChunkedArray) -> bool:
+    """Whether every float in a (nested) list column is finite."""
+    for chunk in column.chunks:
+        while pa.types.is_list(chunk.type) or pa.types.is_fixed_size_list(chunk.type):
+            chunk = chunk.flatten()
+        if not np.isfinite(chunk.to_numpy(zero_copy_only=False)).all():
+            return False
+    return True
 
 
 def write_shard_manifest(folder: Path, files: list[str], config_hash: str, **info) -> dict:

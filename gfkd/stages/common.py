@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from gfkd.errors import StageError
 from gfkd.io.atomic import swap_in
-from gfkd.io.manifest import Manifest, valid_manifest
+from gfkd.io.manifest import Manifest, load_manifest, valid_manifest
 from gfkd.layout import RunLayout
 
 
@@ -20,11 +21,29 @@ class StageOutcome:
 
 
 def cached(layout: RunLayout, stage: str, cache_key: str, force: bool) -> StageOutcome | None:
-    """The finished stage's outcome when its manifest is valid for `cache_key` (and not forced), else None."""
+    """The finished stage's outcome when its manifest is valid for `cache_key` (and not forced), else None.
+
+    A stage finished in its staging folder by a run killed before the swap is swapped in now. A manifest that does
+    not parse, or whose files do not match it, is not overwritten silently: StageError, fixed by `--force STAGE`.
+    """
     if force:
         return None
-    m = valid_manifest(layout.manifest(stage), cache_key)
-    return StageOutcome(m, "cached") if m is not None else None
+    path = layout.manifest(stage)
+    if (m := valid_manifest(path, cache_key)) is not None:
+        return StageOutcome(m, "cached")
+    if path.is_file():
+        found = load_manifest(path)
+        if found is None:
+            raise StageError(f"{stage}: manifest {path} is corrupt (not a gfkd manifest): redo the stage with "
+                             f"gfkd run --force {stage}")
+        if found.cache_key == cache_key:
+            raise StageError(f"{stage}: {found.problems(path.parent)[0]} (listed in {path}): the finished stage "
+                             f"was modified, redo it with gfkd run --force {stage}")
+    staged = layout.staging_dir(stage) / "manifest.json"
+    if (m := valid_manifest(staged, cache_key)) is not None:  # killed between writing the manifest and the swap
+        swap_in(layout.staging_dir(stage), layout.stage_dir(stage))
+        return StageOutcome(m, "cached")
+    return None
 
 
 def fresh_staging(layout: RunLayout, stage: str) -> Path:
@@ -56,5 +75,7 @@ def resumable_staging(layout: RunLayout, stage: str, cache_key: str) -> Path:
     if staging.exists() and (not keyfile.is_file() or keyfile.read_text() != cache_key):
         shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=True)
+    for tmp in staging.rglob(".*.tmp-*"):  # half-written files of a killed run (see io.atomic): never read
+        tmp.unlink(missing_ok=True)
     keyfile.write_text(cache_key)
     return staging

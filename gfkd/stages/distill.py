@@ -40,7 +40,7 @@ from gfkd.models import GraphClassifier
 from gfkd.models.widened import build_student
 from gfkd.plots import distill_curves
 from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
-from gfkd.stages.teacher import load_dataset, load_teacher
+from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import evaluate, fit_classifier
 
@@ -91,7 +91,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     t_stage = time.perf_counter()
     dc = cfg.distill.effective()
     device = resolve_device(cfg.run.device)
-    teacher, meta, _ = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")
+    teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
+    teacher, meta, _ = load_teacher(teacher_pt)
+    check_teacher_dataset(meta, cfg, teacher_pt, STAGE)
     teacher = teacher.to(device)
     shard_dir = Path(generate_dir or layout.stage_dir("generate")) / "shards"
     pseudo = load_pseudo_graphs(shard_dir)

@@ -4,6 +4,8 @@ Reads the generate stage's shards (the teacher's logits are stored in them, and 
 checkpoint) and measures the group on the real validation and test graphs, evaluation only. Outputs in
 `<run>/group/`: `students/student-<k>.pt` + `.json` (last epoch), `results.json` (the numbers of oad.md §8 and the
 per-epoch history), `curves.png`, `manifest.json` last. Each student is a nested MLflow run under the stage's run.
+Training saves a resumable state (`_train.pt`) every `run.checkpoint_every` epochs into the staging folder; a rerun
+after a kill (same cache key) resumes from it with bitwise the same result.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from gfkd.io.manifest import Manifest
 from gfkd.layout import RunLayout
 from gfkd.models.widened import build_student
 from gfkd.plots import group_curves
-from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
+from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
 from gfkd.stages.distill import load_pseudo_graphs, student_spec
-from gfkd.stages.teacher import load_dataset, load_teacher
+from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 
 STAGE = "group"
+TRAIN_STATE = "_train.pt"  # the resumable training state inside the staging folder
 
 
 def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(), force: bool = False,
@@ -42,7 +45,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     t0 = time.perf_counter()
     gc = cfg.group.graph
     device = resolve_device(cfg.run.device)
-    teacher, meta, _ = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")
+    teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
+    teacher, meta, _ = load_teacher(teacher_pt)
+    check_teacher_dataset(meta, cfg, teacher_pt, STAGE)  # it is evaluated on this run's dataset
     teacher = teacher.to(device)
     pseudo = load_pseudo_graphs(Path(generate_dir or layout.stage_dir("generate")) / "shards")
     probe = next(iter(DataLoader(pseudo[:32], batch_size=32))).to(device)
@@ -71,13 +76,14 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         for child, rec in zip(children, per_student):
             child.metrics(rec, step=epoch)
 
+    staging = resumable_staging(layout, STAGE, cache_key)
     res = train_graph_group(students, pseudo, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
-                            test_loader=test_loader, on_epoch=on_epoch, stage=STAGE)
+                            test_loader=test_loader, on_epoch=on_epoch, stage=STAGE,
+                            checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every)
     for child in children:
         child.end()
 
-    staging = fresh_staging(layout, STAGE)
-    (staging / "students").mkdir()
+    (staging / "students").mkdir(exist_ok=True)
     files = []
     for k, state in enumerate(res.last_states):
         save_checkpoint(staging / "students" / f"student-{k}.pt", state, {"spec": spec, "student": k})
@@ -94,6 +100,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.figure(fig, "group/curves.png")
     logger.metrics(metrics, step=gc.warmup_epochs + gc.epochs)
     logger.flush()
+    (staging / TRAIN_STATE).unlink(missing_ok=True)
+    (staging / ".cache_key").unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, [*files, "results.json", "curves.png"], metrics=metrics,
                               info={"method": gc.method, "students": gc.students}, mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)

@@ -2,7 +2,8 @@
 
 Outputs in `<run>/teacher/`: `teacher.pt` (state_dict + `bn_eval_stats` tensors, loadable with weights_only=True),
 `teacher.json` (model config, data metadata of protocol.md §1, split, selection), `history.json` (per-epoch metrics),
-`curve.png`, and `manifest.json` last.
+`curve.png`, and `manifest.json` last. Training saves a resumable state (`_train.pt`) every `run.checkpoint_every`
+epochs into the staging folder; a rerun after a kill (same cache key) resumes from it with bitwise the same result.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gfkd.config import RunConfig
 from gfkd.data.datasets import load_tu
 from gfkd.data.metadata import dataset_metadata
 from gfkd.data.splits import make_split
+from gfkd.errors import CheckpointError
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import load_checkpoint, save_checkpoint
 from gfkd.io.manifest import Manifest
@@ -26,12 +28,13 @@ from gfkd.layout import RunLayout
 from gfkd.models import GraphClassifier, build_classifier
 from gfkd.models.bn_stats import bn_input_statistics
 from gfkd.plots import training_curve
-from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
+from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
 from gfkd.tracking import NullLogger
 from gfkd.train import evaluate, fit_classifier
 
 STAGE = "teacher"
 FILES = ["teacher.pt", "teacher.json", "history.json", "curve.png"]
+TRAIN_STATE = "_train.pt"  # the resumable training state inside the staging folder
 
 
 def load_dataset(cfg: RunConfig):
@@ -45,8 +48,22 @@ def load_teacher(path: Path) -> tuple[GraphClassifier, dict, dict[str, torch.Ten
     state, meta, tensors = load_checkpoint(path)
     cfg = dict(meta["model"])
     model = build_classifier(cfg.pop("arch"), cfg.pop("in_dim"), cfg.pop("num_classes"), **cfg)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit the model its {Path(path).with_suffix('.json').name} "
+                              f"describes ({meta['model'].get('arch')}): the two files come from different teachers, "
+                              f"rerun the teacher (gfkd run --force teacher)") from exc
     return model.eval(), meta, tensors.get("bn_eval_stats", {})
+
+
+def check_teacher_dataset(meta: dict, cfg: RunConfig, path: Path, stage: str) -> None:
+    """Refuse a teacher trained on another dataset than this run's (CheckpointError naming both)."""
+    trained_on = meta.get("data", {}).get("dataset")
+    if trained_on is not None and trained_on != cfg.data.dataset:
+        raise CheckpointError(f"{stage}: the teacher {path} was trained on {trained_on}, this run's data.dataset is "
+                              f"{cfg.data.dataset}: pass a teacher of {cfg.data.dataset} or set "
+                              f"data.dataset={trained_on}")
 
 
 def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(),
@@ -78,10 +95,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                    "resolved": {"label_smoothing": tc.resolved_label_smoothing,
                                 "weight_decay": tc.resolved_weight_decay}})
 
+    staging = resumable_staging(layout, STAGE, cache_key)
     fit = fit_classifier(model, train_loader, val_loader, epochs=tc.epochs, lr=tc.lr,
                          weight_decay=tc.resolved_weight_decay, lr_step=tc.lr_step, lr_gamma=tc.lr_gamma,
                          label_smoothing=tc.resolved_label_smoothing, device=device, stage=STAGE,
-                         on_epoch=lambda e, mt: logger.metrics(mt, step=e))
+                         on_epoch=lambda e, mt: logger.metrics(mt, step=e), checkpoint=staging / TRAIN_STATE,
+                         checkpoint_every=cfg.run.checkpoint_every)
     model.load_state_dict(fit.best_state)
     test = evaluate(model, test_loader, device)  # once, after selection
     val = evaluate(model, val_loader, device) if val_loader else None
@@ -91,7 +110,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     train_labels = ds.labels[split.train]
     majority = int(np.bincount(train_labels).argmax())
 
-    staging = fresh_staging(layout, STAGE)
     bn_stats = bn_input_statistics(model, DataLoader(subset(split.train), batch_size=256), device)
     meta = {
         "model": model.config(),
@@ -120,6 +138,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     for f in ("teacher.pt", "teacher.json", "history.json"):
         logger.artifact(staging / f, "teacher")
     logger.flush()
+    (staging / TRAIN_STATE).unlink(missing_ok=True)
+    (staging / ".cache_key").unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, FILES, metrics=metrics,
                               info={"fold_hash": split.fold_hash, "sizes": split.sizes()},
                               mlflow_run_id=logger.run_id)
