@@ -71,6 +71,38 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
     return str(root)
 
 
+def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: list[str]) -> str:
+    """Stages on a finished cell's teacher and ACGKD banks, read from disk: "group" (OAD on pseudo-graphs, into
+    `<cell>/acgkd-group`) and ablation names (distill variants, into `<cell>/acgkd-<name>`)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from gfkd.config import resolve_config
+    from gfkd.io.manifest import load_manifest
+    from gfkd.layout import RunLayout
+    from gfkd.stages import distill, group
+    from tasks.cache import stage_key
+
+    root = Path(runs) / f"{dataset.lower()}-fold{fold}"
+    t_dir, g_dir = root / "teacher", root / "acgkd" / "generate"
+    t_m, g_m = load_manifest(t_dir / "manifest.json"), load_manifest(g_dir / "manifest.json")
+    if t_m is None or g_m is None:
+        raise SystemExit(f"{root}: run the cell first (teacher and acgkd banks)")
+    base = [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'", *extra]
+    up = (t_m.digest, g_m.digest)
+    for item in what:
+        if item == "group":
+            cfg = resolve_config(None, base)
+            group.run(cfg, RunLayout(root / "acgkd-group"), stage_key(cfg, "group", up), teacher_dir=t_dir,
+                      generate_dir=g_dir)
+        else:
+            cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
+            distill.run(cfg, RunLayout(root / ("acgkd-" + item.replace(" ", "-"))), stage_key(cfg, "distill", up),
+                        teacher_dir=t_dir, generate_dir=g_dir)
+    return str(root)
+
+
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -125,6 +157,18 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
                 "real_density": g["generate/quality/real_edge_density_mean"],
                 "graphs": g["generate/quality/num_graphs"], "params": g["generate/params/pseudo_graph"],
                 "seed_agreement": res["summary"].get("distill/test/seed_agreement")})
+        grp = _load(root / "acgkd-group" / "group" / "results.json")
+        if grp is not None:
+            n = grp["numbers"]
+            k = sum(1 for key in n if key.startswith("acc_student") and not key.endswith("_selected"))
+            accs = [n[f"acc_student{i}"] for i in range(k)]
+            add("OAD group (ACGKD banks): mean over students", fold,
+                (float(np.mean(accs)), float(np.std(accs)), n.get("acc_mean_val_selected", float("nan")),
+                 int(n["collapsed"]), k))
+            add("OAD group: picked student", fold, (n["acc_picked"], 0.0, n.get("acc_picked_val_selected",
+                                                                               float("nan")), 0, 1))
+            add("OAD group: ensemble", fold, (n["acc_ensemble"], 0.0, n.get("acc_ensemble_val_selected",
+                                                                           float("nan")), 0, 1))
         for name in ABLATIONS:
             res = _load(root / ("acgkd-" + name.replace(" ", "-")) / "distill" / "results.json")
             if res is not None:
@@ -173,7 +217,7 @@ def render(all_rows: dict, args, wall: float | None) -> str:
             out.append(f"| {name} | {_pm(vals)} | {len(vals)} | {np.mean(r['within_std']):.3f} | "
                        f"{_pm(vs) if vs else '—'} | {r['collapsed']} / {r['students']} |")
         out += ["", "Paired per-fold differences (mean ± std over the folds both rows ran):", ""]
-        for a, b in [("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)"),
+        for a, b in [("OAD group: ensemble", "ACGKD"), ("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)"),
                      ("ACGKD", "ACGKD, plain recipe"), ("ACGKD", "ACGKD, no curriculum"),
                      ("ACGKD", "ACGKD, fixed temperature"), ("ACGKD", "ACGKD, no classifier reuse")]:
             if a in rows and b in rows:
@@ -207,11 +251,18 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     p.add_argument("--report-only", action="store_true", help="only aggregate what is on disk")
+    p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS],
+                   help="run the group stage and/or ablations on the finished cells' ACGKD banks (read from disk)")
     p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")
     args = p.parse_args()
     folds = _folds(args.folds)
     t0 = time.perf_counter()
-    if not args.report_only:
+    if args.on_banks and not args.report_only:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            cells = [(ds, f, str(args.runs), args.extra, args.on_banks) for f in folds for ds in args.datasets]
+            for root in pool.map(run_on_banks, *zip(*cells)):
+                print("done on banks", root, flush=True)
+    elif not args.report_only:
         cells = [(ds, f) for f in folds for ds in args.datasets]
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [pool.submit(run_cell, ds, f, args.generators, args.ablation_set if ds in args.ablations else [],
