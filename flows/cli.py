@@ -4,6 +4,9 @@
     gfkd group --dataset Cora|CiteSeer|PubMed [--backbone B] [--method M] [--seeds 0..9] [key=value ...]
     gfkd config [CONFIG.toml] [key=value ...]
     gfkd ui [RUN_DIR] [--port 5000]
+    gfkd benchmark [CONFIG.toml] [key=value ...] [--datasets A,B] [--generators G,H] [--splits 0..2] [--workers N]
+                   [--dask | --dask-address tcp://HOST:8786] [--out FILE.md]
+    gfkd serve --cron "0 2 * * *" [the benchmark's arguments]
 
 A `GfkdError` (bad config, missing data, invalid file) becomes one line on stderr and exit code 2.
 """
@@ -206,6 +209,110 @@ def ui(run_dir: Path = typer.Argument(Path("."), help="a run folder made by `gfk
     from gfkd.tracking import serve_ui
 
     raise typer.Exit(serve_ui(RunLayout(run_dir), host=host, port=port))
+
+
+_GRID_HELP = {
+    "datasets": "comma-separated datasets", "generators": "comma-separated generators (acgkd, gfkd, randg, deepinvg)",
+    "splits": "folds under protocol cv10, split seeds under holdout: 0..2, 0,3 or 4",
+    "workers": "cells at once (threads, or Dask workers of --dask's local cluster)",
+}
+
+
+def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, generators: str, splits: str,
+                    workers: int, dask: bool, dask_address: Optional[str], retries: int, out: Optional[Path],
+                    name: str):
+    """The BenchmarkSpec of the command line, with every path made absolute (a served flow runs elsewhere)."""
+    config, overrides = _split_args(args or [])
+    base = _load(args, data_root)
+    overrides += [f"run.runs_dir='{base.run.runs_dir.resolve()}'"]
+    if data_root is not None:
+        overrides.append(f"data.root='{data_root.resolve()}'")
+    bench = RunLayout(base.run.runs_dir / name)
+    _check_writable(bench.root)
+    _prefect_env(bench)
+    from pydantic import ValidationError
+
+    from gfkd.group.runner import parse_seeds
+    from flows.benchmark import BenchmarkSpec, grid_cells
+
+    items = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
+    try:
+        spec = BenchmarkSpec(name=name, config=str(config.resolve()) if config else None, overrides=tuple(overrides),
+                             datasets=items(datasets), generators=items(generators), splits=tuple(parse_seeds(splits)),
+                             workers=workers, dask=dask, dask_address=dask_address, retries=retries,
+                             out=str(out.resolve()) if out else None, command=" ".join(["gfkd", *sys.argv[1:]]))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--{err['loc'][0]} {err.get('input')!r} is invalid: {err['msg']}") from None
+    cells = grid_cells(spec)  # every cell's config resolves, or a one-line error
+    from gfkd.data.datasets import check_available, resolve_data_root
+
+    for cfg in {c.dataset: c.cfg for c in cells}.values():
+        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
+    return spec
+
+
+@app.command()
+@_one_line_errors
+def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides for every cell"),
+              datasets: str = typer.Option("MUTAG,PROTEINS", help=_GRID_HELP["datasets"]),
+              generators: str = typer.Option("acgkd,gfkd,randg", help=_GRID_HELP["generators"]),
+              splits: str = typer.Option("0..2", "--splits", "--folds", "--seeds", help=_GRID_HELP["splits"]),
+              workers: int = typer.Option(1, help=_GRID_HELP["workers"]),
+              dask: bool = typer.Option(False, "--dask", help="run the cells on a local Dask cluster"),
+              dask_address: Optional[str] = typer.Option(None, help="run the cells on this Dask scheduler"),
+              retries: int = typer.Option(1, help="retries of a failed cell"),
+              out: Path = typer.Option(Path("docs/results-benchmark.md"), help="where the Markdown table goes"),
+              name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
+              data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
+    """Run the pipeline over datasets × generators × splits; write the table; print the benchmark folder last."""
+    spec = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries, out,
+                           name)
+    logging.getLogger("gfkd").setLevel(logging.INFO)
+    from contextlib import nullcontext
+
+    from flows.benchmark import benchmark as benchmark_flow
+    from flows.serve import prefect_api
+
+    remote = spec.dask_address is not None or (spec.dask and spec.dask_processes)
+    with prefect_api() if remote else nullcontext():  # worker processes need an API they can reach
+        result = benchmark_flow(spec)
+    for rec in result["cells"]:
+        stages = " ".join(f"{k}={v}" for k, v in rec["stages"].items())
+        typer.echo(f"{rec['cell']:>28}: {rec['status']:<8} {stages or rec.get('error', '')[:300]}", err=True)
+    typer.echo(result["table"], err=True)
+    if result["failed"]:
+        typer.echo(f"gfkd: error: {len(result['failed'])} cell(s) failed: rerun the same command to resume them",
+                   err=True)
+        typer.echo(result["folder"])
+        raise typer.Exit(1)
+    typer.echo(result["folder"])
+
+
+@app.command()
+@_one_line_errors
+def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides for every cell"),
+          cron: str = typer.Option(..., help='cron schedule of the benchmark, e.g. "0 2 * * *"'),
+          datasets: str = typer.Option("MUTAG,PROTEINS", help=_GRID_HELP["datasets"]),
+          generators: str = typer.Option("acgkd,gfkd,randg", help=_GRID_HELP["generators"]),
+          splits: str = typer.Option("0..2", "--splits", "--folds", "--seeds", help=_GRID_HELP["splits"]),
+          workers: int = typer.Option(1, help=_GRID_HELP["workers"]),
+          dask: bool = typer.Option(False, "--dask", help="run the cells on a local Dask cluster"),
+          dask_address: Optional[str] = typer.Option(None, help="run the cells on this Dask scheduler"),
+          retries: int = typer.Option(1, help="retries of a failed cell"),
+          out: Path = typer.Option(Path("docs/results-benchmark.md"), help="where the Markdown table goes"),
+          name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
+          data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
+    """Serve the benchmark as the Prefect deployment gfkd-benchmark/scheduled on a cron schedule (needs PREFECT_API_URL)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
+                        "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    spec = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries, out,
+                           name)
+    from flows.serve import serve_benchmark
+
+    serve_benchmark(spec, cron)
 
 
 def main() -> None:

@@ -1,0 +1,244 @@
+"""The benchmark flow: a grid of datasets × generators × splits, each cell one run of the pipeline flow.
+
+    gfkd-benchmark (spec)                 cells, tracking, the grid, the table
+      ├ open-benchmark-run                the benchmark's parent MLflow run (experiment gfkd-benchmark)
+      ├ gfkd-benchmark-grid (cells)       on ThreadPoolTaskRunner(workers) or prefect-dask's DaskTaskRunner
+      │   └ benchmark-cell × N            a finished cell returns at once; else the pipeline flow, as a subflow,
+      │                                   in <runs_dir>/<dataset>-<generator>-fold<i> (seed<i> under holdout)
+      └ benchmark-report                  the table → <runs_dir>/<name>/results.{md,json}, --out, the parent run
+
+A cell is finished when every stage's manifest is valid for the cell's config, upstream digests and code (the
+pipeline's own cache key): such a cell is not re-entered, so rerunning the command after a failure or a kill
+runs only the unfinished cells, and inside them only the unfinished stages. A failed cell is retried
+(`spec.retries`) and, if it still fails, reported; the table holds the finished cells.
+
+Fanned out (workers > 1 or Dask) the cells log to one MLflow tracking server (`MLFLOW_TRACKING_URI`, or an
+`mlflow server` started on 127.0.0.1 over `<runs_dir>/<name>/mlflow.db`); run one at a time, each cell keeps its
+own `mlflow.db` as `gfkd run` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from gfkd.benchmark import CellResult, aggregate, markdown_table, table_metrics
+from gfkd.config import RunConfig, resolve_config
+from gfkd.errors import GfkdError
+from gfkd.io.atomic import write_atomic, write_json
+from gfkd.io.manifest import valid_manifest
+from gfkd.layout import RunLayout
+from gfkd.tracking import Tracker
+from tasks.cache import stage_key
+from flows.pipeline import STAGE_TASKS, pipeline
+from flows.serve import tracking_server
+
+EXPERIMENT = "gfkd-benchmark"
+
+
+class BenchmarkSpec(BaseModel):
+    """A benchmark grid and how to run it (the flow's one parameter; `gfkd benchmark` builds it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("benchmark", min_length=1, description="folder <runs_dir>/<name> and MLflow run name")
+    config: str | None = Field(None, description="TOML file of overrides for every cell")
+    overrides: tuple[str, ...] = Field((), description="key=value overrides for every cell")
+    datasets: tuple[str, ...] = Field(("MUTAG", "PROTEINS"), min_length=1)
+    generators: tuple[Literal["acgkd", "gfkd", "randg", "deepinvg"], ...] = Field(("acgkd", "gfkd", "randg"),
+                                                                                 min_length=1)
+    splits: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="folds (cv10) or split seeds (holdout)")
+    workers: int = Field(1, ge=1, description="cells at once (threads, or Dask workers of a local cluster)")
+    dask: bool = Field(False, description="run cells on a Dask LocalCluster")
+    dask_address: str | None = Field(None, description="run cells on the Dask scheduler at this address")
+    dask_processes: bool = Field(True, description="local cluster: worker processes (False: threads in one)")
+    retries: int = Field(1, ge=0, description="retries of a failed cell within one benchmark run")
+    out: str | None = Field(None, description="also write the Markdown table here")
+    command: str = Field("", description="the command line, quoted in the Markdown table")
+
+    @property
+    def fanned_out(self) -> bool:
+        return self.workers > 1 or self.dask or self.dask_address is not None
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    dataset: str
+    generator: str
+    split: int
+    root: str
+    cfg: RunConfig
+
+
+def base_config(spec: BenchmarkSpec) -> RunConfig:
+    return resolve_config(spec.config, list(spec.overrides))
+
+
+def benchmark_dir(spec: BenchmarkSpec) -> Path:
+    return (base_config(spec).run.runs_dir / spec.name).resolve()
+
+
+def grid_cells(spec: BenchmarkSpec) -> list[Cell]:
+    """Every dataset × generator × split of the grid, with its resolved config and run folder."""
+    base = base_config(spec)
+    key, word = ("protocol.fold", "fold") if base.protocol.name == "cv10" else ("protocol.seed", "seed")
+    cells = []
+    for ds in spec.datasets:
+        for gen in spec.generators:
+            for s in spec.splits:
+                name = f"{ds.lower()}-{gen}-{word}{s}"
+                cfg = resolve_config(spec.config, [*spec.overrides, f"data.dataset='{ds}'", f"generate.method={gen}",
+                                                   f"{key}={s}", f"run.name='{name}'"])
+                cells.append(Cell(name=name, dataset=ds, generator=gen, split=s, cfg=cfg,
+                                  root=str((cfg.run.runs_dir / name).resolve())))
+    return cells
+
+
+def finished_metrics(cfg: RunConfig, root: Path) -> dict[str, float] | None:
+    """The merged stage metrics if every stage of the pipeline is done for this config, else None."""
+    layout, upstream, metrics = RunLayout(root), (), {}
+    for stage in STAGE_TASKS:
+        m = valid_manifest(layout.manifest(stage), stage_key(cfg, stage, upstream))
+        if m is None:
+            return None
+        metrics |= m.metrics
+        upstream = (*upstream, m.digest)
+    return metrics
+
+
+def _run_pipeline(cfg: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
+    """What `gfkd run` does for one folder: lock, config.json, the pipeline flow, summary.json."""
+    from flows.cli import _run_lock  # one writer per run folder, shared with `gfkd run`
+    from gfkd.data.datasets import check_available, resolve_data_root
+
+    with _run_lock(layout):
+        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
+        write_json(layout.config, cfg.model_dump(mode="json"))
+        t0 = time.perf_counter()
+        storage = layout.prefect_storage.resolve()  # cache records stay per cell (stage keys repeat across cells)
+        records = pipeline.with_options(result_storage=storage)(cfg, str(layout.root.resolve()), [])
+        write_json(layout.summary, {"run": cfg.run_name, "run_dir": str(layout.root.resolve()),
+                                    "dataset": cfg.data.dataset, "wall_s": time.perf_counter() - t0,
+                                    "stages": {r["stage"]: r for r in records}})
+    return records
+
+
+@task(name="benchmark-cell", cache_policy=NO_CACHE, persist_result=False)
+def cell_task(cell: Cell, tracking_uri: str | None) -> dict[str, Any]:
+    """Run one cell's pipeline unless the cell is finished; a failed stage fails the task (and so is retried)."""
+    if tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):  # a worker process of a remote Dask cluster
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    layout = RunLayout(Path(cell.root))
+    if finished_metrics(cell.cfg, layout.root) is not None:
+        return {"cell": cell.name, "status": "finished", "stages": {}}
+    records = _run_pipeline(cell.cfg, layout)
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        raise GfkdError(f"cell {cell.name}: stage {failed[0]['stage']} failed: {failed[0]['error']}")
+    return {"cell": cell.name, "status": "ran", "stages": {r["stage"]: r["status"] for r in records}}
+
+
+def task_runner(spec: BenchmarkSpec):
+    """ThreadPoolTaskRunner(workers); or a DaskTaskRunner on a local cluster or at `dask_address`."""
+    if spec.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=spec.dask_address)
+    if spec.dask:
+        from prefect_dask import DaskTaskRunner
+
+        shape = ({"n_workers": spec.workers, "threads_per_worker": 1} if spec.dask_processes
+                 else {"n_workers": 1, "threads_per_worker": spec.workers})
+        return DaskTaskRunner(cluster_kwargs={**shape, "processes": spec.dask_processes, "dashboard_address": ":0"})
+    return ThreadPoolTaskRunner(max_workers=spec.workers)
+
+
+@flow(name="gfkd-benchmark-grid")
+def run_grid(cells: list[Cell], retries: int, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """Submit every cell; wait for all; a cell that still fails after its retries is reported, not raised."""
+    futures = [cell_task.with_options(retries=retries, retry_delay_seconds=2, task_run_name=c.name)
+               .submit(c, tracking_uri) for c in cells]
+    wait(futures)
+    out = []
+    for c, f in zip(cells, futures):
+        if f.state.is_completed():
+            out.append(f.result())
+        else:
+            exc = f.state.result(raise_on_failure=False)
+            out.append({"cell": c.name, "status": "failed", "error": str(exc)[:2000], "stages": {}})
+    return out
+
+
+@task(name="open-benchmark-run", cache_policy=NO_CACHE, persist_result=False)
+def open_benchmark_run(spec: BenchmarkSpec, folder: str) -> str:
+    """The benchmark's parent MLflow run, with the grid as params."""
+    from prefect.runtime import flow_run
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    logger = Tracker(RunLayout(Path(folder)), EXPERIMENT).start_run(spec.name, tags={
+        "gfkd.benchmark": spec.name, "prefect.flow_run_id": flow_run.get_id() or ""})
+    logger.params({"datasets": ",".join(spec.datasets), "generators": ",".join(spec.generators),
+                   "splits": ",".join(map(str, spec.splits)), "overrides": " ".join(spec.overrides),
+                   "config": spec.config or "", "workers": spec.workers, "dask": spec.dask or bool(spec.dask_address)})
+    return logger.run_id
+
+
+@task(name="benchmark-report", cache_policy=NO_CACHE, persist_result=False)
+def report_task(spec: BenchmarkSpec, cells: list[Cell], records: list[dict[str, Any]], folder: str,
+                run_id: str) -> dict[str, Any]:
+    """Aggregate the finished cells; write results.json, results.md (and `spec.out`); log them on the parent run."""
+    results = []
+    for c, rec in zip(cells, records):
+        metrics = finished_metrics(c.cfg, Path(c.root)) if rec["status"] != "failed" else None
+        if metrics is not None:
+            results.append(CellResult(c.dataset, c.generator, c.split, metrics))
+    rows = aggregate(results)
+    word = "folds" if cells[0].cfg.protocol.name == "cv10" else "split seeds"
+    failed = [r["cell"] for r in records if r["status"] == "failed"]
+    text = (f"# Benchmark `{spec.name}`: test accuracy (%)\n\n"
+            + (f"Command: `{spec.command}`\n\n" if spec.command else "")
+            + f"Mean ± population std over {word} (n per entry); {len(results)} of {len(cells)} cells finished"
+            + (f"; failed: {', '.join(failed)} (rerun the same command to resume them)" if failed else "")
+            + f". Each cell is one pipeline run in `{Path(cells[0].root).parent}/<cell>`.\n\n" + markdown_table(rows))
+    folder_p = Path(folder)
+    write_json(folder_p / "results.json", {
+        "spec": json.loads(spec.model_dump_json()), "cells": records,
+        "rows": [{"dataset": r.dataset, "method": r.method, "generator": r.generator, "mean": r.mean, "std": r.std,
+                  "n": r.n, "runs": r.runs, "splits": list(r.splits), "values": list(r.values)} for r in rows]})
+    for path in [folder_p / "results.md", *([Path(spec.out)] if spec.out else [])]:
+        write_atomic(path, lambda tmp: tmp.write_text(text))
+    tracker = Tracker(RunLayout(folder_p), EXPERIMENT)
+    logger = tracker.logger(run_id)
+    logger.metrics(table_metrics(rows) | {"benchmark/cells/finished": len(results), "benchmark/cells/failed":
+                                          len(failed)})
+    logger.tags({f"gfkd.cell.{r['cell']}": r["status"] for r in records})
+    logger.artifact(folder_p / "results.md")
+    logger.artifact(folder_p / "results.json")
+    logger.flush()
+    tracker.end_run(run_id, "FAILED" if failed else "FINISHED")
+    return {"table": text, "failed": failed, "finished": len(results)}
+
+
+@flow(name="gfkd-benchmark", log_prints=True)
+def benchmark(spec: BenchmarkSpec) -> dict[str, Any]:
+    """Run the pipeline over datasets × generators × splits and aggregate the table."""
+    cells = grid_cells(spec)
+    folder = benchmark_dir(spec)
+    with tracking_server(folder) if spec.fanned_out else nullcontext() as uri:
+        run_id = open_benchmark_run(spec, str(folder))
+        records = run_grid.with_options(task_runner=task_runner(spec))(cells, spec.retries, uri)
+        report = report_task(spec, cells, records, str(folder), run_id)
+    return {"folder": str(folder), "cells": records, **report}

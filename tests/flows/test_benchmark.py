@@ -1,0 +1,105 @@
+"""The benchmark flow end to end on TINY: fanned out on a Dask LocalCluster through an MLflow server, and resumed
+after a failed cell without re-entering the finished one."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+TINY = ["teacher.epochs=3", "teacher.model.layers=3", "teacher.model.hidden=8", "teacher.batch_size=8",
+        "data.download=false", "generate.banks=2", "generate.iterations=5", "distill.epochs=2", "distill.seeds=1",
+        "distill.student.layers=2", "distill.student.hidden=8", "group.graph.warmup_epochs=1",
+        "group.graph.epochs=1", "group.graph.students=2"]
+STAGES = ["teacher", "generate", "distill", "group", "evaluate"]
+
+
+def _spec(runs: Path, root: Path, **kw):
+    from flows.benchmark import BenchmarkSpec
+
+    return BenchmarkSpec(overrides=(*TINY, f"run.runs_dir='{runs}'", f"data.root='{root}'"), datasets=("TINY",),
+                         generators=("acgkd",), splits=(0, 1), retries=0, **kw)
+
+
+def _statuses(cell: Path) -> dict[str, str]:
+    return {s: r["status"] for s, r in json.loads((cell / "summary.json").read_text())["stages"].items()}
+
+
+@pytest.mark.e2e
+def test_dask_benchmark_logs_through_a_tracking_server(tmp_path, tiny_root):
+    from mlflow.tracking import MlflowClient
+
+    from flows.benchmark import benchmark
+
+    runs = tmp_path / "runs"
+    spec = _spec(runs, tiny_root, workers=2, dask=True, dask_processes=False, out=str(tmp_path / "table.md"))
+    result = benchmark(spec)
+
+    assert [(r["cell"], r["status"]) for r in result["cells"]] == [("tiny-acgkd-fold0", "ran"),
+                                                                   ("tiny-acgkd-fold1", "ran")]
+    for cell in ("tiny-acgkd-fold0", "tiny-acgkd-fold1"):
+        assert list(_statuses(runs / cell).values()) == ["ran"] * len(STAGES)
+        assert not (runs / cell / "mlflow.db").exists()  # logged through the server, not a SQLite file per cell
+    table = (tmp_path / "table.md").read_text()
+    assert table == (runs / "benchmark" / "results.md").read_text()
+    assert "| method | TINY |" in table and "| teacher | " in table and "data-free student (acgkd)" in table
+    rows = {r["method"]: r for r in json.loads((runs / "benchmark" / "results.json").read_text())["rows"]}
+    assert rows["teacher"]["n"] == 2 and rows["pseudo"]["splits"] == [0, 1]
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the server is stopped and the variable removed
+
+    client = MlflowClient(f"sqlite:///{runs / 'benchmark' / 'mlflow.db'}")  # the server's backend
+    (bench,) = client.search_runs([client.get_experiment_by_name("gfkd-benchmark").experiment_id])
+    assert bench.info.status == "FINISHED" and bench.info.run_name == "benchmark"
+    assert bench.data.metrics["benchmark/TINY/teacher/test/acc_mean"] == pytest.approx(rows["teacher"]["mean"])
+    arts = runs / "benchmark" / "mlartifacts"  # the server's artifact store, beside its database
+    assert {p.name for p in arts.rglob(f"{bench.info.run_id}/artifacts/*")} == {"results.md", "results.json"}
+    pipeline_runs = client.search_runs([client.get_experiment_by_name("gfkd-TINY").experiment_id],
+                                       "tags.gfkd.run LIKE 'tiny-acgkd-fold%'")
+    parents = {r.info.run_name for r in pipeline_runs if "mlflow.parentRunId" not in r.data.tags}
+    assert parents == {"tiny-acgkd-fold0", "tiny-acgkd-fold1"}
+
+
+@pytest.mark.e2e
+def test_rerun_after_a_failed_cell_runs_only_that_cell(tmp_path, tiny_root):
+    from flows.benchmark import benchmark
+
+    runs = tmp_path / "runs"
+    spec = _spec(runs, tiny_root)
+    busy = runs / "tiny-acgkd-fold1"
+    busy.mkdir(parents=True)
+    with open(busy / ".lock", "w") as fh:  # another writer holds fold 1: that cell fails, fold 0 runs
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        first = benchmark(spec)
+    assert [r["status"] for r in first["cells"]] == ["ran", "failed"]
+    assert "another gfkd run is writing" in first["cells"][1]["error"] and first["failed"] == ["tiny-acgkd-fold1"]
+    assert "1 of 2 cells finished" in first["table"] and "(1) |" in first["table"]
+    done = runs / "tiny-acgkd-fold0" / "summary.json"
+    stamp = done.stat().st_mtime_ns
+
+    second = benchmark(spec)
+    assert [r["status"] for r in second["cells"]] == ["finished", "ran"]  # fold 0 is not re-entered at all
+    assert done.stat().st_mtime_ns == stamp
+    assert list(_statuses(busy).values()) == ["ran"] * len(STAGES)
+    assert second["failed"] == [] and "2 of 2 cells finished" in second["table"] and "(2) |" in second["table"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--generators", "acgkd,nope"], "--generators"),
+    (["--folds", "8..12"], "protocol.fold"),
+    (["--datasets", "NOPE"], "NOPE"),
+    (["teacher.epoch=3"], "did you mean 'teacher.epochs'"),
+])
+def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, needle):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "benchmark", "--datasets", "TINY", *args,
+                        "data.download=false", f"run.runs_dir='{tmp_path}'", f"--data-root={tiny_root}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr[-2000:]
+    assert len([l for l in r.stderr.splitlines() if l.startswith("gfkd: error:")]) == 1
+    assert not (tmp_path / "tiny-acgkd-fold0").exists()  # nothing ran
