@@ -49,6 +49,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) ->
 @contextmanager
 def tracking_server(folder: Path, timeout_s: float = 180) -> Iterator[str]:
     """Yield a tracking URI that many processes may log to; start (and finally stop) `mlflow server` if needed."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout's last line is the folder
     if os.environ.get("MLFLOW_TRACKING_URI"):
         yield os.environ["MLFLOW_TRACKING_URI"]
         return
