@@ -191,6 +191,38 @@ def paired(rows: dict, a: str, b: str) -> str:
     return f"{d.mean():+.3f} ± {d.std():.3f} ({int((d > 0).sum())} of {len(d)} folds positive)"
 
 
+def _mean(rows: dict, name: str) -> float | None:
+    return float(np.mean(list(rows[name]["folds"].values()))) if name in rows and rows[name]["folds"] else None
+
+
+def _paired_mean(rows: dict, a: str, b: str) -> float | None:
+    if a not in rows or b not in rows:
+        return None
+    common = sorted(set(rows[a]["folds"]) & set(rows[b]["folds"]))
+    return float(np.mean([rows[a]["folds"][f] - rows[b]["folds"][f] for f in common])) if common else None
+
+
+def targets(rows: dict) -> list[str]:
+    """Each target with the measured figure and met / missed (by how much), on the folds both rows ran."""
+    out = []
+    d = _paired_mean(rows, "ACGKD", "RandG")
+    out.append(f"- ACGKD ≥ RandG + 5 points: " + ("not run" if d is None else
+               f"{'met' if d >= 0.05 else 'missed'} ({d * 100:+.1f} points)"))
+    d = _paired_mean(rows, "ACGKD", "GFKD")
+    out.append(f"- ACGKD not below GFKD: " + ("not run (GFKD was not generated in this benchmark)" if d is None else
+               f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))
+    d = _paired_mean(rows, "ACGKD", "KD (real data)")
+    out.append(f"- ACGKD within 3 points of KD (real data): " + ("not run" if d is None else
+               f"{'met' if d >= -0.03 else 'missed'} ({d * 100:+.1f} points)"))
+    d = _paired_mean(rows, "ACGKD", "ACGKD, plain recipe")
+    out.append(f"- distill.recipe = acgkd stays the default while level with plain (paired mean ≥ −1 point): " +
+               ("not run" if d is None else f"{'level or better, default kept' if d >= -0.01 else 'below: the default should become plain'} ({d * 100:+.1f} points, last epoch)"))
+    d = _paired_mean(rows, "OAD group: ensemble", "ACGKD")
+    out.append(f"- OAD group ensemble ≥ the single distilled student: " + ("not run" if d is None else
+               f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))
+    return out
+
+
 def render(all_rows: dict, args, wall: float | None) -> str:
     import torch
     import torch_geometric
@@ -222,6 +254,7 @@ def render(all_rows: dict, args, wall: float | None) -> str:
                      ("ACGKD", "ACGKD, fixed temperature"), ("ACGKD", "ACGKD, no classifier reuse")]:
             if a in rows and b in rows:
                 out.append(f"- {a} − {b}: {paired(rows, a, b)}")
+        out += ["", "Targets (issue 4; acgkd.md §8), read off the rows above:", ""] + targets(rows)
         gens = [(n, r) for n, r in rows.items() if r["gen"]]
         if gens:
             out += ["", "| generator | pseudo-graphs | generation wall s (mean over folds) | teacher agreement | "
