@@ -52,14 +52,15 @@ def test_group_stage_reports_the_three_numbers_and_repeats_bitwise(tmp_path, tin
     assert n["acc_picked"] == accs[int(n["picked_student"])]
 
 
-@pytest.mark.parametrize("method", ["independent", "dml", "kdcl", "oad_local"])
+@pytest.mark.parametrize("method", ["oad", "independent", "dml", "kdcl", "oad_local"])
 def test_every_method_runs(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, method):
     out = group.run(_cfg(tiny_root, tmp_path, f"group.graph.method={method}", "group.graph.local_level=graph"),
                     RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
     hist = json.loads((RunLayout(tmp_path / "r").stage_dir("group") / "results.json").read_text())["history"]
     terms = {k.rsplit("/", 1)[1] for h in hist[2:] for k in h if "/train/" in k}
-    expect = {"independent": set(), "dml": {"dml"}, "kdcl": {"kdcl"}, "oad_local": {"adv"}}[method]
-    assert expect <= terms and ("global" in terms) == (method == "oad")
+    expect = {"oad": {"adv", "global"}, "independent": set(), "dml": {"dml"}, "kdcl": {"kdcl"}, "oad_local": {"adv"}}
+    assert expect[method] <= terms and ("global" in terms) == (method == "oad") and ("adv" in terms) == (
+        method in ("oad", "oad_local"))
     assert not {"adv", "global", "dml", "kdcl"} & {k.rsplit("/", 1)[1] for k in hist[0] if "/train/" in k}  # warm-up
     assert out.status == "ran"
 
