@@ -231,7 +231,11 @@ def render(all_rows: dict, args, wall: float | None) -> str:
     import torch
     import torch_geometric
 
-    cmd = "python benchmarks/distill.py " + " ".join(sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--ran-with" in argv:  # the producing command is printed on its own line
+        i = argv.index("--ran-with")
+        argv = argv[:i] + argv[i + 2:]
+    cmd = "python benchmarks/distill.py " + " ".join(argv)
     out = ["# Distill results: data-free students against the real-data rows", "",
            f"Command: `{cmd}`", ""] + ([f"The cells were produced by: `{args.ran_with}`", ""] if args.ran_with else []) + [
            f"CPU ({platform.machine()}, {os.cpu_count()} cores, one thread per cell, {args.jobs} cells at a time), "

@@ -51,6 +51,18 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Eval
     return EvalResult(loss=loss_sum / max(n, 1), acc=correct / max(n, 1), n=n)
 
 
+@torch.no_grad()
+def logits_of(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode logits [n, C] and labels [n] of `model` over `loader` (on the CPU)."""
+    model.eval()
+    zs, ys = [], []
+    for b in loader:
+        b = b.to(device)
+        zs.append(model(b.x, b.edge_index, b.batch, b.num_graphs).cpu())
+        ys.append(b.y.view(-1).cpu())
+    return torch.cat(zs), torch.cat(ys)
+
+
 def _is_better(cand: tuple[float, float], best: tuple[float, float] | None) -> bool:
     """Lower val loss wins; ties go to higher val accuracy; remaining ties keep the earlier epoch."""
     if best is None:

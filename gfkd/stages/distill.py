@@ -42,7 +42,7 @@ from gfkd.plots import distill_curves
 from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
 from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
-from gfkd.train import evaluate, fit_classifier
+from gfkd.train import evaluate, fit_classifier, logits_of
 
 STAGE = "distill"
 
@@ -64,16 +64,10 @@ def student_spec(dc: DistillConfig, teacher: GraphClassifier, real: bool) -> dic
             "pooling": teacher.pooling}
 
 
-@torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true classes over `loader` with `model` in eval mode: ([n], [n])."""
-    model.eval()
-    pred, true = [], []
-    for b in loader:
-        b = b.to(device)
-        pred.append(model(b.x, b.edge_index, b.batch, b.num_graphs).argmax(-1).cpu())
-        true.append(b.y.view(-1).cpu())
-    return torch.cat(pred).numpy(), torch.cat(true).numpy()
+    z, y = logits_of(model, loader, device)
+    return z.argmax(-1).numpy(), y.numpy()
 
 
 def _scores(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:

@@ -32,22 +32,11 @@ from gfkd.report import Row, markdown_report, markdown_table
 from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
+from gfkd.train import logits_of
 
 STAGE = "evaluate"
 GENERATOR_ROWS = {"randg": "RandG", "deepinvg": "DeepInvG", "gfkd": "GFKD", "acgkd": "ACGKD"}
 FIGURES = ["confusion.png", "acc_vs_time.png", "degrees.png", "graphs.png"]
-
-
-@torch.no_grad()
-def logits_of(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode logits [n, C] and labels [n] of `model` over `loader`."""
-    model.eval()
-    zs, ys = [], []
-    for b in loader:
-        b = b.to(device)
-        zs.append(model(b.x, b.edge_index, b.batch, b.num_graphs).cpu())
-        ys.append(b.y.view(-1).cpu())
-    return torch.cat(zs), torch.cat(ys)
 
 
 def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
