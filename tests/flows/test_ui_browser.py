@@ -37,7 +37,7 @@ def chromium() -> str:
     if path is None and shutil.which("apt-get") and os.geteuid() == 0:
         try:
             subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-                           capture_output=True, timeout=300, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+                           capture_output=True, timeout=60, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         except (OSError, subprocess.TimeoutExpired):
             pass
         path = _find_chromium()
