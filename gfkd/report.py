@@ -13,7 +13,7 @@ class Row:
     accs: list[float]  # one per model of the row (student seeds, group students); [] when it did not run
     params: int | None = None
     wall_s: float | None = None
-    note: str = ""
+    note: str = ""  # why the row did not run (shown in place of the accuracy)
 
     @property
     def mean(self) -> float:
@@ -31,11 +31,11 @@ class Row:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    out = ["| row | test accuracy | parameters | wall time s | note |", "|---|---|---|---|---|"]
+    out = ["| row | test accuracy | parameters | wall time s |", "|---|---|---|---|"]
     for r in rows:
         params = f"{r.params:,}" if r.params is not None else "—"
         wall = f"{r.wall_s:.1f}" if r.wall_s is not None else "—"
-        out.append(f"| {r.name} | {r.cell()} | {params} | {wall} | {r.note if r.accs else ''} |")
+        out.append(f"| {r.name} | {r.cell()} | {params} | {wall} |")
     return "\n".join(out) + "\n"
 
 

@@ -131,11 +131,13 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         gparams = sum(p.numel() for p in student.parameters())
         gwall = _metric(dirs, "group", "group/time/wall_s")
         pick = int(res["numbers"].get("picked_student", 0))
-        rows += [Row("OAD group: mean over students", "group_mean", g_accs, gparams, gwall),
-                 Row("OAD group: picked student", "group_picked", [g_accs[pick]], gparams, gwall),
-                 Row("OAD group: ensemble", "group_ensemble", [accs["group-ensemble"]], gparams * len(g_accs), gwall)]
+        gm = load_manifest(dirs["group"] / "manifest.json")
+        label = f"group ({gm.info.get('method', cfg.group.graph.method) if gm else cfg.group.graph.method})"
+        rows += [Row(f"{label}: mean over students", "group_mean", g_accs, gparams, gwall),
+                 Row(f"{label}: picked student", "group_picked", [g_accs[pick]], gparams, gwall),
+                 Row(f"{label}: ensemble", "group_ensemble", [accs["group-ensemble"]], gparams * len(g_accs), gwall)]
     else:
-        rows.append(Row("OAD group", "group_mean", [], note="no group stage in this run"))
+        rows.append(Row("group", "group_mean", [], note="no group stage in this run"))
 
     # figures
     shown = {k: v for k, v in confusion.items() if k in ("teacher", "group-ensemble") or k.endswith("-s0")}

@@ -33,11 +33,11 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     res = json.loads((layout.stage_dir("evaluate") / "results.json").read_text())
     names = [r["name"] for r in res["rows"]]
     for row in ("majority class", "teacher", "student (real data)", "KD (real data)", "RandG", "GFKD", "DeepInvG",
-                "ACGKD (acgkd recipe)", "OAD group: mean over students", "OAD group: ensemble"):
+                "ACGKD (acgkd recipe)", "group (oad_global): mean over students", "group (oad_global): ensemble"):
         assert row in names
     rows = {r["name"]: r for r in res["rows"]}
     assert rows["RandG"]["accs"] == [] and "generate.method=randg" in rows["RandG"]["note"]
-    assert len(rows["ACGKD (acgkd recipe)"]["accs"]) == 2 and len(rows["OAD group: mean over students"]["accs"]) == 2
+    assert len(rows["ACGKD (acgkd recipe)"]["accs"]) == 2 and len(rows["group (oad_global): mean over students"]["accs"]) == 2
     # the same code scores the distill stage's students: its own recorded numbers agree
     recs = json.loads((dirs["distill"] / "results.json").read_text())["records"]
     assert res["accuracy"]["pseudo-s1"] == pytest.approx(recs["pseudo-s1"]["test_acc"])
