@@ -34,6 +34,8 @@ def _shards(stage_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # 3 CLI runs of the whole pipeline: minutes on 2 cores; the in-process shard resume test runs always
+@pytest.mark.skipif(os.environ.get("GFKD_RUN_SLOW") != "1", reason="slow: set GFKD_RUN_SLOW=1 or run benchmarks/reliability.py")
 def test_sigkill_during_generate_then_rerun(tmp_path, tiny_root):
     runs = tmp_path / "runs"
     run_dir = runs / "tiny-cv10-fold0"
