@@ -46,6 +46,16 @@ def teacher_outputs(teacher: GraphClassifier, batch) -> tuple[Tensor, Tensor]:
     return teacher.head(teacher.pool(h, batch.batch, batch.num_graphs)), h
 
 
+def check_stored_logits(stored: Tensor, z_t: Tensor, stage: str) -> None:
+    """Raise StageError when the logits stored in the shards [B, C] differ from the teacher's z_T [B, C] (the shards
+    were made by another teacher); the tolerance is relative to the logit scale (float32 rounding)."""
+    stored = stored.view_as(z_t)
+    if not torch.allclose(stored, z_t, atol=1e-3 * max(1.0, float(z_t.abs().max())), rtol=1e-4):
+        raise StageError(f"{stage}: the shards' stored teacher logits differ from this teacher's "
+                         f"(max |Δ| {float((stored - z_t).abs().max()):.3g}): rerun generate with this "
+                         f"teacher (gfkd run --force generate)")
+
+
 def feature_loss(h_s: Tensor, h_t: Tensor, batch: Tensor, num_graphs: int, level: str) -> Tensor:
     """Projected student vs teacher embeddings, per d_T. node: Σ_i ‖P(H_S)_i − H_T,i‖²/(d_T·Σn);
     graph: mean over graphs of ‖(Σ_i P(H_S)_i − Σ_i H_T,i)/n_g‖²/d_T. h_s, h_t: [N, d_T], batch: [N]."""
@@ -138,11 +148,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
             batch = batch.to(device)
             z_t, h_t = teacher_outputs(teacher, batch)
             if not checked:
-                stored = batch.teacher_logits.view_as(z_t)
-                if not torch.allclose(stored, z_t, atol=1e-3 * max(1.0, float(z_t.abs().max())), rtol=1e-4):
-                    raise StageError(f"{stage}: the shards' stored teacher logits differ from this teacher's "
-                                     f"(max |Δ| {float((stored - z_t).abs().max()):.3g}): rerun generate with this "
-                                     f"teacher (gfkd run --force generate)")
+                check_stored_logits(batch.teacher_logits, z_t, stage)
                 checked = True
             z_s, h_s = student.features(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
             tau = temp(z_t, z_s)

@@ -13,14 +13,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from torch_geometric import seed_everything
 from torch_geometric.loader import DataLoader
 
 from gfkd.config import RunConfig
 from gfkd.data.splits import make_split
-from gfkd.distillation import teacher_outputs
-from gfkd.errors import StageError
+from gfkd.distillation import check_stored_logits, teacher_outputs
 from gfkd.group.graph import train_graph_group
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
@@ -51,10 +49,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     teacher = teacher.to(device)
     pseudo = load_pseudo_graphs(Path(generate_dir or layout.stage_dir("generate")) / "shards")
     probe = next(iter(DataLoader(pseudo[:32], batch_size=32))).to(device)
-    z_t, _ = teacher_outputs(teacher, probe)
-    if not torch.allclose(probe.teacher_logits.view_as(z_t), z_t, atol=1e-3 * max(1.0, float(z_t.abs().max()))):
-        raise StageError(f"{STAGE}: the shards' stored teacher logits differ from this teacher's: rerun generate with "
-                         f"this teacher (gfkd run --force generate)")
+    check_stored_logits(probe.teacher_logits, teacher_outputs(teacher, probe)[0], STAGE)
 
     ds = load_dataset(cfg)  # evaluation only: validation and test graphs
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
