@@ -255,7 +255,6 @@ def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_l
     acc = (pred == yt).float().mean(1)
     out = {"acc_mean": float(acc.mean()), "acc_ensemble": float((ensemble_probs(zt).argmax(-1) == yt).float().mean())}
     if hold:
-        agree = torch.zeros(len(students))
         loader = DataLoader(hold, batch_size=256)
         zh, _ = _eval(students, loader, device)
         yh = torch.cat([target(b) for b in loader])

@@ -30,6 +30,7 @@ from torch_geometric.loader import DataLoader
 from gfkd.config import DistillConfig, RunConfig
 from gfkd.data.splits import make_split
 from gfkd.distillation import distill_student
+from gfkd.errors import StageError
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
 from gfkd.io.manifest import Manifest
@@ -97,7 +98,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     ds = load_dataset(cfg)
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
     if split.fold_hash != meta["split"]["fold_hash"]:
-        from gfkd.errors import StageError
         raise StageError(f"{STAGE}: the teacher in {teacher_dir} was trained on another split (fold hash differs): "
                          f"rerun the teacher with this run's protocol settings")
     val_loader = DataLoader(ds.subset(split.val), batch_size=256) if len(split.val) else None
