@@ -175,6 +175,8 @@ class GenerateConfig(_Frozen):
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
     bn_target: Literal["auto", "running", "eval"] = Field("auto", description="auto: eval stats when stored")
     beta_bn: float = Field(1.0, ge=0, description="weight of R_BN")
+    bn_first_weight: float = Field(10.0, ge=0, description="acgkd: weight of the first BN layer's R_BN term "
+                                   "(the layer that sees the node types) relative to the others")
     acgkd: ACGKDConfig = ACGKDConfig()
     gfkd: GFKDConfig = GFKDConfig()
     randg: RandGConfig = RandGConfig()
@@ -220,6 +222,13 @@ class CurriculumConfig(_Frozen):
     until: float = Field(0.5, gt=0, le=1, description="E_c as a fraction of the epochs: all graphs from then on")
 
 
+class AugmentConfig(_Frozen):
+    """Online perturbation of pseudo-graphs in the distill loop, relabelled by the teacher (gfkd/augment.py)."""
+
+    edge_flip: float = Field(0.0, ge=0, lt=1, description="p: drop each edge with probability p, add as many random pairs")
+    node_noise: float = Field(0.0, ge=0, lt=1, description="q: redraw each node's one-hot type with probability q")
+
+
 class DistillConfig(_Frozen):
     """Student distillation on pseudo-graphs, and the real-data baselines (acgkd.md §8-§11; gfkd.md §5)."""
 
@@ -240,6 +249,7 @@ class DistillConfig(_Frozen):
     class_weight: Literal["auto", "none", "balanced"] = Field("auto", description="auto: balanced on featureless sets")
     temperature: TemperatureConfig = TemperatureConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
+    augment: AugmentConfig = AugmentConfig()
     baselines: tuple[Literal["kd_real", "student_real"], ...] = Field(
         ("kd_real", "student_real"), description="real-data rows trained by the same code (they read the training split)")
 
@@ -259,11 +269,12 @@ class DistillConfig(_Frozen):
         return 50 if (pseudo and banks > 1) else 150
 
     def effective(self) -> "DistillConfig":
-        """The settings actually used: recipe = plain fixes the head, temperature, curriculum and feature loss."""
+        """The settings actually used: recipe = plain fixes the head, temperature, curriculum, feature loss and
+        augmentation (off)."""
         if self.recipe == "acgkd":
             return self
         return self.model_copy(update={
-            "head": "own", "feat_weight": 0.0,
+            "head": "own", "feat_weight": 0.0, "augment": AugmentConfig(),
             "temperature": self.temperature.model_copy(update={"mode": "fixed"}),
             "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
 

@@ -25,6 +25,7 @@ from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
 from gfkd import curriculum
+from gfkd.augment import perturb
 from gfkd.config import DistillConfig
 from gfkd.errors import StageError
 from gfkd.losses.kd import Temperature, kd_kl, ramp
@@ -95,7 +96,8 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
                     epochs: int, seed: int, device: torch.device, class_weights: Tensor | None = None,
                     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                    stage: str = "distill", curriculum_on: bool = True) -> DistillResult:
+                    stage: str = "distill", curriculum_on: bool = True,
+                    degree_features: bool = False) -> DistillResult:
     """Distil `teacher` into `student` on `graphs` with the settings of `dc` (already `effective()`).
 
     Args:
@@ -105,6 +107,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
         evaluate: called after each epoch with the student in eval mode; returns `stage/split/metric` values,
             `{stage}/val/loss` among them when there is a validation set.
         curriculum_on: False for real graphs (no difficulty, every graph every epoch).
+        degree_features: the node features are degree one-hots (featureless sets): `dc.augment` recomputes them.
     Raises:
         StageError: a non-finite loss (names stage, epoch and the likely cause) or stored teacher logits that do not
             match the teacher (the shards were made by another teacher).
@@ -123,6 +126,8 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     until = math.ceil(cc.until * epochs)
     use_feat = dc.feat_weight > 0
     checked = not hasattr(graphs[0], "teacher_logits")
+    ac = dc.augment
+    augment = ac.edge_flip > 0 or ac.node_noise > 0
 
     result = DistillResult(last_state={}, best_state={}, best_epoch=-1)
     best: tuple[float, float] | None = None
@@ -150,6 +155,11 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
             if not checked:
                 check_stored_logits(batch.teacher_logits, z_t, stage)
                 checked = True
+            if augment:  # the teacher relabels the perturbed graphs
+                batch.x, batch.edge_index = perturb(batch.x, batch.edge_index, batch.batch, batch.num_graphs,
+                                                    edge_flip=ac.edge_flip, node_noise=ac.node_noise, generator=gen,
+                                                    degree_features=degree_features)
+                z_t, h_t = teacher_outputs(teacher, batch)
             z_s, h_s = student.features(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
             tau = temp(z_t, z_s)
             w = class_weights.to(device)[z_t.argmax(-1)] if class_weights is not None else None

@@ -60,9 +60,11 @@ class BNMatcher:
     to False around a backward pass that recomputes checkpointed layers, so the recomputation does not replace the
     statistics of the forward pass (nor keep the recomputed tensors alive after the step)."""
 
-    def __init__(self, model: nn.Module, targets: dict[str, tuple[Tensor, Tensor]], form: str = "relative"):
+    def __init__(self, model: nn.Module, targets: dict[str, tuple[Tensor, Tensor]], form: str = "relative",
+                 first_weight: float = 1.0):
         self.form = form
         self.layers = bn_layers(model)
+        self.weights = {n: (first_weight if i == 0 else 1.0) for i, n in enumerate(self.layers)}
         self.targets = targets
         self.stats: dict[str, tuple[Tensor, Tensor]] = {}
         self.recording = True
@@ -76,7 +78,7 @@ class BNMatcher:
         return fn
 
     def loss(self) -> Tensor:
-        """R_BN of the last forward pass (a scalar with gradient)."""
+        """R_BN of the last forward pass (a scalar with gradient); the first layer's term times `first_weight`."""
         total = None
         for name, (mu_hat, var_hat) in self.stats.items():
             mu, var = (t.to(mu_hat) for t in self.targets[name])
@@ -88,6 +90,8 @@ class BNMatcher:
                 term = torch.linalg.vector_norm(mu - mu_hat) + torch.linalg.vector_norm(var - var_hat)
             else:  # l2sq
                 term = (mu - mu_hat).pow(2).sum() + (var - var_hat).pow(2).sum()
+            if self.weights[name] != 1.0:
+                term = self.weights[name] * term
             total = term if total is None else total + term
         if total is None:
             raise RuntimeError("BNMatcher.loss() called before a forward pass through a model with BatchNorm")

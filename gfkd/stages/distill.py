@@ -153,7 +153,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                   epochs=dc.resolved_epochs(not real, banks), seed=seed, device=device,
                                   class_weights=class_weights if not real else None, evaluate=evaluate_fn,
                                   on_epoch=lambda e, m: child.metrics(m, step=e), stage=STAGE,
-                                  curriculum_on=not real)
+                                  curriculum_on=not real, degree_features=featureless)
             last, best, best_epoch, history = res.last_state, res.best_state, res.best_epoch, res.history
         wall = time.perf_counter() - t0
         # Primary: last epoch for data-free students, the val-selected epoch for the real-data rows (protocol.md §4).

@@ -78,3 +78,18 @@ def test_relative_form_is_scale_invariant():
     m._hook(name)(None, (x * 3,))
     assert abs(m.loss().item() - base) < 1e-4 * max(1, base)
     m.remove()
+
+
+def test_first_weight_scales_only_the_first_layer_term():
+    torch.manual_seed(0)
+    model = build_classifier("gin", 5, 2, layers=3, hidden=16).eval()
+    b = _batch(graphs=20)
+    targets = bn_targets(model, "running", {})
+    first = next(iter(bn_layers(model)))
+    with BNMatcher(model, targets, "relative") as plain, BNMatcher(model, targets, "relative", first_weight=7.0) as w:
+        model(b.x, b.edge_index, b.batch)
+        (mu_hat, var_hat), (mu, var) = plain.stats[first], targets[first]
+        eps = bn_layers(model)[first].eps
+        t0 = ((mu_hat - mu) / (var + eps).sqrt()).pow(2).mean() + torch.log((var_hat + eps) / (var + eps)).pow(2).mean()
+        assert t0.item() > 0
+        torch.testing.assert_close(w.loss(), plain.loss() + 6.0 * t0)

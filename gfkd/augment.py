@@ -1,0 +1,54 @@
+"""Pseudo-graph perturbation for the distill loop: the teacher relabels each perturbed batch online, so the student
+also sees graphs between the generator's (often over-confident) samples and the teacher's decision boundary.
+
+    edge_flip p: in each graph, every undirected edge is dropped with probability p and as many random node pairs
+                 of the same graph are added (the expected edge count is kept; collisions and self-pairs are
+                 discarded, so it can fall slightly);
+    node_noise q: on one-hot node-label features, each node's type is redrawn uniformly with probability q.
+
+Degree-feature sets (featureless datasets, x = one-hot(min(deg, D))) get their features recomputed from the perturbed
+structure instead of node noise. Nothing here touches the stored teacher logits: the caller checks them on the
+unperturbed batch and takes z_T from the teacher on the perturbed one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import coalesce, degree, scatter
+
+
+def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, edge_flip: float, node_noise: float,
+            generator: torch.Generator, degree_features: bool) -> tuple[Tensor, Tensor]:
+    """A perturbed copy of a batched graph. x: [N, F] one-hot, edge_index: [2, E] undirected (both directions),
+    batch: [N]. Returns (x' [N, F], edge_index' [2, E'] undirected, coalesced, no self-loops, no cross-graph pairs)."""
+    n = x.size(0)
+    dev = x.device
+    if edge_flip > 0:
+        row, col = edge_index
+        und = edge_index[:, row < col]
+        keep = torch.rand(und.size(1), generator=generator).to(dev) >= edge_flip
+        dropped = scatter((~keep).long(), batch[und[0]], dim=0, dim_size=num_graphs, reduce="sum")
+        counts = degree(batch, num_graphs, dtype=torch.long)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+        g = torch.repeat_interleave(torch.arange(num_graphs, device=dev), dropped)
+        if g.numel():
+            u = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
+            v = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
+            add = torch.stack([ptr[g] + torch.minimum(u, v), ptr[g] + torch.maximum(u, v)])
+            add = add[:, add[0] != add[1]]
+        else:
+            add = und.new_zeros(2, 0)
+        und = torch.cat([und[:, keep], add], 1)
+        edge_index = coalesce(torch.cat([und, und.flip(0)], 1), num_nodes=n)
+    if degree_features:
+        width = x.size(1)
+        deg = degree(edge_index[0], n, dtype=torch.long).clamp(max=width - 1)
+        x = torch.nn.functional.one_hot(deg, width).to(x.dtype)
+    elif node_noise > 0:
+        redraw = torch.rand(n, generator=generator).to(dev) < node_noise
+        if bool(redraw.any()):
+            x = x.clone()
+            types = torch.randint(x.size(1), (int(redraw.sum()),), generator=generator).to(dev)
+            x[redraw] = torch.nn.functional.one_hot(types, x.size(1)).to(x.dtype)
+    return x, edge_index

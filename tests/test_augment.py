@@ -1,0 +1,51 @@
+"""Online pseudo-graph perturbation of the distill loop (gfkd/augment.py)."""
+
+import torch
+
+from gfkd.augment import perturb
+
+# Two graphs: a 4-cycle (nodes 0..3) and a triangle (nodes 4..6); 3 node types.
+X = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 1, 2])]
+UND = torch.tensor([[0, 1, 2, 0, 4, 4, 5], [1, 2, 3, 3, 5, 6, 6]])
+EI = torch.cat([UND, UND.flip(0)], 1)
+BATCH = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+
+
+def _run(seed=0, **kw):
+    args = {"edge_flip": 0.0, "node_noise": 0.0, "degree_features": False} | kw
+    return perturb(X, EI, BATCH, 2, generator=torch.Generator().manual_seed(seed), **args)
+
+
+def test_zero_rates_leave_the_graph_unchanged():
+    x, ei = _run()
+    assert torch.equal(x, X) and ei.size(1) == EI.size(1)
+    assert {tuple(e) for e in ei.t().tolist()} == {tuple(e) for e in EI.t().tolist()}
+
+
+def test_edge_flips_stay_undirected_inside_their_graph_without_self_loops():
+    changed = False
+    for seed in range(20):
+        _, ei = _run(seed, edge_flip=0.5)
+        pairs = {tuple(e) for e in ei.t().tolist()}
+        assert all((j, i) in pairs for i, j in pairs)  # symmetric
+        assert all(i != j for i, j in pairs)
+        assert all(BATCH[i] == BATCH[j] for i, j in pairs)  # no cross-graph pair
+        assert ei.size(1) <= EI.size(1)  # as many adds as drops, minus collisions
+        changed |= pairs != {tuple(e) for e in EI.t().tolist()}
+    assert changed
+
+
+def test_node_noise_keeps_one_hot_rows_and_is_seeded():
+    x, _ = _run(3, node_noise=0.9)
+    assert torch.equal(x.sum(1), torch.ones(7)) and set(x.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(x, _run(3, node_noise=0.9)[0])
+    assert any(not torch.equal(_run(s, node_noise=0.9)[0], X) for s in range(5))
+
+
+def test_degree_features_follow_the_perturbed_structure():
+    x0 = torch.nn.functional.one_hot(torch.tensor([2, 2, 2, 2, 2, 2, 2]), 4).float()
+    for seed in range(5):
+        x, ei = perturb(x0, EI, BATCH, 2, edge_flip=0.5, node_noise=0.5, generator=torch.Generator().manual_seed(seed),
+                        degree_features=True)
+        deg = torch.bincount(ei[0], minlength=7).clamp(max=3)
+        assert torch.equal(x.argmax(1), deg)
