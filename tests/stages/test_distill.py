@@ -2,6 +2,7 @@
 never see a real training graph; a killed stage resumes without redoing finished students; reruns repeat bitwise."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -114,3 +115,18 @@ def test_shards_of_another_teacher_are_refused(tmp_path, tiny_root, tiny_teacher
     with pytest.raises(StageError, match="stored teacher logits"):
         distill.run(_cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1"), RunLayout(tmp_path / "r"),
                     "k", teacher_dir=other, generate_dir=shard_dir)
+
+
+def test_augmented_students_see_perturbed_graphs_relabelled_by_the_teacher(tmp_path, tiny_root, tiny_teacher_dir,
+                                                                            shard_dir):
+    aug = ["distill.augment.edge_flip=0.3", "distill.augment.node_noise=0.3"]
+    plain_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1")
+    aug_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", *aug)
+    assert aug_cfg.distill.model_copy(update={"recipe": "plain"}).effective().augment.edge_flip == 0  # plain: off
+    hist = {}
+    for name, cfg in [("plain", plain_cfg), ("aug", aug_cfg)]:
+        layout = RunLayout(tmp_path / name)
+        distill.run(cfg, layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+        hist[name] = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
+    kd = [[h["distill/train/kd"] for h in hist[n]["history"]] for n in ("plain", "aug")]
+    assert all(math.isfinite(v) for v in kd[1]) and kd[0] != kd[1]  # other graphs, other teacher targets
