@@ -28,6 +28,11 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
     "no curriculum": ["distill.curriculum.pace=off"],
     "fixed temperature": ["distill.temperature.mode=fixed"],
     "no classifier reuse": ["distill.head=own", "distill.feat_weight=0"],
+    # screening variants (docs/distill.md)
+    "augment": ["distill.augment.edge_flip=0.1", "distill.augment.node_noise=0.1"],
+    "augment strong": ["distill.augment.edge_flip=0.25", "distill.augment.node_noise=0.25"],
+    "temperature 6": ["distill.temperature.mode=fixed", "distill.temperature.value=6"],
+    "balanced KD": ["distill.class_weight=balanced"],
 }
 
 
