@@ -1,7 +1,8 @@
 """The MLflow UI of a finished tiny run, as a user meets it in a real headless browser (Debian's chromium).
 
 The run ids come from MLflow's REST API; chromium renders the pages (`--dump-dom` after the app's requests settle)
-and the test reads what a user would see: the parent run lists its stage runs, and the teacher's curve is shown.
+and the test reads what a user would see: the parent run lists its stage runs, the teacher's curve is shown, and the
+evaluate stage's Markdown report is displayed.
 """
 
 from __future__ import annotations
@@ -107,6 +108,16 @@ def test_ui_shows_the_stage_runs_and_a_logged_figure(tmp_path, tiny_root, chromi
                     tmp_path / "chrome")
         img = re.search(rf'<img[^>]*alt="{re.escape(figure)}"[^>]*>', page)
         assert img and 'src="blob:' in img.group(0), page[-2000:]  # the PNG was fetched and shown
+
+        report = "evaluate/report.md"  # the evaluate stage's Markdown report, as the artifact viewer shows it
+        for _ in range(3):  # a loaded machine can run out of virtual time before the artifact arrives
+            page = _dom(chromium, f"{base}/#/experiments/{exp}/runs/{stage_ids['evaluate']}/artifacts/{report}",
+                        tmp_path / "chrome")
+            text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script).*?</\1>", "", page, flags=re.S)).split())
+            if f"gfkd report: {name[parent]}" in text:
+                break
+        assert f"gfkd report: {name[parent]}" in text, text[-2000:]
+        assert "majority class" in text and "teacher" in text.split("gfkd report", 1)[1]
     finally:
         os.killpg(ui.pid, 15)
         ui.wait(timeout=30)
