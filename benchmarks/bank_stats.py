@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from gfkd.config import resolve_config  # noqa: E402
 from gfkd.data.splits import make_split  # noqa: E402
-from gfkd.generators.bn_stats import bn_targets  # noqa: E402
+from gfkd.generators.bn_stats import bn_targets, relative_term  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.models.bn_stats import bn_input_statistics  # noqa: E402
 from gfkd.stages.distill import load_pseudo_graphs  # noqa: E402
@@ -39,10 +39,8 @@ CPU = torch.device("cpu")
 
 
 def relative_rbn(stats: dict, mu: torch.Tensor, var: torch.Tensor, name: str, eps: float = 1e-5) -> float:
-    """acgkd.md §7's relative R_BN term of one layer: mean and log-variance gaps in units of the target spread."""
-    m = ((stats[f"{name}.mean"] - mu) / (var + eps).sqrt()).pow(2).mean()
-    v = torch.log((stats[f"{name}.var"] + eps) / (var + eps)).pow(2).mean()
-    return float(m + v)
+    """acgkd.md §7's relative R_BN term of one layer, from `bn_input_statistics` output."""
+    return float(relative_term(stats[f"{name}.mean"], stats[f"{name}.var"], mu, var, eps))
 
 
 def fold_row(runs: Path, dataset: str, fold: int, data_root: str | None) -> dict | None:

@@ -55,6 +55,11 @@ def mean_var(x: Tensor) -> tuple[Tensor, Tensor]:
     return _MeanVar.apply(x)
 
 
+def relative_term(mu_hat: Tensor, var_hat: Tensor, mu: Tensor, var: Tensor, eps: float) -> Tensor:
+    """One layer's relative R_BN term (acgkd.md §7): mean_c ((μ̂ − μ)/√(σ² + ε))² + mean_c log((σ̂² + ε)/(σ² + ε))²."""
+    return ((mu_hat - mu) / torch.sqrt(var + eps)).pow(2).mean() + torch.log((var_hat + eps) / (var + eps)).pow(2).mean()
+
+
 class BNMatcher:
     """Hooks that record BN input statistics during a forward pass and score them against targets. Set `recording`
     to False around a backward pass that recomputes checkpointed layers, so the recomputation does not replace the
@@ -84,8 +89,7 @@ class BNMatcher:
             mu, var = (t.to(mu_hat) for t in self.targets[name])
             eps = self.layers[name].eps
             if self.form == "relative":
-                term = ((mu_hat - mu) / torch.sqrt(var + eps)).pow(2).mean() + \
-                    torch.log((var_hat + eps) / (var + eps)).pow(2).mean()
+                term = relative_term(mu_hat, var_hat, mu, var, eps)
             elif self.form == "l2":
                 term = torch.linalg.vector_norm(mu - mu_hat) + torch.linalg.vector_norm(var - var_hat)
             else:  # l2sq
