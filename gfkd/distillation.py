@@ -151,15 +151,14 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
         n = 0
         for batch in DataLoader([graphs[i] for i in idx], batch_size=dc.batch_size):
             batch = batch.to(device)
-            z_t, h_t = teacher_outputs(teacher, batch)
-            if not checked:
-                check_stored_logits(batch.teacher_logits, z_t, stage)
+            if not checked:  # on the stored graphs, before any perturbation
+                check_stored_logits(batch.teacher_logits, teacher_outputs(teacher, batch)[0], stage)
                 checked = True
-            if augment:  # the teacher relabels the perturbed graphs
+            if augment:  # the teacher labels the perturbed graphs below
                 batch.x, batch.edge_index = perturb(batch.x, batch.edge_index, batch.batch, batch.num_graphs,
                                                     edge_flip=ac.edge_flip, node_noise=ac.node_noise, generator=gen,
                                                     degree_features=degree_features)
-                z_t, h_t = teacher_outputs(teacher, batch)
+            z_t, h_t = teacher_outputs(teacher, batch)
             z_s, h_s = student.features(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
             tau = temp(z_t, z_s)
             w = class_weights.to(device)[z_t.argmax(-1)] if class_weights is not None else None
