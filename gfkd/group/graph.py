@@ -34,9 +34,11 @@ from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
 from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
+from gfkd.distillation import feature_loss, teacher_outputs
 from gfkd.losses.kd import kd_kl
+from gfkd.models.classifier import GraphClassifier
 from gfkd.models.discriminator import GCNDiscriminator
-from gfkd.models.widened import PlainStudent
+from gfkd.models.widened import PlainStudent, WidenedStudent
 
 METHODS = ("oad", "independent", "dml", "kdcl", "oad_global", "oad_local")
 
@@ -62,14 +64,24 @@ class GraphDiscriminator(nn.Module):
 
 
 def student_outputs(students: nn.ModuleList, batch) -> tuple[Tensor, list[Tensor]]:
-    """z: [K, B, C] and the K node-embedding tensors h_k: [ΣN, d] of a batch."""
+    """z: [K, B, C] and the K node-embedding tensors h_k: [ΣN, d] of a batch (plain: the last GNN layer's output;
+    widened: the projected embeddings P(H_S), d = d_T)."""
     zs, hs = [], []
     for s in students:
-        net = s.net
-        h = net.node_embeddings(batch.x, batch.edge_index)
-        zs.append(net.head(net.pool(h, batch.batch, batch.num_graphs)))
+        if isinstance(s, WidenedStudent):
+            z, h = s.features(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
+        else:
+            net = s.net
+            h = net.node_embeddings(batch.x, batch.edge_index)
+            z = net.head(net.pool(h, batch.batch, batch.num_graphs))
+        zs.append(z)
         hs.append(h)
     return torch.stack(zs), hs
+
+
+def embedding_dim(student: nn.Module) -> int:
+    """d of h_k: the plain student's hidden width, or the teacher's width after a widened student's projector."""
+    return student.head.in_features if isinstance(student, WidenedStudent) else student.net.hidden
 
 
 @dataclass
@@ -94,12 +106,16 @@ def _eval(students: nn.ModuleList, loader: DataLoader, device: torch.device) -> 
     return torch.cat(zs, 1), torch.cat(ys)
 
 
-def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: GraphGroupConfig, *, seed: int,
-                      device: torch.device, val_loader: DataLoader | None, test_loader: DataLoader,
+def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: list[Data], gc: GraphGroupConfig, *,
+                      seed: int, device: torch.device, val_loader: DataLoader | None, test_loader: DataLoader,
+                      teacher: GraphClassifier | None = None,
                       on_epoch: Callable[[int, dict[str, float], list[dict[str, float]]], None] | None = None,
                       stage: str = "group", checkpoint: Path | None = None,
                       checkpoint_every: int = 5) -> GroupResult:
-    """Train K plain students together on pseudo-graphs; `graphs` carry teacher_logits, y (target) and graph_id.
+    """Train K students together on pseudo-graphs; `graphs` carry teacher_logits, y (target) and graph_id.
+
+    Widened students (reusing the teacher's frozen classifier) also match the teacher's node embeddings with weight
+    `gc.feat_weight`, which needs `teacher` (run frozen on each batch of pseudo-graphs).
 
     Returns the numbers of oad.md §8 for pseudo-graph groups: last epoch (mean over students, picked student,
     ensemble) and, secondary, at the distillation epoch of lowest mean validation loss (real validation labels).
@@ -112,7 +128,12 @@ def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: Grap
         raise ValueError(f"group.graph.method must be one of {METHODS}")
     K = len(students)
     students = nn.ModuleList(students).to(device)
-    d = students[0].net.hidden
+    d = embedding_dim(students[0])
+    use_feat = isinstance(students[0], WidenedStudent) and gc.feat_weight > 0
+    if use_feat and teacher is None:
+        raise ValueError("widened group students with feat_weight > 0 need the teacher's node embeddings")
+    if use_feat:
+        teacher = teacher.to(device).eval()
     node_level = gc.local_level == "node"
     discs = nn.ModuleList(GCNDiscriminator(d, gc.d_hidden) if node_level else GraphDiscriminator(d, gc.d_hidden)
                           for _ in range(K)).to(device)
@@ -169,6 +190,10 @@ def train_graph_group(students: list[PlainStudent], graphs: list[Data], gc: Grap
             if gc.teacher_anchor > 0:
                 terms["anchor"] = sum(kd_kl(z[k], z_t, gc.anchor_tau) for k in range(K))
             loss = terms["sup"] + gc.teacher_anchor * terms.get("anchor", 0.0)
+            if use_feat:
+                h_t = teacher_outputs(teacher, b)[1]  # [ΣN, d_T], no grad
+                terms["feat"] = sum(feature_loss(h[k], h_t, b.batch, b.num_graphs, "node") for k in range(K))
+                loss = loss + gc.feat_weight * terms["feat"]
             if distill and uses_global:
                 terms["global"] = losses.global_kl(z, gc.temperature).sum()
                 loss = loss + gc.lambda_global * terms["global"]

@@ -119,7 +119,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         zs, g_accs = [], []
         for ckpt in sorted((dirs["group"] / "students").glob("student-*.pt"), key=lambda p: int(p.stem.split("-")[1])):
             state, cmeta, _ = load_checkpoint(ckpt)
-            student = build_student(cmeta["spec"])
+            student = build_student(cmeta["spec"], teacher)
             student.load_state_dict(state)
             acc, z = score(f"group-{ckpt.stem}", student)
             zs.append(z)

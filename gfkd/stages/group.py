@@ -56,12 +56,13 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     val_loader = DataLoader(ds.subset(split.val), batch_size=256) if len(split.val) else None
     test_loader = DataLoader(ds.subset(split.test), batch_size=256)
 
-    plain = cfg.distill.model_copy(update={"head": "own"})
-    spec = student_spec(plain, teacher, real=True)
+    widened = gc.student == "widened"
+    spec = student_spec(cfg.distill.model_copy(update={"head": "reuse" if widened else "own"}), teacher,
+                        real=not widened)
     students = []
     for k in range(gc.students):
         seed_everything(1000 * cfg.split_seed + k)  # student k from seed + k
-        students.append(build_student(spec))
+        students.append(build_student(spec, teacher))
     logger.params({"group": gc.model_dump(mode="json"), "student": spec, "pseudo_graphs": len(pseudo)})
     children = [logger.child(f"student-{k}", {"gfkd.stage": STAGE, "gfkd.student": str(k)})
                 for k in range(gc.students)]
@@ -73,7 +74,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
 
     staging = resumable_staging(layout, STAGE, cache_key)
     res = train_graph_group(students, pseudo, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
-                            test_loader=test_loader, on_epoch=on_epoch, stage=STAGE,
+                            test_loader=test_loader, teacher=teacher, on_epoch=on_epoch, stage=STAGE,
                             checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every)
     for child in children:
         child.end()

@@ -87,3 +87,19 @@ def test_normalized_adjacency_matches_gcn_normalisation():
     d = dense.sum(1).rsqrt()
     assert torch.allclose(a, d[:, None] * dense * d[None, :])
     assert a[3, 3] == 1.0  # an isolated node keeps its self-loop
+
+
+def test_widened_group_students_keep_the_teachers_classifier(tmp_path, tiny_root, tiny_teacher_dir, gen_dir):
+    from gfkd.io.checkpoint import load_checkpoint
+
+    layout = RunLayout(tmp_path / "w")
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.student=widened", "group.graph.method=oad"), layout, "k",
+              teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    res = json.loads((layout.stage_dir("group") / "results.json").read_text())
+    assert res["spec"]["kind"] == "widened"
+    assert {"feat", "adv", "global"} <= {k.rsplit("/", 1)[1] for k in res["history"][-1] if "/train/" in k}
+    t_state, _, _ = load_checkpoint(tiny_teacher_dir / "teacher.pt")
+    head = {k.removeprefix("classifier."): v for k, v in t_state.items() if k.startswith("classifier.")}
+    for k in range(3):
+        state, _, _ = load_checkpoint(layout.stage_dir("group") / "students" / f"student-{k}.pt")
+        assert head and all(torch.equal(state[f"head.{p}"], v) for p, v in head.items())  # frozen, reused
