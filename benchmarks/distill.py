@@ -99,8 +99,8 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     for item in what:
         if item == "group":
             cfg = resolve_config(None, base)
-            group.run(cfg, RunLayout(root / f"acgkd-group-{cfg.group.graph.method}"), stage_key(cfg, "group", up),
-                      teacher_dir=t_dir, generate_dir=g_dir)
+            name = f"acgkd-group-{cfg.group.graph.method}" + ("-widened" if cfg.group.graph.student == "widened" else "")
+            group.run(cfg, RunLayout(root / name), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
             distill.run(cfg, RunLayout(root / ("acgkd-" + item.replace(" ", "-"))), stage_key(cfg, "distill", up),
@@ -166,7 +166,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             grp = _load(gdir / "group" / "results.json")
             if grp is None:
                 continue
-            method = gdir.name.removeprefix("acgkd-group-")
+            method = gdir.name.removeprefix("acgkd-group-").replace("-widened", ", widened students")
             n = grp["numbers"]
             k = sum(1 for key in n if key.startswith("acc_student") and not key.endswith("_selected"))
             accs = [n[f"acc_student{i}"] for i in range(k)]
@@ -182,6 +182,49 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             if res is not None:
                 add(f"ACGKD, {name}", fold, _fold_values(res["records"], "pseudo"))
     return rows
+
+
+def _fold_keys(row: dict) -> dict:
+    """JSON turns fold keys into strings; back to ints."""
+    row["folds"] = {int(f): v for f, v in row["folds"].items()}
+    return row
+
+
+def merge_rows(stored: dict, fresh: dict, source: int) -> tuple[dict, list[dict]]:
+    """Rows of one dataset: those stored in docs/results.json (each with its `source`, an index into the section's
+    commands) and those just collected from disk (run `source`). A fresh row replaces a stored one when it covers
+    every stored fold; a fresh row on fewer folds leaves the stored row in place and becomes a rerun note (how far
+    each of those folds' values moved). Returns the merged rows and the rerun notes."""
+    rows = {name: _fold_keys(dict(r)) for name, r in stored.items()}
+    notes = []
+    for name, r in fresh.items():
+        old = rows.get(name)
+        if old is None or set(old["folds"]) <= set(r["folds"]):
+            rows[name] = dict(r, source=source)
+            continue
+        common = sorted(set(old["folds"]) & set(r["folds"]))
+        diff = [abs(r["folds"][f] - old["folds"][f]) for f in common]
+        notes.append({"row": name, "source": source, "text": (
+            f"folds {','.join(map(str, common))} rerun: " + ("every fold's value identical to the stored one"
+            if max(diff) == 0 else f"largest per-fold change {max(diff):.3f}, mean {np.mean(diff):.3f}")
+            + f"; the table keeps the stored row ({len(old['folds'])} folds)")})
+    return rows, notes
+
+
+def add_run(section: dict | None, fresh: dict, cmd: str) -> dict:
+    """A dataset's stored section with the rows of run `cmd` merged in; commands that no row or note refers to any
+    more are dropped and the rest renumbered."""
+    section = section or {"commands": [], "rows": {}, "reruns": []}
+    commands = list(section["commands"])
+    if cmd not in commands:
+        commands.append(cmd)
+    rows, notes = merge_rows(section["rows"], fresh, commands.index(cmd))
+    notes = [n for n in section.get("reruns", []) if n["row"] not in fresh] + notes
+    used = sorted({r["source"] for r in rows.values()} | {n["source"] for n in notes})
+    index = {old: new for new, old in enumerate(used)}
+    for item in [*rows.values(), *notes]:
+        item["source"] = index[item["source"]]
+    return {"commands": [commands[i] for i in used], "rows": rows, "reruns": notes}
 
 
 def _pm(values: list[float]) -> str:
@@ -225,46 +268,61 @@ def targets(rows: dict) -> list[str]:
     d = _paired_mean(rows, "ACGKD", "ACGKD, plain recipe")
     out.append(f"- distill.recipe = acgkd stays the default while level with plain (paired mean ≥ −1 point): " +
                ("not run" if d is None else f"{'level or better, default kept' if d >= -0.01 else 'below: the default should become plain'} ({d * 100:+.1f} points, last epoch)"))
-    for method in ("oad_global", "oad"):
-        d = _paired_mean(rows, f"group {method}: ensemble", "ACGKD")
-        out.append(f"- group ({method}) ensemble ≥ the single distilled student: " + ("not run" if d is None else
-                   f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))
+    for name in [n for n in rows if n.startswith("group ") and n.endswith(": ensemble")]:
+        d = _paired_mean(rows, name, "ACGKD")
+        out.append(f"- {name.removesuffix(': ensemble')} ensemble ≥ the single distilled student (issue 5): "
+                   + ("not run" if d is None else f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))
     return out
 
 
-def render(all_rows: dict, args, wall: float | None) -> str:
-    import torch
-    import torch_geometric
-
+def command_line(args, wall: float | None) -> str:
+    """This invocation as it is recorded beside the rows it produced."""
     argv = sys.argv[1:]
     if "--ran-with" in argv:  # the producing command is printed on its own line
         i = argv.index("--ran-with")
         argv = argv[:i] + argv[i + 2:]
-    cmd = "python benchmarks/distill.py " + " ".join(argv)
+    cmd = "`python benchmarks/distill.py " + " ".join(argv) + "`"
+    if args.ran_with:
+        cmd += f", cells produced by: `{args.ran_with}`"
+    if wall is not None:
+        cmd += f" (wall time {wall / 60:.1f} min, {args.jobs} cells at a time)"
+    return cmd
+
+
+def render(sections: dict) -> str:
+    """docs/results.md from {dataset: {"commands": [...], "rows": {...}, "reruns": [...]}}."""
+    import torch
+    import torch_geometric
+
     out = ["# Distill results: data-free students against the real-data rows", "",
-           f"Command: `{cmd}`", ""] + ([f"The cells were produced by: `{args.ran_with}`", ""] if args.ran_with else []) + [
-           f"CPU ({platform.machine()}, {os.cpu_count()} cores, one thread per cell, {args.jobs} cells at a time), "
-           f"float32, torch {torch.__version__}, PyG {torch_geometric.__version__}; "
-           + (f"wall time of the whole benchmark {wall / 60:.1f} min. " if wall is not None else
-              "table rendered from the runs on disk (--report-only); stage wall times are in the generator table. ")
-           + "Protocol B (10-fold stratified CV, protocol.md §3) on the folds listed per row; "
-           f"{args.extra or 'default config'}. A fold's value is the mean over its student seeds (distill.seeds); a "
-           "cell is the mean ± std over folds, with the mean within-fold (student-seed) std beside it. Data-free "
-           "rows: last epoch (primary; no real label used), and the val-selected number (secondary, uses real "
-           "validation labels). Real-data rows: val-selected. Collapsed = a student predicting one class for ≥ 95 % "
-           "of the test fold.", ""]
-    for ds, rows in all_rows.items():
-        out += [f"## {ds}", "", "| row | test acc | folds | within-fold std | val-selected | collapsed / students |",
-                "|---|---|---|---|---|---|"]
+           "Written by `benchmarks/distill.py` from docs/results.json; do not edit by hand. Each dataset's runs are "
+           "listed under its heading and each row names the run that produced it: a new run adds or replaces rows "
+           "and keeps the others.", "",
+           f"CPU ({platform.machine()}, {os.cpu_count()} cores, one thread per cell), float32, torch "
+           f"{torch.__version__}, PyG {torch_geometric.__version__}. "
+           "Protocol B (10-fold stratified CV, protocol.md §3) on the folds listed per row. A fold's value is the mean "
+           "over its student seeds (distill.seeds); a cell is the mean ± std over folds, with the mean within-fold "
+           "(student-seed) std beside it. Data-free rows: last epoch (primary; no real label used), and the "
+           "val-selected number (secondary, uses real validation labels). Real-data rows: val-selected. Collapsed = a "
+           "student predicting one class for ≥ 95 % of the test fold.", ""]
+    for ds, sec in sections.items():
+        rows = sec["rows"]
+        out += [f"## {ds}", "", "Runs:", ""] + [f"{i + 1}. {c}" for i, c in enumerate(sec["commands"])] + [""]
+        out += ["| row | test acc | folds | within-fold std | val-selected | collapsed / students | run |",
+                "|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             vals = list(r["folds"].values())
             vs = [v for v in r["val_sel"] if not np.isnan(v)]
             out.append(f"| {name} | {_pm(vals)} | {len(vals)} | {np.mean(r['within_std']):.3f} | "
-                       f"{_pm(vs) if vs else '—'} | {r['collapsed']} / {r['students']} |")
+                       f"{_pm(vs) if vs else '—'} | {r['collapsed']} / {r['students']} | [{r['source'] + 1}] |")
+        if sec.get("reruns"):
+            out += ["", "Reruns of stored rows (same code path, seeds and folds):", ""]
+            out += [f"- {n['row']}: {n['text']} (run [{n['source'] + 1}])" for n in sec["reruns"]]
         out += ["", "Paired per-fold differences (mean ± std over the folds both rows ran):", ""]
-        for a, b in [("group oad_global: ensemble", "ACGKD"), ("group oad: ensemble", "ACGKD"), ("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)"),
-                     ("ACGKD", "ACGKD, plain recipe"), ("ACGKD", "ACGKD, no curriculum"),
-                     ("ACGKD", "ACGKD, fixed temperature"), ("ACGKD", "ACGKD, no classifier reuse")]:
+        pairs = [(a, "ACGKD") for a in rows if a.startswith("group ") and a.endswith(": ensemble")]
+        pairs += [("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)")]
+        pairs += [("ACGKD", a) for a in rows if a.startswith("ACGKD, ")]
+        for a, b in pairs:
             if a in rows and b in rows:
                 out.append(f"- {a} − {b}: {paired(rows, a, b)}")
         out += ["", "Targets (issue 4; acgkd.md §8), read off the rows above:", ""] + targets(rows)
@@ -316,9 +374,15 @@ def main() -> None:
                     for ds, f in cells]
             for fut in futs:
                 print("done", fut.result(), flush=True)
-    rows = {ds: collect(ds, folds, args.generators, args.runs) for ds in args.datasets}
-    args.out.write_text(render(rows, args, None if args.report_only else time.perf_counter() - t0))
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=float))
+    store = args.out.with_suffix(".json")
+    sections = json.loads(store.read_text()) if store.is_file() else {}
+    cmd = command_line(args, None if args.report_only else time.perf_counter() - t0)
+    for ds in args.datasets:
+        fresh = collect(ds, folds, args.generators, args.runs)
+        if fresh:
+            sections[ds] = add_run(sections.get(ds), fresh, cmd)
+    args.out.write_text(render(sections))
+    store.write_text(json.dumps(sections, indent=1, default=float))
     print(args.out)
 
 
