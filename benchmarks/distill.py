@@ -285,7 +285,7 @@ def command_line(args, wall: float | None) -> str:
     if args.ran_with:
         cmd += f", cells produced by: `{args.ran_with}`"
     if wall is not None:
-        cmd += f" (wall time {wall / 60:.1f} min, {args.jobs} cells at a time)"
+        cmd += f" (wall time {wall / 60:.1f} min, {args.jobs} cell{'s' if args.jobs > 1 else ''} at a time)"
     return cmd
 
 
