@@ -33,6 +33,7 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
     "augment strong": ["distill.augment.edge_flip=0.25", "distill.augment.node_noise=0.25"],
     "temperature 6": ["distill.temperature.mode=fixed", "distill.temperature.value=6"],
     "balanced KD": ["distill.class_weight=balanced"],
+    "adversarial rounds": ["distill.adversarial.rounds=true"],
 }
 
 

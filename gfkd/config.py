@@ -229,6 +229,18 @@ class AugmentConfig(_Frozen):
     node_noise: float = Field(0.0, ge=0, lt=1, description="q: redraw each node's one-hot type with probability q")
 
 
+class AdversarialConfig(_Frozen):
+    """Adversarial rounds (acgkd.md §7, schedule = alternate; gfkd/generators/rounds.py): before every epoch the saved
+    ACGKD generators take `steps` steps against the current student, and their re-finalised graphs replace that
+    epoch's training set."""
+
+    rounds: bool = Field(False, description="on: alternate generator rounds and student epochs (ACGKD banks only)")
+    steps: int = Field(5, ge=1, description="adv_steps: generator steps per chunk per epoch")
+    beta: float = Field(1.0, ge=0, description="β_adv: weight of the teacher-student divergence the generator maximises")
+    div: Literal["js", "kl", "l1"] = Field("js", description="adv_div: the divergence D(p_T ‖ p_S)")
+    lr_scale: float = Field(0.01, gt=0, description="generator learning rates as a fraction of generation's")
+
+
 class DistillConfig(_Frozen):
     """Student distillation on pseudo-graphs, and the real-data baselines (acgkd.md §8-§11; gfkd.md §5)."""
 
@@ -250,6 +262,7 @@ class DistillConfig(_Frozen):
     temperature: TemperatureConfig = TemperatureConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     augment: AugmentConfig = AugmentConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
     baselines: tuple[Literal["kd_real", "student_real"], ...] = Field(
         ("kd_real", "student_real"), description="real-data rows trained by the same code (they read the training split)")
 
@@ -269,12 +282,12 @@ class DistillConfig(_Frozen):
         return 50 if (pseudo and banks > 1) else 150
 
     def effective(self) -> "DistillConfig":
-        """The settings actually used: recipe = plain fixes the head, temperature, curriculum, feature loss and
-        augmentation (off)."""
+        """The settings actually used: recipe = plain fixes the head, temperature, curriculum, feature loss,
+        augmentation and adversarial rounds (off)."""
         if self.recipe == "acgkd":
             return self
         return self.model_copy(update={
-            "head": "own", "feat_weight": 0.0, "augment": AugmentConfig(),
+            "head": "own", "feat_weight": 0.0, "augment": AugmentConfig(), "adversarial": AdversarialConfig(),
             "temperature": self.temperature.model_copy(update={"mode": "fixed"}),
             "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
 
@@ -394,6 +407,7 @@ class RunConfig(_Frozen):
                     "device": self.run.device}
         if stage == "distill":  # the data and split too: the real-data baselines and the evaluation read them
             return {"distill": self.distill.model_dump(mode="json"), "banks": self.generate.banks,
+                    **({"generate": self.generate.model_dump(mode="json")} if self.distill.adversarial.rounds else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}

@@ -15,7 +15,7 @@ import copy
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from gfkd.config import DistillConfig
 from gfkd.errors import StageError
 from gfkd.losses.kd import Temperature, kd_kl, ramp
 from gfkd.models import GraphClassifier
+
+if TYPE_CHECKING:
+    from gfkd.generators.rounds import AdversarialRounds
 
 
 @dataclass
@@ -97,7 +100,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
                     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                     stage: str = "distill", curriculum_on: bool = True,
-                    degree_features: bool = False) -> DistillResult:
+                    degree_features: bool = False, rounds: "AdversarialRounds | None" = None) -> DistillResult:
     """Distil `teacher` into `student` on `graphs` with the settings of `dc` (already `effective()`).
 
     Args:
@@ -108,6 +111,8 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
             `{stage}/val/loss` among them when there is a validation set.
         curriculum_on: False for real graphs (no difficulty, every graph every epoch).
         degree_features: the node features are degree one-hots (featureless sets): `dc.augment` recomputes them.
+        rounds: adversarial rounds (gfkd.generators.rounds): before every epoch they move the generators against
+            the current student and their re-finalised graphs replace `graphs` for that epoch.
     Raises:
         StageError: a non-finite loss (names stage, epoch and the likely cause) or stored teacher logits that do not
             match the teacher (the shards were made by another teacher).
@@ -133,6 +138,11 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     best: tuple[float, float] | None = None
     bar = tqdm(range(epochs), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
     for epoch in bar:
+        adv_terms: dict[str, float] = {}
+        if rounds is not None:
+            graphs, adv_terms = rounds.step(student)
+            ids = torch.arange(len(graphs))
+            difficulty = _difficulty(graphs, cc.measure) if use_curriculum else None
         if use_curriculum:
             if cc.measure == "student_kl":
                 tau_now = temp.current() if not math.isnan(temp.current()) else tc.value
@@ -191,6 +201,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
         metrics = {f"{stage}/train/{k}": v / max(n, 1) for k, v in sums.items()}
         metrics |= {f"{stage}/train/fraction": frac, f"{stage}/train/lambda": lam,
                     f"{stage}/train/lr": opt.param_groups[0]["lr"]}
+        metrics |= {f"{stage}/adversarial/{k}": v for k, v in adv_terms.items()}
         if evaluate is not None:
             student.eval()
             with torch.no_grad():

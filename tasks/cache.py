@@ -21,6 +21,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "generate": ("generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
                  "stages/teacher.py"),
     "distill": ("data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
+                "generators",
                 "augment.py", "train.py", "plots.py", "stages/common.py", "stages/distill.py", "stages/teacher.py"),
     "group": ("data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
               "group/report.py", "distillation.py", "augment.py", "plots.py", "stages/common.py", "stages/distill.py",

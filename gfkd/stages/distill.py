@@ -31,6 +31,7 @@ from gfkd.config import DistillConfig, RunConfig
 from gfkd.data.splits import make_split
 from gfkd.distillation import distill_student
 from gfkd.errors import StageError
+from gfkd.generators.rounds import AdversarialRounds, load_states
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
 from gfkd.io.manifest import Manifest
@@ -87,7 +88,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     dc = cfg.distill.effective()
     device = resolve_device(cfg.run.device)
     teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
-    teacher, meta, _ = load_teacher(teacher_pt)
+    teacher, meta, bn_eval = load_teacher(teacher_pt)
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)
     teacher = teacher.to(device)
     shard_dir = Path(generate_dir or layout.stage_dir("generate")) / "shards"
@@ -139,6 +140,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         student = build_student(spec, teacher).to(device)
         child = logger.child(name, {"gfkd.stage": STAGE, "gfkd.variant": variant, "gfkd.student_seed": str(seed)})
         t0 = time.perf_counter()
+        rounds = None
         if variant == "student_real":
             tc = cfg.teacher
             fit = fit_classifier(student, DataLoader(train_graphs, batch_size=tc.batch_size, shuffle=True,
@@ -149,11 +151,15 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             last, best, best_epoch, history = fit.best_state, fit.best_state, fit.best_epoch, fit.history
         else:
             plain = cfg.distill.model_copy(update={"recipe": "plain"}).effective()
+            ac = dc.adversarial
+            rounds = None if real or not ac.rounds else AdversarialRounds(
+                teacher, meta["data"], bn_eval, cfg.generate, load_states(shard_dir), steps=ac.steps, beta=ac.beta,
+                div=ac.div, lr_scale=ac.lr_scale, seed=1000 * cfg.split_seed + seed, device=device)
             res = distill_student(student, teacher, pseudo if not real else train_graphs, dc if not real else plain,
                                   epochs=dc.resolved_epochs(not real, banks), seed=seed, device=device,
                                   class_weights=class_weights if not real else None, evaluate=evaluate_fn,
                                   on_epoch=lambda e, m: child.metrics(m, step=e), stage=STAGE,
-                                  curriculum_on=not real, degree_features=featureless)
+                                  curriculum_on=not real, degree_features=featureless, rounds=rounds)
             last, best, best_epoch, history = res.last_state, res.best_state, res.best_epoch, res.history
         wall = time.perf_counter() - t0
         # Primary: last epoch for data-free students, the val-selected epoch for the real-data rows (protocol.md §4).
@@ -162,6 +168,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         student.load_state_dict(last if not real else best)
         primary = _scores(student, test_loader, device)
         rec = {"variant": variant, "seed": seed, "spec": spec, "test_acc": primary["acc"],
+               "generator_steps": rounds.generator_steps if rounds is not None else 0,
                "test_acc_val_selected": val_sel["acc"], "best_epoch": best_epoch, "collapsed": primary["collapsed"],
                "top_class_fraction": primary["top_class_fraction"], "test_pred": primary["pred"], "wall_s": wall,
                "params": student.param_counts(), "history": history}

@@ -130,3 +130,38 @@ def test_augmented_students_see_perturbed_graphs_relabelled_by_the_teacher(tmp_p
         hist[name] = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
     kd = [[h["distill/train/kd"] for h in hist[n]["history"]] for n in ("plain", "aug")]
     assert all(math.isfinite(v) for v in kd[1]) and kd[0] != kd[1]  # other graphs, other teacher targets
+
+
+def test_adversarial_rounds_run_data_free_and_are_logged(tmp_path, tiny_root, tiny_teacher_dir, shard_dir,
+                                                         monkeypatch):
+    from gfkd.data.splits import make_split
+
+    rounds = ["distill.adversarial.rounds=true", "distill.adversarial.steps=2"]
+    cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", *rounds)
+    assert "generate" in cfg.stage_config("distill")  # the rounds read generate.*: it enters the cache key
+    assert cfg.distill.model_copy(update={"recipe": "plain"}).effective().adversarial.rounds is False
+    labels = datasets.load_tu("TINY", tiny_root, tmp_path / "c", allow_download=False).labels
+    train = set(make_split(labels, "cv10", 0, 0, True).train.tolist())
+    requested: list[int] = []
+    orig = datasets.GraphDataset.subset
+    monkeypatch.setattr(datasets.GraphDataset, "subset", lambda self, idx: requested.extend(map(int, idx)) or orig(self, idx))
+    layout = RunLayout(tmp_path / "adv")
+    distill.run(cfg, layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    assert requested and not train & set(requested)
+    rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
+    chunks = len(list((shard_dir / "shards").glob("_state-*.pt")))
+    assert rec["generator_steps"] == 3 * 2 * chunks  # epochs × steps × chunks
+    assert all(math.isfinite(h["distill/adversarial/div"]) for h in rec["history"])
+
+
+def test_adversarial_rounds_need_acgkd_banks(tmp_path, tiny_root, tiny_teacher_dir):
+    from gfkd.errors import StageError
+
+    layout = RunLayout(tmp_path / "gen")
+    randg = [*GEN, "generate.method=randg"]
+    generate.run(resolve_config(None, randg), layout, "g", teacher_dir=tiny_teacher_dir)
+    cfg = _cfg(tiny_root, tmp_path, "generate.method=randg", "distill.baselines=[]", "distill.seeds=1",
+               "distill.adversarial.rounds=true")
+    with pytest.raises(StageError, match="needs ACGKD banks"):
+        distill.run(cfg, RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir,
+                    generate_dir=layout.stage_dir("generate"))

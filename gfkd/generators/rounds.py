@@ -1,0 +1,210 @@
+"""Adversarial rounds (acgkd.md §7, `schedule = alternate`): before each distill epoch, a few generator steps on the
+saved ACGKD parameters move the pseudo-graphs to where the current student still disagrees with the teacher; the
+graphs are then re-finalised and replace that epoch's training set (nothing is appended).
+
+Per chunk of the generate stage (its `_state-*.pt`: α or Z/w/b, Φ, node counts, targets), per step, at κ = κ_1 and
+Adam at `lr_scale` (1 %) of the generation learning rates, with the student frozen in eval mode:
+
+    L = CE(z_T, y) + β_BN·R_BN + β_oh·H̄(X) + β_deg·R_deg − β_adv·D(p_T ‖ p_S)
+
+D = JS [default], KL or L1 between the teacher's and the student's class probabilities, mean over the chunk's graphs.
+Both networks see the same straight-through sample: the teacher through its dense twin, the student's
+message-passing body densely as well (so the gradient reaches α through the adjacency), a widened student's
+projector on the sampled edges. The generator state carries over from round to round. Only the teacher and the
+generator's own parameters are read: no real graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from gfkd.config import GenerateConfig
+from gfkd.errors import StageError
+from gfkd.generators.acgkd import _finalise, _Structure, node_features, resolve_xi
+from gfkd.generators.base import GenContext, dense_logits, node_mask, teacher_verdict
+from gfkd.generators.bn_stats import BNMatcher, bn_targets
+from gfkd.generators.concrete import concrete_sample, logistic_noise, pairs_to_adjacency
+from gfkd.generators.features import degree_one_hot, entropy_prior
+from gfkd.models import GraphClassifier
+from gfkd.models.widened import WidenedStudent
+
+
+def divergence(p_t: Tensor, p_s: Tensor, kind: str) -> Tensor:
+    """Mean over graphs of D(p_T ‖ p_S) for class probabilities p_t, p_s: [B, C]; kind = js | kl | l1."""
+    eps = 1e-8
+    if kind == "l1":
+        return (p_t - p_s).abs().sum(-1).mean()
+    if kind == "kl":
+        return (p_t * ((p_t + eps).log() - (p_s + eps).log())).sum(-1).mean()
+    m = 0.5 * (p_t + p_s)
+    kl = lambda a: (a * ((a + eps).log() - (m + eps).log())).sum(-1)  # noqa: E731
+    return (0.5 * kl(p_t) + 0.5 * kl(p_s)).mean()
+
+
+def student_dense_logits(student: nn.Module, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
+    """A student on padded graphs (x: [B, N, F], adj: [B, N, N] symmetric, mask: [B, N]) → logits [B, C]; the
+    message-passing body aggregates densely (differentiable in adj), a widened student's projector runs on the
+    edges of adj."""
+    body: GraphClassifier | WidenedStudent = student if isinstance(student, WidenedStudent) else student.net
+    h = x * mask.unsqueeze(-1)
+    for i, conv in enumerate(body.convs):
+        upd = conv.update(conv.aggregate_dense(h, adj, mask)[mask])
+        out = upd.new_zeros(*mask.shape, upd.size(-1))
+        out[mask] = upd
+        h = out + h if (body.residual and i > 0) else out
+    if not isinstance(student, WidenedStudent):
+        g = h.sum(1) if body.pooling == "sum" else h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return body.head(g)
+    nodes = h[mask]  # [Σn, d_S]
+    b, i, j = (adj.detach() > 0.5).nonzero(as_tuple=True)
+    counts = mask.sum(1)
+    offset = torch.cumsum(counts, 0) - counts
+    edge_index = torch.stack([offset[b] + i, offset[b] + j])
+    proj = student.projector(nodes, edge_index)  # [Σn, d_T]
+    batch = torch.repeat_interleave(torch.arange(len(counts), device=adj.device), counts)
+    from torch_geometric.utils import scatter
+
+    return student.head(scatter(proj, batch, dim=0, dim_size=len(counts), reduce=student.pooling))
+
+
+class _Chunk:
+    """One chunk's generator, restored from its saved state, with its own Adam."""
+
+    def __init__(self, ctx: GenContext, state: dict[str, Tensor], lr_scale: float, gen: torch.Generator):
+        dev, a = ctx.device, ctx.cfg.acgkd
+        self.num_nodes, self.targets = state["num_nodes"].to(dev), state["targets"].to(dev)
+        self.mask = node_mask(self.num_nodes)
+        self.mode, self.xi = resolve_xi(ctx, self.mask.size(1))
+        st = _Structure(ctx, self.num_nodes, self.mode, self.xi, gen)  # then overwritten by the saved parameters
+        with torch.no_grad():
+            for name in ("alpha", "z", "w", "b"):
+                if name in state:
+                    getattr(st, name).copy_(state[name].to(dev))
+        if self.mode == "budget":
+            st._set_candidates(state["candidates"].to(dev).reshape(-1).nonzero().squeeze(1))
+        self.st = st
+        self.phi = state["phi"].to(dev).clone().requires_grad_() if "phi" in state else None
+        groups = [{"params": st.params, "lr": a.lr_structure * lr_scale}]
+        if self.phi is not None:
+            groups.append({"params": [self.phi], "lr": a.lr_features * lr_scale})
+        self.opt = torch.optim.Adam(groups)
+
+
+class AdversarialRounds:
+    """The generator side of `distill.adversarial`: `step(student)` runs the rounds and returns the new graphs."""
+
+    def __init__(self, teacher: GraphClassifier, data_meta: dict, bn_eval: dict[str, Tensor], gcfg: GenerateConfig,
+                 states: list[dict[str, Tensor]], *, steps: int, beta: float, div: str, lr_scale: float, seed: int,
+                 device: torch.device):
+        if gcfg.method != "acgkd":
+            raise StageError("distill.adversarial.rounds needs ACGKD banks (generate.method=acgkd): the other "
+                             "generators save no Binary Concrete parameters to continue from")
+        if not states:
+            raise StageError("distill.adversarial.rounds: the generate stage saved no generator state "
+                             "(_state-*.pt beside the shards): rerun it with gfkd run --force generate")
+        self.ctx = GenContext(teacher, data_meta, {k: v.to(device) for k, v in bn_eval.items()}, gcfg, device)
+        self.steps, self.beta, self.div = steps, beta, div
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.chunks = [_Chunk(self.ctx, s, lr_scale, self.gen) for s in states]
+        self.generator_steps = 0
+
+    def step(self, student: nn.Module) -> tuple[list[Data], dict[str, float]]:
+        """`steps` generator steps per chunk against `student` (eval, frozen), then re-finalised graphs with the
+        teacher's logits and difficulty; and the round's mean CE, R_BN and divergence."""
+        ctx, a, cfg = self.ctx, self.ctx.cfg.acgkd, self.ctx.cfg
+        was_training = student.training
+        student.eval()
+        grads = [p.requires_grad for p in student.parameters()]
+        student.requires_grad_(False)
+        beta_deg = a.beta_deg if a.beta_deg != "auto" else (1.0 if ctx.featureless else 0.0)
+        d_bar = float(ctx.meta["degree_mean"])
+        sums = {"ce": 0.0, "bn": 0.0, "div": 0.0}
+        graphs: list[Data] = []
+        try:
+            for c in self.chunks:
+                matcher = BNMatcher(ctx.teacher, bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats),
+                                    cfg.bn_form, cfg.bn_first_weight)
+                try:
+                    for _ in range(self.steps):
+                        alpha = c.st.logits()
+                        x, adj = self._sample(c, alpha)
+                        z_t = dense_logits(ctx, x, adj, c.mask)
+                        ce, r_bn = F.cross_entropy(z_t, c.targets), matcher.loss()
+                        x_s = x if x is not None else degree_one_hot(adj.sum(1), ctx.max_degree)
+                        z_s = student_dense_logits(student, x_s, adj, c.mask)
+                        d = divergence(F.softmax(z_t, -1), F.softmax(z_s, -1), self.div)
+                        loss = ce + cfg.beta_bn * r_bn - self.beta * d
+                        if x is not None and a.beta_oh > 0:
+                            loss = loss + a.beta_oh * entropy_prior(x, c.mask)
+                        if beta_deg > 0:
+                            loss = loss + beta_deg * ((c.st.expected_degree(alpha) - d_bar) / d_bar).pow(2).mean()
+                        matcher.recording = False
+                        c.opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        matcher.recording = True
+                        c.opt.step()
+                        self.generator_steps += 1
+                        for k, v in (("ce", ce), ("bn", r_bn), ("div", d)):
+                            sums[k] += float(v.detach()) / (self.steps * len(self.chunks))
+                finally:
+                    matcher.remove()
+                graphs += self._finalise(c)
+        finally:
+            for p, g in zip(student.parameters(), grads):
+                p.requires_grad_(g)
+            student.train(was_training)
+        return graphs, sums
+
+    def _sample(self, c: _Chunk, alpha: Tensor) -> tuple[Tensor | None, Tensor]:
+        """One straight-through sample at κ_1: node features [B, N, F] (None: degree) and adjacency [B, N, N]."""
+        ctx, N = self.ctx, c.mask.size(1)
+        kappa = ctx.cfg.acgkd.kappa1
+        if c.mode == "budget":
+            noise = logistic_noise(c.st.flat.shape, self.gen, ctx.device)
+            values = concrete_sample(c.st.candidate_logits(alpha), kappa, noise)
+            adj = _scatter_pairs(c.st, values)
+        else:
+            noise = logistic_noise(alpha.shape, self.gen, ctx.device)
+            adj = pairs_to_adjacency(concrete_sample(alpha, kappa, noise) * c.st.pmask, N)
+        return node_features(ctx, c.phi, self.gen), adj
+
+    @torch.no_grad()
+    def _finalise(self, c: _Chunk) -> list[Data]:
+        final = _finalise(self.ctx, c.st, c.phi, c.mask, c.num_nodes, c.targets, self.gen, 0, c.mode, c.xi)
+        logits, difficulty = teacher_verdict(self.ctx, final)
+        out = []
+        for g in range(len(final.num_nodes)):
+            n = int(final.num_nodes[g])
+            ei = final.adj[g, :n, :n].nonzero().t()
+            out.append(Data(x=final.x[g, :n].cpu(), edge_index=ei.cpu(), y=final.targets[g].view(1).cpu(),
+                            num_nodes=n, teacher_logits=logits[g].view(1, -1).cpu(),
+                            difficulty=difficulty[g].view(1).cpu()))
+        return out
+
+
+def _scatter_pairs(st: _Structure, values: Tensor) -> Tensor:
+    """Candidate pair values [K] → symmetric [B, N, N], differentiable (budget mode)."""
+    B, N = len(st.n), st.N
+    offset = (torch.cumsum(st.n, 0) - st.n)[st.cand_b]
+    i, j = st.src - offset, st.dst - offset
+    flat = (st.cand_b * N + i) * N + j
+    adj = values.new_zeros(B * N * N).index_add(0, flat, values).view(B, N, N)
+    return adj + adj.transpose(1, 2)
+
+
+def load_states(shard_dir: Path) -> list[dict[str, Tensor]]:
+    """The generator states saved beside the shards, in shard order."""
+    return [torch.load(p, weights_only=True) for p in sorted(Path(shard_dir).glob("_state-*.pt"))]
+
+
+def relabel_ids(graphs: list[Data]) -> list[Data]:
+    """graph_id = position (the curriculum's tie-break)."""
+    for i, g in enumerate(graphs):
+        g.graph_id = torch.tensor([i])
+    return graphs
+
