@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -100,7 +101,10 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     for item in what:
         if item == "group":
             cfg = resolve_config(None, base)
-            name = f"acgkd-group-{cfg.group.graph.method}" + ("-widened" if cfg.group.graph.student == "widened" else "")
+            gg, default = cfg.group.graph, type(cfg.group.graph)()
+            name = f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
+                f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != (default.warmup_epochs,
+                                                                                       default.epochs) else "")
             group.run(cfg, RunLayout(root / name), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
@@ -167,7 +171,8 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             grp = _load(gdir / "group" / "results.json")
             if grp is None:
                 continue
-            method = gdir.name.removeprefix("acgkd-group-").replace("-widened", ", widened students")
+            method = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs",
+                            gdir.name.removeprefix("acgkd-group-").replace("-widened", ", widened students"))
             n = grp["numbers"]
             k = sum(1 for key in n if key.startswith("acc_student") and not key.endswith("_selected"))
             accs = [n[f"acc_student{i}"] for i in range(k)]
