@@ -126,6 +126,9 @@ def _fold_values(records: dict, variant: str) -> tuple[float, float, float, int,
     return float(acc.mean()), float(acc.std()), float(vs), sum(r["collapsed"] for r in rs), len(rs)
 
 
+FIELDS = ("folds", "within_std", "val_sel", "collapsed", "students", "gen")  # per row, each {fold: value}
+
+
 def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -> dict:
     """Per row: fold values (mean over student seeds), within-fold std, val-selected, collapsed; generator figures."""
     rows: dict[str, dict] = {}
@@ -133,15 +136,11 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
     def add(row: str, fold: int, vals, extra: dict | None = None):
         if vals is None:
             return
-        r = rows.setdefault(row, {"folds": {}, "within_std": [], "val_sel": [], "collapsed": 0, "students": 0,
-                                  "gen": []})
-        r["folds"][fold] = vals[0]
-        r["within_std"].append(vals[1])
-        r["val_sel"].append(vals[2])
-        r["collapsed"] += vals[3]
-        r["students"] += vals[4]
+        r = rows.setdefault(row, {k: {} for k in FIELDS})
+        for key, v in zip(FIELDS, vals):
+            r[key][fold] = v
         if extra:
-            r["gen"].append(extra)
+            r["gen"][fold] = extra
 
     for fold in folds:
         root = runs / f"{dataset.lower()}-fold{fold}"
@@ -191,30 +190,42 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
 
 
 def _fold_keys(row: dict) -> dict:
-    """JSON turns fold keys into strings; back to ints."""
-    row["folds"] = {int(f): v for f, v in row["folds"].items()}
+    """A stored row with int fold keys (JSON made them strings) and `source` as a list of run indices."""
+    row = {k: ({int(f): v for f, v in row[k].items()} if k in FIELDS else row[k]) for k in row}
+    row["source"] = row["source"] if isinstance(row.get("source"), list) else [row.get("source", 0)]
     return row
 
 
 def merge_rows(stored: dict, fresh: dict, source: int) -> tuple[dict, list[dict]]:
-    """Rows of one dataset: those stored in docs/results.json (each with its `source`, an index into the section's
-    commands) and those just collected from disk (run `source`). A fresh row replaces a stored one when it covers
-    every stored fold; a fresh row on fewer folds leaves the stored row in place and becomes a rerun note (how far
-    each of those folds' values moved). Returns the merged rows and the rerun notes."""
-    rows = {name: _fold_keys(dict(r)) for name, r in stored.items()}
+    """Rows of one dataset: those stored in docs/results.json (`source`: indices into the section's commands) and
+    those just collected (run `source`), merged fold by fold. A fold the new run also has takes the new value; when
+    the run repeats folds already stored, a note says whether their values came out the same. A new row that only
+    repeats stored folds with the same values changes nothing but the note. Returns the rows and the notes."""
+    rows = {name: _fold_keys(r) for name, r in stored.items()}
     notes = []
     for name, r in fresh.items():
         old = rows.get(name)
-        if old is None or set(old["folds"]) <= set(r["folds"]):
-            rows[name] = dict(r, source=source)
+        if old is None:
+            rows[name] = dict(r, source=[source])
             continue
         common = sorted(set(old["folds"]) & set(r["folds"]))
         diff = [abs(r["folds"][f] - old["folds"][f]) for f in common]
-        notes.append({"row": name, "source": source, "text": (
-            f"folds {','.join(map(str, common))} rerun: " + ("every fold's value identical to the stored one"
-            if max(diff) == 0 else f"largest per-fold change {max(diff):.3f}, mean {np.mean(diff):.3f}")
-            + f"; the table keeps the stored row ({len(old['folds'])} folds)")})
+        if common:
+            notes.append({"row": name, "source": source, "old": old["source"], "text": (
+                f"folds {_span(common)} rerun: " + ("the same value on every fold" if max(diff) == 0 else
+                f"{sum(d > 0 for d in diff)} of {len(common)} folds changed, by up to {max(diff):.3f} (mean "
+                f"{np.mean(diff):.3f}); the table has the new values"))})
+        if set(r["folds"]) <= set(old["folds"]) and max(diff, default=1) == 0:
+            continue
+        merged = {k: {**old[k], **r[k]} for k in FIELDS}
+        kept = set(old["folds"]) - set(r["folds"])
+        rows[name] = dict(merged, source=sorted(({*old["source"]} if kept else set()) | {source}))
     return rows, notes
+
+
+def _span(folds: list[int]) -> str:
+    return f"{folds[0]}-{folds[-1]}" if folds == list(range(folds[0], folds[-1] + 1)) and len(folds) > 2 else \
+        ",".join(map(str, folds))
 
 
 def add_run(section: dict | None, fresh: dict, cmd: str) -> dict:
@@ -226,10 +237,13 @@ def add_run(section: dict | None, fresh: dict, cmd: str) -> dict:
         commands.append(cmd)
     rows, notes = merge_rows(section["rows"], fresh, commands.index(cmd))
     notes = [n for n in section.get("reruns", []) if n["row"] not in fresh] + notes
-    used = sorted({r["source"] for r in rows.values()} | {n["source"] for n in notes})
+    used = sorted({i for r in rows.values() for i in r["source"]} | {n["source"] for n in notes}
+                  | {i for n in notes for i in n.get("old", [])})
     index = {old: new for new, old in enumerate(used)}
-    for item in [*rows.values(), *notes]:
-        item["source"] = index[item["source"]]
+    for r in rows.values():
+        r["source"] = [index[i] for i in r["source"]]
+    for n in notes:
+        n["source"], n["old"] = index[n["source"]], [index[i] for i in n.get("old", [])]
     return {"commands": [commands[i] for i in used], "rows": rows, "reruns": notes}
 
 
@@ -318,12 +332,15 @@ def render(sections: dict) -> str:
                 "|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             vals = list(r["folds"].values())
-            vs = [v for v in r["val_sel"] if not np.isnan(v)]
-            out.append(f"| {name} | {_pm(vals)} | {len(vals)} | {np.mean(r['within_std']):.3f} | "
-                       f"{_pm(vs) if vs else '—'} | {r['collapsed']} / {r['students']} | [{r['source'] + 1}] |")
+            vs = [v for v in r["val_sel"].values() if not np.isnan(v)]
+            runs = ", ".join(str(i + 1) for i in r["source"])
+            out.append(f"| {name} | {_pm(vals)} | {len(vals)} | {np.mean(list(r['within_std'].values())):.3f} | "
+                       f"{_pm(vs) if vs else '—'} | {sum(r['collapsed'].values())} / {sum(r['students'].values())} | "
+                       f"[{runs}] |")
         if sec.get("reruns"):
             out += ["", "Reruns of stored rows (same code path, seeds and folds):", ""]
-            out += [f"- {n['row']}: {n['text']} (run [{n['source'] + 1}])" for n in sec["reruns"]]
+            out += [f"- {n['row']} (stored from run [{', '.join(str(i + 1) for i in n['old'])}]): {n['text']} "
+                    f"(run [{n['source'] + 1}])" for n in sec["reruns"]]
         out += ["", "Paired per-fold differences (mean ± std over the folds both rows ran):", ""]
         pairs = [(a, "ACGKD") for a in rows if a.startswith("group ") and a.endswith(": ensemble")]
         pairs += [("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)")]
@@ -332,7 +349,7 @@ def render(sections: dict) -> str:
             if a in rows and b in rows:
                 out.append(f"- {a} − {b}: {paired(rows, a, b)}")
         out += ["", "Targets (issue 4; acgkd.md §8), read off the rows above:", ""] + targets(rows)
-        gens = [(n, r) for n, r in rows.items() if r["gen"]]
+        gens = [(n, dict(r, gen=list(r["gen"].values()))) for n, r in rows.items() if r["gen"]]
         if gens:
             out += ["", "| generator | pseudo-graphs | generation wall s (mean over folds) | teacher agreement | "
                     "density (real) | pseudo-graph params | student seed agreement |", "|---|---|---|---|---|---|---|"]
@@ -385,6 +402,9 @@ def main() -> None:
     cmd = command_line(args, None if args.report_only else time.perf_counter() - t0)
     for ds in args.datasets:
         fresh = collect(ds, folds, args.generators, args.runs)
+        if args.on_banks and not args.report_only:  # only the rows this run made, not the cells it read
+            fresh = {n: r for n, r in fresh.items() if (n.startswith("group ") and "group" in args.on_banks)
+                     or n.removeprefix("ACGKD, ") in args.on_banks}
         if fresh:
             sections[ds] = add_run(sections.get(ds), fresh, cmd)
     args.out.write_text(render(sections))

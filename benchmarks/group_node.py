@@ -179,12 +179,15 @@ def main() -> None:
             "Adam 5e-3, wd 5e-4, T = 3, λ_G = λ_adv = 1, d_D = 16, parity clean"}
     saved = None if args.fresh or not json_path.is_file() else json.loads(json_path.read_text())
     results = saved["runs"] if saved else []
-    if saved:  # a resumed benchmark lists every command that added runs, in order
-        meta["commands"] = saved["meta"].get("commands", [saved["meta"].get("command")]) + [meta.pop("command")]
+    if saved:  # a resumed benchmark lists every command that added runs, in order (this one once it adds a run)
+        earlier = saved["meta"].get("commands", [saved["meta"].get("command")])
+        meta["commands"] = earlier + [meta.pop("command")]
+    lambdas = sorted({lam for lam in args.lambda_global if lam != 1.0} | {
+        float(r["method"].removeprefix("oad_lg")) for r in results if r["method"].startswith("oad_lg")})
     if args.render_only:
         saved = json.loads(json_path.read_text())
         write_text(args.out, render(saved["runs"], saved["meta"], args.datasets, args.backbones, args.methods,
-                                    args.lambda_global))
+                                    lambdas))
         return
     done = {(r["dataset"], r["backbone"], r["method"], r["seed"]) for r in results}
     root = resolve_data_root(args.data_root)
@@ -198,7 +201,7 @@ def main() -> None:
     for seed in seeds:
         for ds, g in graphs.items():
             for bb in args.backbones:
-                for m in [*args.methods, *[sweep_name(lam) for lam in args.lambda_global]]:
+                for m in [*args.methods, *[sweep_name(lam) for lam in args.lambda_global if lam != 1.0]]:
                     if (ds, bb, m, seed) in done:
                         continue
                     t0 = time.perf_counter()
@@ -211,8 +214,10 @@ def main() -> None:
                           f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr, flush=True)
                     write_json(json_path, {"meta": meta, "runs": results})
                     write_text(args.out, render(results, meta, args.datasets, args.backbones, args.methods,
-                                                args.lambda_global))
-    write_text(args.out, render(results, meta, args.datasets, args.backbones, args.methods, args.lambda_global))
+                                                lambdas))
+    if saved and len(results) == len(saved["runs"]):
+        meta = saved["meta"]  # nothing added: this command is not listed
+    write_text(args.out, render(results, meta, args.datasets, args.backbones, args.methods, lambdas))
 
 
 if __name__ == "__main__":

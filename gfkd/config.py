@@ -412,8 +412,11 @@ class RunConfig(_Frozen):
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}
         if stage == "group":  # the pseudo-graph group; the student architecture comes from distill.student
+            widened = self.group.graph.student == "widened"  # widened students also read these two
             return {"group": self.group.graph.model_dump(mode="json"),
                     "student": self.distill.student.model_dump(mode="json"),
+                    **({"widen": {"width_mult": self.distill.width_mult, "projector": self.distill.projector}}
+                       if widened else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}

@@ -134,6 +134,10 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     ac = dc.augment
     augment = ac.edge_flip > 0 or ac.node_noise > 0
 
+    if rounds is not None and not checked:  # the rounds replace the stored graphs: check those first
+        probe = next(iter(DataLoader(graphs[:dc.batch_size], batch_size=dc.batch_size))).to(device)
+        check_stored_logits(probe.teacher_logits, teacher_outputs(teacher, probe)[0], stage)
+        checked = True
     result = DistillResult(last_state={}, best_state={}, best_epoch=-1)
     best: tuple[float, float] | None = None
     bar = tqdm(range(epochs), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)

@@ -61,6 +61,10 @@ def test_config_is_frozen_and_hash_tracks_stage_inputs():
     assert config_hash(cfg.stage_config("teacher")) != config_hash(other.stage_config("teacher"))
     assert config_hash(cfg.stage_config("teacher")) == config_hash(renamed.stage_config("teacher"))
     assert isinstance(RunConfig.model_validate(cfg.model_dump()), RunConfig)
+    # widened group students are built from distill.width_mult and distill.projector: both enter the group key
+    wide = resolve_config(None, ["group.graph.student=widened"])
+    wider = resolve_config(None, ["group.graph.student=widened", "distill.width_mult=2", "distill.projector=linear"])
+    assert config_hash(wide.stage_config("group")) != config_hash(wider.stage_config("group"))
 
 
 def test_docs_config_reference_is_current():

@@ -1,4 +1,5 @@
-"""benchmarks/distill.py's store: a new run adds or replaces rows of docs/results.json and keeps the rest."""
+"""benchmarks/distill.py's store: a new run adds or replaces rows of docs/results.json fold by fold and keeps the
+rest, and each row names the runs its folds come from."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ _spec.loader.exec_module(bench)
 
 
 def _row(folds: dict[int, float]) -> dict:
-    n = len(folds)
-    return {"folds": folds, "within_std": [0.01] * n, "val_sel": [0.5] * n, "collapsed": 0, "students": 3 * n,
-            "gen": []}
+    return {"folds": folds, "within_std": {f: 0.01 for f in folds}, "val_sel": {f: 0.5 for f in folds},
+            "collapsed": {f: 0 for f in folds}, "students": {f: 3 for f in folds}, "gen": {}}
 
 
 def _roundtrip(section: dict) -> dict:
@@ -23,27 +23,36 @@ def _roundtrip(section: dict) -> dict:
     return json.loads(json.dumps(section))
 
 
-def test_a_run_on_all_folds_replaces_a_row_and_a_partial_rerun_is_a_note():
+def test_new_folds_are_added_and_a_rerun_of_the_same_values_only_adds_a_note():
     first = bench.add_run(None, {"ACGKD": _row({0: 0.8, 1: 0.7}), "RandG": _row({0: 0.4, 1: 0.3})}, "`run a`")
     second = bench.add_run(_roundtrip(first), {"ACGKD": _row({0: 0.8}), "ACGKD, no curriculum": _row({0: 0.6})},
                            "`run b`")
     rows = second["rows"]
     assert second["commands"] == ["`run a`", "`run b`"]
-    assert rows["ACGKD"]["folds"] == {0: 0.8, 1: 0.7} and rows["ACGKD"]["source"] == 0  # stored row kept
-    assert rows["ACGKD, no curriculum"]["source"] == 1 and rows["RandG"]["source"] == 0
+    assert rows["ACGKD"]["folds"] == {0: 0.8, 1: 0.7} and rows["ACGKD"]["source"] == [0]  # unchanged
+    assert rows["ACGKD, no curriculum"]["source"] == [1] and rows["RandG"]["source"] == [0]
     (note,) = second["reruns"]
-    assert note["row"] == "ACGKD" and "identical" in note["text"] and note["source"] == 1
-    third = bench.add_run(_roundtrip(second), {"ACGKD": _row({0: 0.9, 1: 0.7}), "RandG": _row({0: 0.1, 1: 0.2}),
-                                               "ACGKD, no curriculum": _row({0: 0.5, 1: 0.5})}, "`run c`")
-    # every row of runs a and b replaced: only run c is left, and the note about ACGKD went with its row
-    assert third["commands"] == ["`run c`"] and not third["reruns"]
-    assert {r["source"] for r in third["rows"].values()} == {0} and third["rows"]["ACGKD"]["folds"][0] == 0.9
+    assert note["row"] == "ACGKD" and "the same value on every fold" in note["text"] and note["source"] == 1
+    third = bench.add_run(_roundtrip(second), {"ACGKD": _row({2: 0.9, 3: 0.6})}, "`run c`")  # disjoint folds
+    assert third["rows"]["ACGKD"]["folds"] == {0: 0.8, 1: 0.7, 2: 0.9, 3: 0.6}
+    assert third["rows"]["ACGKD"]["source"] == [0, 2] and sum(third["rows"]["ACGKD"]["students"].values()) == 12
 
 
-def test_a_changed_rerun_says_how_far_it_moved_and_the_report_names_each_rows_run():
+def test_a_run_over_every_stored_fold_replaces_the_row_and_unused_commands_go():
     first = bench.add_run(None, {"ACGKD": _row({0: 0.8, 1: 0.7})}, "`run a`")
-    second = bench.add_run(_roundtrip(first), {"ACGKD": _row({1: 0.65})}, "`run b`")
-    assert "largest per-fold change 0.050" in second["reruns"][0]["text"]
+    second = bench.add_run(_roundtrip(first), {"ACGKD": _row({0: 0.9, 1: 0.7})}, "`run b`")
+    assert second["rows"]["ACGKD"]["folds"] == {0: 0.9, 1: 0.7} and second["rows"]["ACGKD"]["source"] == [1]
+    assert "1 of 2 folds changed, by up to 0.100" in second["reruns"][0]["text"]
+    assert second["commands"] == ["`run a`", "`run b`"]  # run a stays listed: the note compares against it
+    third = bench.add_run(_roundtrip(second), {"ACGKD": _row({0: 0.5, 1: 0.5}), "RandG": _row({0: 0.3})}, "`run c`")
+    assert [n["row"] for n in third["reruns"]] == ["ACGKD"] and third["commands"] == ["`run b`", "`run c`"]
+
+
+def test_partial_overlap_takes_the_new_values_and_keeps_the_other_folds():
+    first = bench.add_run(None, {"ACGKD": _row({0: 0.8, 1: 0.7, 2: 0.6})}, "`run a`")
+    second = bench.add_run(_roundtrip(first), {"ACGKD": _row({2: 0.65, 3: 0.5})}, "`run b`")
+    row = second["rows"]["ACGKD"]
+    assert row["folds"] == {0: 0.8, 1: 0.7, 2: 0.65, 3: 0.5} and row["source"] == [0, 1]
     text = bench.render({"MUTAG": second})
-    assert "1. `run a`" in text and "2. `run b`" in text and "| ACGKD | 0.750 ± 0.050 | 2 |" in text
-    assert "(run [2])" in text
+    assert "1. `run a`" in text and "2. `run b`" in text and "| ACGKD | 0.662 ± 0.108 | 4 |" in text
+    assert "[1, 2] |" in text and "(stored from run [1]): folds 2 rerun" in text

@@ -8,7 +8,8 @@ Adam at `lr_scale` (1 %) of the generation learning rates, with the student froz
     L = CE(z_T, y) + β_BN·R_BN + β_oh·H̄(X) + β_deg·R_deg − β_adv·D(p_T ‖ p_S)
 
 D = JS [default], KL or L1 between the teacher's and the student's class probabilities, mean over the chunk's graphs.
-Both networks see the same straight-through sample: the teacher through its dense twin, the student's
+Both networks see the same straight-through sample (whatever `generate.acgkd.sample` says), dense also in `budget`
+mode (the candidate set is the saved one, never refreshed): the teacher through its dense twin, the student's
 message-passing body densely as well (so the gradient reaches α through the adjacency), a widened student's
 projector on the sampled edges. The generator state carries over from round to round. Only the teacher and the
 generator's own parameters are read: no real graph.
@@ -16,6 +17,7 @@ generator's own parameters are read: no real graph.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -86,6 +88,9 @@ class _Chunk:
                 if name in state:
                     getattr(st, name).copy_(state[name].to(dev))
         if self.mode == "budget":
+            if "candidates" not in state:
+                raise StageError("distill.adversarial.rounds: a budget-mode generator state has no candidate set: "
+                                 "rerun the generate stage with this generate config")
             st._set_candidates(state["candidates"].to(dev).reshape(-1).nonzero().squeeze(1))
         self.st = st
         self.phi = state["phi"].to(dev).clone().requires_grad_() if "phi" in state else None
@@ -198,13 +203,21 @@ def _scatter_pairs(st: _Structure, values: Tensor) -> Tensor:
 
 
 def load_states(shard_dir: Path) -> list[dict[str, Tensor]]:
-    """The generator states saved beside the shards, in shard order."""
-    return [torch.load(p, weights_only=True) for p in sorted(Path(shard_dir).glob("_state-*.pt"))]
-
-
-def relabel_ids(graphs: list[Data]) -> list[Data]:
-    """graph_id = position (the curriculum's tie-break)."""
-    for i, g in enumerate(graphs):
-        g.graph_id = torch.tensor([i])
-    return graphs
-
+    """The ACGKD generator states saved beside the shards, in shard order; a StageError when the shards are another
+    generator's, or a shard has no state, or a state lacks its structure parameters."""
+    shard_dir = Path(shard_dir)
+    manifest = json.loads((shard_dir / "_manifest.json").read_text())
+    if manifest.get("generator") != "acgkd":
+        raise StageError(f"distill.adversarial.rounds needs ACGKD banks; {shard_dir} holds "
+                         f"{manifest.get('generator')} shards: generate with generate.method=acgkd")
+    shards = sorted(shard_dir.glob("shard-*.parquet"))
+    states = [shard_dir / ("_state-" + p.name.removeprefix("shard-").removesuffix(".parquet") + ".pt") for p in shards]
+    missing = [p.name for p in states if not p.is_file()]
+    if missing:
+        raise StageError(f"distill.adversarial.rounds: {shard_dir} has no generator state {missing[0]} (and "
+                         f"{len(missing) - 1} more): rerun the generate stage (gfkd run --force generate)")
+    out = [torch.load(p, weights_only=True) for p in states]
+    for p, st in zip(states, out):
+        if not ({"alpha"} <= set(st) or {"z", "w", "b"} <= set(st)):
+            raise StageError(f"distill.adversarial.rounds: {p} holds no ACGKD structure parameters (alpha or z/w/b)")
+    return out

@@ -176,7 +176,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                                                                   "seed": seed})
         write_json(rec_path, rec)  # last: its presence marks the student finished
         child.metrics({f"{STAGE}/test/acc": rec["test_acc"], f"{STAGE}/test/acc_val_selected": val_sel["acc"],
-                       f"{STAGE}/time/wall_s": wall}, step=len(history))
+                       f"{STAGE}/time/wall_s": wall, f"{STAGE}/adversarial/generator_steps": rec["generator_steps"]},
+                      step=len(history))
         child.end()
         records[name] = rec
 

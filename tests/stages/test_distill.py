@@ -101,7 +101,8 @@ def test_plain_recipe_uses_an_own_head_and_fixed_temperature(tmp_path, tiny_root
     assert {h["distill/train/fraction"] for h in rec["history"]} == {1.0}
 
 
-def test_shards_of_another_teacher_are_refused(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
+@pytest.mark.parametrize("extra", [[], ["distill.adversarial.rounds=true"]])
+def test_shards_of_another_teacher_are_refused(tmp_path, tiny_root, tiny_teacher_dir, shard_dir, extra):
     from gfkd.errors import StageError
     from gfkd.stages.teacher import load_teacher
 
@@ -113,8 +114,8 @@ def test_shards_of_another_teacher_are_refused(tmp_path, tiny_root, tiny_teacher
     torch.save(state, other / "teacher.pt")
     (other / "teacher.json").write_text((tiny_teacher_dir / "teacher.json").read_text())
     with pytest.raises(StageError, match="stored teacher logits"):
-        distill.run(_cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1"), RunLayout(tmp_path / "r"),
-                    "k", teacher_dir=other, generate_dir=shard_dir)
+        distill.run(_cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", *extra),
+                    RunLayout(tmp_path / "r"), "k", teacher_dir=other, generate_dir=shard_dir)
 
 
 def test_augmented_students_see_perturbed_graphs_relabelled_by_the_teacher(tmp_path, tiny_root, tiny_teacher_dir,
@@ -164,4 +165,8 @@ def test_adversarial_rounds_need_acgkd_banks(tmp_path, tiny_root, tiny_teacher_d
                "distill.adversarial.rounds=true")
     with pytest.raises(StageError, match="needs ACGKD banks"):
         distill.run(cfg, RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir,
+                    generate_dir=layout.stage_dir("generate"))
+    acgkd_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", "distill.adversarial.rounds=true")
+    with pytest.raises(StageError, match="holds randg shards"):  # the config says acgkd, the shards say otherwise
+        distill.run(acgkd_cfg, RunLayout(tmp_path / "r2"), "k", teacher_dir=tiny_teacher_dir,
                     generate_dir=layout.stage_dir("generate"))
