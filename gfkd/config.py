@@ -299,9 +299,10 @@ class GraphGroupConfig(_Frozen):
         "oad_global", description="as group.method; default oad_global (peer-mean KL, no ring): with the ring "
         "adversarial term (oad) every student collapsed on MUTAG pseudo-graphs at lambda_adv 1 and 0.1 (docs/group.md)")
     students: int = Field(4, ge=2, le=16, description="K students (copies of distill.student)")
-    student: Literal["plain", "widened"] = Field("plain", description="plain: own Linear heads (oad.md §6); widened: "
-                                                 "the distill stage's widened student reusing the teacher's frozen "
-                                                 "classifier (distill.width_mult, distill.projector)")
+    student: Literal["plain", "widened"] = Field("widened", description="widened: the distill stage's widened "
+                                                 "student reusing the teacher's frozen classifier (distill.width_mult, "
+                                                 "distill.projector); plain: own Linear heads, as oad.md §6 (MUTAG "
+                                                 "10-fold: docs/group.md)")
     feat_weight: float = Field(1.0, ge=0, description="student = widened: γ of the projected-embedding loss against "
                                "the teacher's node embeddings (as distill.feat_weight, node level)")
     warmup_epochs: int = Field(30, ge=0, description="W: epochs of supervised + teacher-anchor loss only")

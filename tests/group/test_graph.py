@@ -29,11 +29,14 @@ def _cfg(tiny_root, tmp_path, *extra):
                                  "group.graph.batch_size=16", *extra])
 
 
-def test_group_stage_reports_the_three_numbers_and_repeats_bitwise(tmp_path, tiny_root, tiny_teacher_dir, gen_dir):
+@pytest.mark.parametrize("student", ["widened", "plain"])
+def test_group_stage_reports_the_three_numbers_and_repeats_bitwise(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                                   student):
     outs = []
     for name in ("a", "b"):
         layout = RunLayout(tmp_path / name)
-        out = group.run(_cfg(tiny_root, tmp_path), layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+        out = group.run(_cfg(tiny_root, tmp_path, f"group.graph.student={student}"), layout, "k",
+                        teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
         outs.append((out, layout))
     m = outs[0][0].manifest.metrics
     for key in ("group/test/acc_mean", "group/test/acc_picked", "group/test/acc_ensemble",
@@ -41,6 +44,7 @@ def test_group_stage_reports_the_three_numbers_and_repeats_bitwise(tmp_path, tin
         assert key in m
     assert not any("max" in k or "best_test" in k for k in m)  # no student chosen on test
     res = [json.loads((lay.stage_dir("group") / "results.json").read_text()) for _, lay in outs]
+    assert res[0]["spec"]["kind"] == student
     assert res[0]["numbers"] == res[1]["numbers"] and len(res[0]["history"]) == 4
     for k in range(3):
         a = torch.load(outs[0][1].stage_dir("group") / "students" / f"student-{k}.pt", weights_only=True)
