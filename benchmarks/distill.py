@@ -316,8 +316,8 @@ def render(sections: dict) -> str:
 
     out = ["# Distill results: data-free students against the real-data rows", "",
            "Written by `benchmarks/distill.py` from docs/results.json; do not edit by hand. Each dataset's runs are "
-           "listed under its heading and each row names the run that produced it: a new run adds or replaces rows "
-           "and keeps the others.", "",
+           "listed under its heading and each row names the runs its folds come from: a new run adds or replaces "
+           "folds and keeps the rest.", "",
            f"CPU ({platform.machine()}, {os.cpu_count()} cores, one thread per cell), float32, torch "
            f"{torch.__version__}, PyG {torch_geometric.__version__}. "
            "Protocol B (10-fold stratified CV, protocol.md §3) on the folds listed per row. A fold's value is the mean "
