@@ -185,7 +185,7 @@ def main() -> None:
     lambdas = sorted({lam for lam in args.lambda_global if lam != 1.0} | {
         float(r["method"].removeprefix("oad_lg")) for r in results if r["method"].startswith("oad_lg")})
     if args.render_only:
-        saved = json.loads(json_path.read_text())
+        saved = saved or json.loads(json_path.read_text())
         write_text(args.out, render(saved["runs"], saved["meta"], args.datasets, args.backbones, args.methods,
                                     lambdas))
         return

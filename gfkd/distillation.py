@@ -60,6 +60,13 @@ def check_stored_logits(stored: Tensor, z_t: Tensor, stage: str) -> None:
                          f"teacher (gfkd run --force generate)")
 
 
+def check_graph_logits(teacher: GraphClassifier, graphs: list[Data], device: torch.device, stage: str,
+                       n: int = 32) -> None:
+    """`check_stored_logits` on the first `n` of `graphs` (pseudo-graphs with `teacher_logits`)."""
+    probe = next(iter(DataLoader(graphs[:n], batch_size=n))).to(device)
+    check_stored_logits(probe.teacher_logits, teacher_outputs(teacher, probe)[0], stage)
+
+
 def feature_loss(h_s: Tensor, h_t: Tensor, batch: Tensor, num_graphs: int, level: str) -> Tensor:
     """Projected student vs teacher embeddings, per d_T. node: Σ_i ‖P(H_S)_i − H_T,i‖²/(d_T·Σn);
     graph: mean over graphs of ‖(Σ_i P(H_S)_i − Σ_i H_T,i)/n_g‖²/d_T. h_s, h_t: [N, d_T], batch: [N]."""
@@ -104,8 +111,8 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     """Distil `teacher` into `student` on `graphs` with the settings of `dc` (already `effective()`).
 
     Args:
-        graphs: training graphs; pseudo-graphs carry `teacher_logits` (checked against the teacher on the first
-            batch), `difficulty` and `graph_id`.
+        graphs: training graphs; pseudo-graphs carry `teacher_logits` (the first batch's are checked against the
+            teacher before training), `difficulty` and `graph_id`.
         class_weights: [C] weights by the teacher's predicted class (balanced KD), or None.
         evaluate: called after each epoch with the student in eval mode; returns `stage/split/metric` values,
             `{stage}/val/loss` among them when there is a validation set.
@@ -130,14 +137,11 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     ids = torch.tensor([int(g.graph_id) if "graph_id" in g else i for i, g in enumerate(graphs)])
     until = math.ceil(cc.until * epochs)
     use_feat = dc.feat_weight > 0
-    checked = not hasattr(graphs[0], "teacher_logits")
     ac = dc.augment
     augment = ac.edge_flip > 0 or ac.node_noise > 0
 
-    if rounds is not None and not checked:  # the rounds replace the stored graphs: check those first
-        probe = next(iter(DataLoader(graphs[:dc.batch_size], batch_size=dc.batch_size))).to(device)
-        check_stored_logits(probe.teacher_logits, teacher_outputs(teacher, probe)[0], stage)
-        checked = True
+    if hasattr(graphs[0], "teacher_logits"):  # on the stored graphs, before any perturbation or round
+        check_graph_logits(teacher, graphs, device, stage, dc.batch_size)
     result = DistillResult(last_state={}, best_state={}, best_epoch=-1)
     best: tuple[float, float] | None = None
     bar = tqdm(range(epochs), desc=stage, unit="epoch", disable=not sys.stderr.isatty(), leave=False)
@@ -165,9 +169,6 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
         n = 0
         for batch in DataLoader([graphs[i] for i in idx], batch_size=dc.batch_size):
             batch = batch.to(device)
-            if not checked:  # on the stored graphs, before any perturbation
-                check_stored_logits(batch.teacher_logits, teacher_outputs(teacher, batch)[0], stage)
-                checked = True
             if augment:  # the teacher labels the perturbed graphs below
                 batch.x, batch.edge_index = perturb(batch.x, batch.edge_index, batch.batch, batch.num_graphs,
                                                     edge_flip=ac.edge_flip, node_noise=ac.node_noise, generator=gen,

@@ -164,8 +164,6 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
         num_params += int(num_nodes.sum()) * ctx.num_features
     opt = torch.optim.Adam(groups, fused=dev.type in ("cpu", "cuda"))  # fused: no [B, P] temporaries per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(cfg.iterations))
-    beta_deg = a.beta_deg if a.beta_deg != "auto" else (1.0 if ctx.featureless else 0.0)
-    d_bar = float(ctx.meta["degree_mean"])
     matcher = BNMatcher(ctx.teacher, bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats), cfg.bn_form,
                         cfg.bn_first_weight)
     try:
@@ -175,17 +173,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                 st.refresh()
             alpha = st.logits()  # [B, P]
             logits, x = _forward(ctx, st, alpha, phi, mask, num_nodes, kappa, gen, hard=a.sample == "st")
-            ce = F.cross_entropy(logits, targets)
-            r_bn = matcher.loss()
-            loss = ce + cfg.beta_bn * r_bn
-            terms = {"ce": ce, "bn": r_bn}
-            if phi is not None and a.beta_oh > 0:
-                terms["oh"] = entropy_prior(x, mask)
-                loss = loss + a.beta_oh * terms["oh"]
-            if beta_deg > 0:
-                exp_deg = st.expected_degree(alpha)  # [B], over candidate pairs
-                terms["deg"] = ((exp_deg - d_bar) / d_bar).pow(2).mean()
-                loss = loss + beta_deg * terms["deg"]
+            loss, terms = objective(ctx, st, alpha, logits, x, mask, targets, matcher)
             if not torch.isfinite(loss):
                 bad = next(k for k, v in terms.items() if not torch.isfinite(v))
                 raise StageError(f"generate: non-finite loss term '{bad}' at step {t}: lower generate.acgkd.lr_structure "
@@ -204,6 +192,27 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     del sched, opt  # Adam's moments are not needed to finalise
     with torch.no_grad():
         return _finalise(ctx, st, phi, mask, num_nodes, targets, gen, num_params, mode, xi)
+
+
+def objective(ctx: GenContext, st: _Structure, alpha: Tensor, logits: Tensor, x: Tensor | None, mask: Tensor,
+              targets: Tensor, matcher: BNMatcher) -> tuple[Tensor, dict[str, Tensor]]:
+    """The generation loss of acgkd.md §7 on one relaxed sample and its terms: CE(z_T, y) + β_BN·R_BN, plus the
+    one-hot prior (featureful sets: x is not None) and the degree prior (β_deg, auto: 1 on featureless sets)."""
+    a, cfg = ctx.cfg.acgkd, ctx.cfg
+    ce = F.cross_entropy(logits, targets)
+    r_bn = matcher.loss()
+    loss = ce + cfg.beta_bn * r_bn
+    terms = {"ce": ce, "bn": r_bn}
+    if x is not None and a.beta_oh > 0:
+        terms["oh"] = entropy_prior(x, mask)
+        loss = loss + a.beta_oh * terms["oh"]
+    beta_deg = a.beta_deg if a.beta_deg != "auto" else (1.0 if ctx.featureless else 0.0)
+    if beta_deg > 0:
+        d_bar = float(ctx.meta["degree_mean"])
+        exp_deg = st.expected_degree(alpha)  # [B], over candidate pairs
+        terms["deg"] = ((exp_deg - d_bar) / d_bar).pow(2).mean()
+        loss = loss + beta_deg * terms["deg"]
+    return loss, terms
 
 
 def _forward(ctx: GenContext, st: _Structure, alpha: Tensor, phi: Tensor | None, mask: Tensor, num_nodes: Tensor,

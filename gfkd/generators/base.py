@@ -78,6 +78,11 @@ class FinalGraphs:
         return torch.arange(self.adj.size(1), device=self.adj.device) < self.num_nodes.unsqueeze(1)
 
 
+def state_name(shard: str) -> str:
+    """The file beside shard `shard-<bank>-<chunk>.parquet` that holds its generator's parameters."""
+    return "_state-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".pt"
+
+
 def node_mask(num_nodes: Tensor) -> Tensor:
     """num_nodes: [B] → mask [B, N], N = max n."""
     return torch.arange(int(num_nodes.max()), device=num_nodes.device) < num_nodes.unsqueeze(1)

@@ -24,15 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
+from torch_geometric.utils import scatter
 
 from gfkd.config import GenerateConfig
 from gfkd.errors import StageError
-from gfkd.generators.acgkd import _finalise, _Structure, node_features, resolve_xi
-from gfkd.generators.base import GenContext, dense_logits, node_mask, teacher_verdict
+from gfkd.generators.acgkd import _finalise, _Structure, node_features, objective, resolve_xi
+from gfkd.generators.base import GenContext, dense_logits, node_mask, state_name, teacher_verdict
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import concrete_sample, logistic_noise, pairs_to_adjacency
-from gfkd.generators.features import degree_one_hot, entropy_prior
-from gfkd.models import GraphClassifier
+from gfkd.generators.features import degree_one_hot
+from gfkd.models import DenseTwin, GraphClassifier
 from gfkd.models.widened import WidenedStudent
 
 
@@ -50,27 +51,17 @@ def divergence(p_t: Tensor, p_s: Tensor, kind: str) -> Tensor:
 
 def student_dense_logits(student: nn.Module, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
     """A student on padded graphs (x: [B, N, F], adj: [B, N, N] symmetric, mask: [B, N]) → logits [B, C]; the
-    message-passing body aggregates densely (differentiable in adj), a widened student's projector runs on the
-    edges of adj."""
-    body: GraphClassifier | WidenedStudent = student if isinstance(student, WidenedStudent) else student.net
-    h = x * mask.unsqueeze(-1)
-    for i, conv in enumerate(body.convs):
-        upd = conv.update(conv.aggregate_dense(h, adj, mask)[mask])
-        out = upd.new_zeros(*mask.shape, upd.size(-1))
-        out[mask] = upd
-        h = out + h if (body.residual and i > 0) else out
+    message-passing body runs as a dense twin (differentiable in adj), a widened student's projector on the edges of
+    adj."""
     if not isinstance(student, WidenedStudent):
-        g = h.sum(1) if body.pooling == "sum" else h.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return body.head(g)
-    nodes = h[mask]  # [Σn, d_S]
+        return DenseTwin(student.net)(x, adj, mask)
+    nodes = DenseTwin(student).node_embeddings(x, adj, mask)[mask]  # [Σn, d_S]: the body's convs and residuals
     b, i, j = (adj.detach() > 0.5).nonzero(as_tuple=True)
     counts = mask.sum(1)
     offset = torch.cumsum(counts, 0) - counts
     edge_index = torch.stack([offset[b] + i, offset[b] + j])
     proj = student.projector(nodes, edge_index)  # [Σn, d_T]
     batch = torch.repeat_interleave(torch.arange(len(counts), device=adj.device), counts)
-    from torch_geometric.utils import scatter
-
     return student.head(scatter(proj, batch, dim=0, dim_size=len(counts), reduce=student.pooling))
 
 
@@ -121,13 +112,11 @@ class AdversarialRounds:
     def step(self, student: nn.Module) -> tuple[list[Data], dict[str, float]]:
         """`steps` generator steps per chunk against `student` (eval, frozen), then re-finalised graphs with the
         teacher's logits and difficulty; and the round's mean CE, R_BN and divergence."""
-        ctx, a, cfg = self.ctx, self.ctx.cfg.acgkd, self.ctx.cfg
+        ctx, cfg = self.ctx, self.ctx.cfg
         was_training = student.training
         student.eval()
         grads = [p.requires_grad for p in student.parameters()]
         student.requires_grad_(False)
-        beta_deg = a.beta_deg if a.beta_deg != "auto" else (1.0 if ctx.featureless else 0.0)
-        d_bar = float(ctx.meta["degree_mean"])
         sums = {"ce": 0.0, "bn": 0.0, "div": 0.0}
         graphs: list[Data] = []
         try:
@@ -139,22 +128,18 @@ class AdversarialRounds:
                         alpha = c.st.logits()
                         x, adj = self._sample(c, alpha)
                         z_t = dense_logits(ctx, x, adj, c.mask)
-                        ce, r_bn = F.cross_entropy(z_t, c.targets), matcher.loss()
+                        loss, terms = objective(ctx, c.st, alpha, z_t, x, c.mask, c.targets, matcher)
                         x_s = x if x is not None else degree_one_hot(adj.sum(1), ctx.max_degree)
                         z_s = student_dense_logits(student, x_s, adj, c.mask)
                         d = divergence(F.softmax(z_t, -1), F.softmax(z_s, -1), self.div)
-                        loss = ce + cfg.beta_bn * r_bn - self.beta * d
-                        if x is not None and a.beta_oh > 0:
-                            loss = loss + a.beta_oh * entropy_prior(x, c.mask)
-                        if beta_deg > 0:
-                            loss = loss + beta_deg * ((c.st.expected_degree(alpha) - d_bar) / d_bar).pow(2).mean()
+                        loss = loss - self.beta * d
                         matcher.recording = False
                         c.opt.zero_grad(set_to_none=True)
                         loss.backward()
                         matcher.recording = True
                         c.opt.step()
                         self.generator_steps += 1
-                        for k, v in (("ce", ce), ("bn", r_bn), ("div", d)):
+                        for k, v in (("ce", terms["ce"]), ("bn", terms["bn"]), ("div", d)):
                             sums[k] += float(v.detach()) / (self.steps * len(self.chunks))
                 finally:
                     matcher.remove()
@@ -211,7 +196,7 @@ def load_states(shard_dir: Path) -> list[dict[str, Tensor]]:
         raise StageError(f"distill.adversarial.rounds needs ACGKD banks; {shard_dir} holds "
                          f"{manifest.get('generator')} shards: generate with generate.method=acgkd")
     shards = sorted(shard_dir.glob("shard-*.parquet"))
-    states = [shard_dir / ("_state-" + p.name.removeprefix("shard-").removesuffix(".parquet") + ".pt") for p in shards]
+    states = [shard_dir / state_name(p.name) for p in shards]
     missing = [p.name for p in states if not p.is_file()]
     if missing:
         raise StageError(f"distill.adversarial.rounds: {shard_dir} has no generator state {missing[0]} (and "

@@ -30,11 +30,11 @@ from torch_geometric.utils import scatter
 from tqdm import tqdm
 
 from gfkd.config import GraphGroupConfig
+from gfkd.distillation import feature_loss, teacher_outputs
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
 from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
-from gfkd.distillation import feature_loss, teacher_outputs
 from gfkd.losses.kd import kd_kl
 from gfkd.models.classifier import GraphClassifier
 from gfkd.models.discriminator import GCNDiscriminator

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gfkd.config import RunConfig
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import make_generator, plan_bank
-from gfkd.generators.base import GenContext, teacher_verdict
+from gfkd.generators.base import GenContext, state_name, teacher_verdict
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, graphs_to_table, read_shard_set, shard_schema, write_shard, write_shard_manifest
@@ -103,7 +103,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                 final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
         write_json(shard_dir / _timing_name(name), {"wall_s": wall})  # timings stay out of the shard bytes
         if final.state:  # the generator's parameters (α or Z/w/b, Φ), tensors only, for later rounds
-            write_atomic(shard_dir / _state_name(name), lambda tmp: torch.save(final.state, tmp))
+            write_atomic(shard_dir / state_name(name), lambda tmp: torch.save(final.state, tmp))
         write_shard(shard_dir / name, table)
         written += 1
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -130,7 +130,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")
     logger.flush()
     (staging / ".cache_key").unlink(missing_ok=True)
-    sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (_timing_name, _state_name)]
+    sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (_timing_name, state_name)]
     sidecars = [f for f in sidecars if (staging / f).is_file()]
     out_files = [*files, *sidecars, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
     manifest = Manifest.build(STAGE, cache_key, staging, out_files, metrics=metrics,
@@ -146,10 +146,6 @@ def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
 
 def _timing_name(shard: str) -> str:
     return "_time-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".json"
-
-
-def _state_name(shard: str) -> str:
-    return "_state-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".pt"
 
 
 def _total_wall(shard_dir: Path) -> float:

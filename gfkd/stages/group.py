@@ -18,7 +18,7 @@ from torch_geometric.loader import DataLoader
 
 from gfkd.config import RunConfig
 from gfkd.data.splits import make_split
-from gfkd.distillation import check_stored_logits, teacher_outputs
+from gfkd.distillation import check_graph_logits
 from gfkd.group.graph import train_graph_group
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
@@ -48,8 +48,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)  # it is evaluated on this run's dataset
     teacher = teacher.to(device)
     pseudo = load_pseudo_graphs(Path(generate_dir or layout.stage_dir("generate")) / "shards")
-    probe = next(iter(DataLoader(pseudo[:32], batch_size=32))).to(device)
-    check_stored_logits(probe.teacher_logits, teacher_outputs(teacher, probe)[0], STAGE)
+    check_graph_logits(teacher, pseudo, device, STAGE)
 
     ds = load_dataset(cfg)  # evaluation only: validation and test graphs
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
