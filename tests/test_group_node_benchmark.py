@@ -33,3 +33,17 @@ def test_the_table_shows_each_lambda_and_the_tuned_row():
     text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], [0.3])
     assert "| OAD, λ_G = 0.3 | 81.00" in text and "| OAD, λ_G tuned on validation (chose 0.3) | 81.00" in text
     assert "- command: `a`" in text and "- command, then: `b`" in text
+
+
+def test_lambda_adv_sweep_has_its_own_rows_and_tuned_row():
+    assert bench.sweep_of("oad_la0.1") == ("lambda_adv", 0.1) and bench.sweep_of("oad_lg0.3") == ("lambda_global", 0.3)
+    assert bench.sweep_of("dml") is None and bench.sweep_name(0.1, "lambda_adv") == "oad_la0.1"
+    avail = [_run("oad", 0, 0.70, 0.80), _run("oad_la0.1", 0, 0.75, 0.70), _run("oad_lg0.3", 0, 0.60, 0.90),
+             _run("independent", 0, 0.7, 0.79)]
+    lam, stats = bench.tuned(avail, [0.1], "lambda_adv")
+    assert lam == 0.1 and abs(stats["mean_students"]["mean"] - 0.70) < 1e-9  # chosen on validation, not test
+    meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
+    text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], [0.3], [0.1])
+    assert "| OAD, λ_adv = 0.1 | 70.00" in text and "| OAD, λ_adv tuned on validation (chose 0.1) | 70.00" in text
+    assert "| OAD, λ_G tuned on validation (chose 1) | 80.00" in text
+    assert "OAD with λ_adv tuned on validation (λ_adv = 0.1, 1 seeds) against independent: -9.00 points" in text
