@@ -35,6 +35,7 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
     "temperature 6": ["distill.temperature.mode=fixed", "distill.temperature.value=6"],
     "balanced KD": ["distill.class_weight=balanced"],
     "adversarial rounds": ["distill.adversarial.rounds=true"],
+    "resample": ["distill.resample=true"],
 }
 
 

@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gfkd.errors import ConfigError
 
@@ -263,6 +263,8 @@ class DistillConfig(_Frozen):
     curriculum: CurriculumConfig = CurriculumConfig()
     augment: AugmentConfig = AugmentConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
+    resample: bool = Field(False, description="a fresh hard sample of every saved ACGKD generator each epoch, no "
+                           "generator steps (acgkd.md §11); the rounds already resample: set one of the two")
     baselines: tuple[Literal["kd_real", "student_real"], ...] = Field(
         ("kd_real", "student_real"), description="real-data rows trained by the same code (they read the training split)")
 
@@ -272,6 +274,18 @@ class DistillConfig(_Frozen):
         if v != "teacher" and not 1 <= int(v) <= 16:
             raise ValueError("width_mult must be teacher or an integer in 1..16")
         return v
+
+    @model_validator(mode="after")
+    def _one_resampler(self) -> "DistillConfig":
+        if self.resample and self.adversarial.rounds:
+            raise ValueError("distill.resample and distill.adversarial.rounds are both on: the rounds already draw a "
+                             "fresh sample every epoch; set distill.resample=false")
+        return self
+
+    @property
+    def redraws(self) -> bool:
+        """Whether each epoch's graphs are redrawn from the saved generator states (resample or rounds)."""
+        return self.resample or self.adversarial.rounds
 
     def resolved_epochs(self, pseudo: bool, banks: int) -> int:
         """Epochs of a student on pseudo-graphs (a union of `banks` banks) or on real graphs."""
@@ -408,7 +422,7 @@ class RunConfig(_Frozen):
                     "device": self.run.device}
         if stage == "distill":  # the data and split too: the real-data baselines and the evaluation read them
             return {"distill": self.distill.model_dump(mode="json"), "banks": self.generate.banks,
-                    **({"generate": self.generate.model_dump(mode="json")} if self.distill.adversarial.rounds else {}),
+                    **({"generate": self.generate.model_dump(mode="json")} if self.distill.redraws else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     "device": self.run.device}

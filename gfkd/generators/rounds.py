@@ -13,6 +13,9 @@ mode (the candidate set is the saved one, never refreshed): the teacher through 
 message-passing body densely as well (so the gradient reaches α through the adjacency), a widened student's
 projector on the sampled edges. The generator state carries over from round to round. Only the teacher and the
 generator's own parameters are read: no real graph.
+
+With `steps = 0` the same class is `distill.resample` (acgkd.md §11): every epoch a fresh finalisation (best of
+`final_draws` hard samples) of each saved generator, which never moves.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def student_dense_logits(student: nn.Module, x: Tensor, adj: Tensor, mask: Tenso
 class _Chunk:
     """One chunk's generator, restored from its saved state, with its own Adam."""
 
-    def __init__(self, ctx: GenContext, state: dict[str, Tensor], lr_scale: float, gen: torch.Generator):
+    def __init__(self, ctx: GenContext, state: dict[str, Tensor], lr_scale: float, gen: torch.Generator, key: str):
         dev, a = ctx.device, ctx.cfg.acgkd
         self.num_nodes, self.targets = state["num_nodes"].to(dev), state["targets"].to(dev)
         self.mask = node_mask(self.num_nodes)
@@ -80,7 +83,7 @@ class _Chunk:
                     getattr(st, name).copy_(state[name].to(dev))
         if self.mode == "budget":
             if "candidates" not in state:
-                raise StageError("distill.adversarial.rounds: a budget-mode generator state has no candidate set: "
+                raise StageError(f"{key}: a budget-mode generator state has no candidate set: "
                                  "rerun the generate stage with this generate config")
             st._set_candidates(state["candidates"].to(dev).reshape(-1).nonzero().squeeze(1))
         self.st = st
@@ -92,26 +95,27 @@ class _Chunk:
 
 
 class AdversarialRounds:
-    """The generator side of `distill.adversarial`: `step(student)` runs the rounds and returns the new graphs."""
+    """The generator side of `distill.adversarial` (and of `distill.resample`, steps = 0): `step(student)` runs the
+    rounds and returns the new graphs."""
 
     def __init__(self, teacher: GraphClassifier, data_meta: dict, bn_eval: dict[str, Tensor], gcfg: GenerateConfig,
                  states: list[dict[str, Tensor]], *, steps: int, beta: float, div: str, lr_scale: float, seed: int,
-                 device: torch.device):
+                 device: torch.device, key: str = "distill.adversarial.rounds"):
         if gcfg.method != "acgkd":
-            raise StageError("distill.adversarial.rounds needs ACGKD banks (generate.method=acgkd): the other "
+            raise StageError(f"{key} needs ACGKD banks (generate.method=acgkd): the other "
                              "generators save no Binary Concrete parameters to continue from")
         if not states:
-            raise StageError("distill.adversarial.rounds: the generate stage saved no generator state "
+            raise StageError(f"{key}: the generate stage saved no generator state "
                              "(_state-*.pt beside the shards): rerun it with gfkd run --force generate")
         self.ctx = GenContext(teacher, data_meta, {k: v.to(device) for k, v in bn_eval.items()}, gcfg, device)
         self.steps, self.beta, self.div = steps, beta, div
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.chunks = [_Chunk(self.ctx, s, lr_scale, self.gen) for s in states]
+        self.chunks = [_Chunk(self.ctx, s, lr_scale, self.gen, key) for s in states]
         self.generator_steps = 0
 
     def step(self, student: nn.Module) -> tuple[list[Data], dict[str, float]]:
         """`steps` generator steps per chunk against `student` (eval, frozen), then re-finalised graphs with the
-        teacher's logits and difficulty; and the round's mean CE, R_BN and divergence."""
+        teacher's logits and difficulty; and the round's mean CE, R_BN and divergence (none when steps = 0)."""
         ctx, cfg = self.ctx, self.ctx.cfg
         was_training = student.training
         student.eval()
@@ -148,7 +152,7 @@ class AdversarialRounds:
             for p, g in zip(student.parameters(), grads):
                 p.requires_grad_(g)
             student.train(was_training)
-        return graphs, sums
+        return graphs, sums if self.steps else {}
 
     def _sample(self, c: _Chunk, alpha: Tensor) -> tuple[Tensor | None, Tensor]:
         """One straight-through sample at κ_1: node features [B, N, F] (None: degree) and adjacency [B, N, N]."""
@@ -187,22 +191,23 @@ def _scatter_pairs(st: _Structure, values: Tensor) -> Tensor:
     return adj + adj.transpose(1, 2)
 
 
-def load_states(shard_dir: Path) -> list[dict[str, Tensor]]:
-    """The ACGKD generator states saved beside the shards, in shard order; a StageError when the shards are another
-    generator's, or a shard has no state, or a state lacks its structure parameters."""
+def load_states(shard_dir: Path, key: str = "distill.adversarial.rounds") -> list[dict[str, Tensor]]:
+    """The ACGKD generator states saved beside the shards, in shard order; a StageError (naming the option `key` that
+    needs them) when the shards are another generator's, or a shard has no state, or a state lacks its structure
+    parameters."""
     shard_dir = Path(shard_dir)
     manifest = json.loads((shard_dir / "_manifest.json").read_text())
     if manifest.get("generator") != "acgkd":
-        raise StageError(f"distill.adversarial.rounds needs ACGKD banks; {shard_dir} holds "
+        raise StageError(f"{key} needs ACGKD banks; {shard_dir} holds "
                          f"{manifest.get('generator')} shards: generate with generate.method=acgkd")
     shards = sorted(shard_dir.glob("shard-*.parquet"))
     states = [shard_dir / state_name(p.name) for p in shards]
     missing = [p.name for p in states if not p.is_file()]
     if missing:
-        raise StageError(f"distill.adversarial.rounds: {shard_dir} has no generator state {missing[0]} (and "
+        raise StageError(f"{key}: {shard_dir} has no generator state {missing[0]} (and "
                          f"{len(missing) - 1} more): rerun the generate stage (gfkd run --force generate)")
     out = [torch.load(p, weights_only=True) for p in states]
     for p, st in zip(states, out):
         if not ({"alpha"} <= set(st) or {"z", "w", "b"} <= set(st)):
-            raise StageError(f"distill.adversarial.rounds: {p} holds no ACGKD structure parameters (alpha or z/w/b)")
+            raise StageError(f"{key}: {p} holds no ACGKD structure parameters (alpha or z/w/b)")
     return out

@@ -94,7 +94,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     shard_dir = Path(generate_dir or layout.stage_dir("generate")) / "shards"
     pseudo = load_pseudo_graphs(shard_dir)
     banks = int(json.loads((shard_dir / "_manifest.json").read_text()).get("banks", 1))
-    states = load_states(shard_dir) if dc.adversarial.rounds else None  # every data-free student starts from them
+    redraw_key = "distill.adversarial.rounds" if dc.adversarial.rounds else "distill.resample"
+    states = load_states(shard_dir, redraw_key) if dc.redraws else None  # every data-free student starts from them
 
     # Real validation and test graphs: evaluation only (never the training split for the data-free students).
     ds = load_dataset(cfg)
@@ -154,8 +155,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             plain = cfg.distill.model_copy(update={"recipe": "plain"}).effective()
             ac = dc.adversarial
             rounds = None if real or states is None else AdversarialRounds(
-                teacher, meta["data"], bn_eval, cfg.generate, states, steps=ac.steps, beta=ac.beta, div=ac.div,
-                lr_scale=ac.lr_scale, seed=1000 * cfg.split_seed + seed, device=device)
+                teacher, meta["data"], bn_eval, cfg.generate, states, steps=ac.steps if ac.rounds else 0,
+                beta=ac.beta, div=ac.div, lr_scale=ac.lr_scale, seed=1000 * cfg.split_seed + seed, device=device,
+                key=redraw_key)
             res = distill_student(student, teacher, pseudo if not real else train_graphs, dc if not real else plain,
                                   epochs=dc.resolved_epochs(not real, banks), seed=seed, device=device,
                                   class_weights=class_weights if not real else None, evaluate=evaluate_fn,

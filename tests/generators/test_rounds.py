@@ -114,3 +114,22 @@ def test_rounds_restore_budget_and_lowrank_generators(tiny_teacher_dir, mode):
     graphs, terms = r.step(student)
     assert len(graphs) == 6 and all(math.isfinite(v) for v in terms.values())
     assert any(not torch.equal(a, p.detach()) for a, p in zip(before, c.st.params))  # the generator moved
+
+
+def test_resample_redraws_fresh_graphs_from_a_generator_that_never_moves(tiny_teacher_dir):
+    """distill.resample = AdversarialRounds with steps = 0 (acgkd.md §11): new hard samples, the same parameters."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=10")
+    states = _states(ctx)
+    student, model = _student(tiny_teacher_dir, "plain")
+    cfg = resolve_config(None, ["generate.iterations=10"])
+    _, meta, bn = teacher.load_teacher(tiny_teacher_dir / "teacher.pt")
+    r = AdversarialRounds(model, meta["data"], bn, cfg.generate, states, steps=0, beta=1.0, div="js", lr_scale=1.0,
+                          seed=0, device=torch.device("cpu"), key="distill.resample")
+    first, terms = r.step(student)
+    second, _ = r.step(student)
+    assert terms == {} and r.generator_steps == 0
+    assert torch.equal(r.chunks[0].st.alpha.detach(), states[0]["alpha"])  # the generator did not move
+    assert [g.num_nodes for g in first] == [g.num_nodes for g in second]  # the same graphs' node counts and targets
+    assert [int(g.y) for g in first] == [int(g.y) for g in second]
+    assert any(a.edge_index.shape != b.edge_index.shape or not torch.equal(a.edge_index, b.edge_index)
+               for a, b in zip(first, second))  # but a fresh draw of their edges

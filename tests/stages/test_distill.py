@@ -155,18 +155,38 @@ def test_adversarial_rounds_run_data_free_and_are_logged(tmp_path, tiny_root, ti
     assert all(math.isfinite(h["distill/adversarial/div"]) for h in rec["history"])
 
 
-def test_adversarial_rounds_need_acgkd_banks(tmp_path, tiny_root, tiny_teacher_dir):
+@pytest.mark.parametrize("option", ["distill.adversarial.rounds", "distill.resample"])
+def test_adversarial_rounds_need_acgkd_banks(tmp_path, tiny_root, tiny_teacher_dir, option):
     from gfkd.errors import StageError
 
     layout = RunLayout(tmp_path / "gen")
     randg = [*GEN, "generate.method=randg"]
     generate.run(resolve_config(None, randg), layout, "g", teacher_dir=tiny_teacher_dir)
     cfg = _cfg(tiny_root, tmp_path, "generate.method=randg", "distill.baselines=[]", "distill.seeds=1",
-               "distill.adversarial.rounds=true")
-    with pytest.raises(StageError, match="needs ACGKD banks"):
+               f"{option}=true")
+    with pytest.raises(StageError, match=f"{option} needs ACGKD banks"):
         distill.run(cfg, RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir,
                     generate_dir=layout.stage_dir("generate"))
-    acgkd_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", "distill.adversarial.rounds=true")
+    acgkd_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", f"{option}=true")
     with pytest.raises(StageError, match="holds randg shards"):  # the config says acgkd, the shards say otherwise
         distill.run(acgkd_cfg, RunLayout(tmp_path / "r2"), "k", teacher_dir=tiny_teacher_dir,
                     generate_dir=layout.stage_dir("generate"))
+
+
+def test_resample_redraws_every_epoch_without_generator_steps(tmp_path, tiny_root, tiny_teacher_dir, shard_dir,
+                                                              monkeypatch):
+    from gfkd.errors import ConfigError
+    from gfkd.generators.rounds import AdversarialRounds
+
+    cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", "distill.resample=true")
+    assert "generate" in cfg.stage_config("distill")  # the redraws read generate.*: it enters the cache key
+    with pytest.raises(ConfigError, match="distill.resample and distill.adversarial.rounds"):
+        _cfg(tiny_root, tmp_path, "distill.resample=true", "distill.adversarial.rounds=true")
+    calls: list[int] = []
+    orig = AdversarialRounds.step
+    monkeypatch.setattr(AdversarialRounds, "step", lambda self, s: calls.append(self.steps) or orig(self, s))
+    layout = RunLayout(tmp_path / "resample")
+    distill.run(cfg, layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    assert calls == [0, 0, 0]  # one redraw per epoch, no generator step
+    rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
+    assert rec["generator_steps"] == 0 and not any("distill/adversarial/div" in h for h in rec["history"])
