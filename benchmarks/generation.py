@@ -90,14 +90,14 @@ def one_xi(mode: str, xi: float, steps: int, n: int, graphs: int, density: float
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)
-    acgkd.CHECKPOINT = checkpoint
     D = 1000
     model = build_classifier("gin", D + 1, 2).eval()
     meta = {"num_features": D + 1, "num_classes": 2, "feature_kind": "degree", "max_degree": D,
             "degree_mean": density * (n - 1), "edge_density_mean": density, "nodes_mean": n,
             "node_count_hist": {str(n): 1}}
     cfg = resolve_config(None, [f"generate.iterations={steps}", f"generate.acgkd.xi_mode={mode}",
-                                f"generate.acgkd.xi={xi}", "generate.bn_target=running", "generate.max_nodes=512"])
+                                f"generate.acgkd.xi={xi}", "generate.bn_target=running", "generate.max_nodes=512",
+                                f"generate.acgkd.checkpoint={str(checkpoint).lower()}"])
     ctx = GenContext(model, meta, {}, cfg.generate, torch.device("cpu"))
     nodes = torch.full((graphs,), n)
     y = torch.arange(graphs) % 2

@@ -110,6 +110,8 @@ class ACGKDConfig(_Frozen):
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")
     xi: Literal["auto"] | float = Field("auto", description="storage ratio; auto = min(1, max(0.02, 3 * density))")
     xi_refresh: int = Field(50, ge=1, description="budget mode: re-select candidate pairs every so many steps")
+    checkpoint: bool = Field(False, description="budget mode: recompute the teacher's layers in backward (less memory, "
+                             "about 1.3x the step time; docs/benchmarks/generation.md); the same graphs either way")
     lr_structure: float = Field(0.1, gt=0, description="Adam lr of the structure parameters")
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")

@@ -8,8 +8,8 @@ Structure logits α live on the strict upper triangle (symmetric graphs). The sp
 three readings (`xi_mode`): `none` (dense logits), `lowrank` (α = zᵢᵀ diag(w) zⱼ/√r + b, r = ⌈ξ(N − 1)/2⌉) and
 `budget` (only the k_g = ⌈ξ·n_g(n_g − 1)/2⌉ pairs with the largest α are candidates; the teacher runs on that edge
 list in its weighted sparse form, so no [B, N, N] tensor is built while optimising; α, its gradient and Adam's
-moments are the only [B, P] tensors, and the teacher's layers are recomputed in backward (checkpointing), so its
-activations are kept one layer at a time).
+moments are the only [B, P] tensors; with `generate.acgkd.checkpoint` the teacher's layers are recomputed in
+backward, so its activations are kept one layer at a time).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic_noise, pairs_to_adjacency,
                                       real_pairs, triu_pairs)
 from gfkd.generators.features import entropy_prior, one_hot_rows
-
-CHECKPOINT = True  # budget mode: recompute each teacher layer in backward instead of keeping its activations
 
 
 def resolve_xi(ctx: GenContext, n_pad: int) -> tuple[str, float]:
@@ -178,7 +176,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                 bad = next(k for k, v in terms.items() if not torch.isfinite(v))
                 raise StageError(f"generate: non-finite loss term '{bad}' at step {t}: lower generate.acgkd.lr_structure "
                                  f"or generate.beta_bn, or use generate.bn_form=relative")
-            matcher.recording = False  # budget mode recomputes teacher layers in backward (checkpointing)
+            matcher.recording = False  # generate.acgkd.checkpoint recomputes teacher layers in backward
             loss.backward()
             matcher.recording = True
             opt.step()
@@ -219,11 +217,11 @@ def _forward(ctx: GenContext, st: _Structure, alpha: Tensor, phi: Tensor | None,
              kappa: float, gen: torch.Generator, hard: bool) -> tuple[Tensor, Tensor | None]:
     """One relaxed sample through the teacher: logits [B, C] and the feature tensor (dense modes)."""
     B, N = mask.shape
-    if st.mode == "budget":  # O(K) noise and samples, the teacher on the candidate edge list, layers checkpointed
+    if st.mode == "budget":  # O(K) noise and samples, the teacher on the candidate edge list
         noise = logistic_noise((st.flat.numel(),), gen, ctx.device)
         w = concrete_sample(st.candidate_logits(alpha), kappa, noise, hard=hard)  # [K]
         x = node_features(ctx, phi, gen)
-        return _sparse_logits(ctx, st, w, x, mask, checkpoint=CHECKPOINT), x
+        return _sparse_logits(ctx, st, w, x, mask, checkpoint=ctx.cfg.acgkd.checkpoint), x
     noise = logistic_noise(alpha.shape, gen, ctx.device)
     adj = pairs_to_adjacency(concrete_sample(alpha, kappa, noise, hard=hard) * st.pmask, N)  # [B, N, N]
     x = node_features(ctx, phi, gen)

@@ -106,3 +106,19 @@ def test_auto_init_expected_mean_degree_is_near_the_metadata_degree(mode):
     with torch.no_grad():
         deg = st.expected_degree(st.logits())
     assert torch.all((deg - 3.0).abs() <= 0.15 * 3.0), deg
+
+
+def test_checkpointing_changes_memory_not_the_graphs(tiny_teacher_dir, monkeypatch):
+    """generate.acgkd.checkpoint only recomputes the teacher's layers in backward: the same generated chunk."""
+    seen, orig = [], acgkd._sparse_logits
+    monkeypatch.setattr(acgkd, "_sparse_logits", lambda *a, checkpoint=False: seen.append(checkpoint) or orig(
+        *a, checkpoint=checkpoint))
+    out = []
+    for ck in ("false", "true"):
+        ctx = make_ctx(tiny_teacher_dir, "generate.acgkd.xi_mode=budget", "generate.acgkd.xi=0.4",
+                       "generate.iterations=6", f"generate.acgkd.checkpoint={ck}")
+        out.append(acgkd.generate(ctx, N, Y, make_generator(3)))
+    a, b = out
+    assert True in seen and False in seen  # the key reaches the teacher call
+    assert torch.equal(a.adj, b.adj) and torch.equal(a.x, b.x)
+    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
