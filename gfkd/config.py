@@ -38,6 +38,17 @@ class RunSection(_Frozen):
     seed: int = Field(0, ge=0, description="offset added to the protocol's per-split seed")
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="auto: cuda when available")
     checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
+    deterministic: bool = Field(True, description="torch's deterministic kernels: with more than one thread, a rerun "
+                                "repeats bit for bit (docs/pipeline.md); the floats still depend on run.threads")
+    threads: Literal["auto"] | int = Field("auto", description="torch intra-op threads; auto: torch's default (the "
+                                           "benchmarks use 1)")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: str | int) -> str | int:
+        if v != "auto" and int(v) < 1:
+            raise ValueError("threads must be auto or a positive integer")
+        return v
 
 
 class DataConfig(_Frozen):

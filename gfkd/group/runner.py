@@ -18,6 +18,7 @@ from gfkd.group.node import load_citation, settings_from_config, train_group
 from gfkd.group.report import NUMBERS, markdown_table, summarize
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.layout import RunLayout
+from gfkd.stages.common import prepare_runtime
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
     """
     dataset = check_node_dataset(cfg.data.dataset)
     device = _device(cfg.run.device)
+    prepare_runtime(cfg.run)  # threads and deterministic kernels
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)

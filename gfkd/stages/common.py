@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from gfkd.config import RunSection
 from gfkd.errors import StageError
 from gfkd.io.atomic import swap_in
 from gfkd.io.manifest import Manifest, load_manifest, valid_manifest
@@ -66,6 +68,20 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def prepare_runtime(run: RunSection) -> torch.device:
+    """Set torch's thread count and deterministic kernels from `run` (process-wide), then resolve its device.
+
+    Without deterministic kernels a CPU stage with two threads gave different floats on every rerun (a MUTAG teacher's
+    best epoch 178 or 179); with them, reruns repeat bit for bit at a given thread count, and one thread gives the same
+    bits either way (docs/pipeline.md)."""
+    if run.threads != "auto":
+        torch.set_num_threads(int(run.threads))
+    if run.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(run.deterministic, warn_only=True)  # warn, not fail, where no such kernel exists
+    return resolve_device(run.device)
 
 
 def resumable_staging(layout: RunLayout, stage: str, cache_key: str) -> Path:

@@ -41,7 +41,7 @@ from gfkd.losses.kd import class_balance_weights
 from gfkd.models import GraphClassifier
 from gfkd.models.widened import build_student
 from gfkd.plots import distill_curves
-from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import evaluate, fit_classifier, logits_of
@@ -86,7 +86,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         return done
     t_stage = time.perf_counter()
     dc = cfg.distill.effective()
-    device = resolve_device(cfg.run.device)
+    device = prepare_runtime(cfg.run)
     teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
     teacher, meta, bn_eval = load_teacher(teacher_pt)
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)

@@ -29,7 +29,7 @@ from gfkd.layout import RunLayout
 from gfkd.models.widened import build_student
 from gfkd.plots import accuracy_vs_time, confusion_matrices, degree_comparison, pseudo_graph_grid
 from gfkd.report import Row, markdown_report, markdown_table
-from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, resolve_device
+from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, prepare_runtime
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import logits_of
@@ -58,7 +58,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     t0 = time.perf_counter()
     dirs = {k: Path(v) for k, v in (stage_dirs or {}).items()}
     dirs.setdefault("teacher", layout.stage_dir("teacher"))
-    device = resolve_device(cfg.run.device)
+    device = prepare_runtime(cfg.run)
     teacher, meta, _ = load_teacher(dirs["teacher"] / "teacher.pt")
     teacher = teacher.to(device)
     C = teacher.num_classes

@@ -30,7 +30,7 @@ from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, graphs_to_table, read_shard_set, shard_schema, write_shard, write_shard_manifest
 from gfkd.layout import RunLayout
 from gfkd.plots import degree_histogram, pseudo_graph_grid
-from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.teacher import load_teacher
 from gfkd.tracking import NullLogger
 
@@ -51,7 +51,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         return done
     t_stage = time.perf_counter()
     gc = cfg.generate
-    device = resolve_device(cfg.run.device)
+    device = prepare_runtime(cfg.run)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # late in the κ schedule σ((α + ℓ)/κ) underflows (acgkd.md §7)
     teacher, meta, bn_eval = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")

@@ -26,7 +26,7 @@ from gfkd.io.manifest import Manifest
 from gfkd.layout import RunLayout
 from gfkd.models.widened import build_student
 from gfkd.plots import group_curves
-from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.distill import load_pseudo_graphs, student_spec
 from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
@@ -42,7 +42,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         return done
     t0 = time.perf_counter()
     gc = cfg.group.graph
-    device = resolve_device(cfg.run.device)
+    device = prepare_runtime(cfg.run)
     teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
     teacher, meta, _ = load_teacher(teacher_pt)
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)  # it is evaluated on this run's dataset

@@ -28,7 +28,7 @@ from gfkd.layout import RunLayout
 from gfkd.models import GraphClassifier, build_classifier
 from gfkd.models.bn_stats import bn_input_statistics
 from gfkd.plots import training_curve
-from gfkd.stages.common import StageOutcome, cached, publish, resolve_device, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.tracking import NullLogger
 from gfkd.train import evaluate, fit_classifier
 
@@ -75,7 +75,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     tc = cfg.teacher
     seed = cfg.split_seed
     seed_everything(seed)
-    device = resolve_device(cfg.run.device)
+    device = prepare_runtime(cfg.run)
 
     ds = load_dataset(cfg)
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)

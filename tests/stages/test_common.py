@@ -1,0 +1,41 @@
+"""prepare_runtime: threads and deterministic kernels, so a stage rerun with several threads repeats bit for bit."""
+
+import pytest
+import torch
+
+from gfkd.config import resolve_config
+from gfkd.errors import ConfigError
+from gfkd.stages.common import prepare_runtime
+
+
+@pytest.fixture
+def restore_runtime():
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det)
+
+
+def _accumulate() -> list[torch.Tensor]:
+    """Six runs of the backward of a gather (x[idx] accumulates into x's gradient by index_put_): [500, 64] each."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, 64, generator=g)
+    idx = torch.randint(0, 500, (200_000,), generator=g)
+    return [torch.zeros(500, 64).index_put_((idx,), x, accumulate=True) for _ in range(6)]
+
+
+def test_deterministic_runtime_repeats_accumulations_bitwise_with_two_threads(restore_runtime):
+    run = resolve_config(None, ["run.threads=2"]).run
+    assert run.deterministic  # the default
+    device = prepare_runtime(run)
+    assert device == torch.device("cpu") and torch.get_num_threads() == 2
+    assert torch.are_deterministic_algorithms_enabled()
+    outs = _accumulate()  # without deterministic kernels these differ from run to run on a 2-core machine
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_runtime_switches(restore_runtime):
+    prepare_runtime(resolve_config(None, ["run.deterministic=false", "run.threads=1"]).run)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    with pytest.raises(ConfigError, match="threads"):
+        resolve_config(None, ["run.threads=0"])
