@@ -6,6 +6,7 @@ file it lists exists with the recorded checksum. A valid manifest means the stag
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     sha256: str
     bytes: int
+    volatile: bool = False  # differs between identical reruns (wall times): checked on disk, left out of the digest
 
 
 class Manifest(BaseModel):
@@ -37,13 +39,17 @@ class Manifest(BaseModel):
 
     @property
     def digest(self) -> str:
-        """What downstream stages hash: the cache key and the file checksums (not timestamps or run ids)."""
+        """What downstream stages hash: the cache key and the checksums of the files that are not volatile (not
+        timestamps, wall times or run ids), so an identical rerun of this stage leaves its downstream stages cached."""
         return config_hash({"stage": self.stage, "key": self.cache_key,
-                            "files": {k: v.sha256 for k, v in sorted(self.files.items())}})
+                            "files": {k: v.sha256 for k, v in sorted(self.files.items()) if not v.volatile}})
 
     @classmethod
-    def build(cls, stage: str, cache_key: str, folder: Path, files: list[str], **kw: Any) -> "Manifest":
-        entries = {f: FileEntry(sha256=sha256_file(folder / f), bytes=(folder / f).stat().st_size) for f in files}
+    def build(cls, stage: str, cache_key: str, folder: Path, files: list[str], volatile: tuple[str, ...] = (),
+              **kw: Any) -> "Manifest":
+        """The manifest of `files` in `folder`; those matching a glob in `volatile` are marked volatile."""
+        entries = {f: FileEntry(sha256=sha256_file(folder / f), bytes=(folder / f).stat().st_size,
+                                volatile=any(fnmatch.fnmatchcase(f, pat) for pat in volatile)) for f in files}
         return cls(stage=stage, cache_key=cache_key, files=entries, **kw)
 
     def write(self, path: Path) -> Path:

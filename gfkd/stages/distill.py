@@ -197,8 +197,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.flush()
     (staging / ".cache_key").unlink(missing_ok=True)
     files = [f"students/{n}.{ext}" for n in records for ext in ("pt", "json", "result.json")] + ["results.json", "curves.png"]
-    manifest = Manifest.build(STAGE, cache_key, staging, files, metrics=metrics,
-                              info={"variants": sorted({v for v, _ in variants}), "seeds": dc.seeds,
+    manifest = Manifest.build(STAGE, cache_key, staging, files, volatile=("results.json", "students/*.result.json"),
+                              metrics=metrics, info={"variants": sorted({v for v, _ in variants}), "seeds": dc.seeds,
                                     "fold_hash": split.fold_hash}, mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
 

@@ -133,8 +133,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (_timing_name, state_name)]
     sidecars = [f for f in sidecars if (staging / f).is_file()]
     out_files = [*files, *sidecars, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
-    manifest = Manifest.build(STAGE, cache_key, staging, out_files, metrics=metrics,
-                              info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
+    manifest = Manifest.build(STAGE, cache_key, staging, out_files, volatile=(f"shards/{_timing_name('*')}",),
+                              metrics=metrics, info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
 

@@ -29,3 +29,18 @@ def test_digest_ignores_metrics_and_run_ids(tmp_path):
     m = _make(tmp_path)
     other = m.model_copy(update={"metrics": {"x": 1.0}, "mlflow_run_id": "r"})
     assert other.digest == m.digest
+
+
+def test_volatile_files_are_checked_on_disk_but_left_out_of_the_digest(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    (tmp_path / "_time-b00.json").write_text('{"wall_s": 1.0}')
+    m = Manifest.build("generate", "k", tmp_path, ["a.bin", "_time-b00.json"], volatile=("_time-*.json",))
+    assert m.files["_time-b00.json"].volatile and not m.files["a.bin"].volatile
+    (tmp_path / "_time-b00.json").write_text('{"wall_s": 2.0}')  # an identical rerun, another wall time
+    rerun = Manifest.build("generate", "k", tmp_path, ["a.bin", "_time-b00.json"], volatile=("_time-*.json",))
+    assert rerun.digest == m.digest
+    m.write(tmp_path / "manifest.json")
+    assert valid_manifest(tmp_path / "manifest.json", "k") is None  # but still checked against the file on disk
+    (tmp_path / "a.bin").write_bytes(b"abd")
+    assert Manifest.build("generate", "k", tmp_path, ["a.bin", "_time-b00.json"],
+                          volatile=("_time-*.json",)).digest != m.digest
