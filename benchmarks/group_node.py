@@ -86,8 +86,8 @@ def sweep_of(method: str) -> tuple[str, float] | None:
 
 
 def label(method: str) -> str:
-    if method in LABEL:
-        return LABEL[method]
+    if method in LABEL or sweep_of(method) is None:
+        return LABEL.get(method, method)
     key, lam = sweep_of(method)
     return f"OAD, {SWEEPS[key][1]} = {lam:g}"
 

@@ -40,15 +40,21 @@ class RunSection(_Frozen):
     checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
     deterministic: bool = Field(True, description="torch's deterministic kernels: with more than one thread, a rerun "
                                 "repeats bit for bit (docs/pipeline.md); the floats still depend on run.threads")
-    threads: Literal["auto"] | int = Field("auto", description="torch intra-op threads; auto: torch's default (the "
-                                           "benchmarks use 1)")
+    threads: Literal["auto"] | int = Field("auto", description="torch intra-op threads; auto: leave torch's setting "
+                                           "as it is (its default: the core count); the benchmarks use 1")
 
-    @field_validator("threads")
+    @field_validator("threads", mode="before")
     @classmethod
-    def _threads(cls, v: str | int) -> str | int:
-        if v != "auto" and int(v) < 1:
-            raise ValueError("threads must be auto or a positive integer")
-        return v
+    def _threads(cls, v: Any) -> str | int:
+        if v == "auto":
+            return v
+        try:
+            n = int(v)
+        except (TypeError, ValueError):
+            n = 0
+        if isinstance(v, bool) or n < 1 or str(n) != str(v).strip():
+            raise ValueError("run.threads must be auto or a positive integer, e.g. run.threads=1")
+        return n
 
 
 class DataConfig(_Frozen):
@@ -121,8 +127,8 @@ class ACGKDConfig(_Frozen):
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")
     xi: Literal["auto"] | float = Field("auto", description="storage ratio; auto = min(1, max(0.02, 3 * density))")
     xi_refresh: int = Field(50, ge=1, description="budget mode: re-select candidate pairs every so many steps")
-    checkpoint: bool = Field(False, description="budget mode: recompute the teacher's layers in backward (less memory, "
-                             "about 1.3x the step time; docs/benchmarks/generation.md); the same graphs either way")
+    checkpoint: bool = Field(False, description="budget mode: recompute the teacher's layers in backward (less memory "
+                             "at 1.3-1.4x the step time; docs/generate.md); the same graphs, so not in the cache key")
     lr_structure: float = Field(0.1, gt=0, description="Adam lr of the structure parameters")
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
@@ -290,7 +296,7 @@ class DistillConfig(_Frozen):
 
     @model_validator(mode="after")
     def _one_resampler(self) -> "DistillConfig":
-        if self.resample and self.adversarial.rounds:
+        if self.recipe == "acgkd" and self.resample and self.adversarial.rounds:
             raise ValueError("distill.resample and distill.adversarial.rounds are both on: the rounds already draw a "
                              "fresh sample every epoch; set distill.resample=false")
         return self
@@ -310,11 +316,12 @@ class DistillConfig(_Frozen):
 
     def effective(self) -> "DistillConfig":
         """The settings actually used: recipe = plain fixes the head, temperature, curriculum, feature loss,
-        augmentation and adversarial rounds (off)."""
+        augmentation, adversarial rounds and resampling (off)."""
         if self.recipe == "acgkd":
             return self
         return self.model_copy(update={
             "head": "own", "feat_weight": 0.0, "augment": AugmentConfig(), "adversarial": AdversarialConfig(),
+            "resample": False,
             "temperature": self.temperature.model_copy(update={"mode": "fixed"}),
             "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
 
@@ -405,6 +412,13 @@ class RunConfig(_Frozen):
     distill: DistillConfig = DistillConfig()
     group: GroupConfig = GroupConfig()
 
+    @model_validator(mode="after")
+    def _resample_draws(self) -> "RunConfig":
+        if self.distill.effective().resample and self.generate.acgkd.finalize == "mode":
+            raise ValueError("distill.resample with generate.acgkd.finalize=mode would redraw the same graphs every "
+                             "epoch: set generate.acgkd.finalize=best_of_k or sample")
+        return self
+
     @property
     def split_seed(self) -> int:
         """The seed of this split's models: fold i under cv10, the split seed under holdout, plus run.seed."""
@@ -419,6 +433,16 @@ class RunConfig(_Frozen):
         suffix = f"-s{self.run.seed}" if self.run.seed else ""
         return f"{self.data.dataset.lower()}-{self.protocol.name}-{split}{suffix}"
 
+    @property
+    def _runtime_key(self) -> dict[str, Any]:
+        """What the floats depend on besides the config: the device, the thread setting and the kernels."""
+        return {"device": self.run.device, "threads": self.run.threads, "deterministic": self.run.deterministic}
+
+    @property
+    def _generate_key(self) -> dict[str, Any]:
+        """generate.* without the settings that change memory or speed but not the graphs."""
+        return self.generate.model_dump(mode="json", exclude={"acgkd": {"checkpoint"}})
+
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that determines a stage's outputs (enters its cache key)."""
         if stage == "teacher":
@@ -428,17 +452,16 @@ class RunConfig(_Frozen):
                 "protocol": self.protocol.model_dump(mode="json"),
                 "teacher": self.teacher.model_dump(mode="json"),
                 "seed": self.split_seed,
-                "device": self.run.device,
+                **self._runtime_key,
             }
         if stage == "generate":
-            return {"generate": self.generate.model_dump(mode="json"), "seed": self.split_seed,
-                    "device": self.run.device}
+            return {"generate": self._generate_key, "seed": self.split_seed, **self._runtime_key}
         if stage == "distill":  # the data and split too: the real-data baselines and the evaluation read them
             return {"distill": self.distill.model_dump(mode="json"), "banks": self.generate.banks,
-                    **({"generate": self.generate.model_dump(mode="json")} if self.distill.redraws else {}),
+                    **({"generate": self._generate_key} if self.distill.effective().redraws else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
-                    "device": self.run.device}
+                    **self._runtime_key}
         if stage == "group":  # the pseudo-graph group; the student architecture comes from distill.student
             widened = self.group.graph.student == "widened"  # widened students also read these two
             return {"group": self.group.graph.model_dump(mode="json"),
@@ -447,11 +470,11 @@ class RunConfig(_Frozen):
                        if widened else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
-                    "device": self.run.device}
+                    **self._runtime_key}
         if stage == "evaluate":  # scores what the upstream stages made (their digests enter the key)
             return {"data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "generate.method": self.generate.method,
-                    "distill.recipe": self.distill.recipe, "seed": self.split_seed, "device": self.run.device}
+                    "distill.recipe": self.distill.recipe, "seed": self.split_seed, **self._runtime_key}
         raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
 
 
@@ -577,6 +600,9 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         path = lambda e: _field_path(e["loc"])  # noqa: E731
         loc = path(errs[0])
         msgs = dict.fromkeys(e["msg"] for e in errs if path(e) == loc)  # a union field reports one error per member
+        if errs[0]["type"] == "value_error" and not isinstance(errs[0].get("input"), (str, int, float, bool)):
+            # a check across keys (a model validator): its message names the keys and the fix
+            raise ConfigError(" or ".join(m.removeprefix("Value error, ") for m in msgs)) from exc
         raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {' or '.join(msgs)}") from exc
 
 

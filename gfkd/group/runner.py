@@ -66,8 +66,8 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
         tracker: a `gfkd.tracking.Tracker`, or None to log nothing.
     """
     dataset = check_node_dataset(cfg.data.dataset)
-    device = _device(cfg.run.device)
-    prepare_runtime(cfg.run)  # threads and deterministic kernels
+    _device(cfg.run.device)  # a one-line error for run.device=cuda without a CUDA device
+    device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)

@@ -39,3 +39,14 @@ def test_runtime_switches(restore_runtime):
     assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
     with pytest.raises(ConfigError, match="threads"):
         resolve_config(None, ["run.threads=0"])
+
+
+def test_runtime_settings_enter_every_cache_key_and_checkpointing_does_not():
+    from gfkd.config import STAGES
+
+    base = resolve_config(None, [])
+    for over in (["run.threads=1"], ["run.deterministic=false"]):
+        other = resolve_config(None, over)
+        assert all(base.stage_config(s) != other.stage_config(s) for s in STAGES)
+    ck = resolve_config(None, ["generate.acgkd.checkpoint=true"])
+    assert ck.stage_config("generate") == base.stage_config("generate")  # memory and speed only, the same graphs

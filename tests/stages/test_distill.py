@@ -182,6 +182,9 @@ def test_resample_redraws_every_epoch_without_generator_steps(tmp_path, tiny_roo
     assert "generate" in cfg.stage_config("distill")  # the redraws read generate.*: it enters the cache key
     with pytest.raises(ConfigError, match="distill.resample and distill.adversarial.rounds"):
         _cfg(tiny_root, tmp_path, "distill.resample=true", "distill.adversarial.rounds=true")
+    with pytest.raises(ConfigError, match="finalize=mode would redraw the same graphs"):
+        _cfg(tiny_root, tmp_path, "distill.resample=true", "generate.acgkd.finalize=mode")
+    assert cfg.distill.model_copy(update={"recipe": "plain"}).effective().resample is False
     calls: list[int] = []
     orig = AdversarialRounds.step
     monkeypatch.setattr(AdversarialRounds, "step", lambda self, s: calls.append(self.steps) or orig(self, s))
