@@ -92,9 +92,10 @@ def label(method: str) -> str:
     return f"OAD, {SWEEPS[key][1]} = {lam:g}"
 
 
-def tuned(avail: list[dict], lambdas: list[float], key: str = "lambda_global") -> tuple[float, dict] | None:
+def tuned(avail: list[dict], lambdas: list[float], key: str = "lambda_global") -> tuple[float, dict, list[int]] | None:
     """OAD with λ_G (or λ_adv) chosen on validation (oad.md §2): among λ ∈ lambdas ∪ {1} run on the same seeds, the
-    one whose mean over seeds of the validation accuracy at ê (mean over students) is highest; its runs' reports."""
+    one whose mean over seeds of the validation accuracy at ê (mean over students) is highest; its runs' summary and
+    those seeds."""
     runs = {1.0: {r["seed"]: r["report"] for r in avail if r["method"] == "oad"}}
     for lam in lambdas:
         runs[lam] = {r["seed"]: r["report"] for r in avail if r["method"] == sweep_name(lam, key)}
@@ -103,7 +104,12 @@ def tuned(avail: list[dict], lambdas: list[float], key: str = "lambda_global") -
         return None
     val = {lam: np.mean([runs[lam][s]["val_mean_students"] for s in seeds]) for lam in runs}
     best = max(sorted(runs), key=lambda lam: val[lam])  # ties: the smallest λ
-    return best, summarize([runs[best][s] for s in sorted(seeds)])
+    return best, summarize([runs[best][s] for s in sorted(seeds)]), sorted(seeds)
+
+
+def _seed_list(seeds: list[int]) -> str:
+    """[0, 1, 2, 3, 4] → '0..4'; other sets comma-separated."""
+    return f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
 
 
 def render(results: list[dict], meta: dict, datasets: list[str], backbones: list[str], methods: list[str],
@@ -159,11 +165,13 @@ def render(results: list[dict], meta: dict, datasets: list[str], backbones: list
                 lines.append(f"- target OAD not below DML (mean over students): {d:+.2f} points → "
                              + ("met" if d >= 0 else f"missed by {-d:.2f} points"))
             for key, tune in tunes.items():
-                if tune and ind:
-                    sym = SWEEPS[key][1]
-                    d = 100 * (tune[1]["mean_students"]["mean"] - ind["mean_students"]["mean"])
-                    lines.append(f"- OAD with {sym} tuned on validation ({sym} = {tune[0]:g}, "
-                                 f"{tune[1]['mean_students']['n']} seeds) against independent: {d:+.2f} points → "
+                if tune and ind:  # against the independent students of the same seeds
+                    sym, seeds = SWEEPS[key][1], tune[2]
+                    ind_same = summarize([r["report"] for r in avail if r["method"] == "independent"
+                                          and r["seed"] in seeds])
+                    d = 100 * (tune[1]["mean_students"]["mean"] - ind_same["mean_students"]["mean"])
+                    lines.append(f"- OAD with {sym} tuned on validation ({sym} = {tune[0]:g}) against independent, "
+                                 f"both on seeds {_seed_list(seeds)}: {d:+.2f} points → "
                                  + ("met" if d >= 1.0 else f"missed by {1.0 - d:.2f} points"))
             if ind and (ds, bb) in SANITY:
                 lines.append(f"- sanity: independent {bb.upper()} mean over students "

@@ -21,7 +21,8 @@ def test_lambda_is_chosen_on_validation_over_the_seeds_every_lambda_ran():
     avail = [_run("oad", 0, 0.70, 0.90), _run("oad", 1, 0.70, 0.90),  # best on test, not on validation
              _run("oad_lg0.3", 0, 0.80, 0.60), _run("oad_lg0.3", 1, 0.78, 0.62),
              _run("oad_lg0.1", 0, 0.75, 0.95), _run("oad_lg0.1", 1, 0.75, 0.95), _run("oad_lg0.1", 2, 0.99, 0.99)]
-    lam, stats = bench.tuned(avail, [0.1, 0.3])
+    lam, stats, seeds = bench.tuned(avail, [0.1, 0.3])
+    assert seeds == [0, 1]
     assert lam == 0.3 and stats["mean_students"]["n"] == 2  # seed 2 did not run at every λ_G
     assert abs(stats["mean_students"]["mean"] - 0.61) < 1e-9
     assert bench.tuned(avail, []) is None
@@ -40,10 +41,13 @@ def test_lambda_adv_sweep_has_its_own_rows_and_tuned_row():
     assert bench.sweep_of("dml") is None and bench.sweep_name(0.1, "lambda_adv") == "oad_la0.1"
     avail = [_run("oad", 0, 0.70, 0.80), _run("oad_la0.1", 0, 0.75, 0.70), _run("oad_lg0.3", 0, 0.60, 0.90),
              _run("independent", 0, 0.7, 0.79)]
-    lam, stats = bench.tuned(avail, [0.1], "lambda_adv")
+    lam, stats, _ = bench.tuned(avail, [0.1], "lambda_adv")
     assert lam == 0.1 and abs(stats["mean_students"]["mean"] - 0.70) < 1e-9  # chosen on validation, not test
     meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
     text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], [0.3], [0.1])
     assert "| OAD, λ_adv = 0.1 | 70.00" in text and "| OAD, λ_adv tuned on validation (chose 0.1) | 70.00" in text
     assert "| OAD, λ_G tuned on validation (chose 1) | 80.00" in text
-    assert "OAD with λ_adv tuned on validation (λ_adv = 0.1, 1 seeds) against independent: -9.00 points" in text
+    assert "OAD with λ_adv tuned on validation (λ_adv = 0.1) against independent, both on seeds 0..0: -9.00 points" in text
+    more = [*avail, _run("independent", 1, 0.7, 0.50)]  # a seed the sweep did not run: not in the comparison
+    assert "both on seeds 0..0: -9.00 points" in bench.render(more, meta, ["Cora"], ["gcn"], ["oad", "independent"],
+                                                              [0.3], [0.1])
