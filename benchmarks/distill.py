@@ -105,7 +105,8 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
             gg, default = cfg.group.graph, type(cfg.group.graph)()
             name = f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
                 f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != (default.warmup_epochs,
-                                                                                       default.epochs) else "")
+                                                                                       default.epochs) else "") + (
+                f"-sup{gg.sup_weight:g}" if gg.sup_weight != default.sup_weight else "")
             group.run(cfg, RunLayout(root / name), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
@@ -173,6 +174,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
                 continue
             method = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs",
                             gdir.name.removeprefix("acgkd-group-").replace("-widened", ", widened students"))
+            method = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", method)
             n = grp["numbers"]
             k = sum(1 for key in n if key.startswith("acc_student") and not key.endswith("_selected"))
             accs = [n[f"acc_student{i}"] for i in range(k)]

@@ -189,7 +189,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
             terms = {"sup": sum(F.cross_entropy(z[k], y_hat) for k in range(K))}
             if gc.teacher_anchor > 0:
                 terms["anchor"] = sum(kd_kl(z[k], z_t, gc.anchor_tau) for k in range(K))
-            loss = terms["sup"] + gc.teacher_anchor * terms.get("anchor", 0.0)
+            loss = gc.sup_weight * terms["sup"] + gc.teacher_anchor * terms.get("anchor", 0.0)
             if use_feat:
                 h_t = teacher_outputs(teacher, b)[1]  # [ΣN, d_T], no grad
                 terms["feat"] = sum(feature_loss(h[k], h_t, b.batch, b.num_graphs, "node") for k in range(K))
