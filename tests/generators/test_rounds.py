@@ -36,6 +36,14 @@ def _student(teacher_dir, kind):
     return build_student(spec, model).eval(), model
 
 
+def _setup(teacher_dir, kind):
+    """Saved states of two chunks, a student, the teacher, the generate config and the teacher's metadata."""
+    ctx = make_ctx(teacher_dir, "generate.iterations=10")
+    student, model = _student(teacher_dir, kind)
+    _, meta, bn = teacher.load_teacher(teacher_dir / "teacher.pt")
+    return _states(ctx), student, model, resolve_config(None, ["generate.iterations=10"]), meta, bn
+
+
 @pytest.mark.parametrize("kind", ["plain", "widened"])
 def test_the_dense_student_equals_the_sparse_one_on_01_graphs(tiny_teacher_dir, kind):
     student, model = _student(tiny_teacher_dir, kind)
@@ -68,11 +76,7 @@ def test_divergences_vanish_on_equal_distributions_and_js_is_bounded():
 
 
 def test_rounds_continue_from_the_state_and_push_the_divergence_up(tiny_teacher_dir):
-    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=10")
-    states = _states(ctx)
-    student, model = _student(tiny_teacher_dir, "widened")
-    cfg = resolve_config(None, ["generate.iterations=10"])
-    _, meta, bn = teacher.load_teacher(tiny_teacher_dir / "teacher.pt")
+    states, student, model, cfg, meta, bn = _setup(tiny_teacher_dir, "widened")
 
     def rounds(beta, steps=8):
         return AdversarialRounds(model, meta["data"], bn, cfg.generate, states, steps=steps, beta=beta, div="js",
@@ -118,11 +122,7 @@ def test_rounds_restore_budget_and_lowrank_generators(tiny_teacher_dir, mode):
 
 def test_resample_redraws_fresh_graphs_from_a_generator_that_never_moves(tiny_teacher_dir):
     """distill.resample = AdversarialRounds with steps = 0 (acgkd.md §11): new hard samples, the same parameters."""
-    ctx = make_ctx(tiny_teacher_dir, "generate.iterations=10")
-    states = _states(ctx)
-    student, model = _student(tiny_teacher_dir, "plain")
-    cfg = resolve_config(None, ["generate.iterations=10"])
-    _, meta, bn = teacher.load_teacher(tiny_teacher_dir / "teacher.pt")
+    states, student, model, cfg, meta, bn = _setup(tiny_teacher_dir, "plain")
     r = AdversarialRounds(model, meta["data"], bn, cfg.generate, states, steps=0, beta=1.0, div="js", lr_scale=1.0,
                           seed=0, device=torch.device("cpu"), key="distill.resample")
     first, terms = r.step(student)
