@@ -111,12 +111,12 @@ class AdversarialRounds:
         self.steps, self.beta, self.div = steps, beta, div
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.chunks = [_Chunk(self.ctx, s, lr_scale, self.gen, key) for s in states]
+        self.bn_targets = bn_targets(teacher, gcfg.bn_target, self.ctx.bn_eval_stats)  # the same for every chunk
         self.generator_steps = 0
 
     def step(self, student: nn.Module) -> tuple[list[Data], dict[str, float]]:
         """`steps` generator steps per chunk against `student` (eval, frozen), then re-finalised graphs with the
         teacher's logits and difficulty; and the round's mean CE, R_BN and divergence (none when steps = 0)."""
-        ctx, cfg = self.ctx, self.ctx.cfg
         was_training = student.training
         student.eval()
         grads = [p.requires_grad for p in student.parameters()]
@@ -125,34 +125,40 @@ class AdversarialRounds:
         graphs: list[Data] = []
         try:
             for c in self.chunks:
-                matcher = BNMatcher(ctx.teacher, bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats),
-                                    cfg.bn_form, cfg.bn_first_weight)
-                try:
-                    for _ in range(self.steps):
-                        alpha = c.st.logits()
-                        x, adj = self._sample(c, alpha)
-                        z_t = dense_logits(ctx, x, adj, c.mask)
-                        loss, terms = objective(ctx, c.st, alpha, z_t, x, c.mask, c.targets, matcher)
-                        x_s = x if x is not None else degree_one_hot(adj.sum(1), ctx.max_degree)
-                        z_s = student_dense_logits(student, x_s, adj, c.mask)
-                        d = divergence(F.softmax(z_t, -1), F.softmax(z_s, -1), self.div)
-                        loss = loss - self.beta * d
-                        matcher.recording = False
-                        c.opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        matcher.recording = True
-                        c.opt.step()
-                        self.generator_steps += 1
-                        for k, v in (("ce", terms["ce"]), ("bn", terms["bn"]), ("div", d)):
-                            sums[k] += float(v.detach()) / (self.steps * len(self.chunks))
-                finally:
-                    matcher.remove()
+                if self.steps:  # resample (steps = 0) only re-finalises
+                    self._move(c, student, sums)
                 graphs += self._finalise(c)
         finally:
             for p, g in zip(student.parameters(), grads):
                 p.requires_grad_(g)
             student.train(was_training)
         return graphs, sums if self.steps else {}
+
+    def _move(self, c: _Chunk, student: nn.Module, sums: dict[str, float]) -> None:
+        """`steps` generator steps of chunk `c` against the frozen `student`; adds each step's share of the mean
+        CE, R_BN and divergence to `sums`."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        matcher = BNMatcher(ctx.teacher, self.bn_targets, cfg.bn_form, cfg.bn_first_weight)
+        try:
+            for _ in range(self.steps):
+                alpha = c.st.logits()
+                x, adj = self._sample(c, alpha)
+                z_t = dense_logits(ctx, x, adj, c.mask)
+                loss, terms = objective(ctx, c.st, alpha, z_t, x, c.mask, c.targets, matcher)
+                x_s = x if x is not None else degree_one_hot(adj.sum(1), ctx.max_degree)
+                z_s = student_dense_logits(student, x_s, adj, c.mask)
+                d = divergence(F.softmax(z_t, -1), F.softmax(z_s, -1), self.div)
+                loss = loss - self.beta * d
+                matcher.recording = False
+                c.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                matcher.recording = True
+                c.opt.step()
+                self.generator_steps += 1
+                for k, v in (("ce", terms["ce"]), ("bn", terms["bn"]), ("div", d)):
+                    sums[k] += float(v.detach()) / (self.steps * len(self.chunks))
+        finally:
+            matcher.remove()
 
     def _sample(self, c: _Chunk, alpha: Tensor) -> tuple[Tensor | None, Tensor]:
         """One straight-through sample at κ_1: node features [B, N, F] (None: degree) and adjacency [B, N, N]."""
