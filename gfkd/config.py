@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gfkd.errors import ConfigError
 
+
+class CrossKeyError(ValueError):
+    """A check across keys (a model validator) failed; its message names the keys and the fix, and is printed as is."""
+
 STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that exist today, in pipeline order
 
 
@@ -297,7 +301,7 @@ class DistillConfig(_Frozen):
     @model_validator(mode="after")
     def _one_resampler(self) -> "DistillConfig":
         if self.recipe == "acgkd" and self.resample and self.adversarial.rounds:
-            raise ValueError("distill.resample and distill.adversarial.rounds are both on: the rounds already draw a "
+            raise CrossKeyError("distill.resample and distill.adversarial.rounds are both on: the rounds already draw a "
                              "fresh sample every epoch; set distill.resample=false")
         return self
 
@@ -416,7 +420,7 @@ class RunConfig(_Frozen):
     @model_validator(mode="after")
     def _resample_draws(self) -> "RunConfig":
         if self.distill.effective().resample and self.generate.acgkd.finalize == "mode":
-            raise ValueError("distill.resample with generate.acgkd.finalize=mode would redraw the same graphs every "
+            raise CrossKeyError("distill.resample with generate.acgkd.finalize=mode would redraw the same graphs every "
                              "epoch: set generate.acgkd.finalize=best_of_k or sample")
         return self
 
@@ -601,9 +605,8 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         path = lambda e: _field_path(e["loc"])  # noqa: E731
         loc = path(errs[0])
         msgs = dict.fromkeys(e["msg"] for e in errs if path(e) == loc)  # a union field reports one error per member
-        if errs[0]["type"] == "value_error" and not isinstance(errs[0].get("input"), (str, int, float, bool)):
-            # a check across keys (a model validator): its message names the keys and the fix
-            raise ConfigError(" or ".join(m.removeprefix("Value error, ") for m in msgs)) from exc
+        if isinstance(errs[0].get("ctx", {}).get("error"), CrossKeyError):
+            raise ConfigError(str(errs[0]["ctx"]["error"])) from exc
         raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {' or '.join(msgs)}") from exc
 
 
