@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from gfkd.config import RunConfig
 from gfkd.data.datasets import PLANETOID, resolve_data_root
 from gfkd.errors import ConfigError
@@ -50,12 +48,6 @@ def run_name(cfg: RunConfig) -> str:
     return cfg.run.name or f"group-{cfg.data.dataset.lower()}-{cfg.group.backbone}-{cfg.group.method}"
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device=cuda but no CUDA device is visible: use run.device=cpu or auto")
-    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=None) -> dict:
     """Train `cfg.group.method` on `cfg.data.dataset` once per seed; write and log; return results.json's dict.
 
@@ -66,8 +58,7 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
         tracker: a `gfkd.tracking.Tracker`, or None to log nothing.
     """
     dataset = check_node_dataset(cfg.data.dataset)
-    _device(cfg.run.device)  # a one-line error for run.device=cuda without a CUDA device
-    device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device
+    device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device (a one-line error for a missing GPU)
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from gfkd.config import RunSection
-from gfkd.errors import StageError
+from gfkd.errors import ConfigError, StageError
 from gfkd.io.atomic import swap_in
 from gfkd.io.manifest import Manifest, load_manifest, valid_manifest
 from gfkd.layout import RunLayout
@@ -64,7 +64,9 @@ def publish(layout: RunLayout, stage: str, staging: Path, manifest: Manifest) ->
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` → cuda when available, else cpu."""
+    """`auto` → cuda when available, else cpu; ConfigError for `cuda` on a machine without a visible CUDA device."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device=cuda but no CUDA device is visible: use run.device=cpu or auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -50,3 +50,10 @@ def test_runtime_settings_enter_every_cache_key_and_checkpointing_does_not():
         assert all(base.stage_config(s) != other.stage_config(s) for s in STAGES)
     ck = resolve_config(None, ["generate.acgkd.checkpoint=true"])
     assert ck.stage_config("generate") == base.stage_config("generate")  # memory and speed only, the same graphs
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_cuda_without_a_gpu_is_a_config_error_for_every_stage(restore_runtime):
+    with pytest.raises(ConfigError, match="run.device=cuda but no CUDA device"):
+        prepare_runtime(resolve_config(None, ["run.device=cuda"]).run)
+    assert prepare_runtime(resolve_config(None, ["run.device=auto"]).run) == torch.device("cpu")
