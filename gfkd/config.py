@@ -27,6 +27,7 @@ from gfkd.errors import ConfigError
 class CrossKeyError(ValueError):
     """A check across keys (a model validator) failed; its message names the keys and the fix, and is printed as is."""
 
+
 STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that exist today, in pipeline order
 
 
@@ -301,8 +302,8 @@ class DistillConfig(_Frozen):
     @model_validator(mode="after")
     def _one_resampler(self) -> "DistillConfig":
         if self.recipe == "acgkd" and self.resample and self.adversarial.rounds:
-            raise CrossKeyError("distill.resample and distill.adversarial.rounds are both on: the rounds already draw a "
-                             "fresh sample every epoch; set distill.resample=false")
+            raise CrossKeyError("distill.resample and distill.adversarial.rounds are both on: the rounds already "
+                                "draw a fresh sample every epoch; set distill.resample=false")
         return self
 
     @property
@@ -420,8 +421,8 @@ class RunConfig(_Frozen):
     @model_validator(mode="after")
     def _resample_draws(self) -> "RunConfig":
         if self.distill.effective().resample and self.generate.acgkd.finalize == "mode":
-            raise CrossKeyError("distill.resample with generate.acgkd.finalize=mode would redraw the same graphs every "
-                             "epoch: set generate.acgkd.finalize=best_of_k or sample")
+            raise CrossKeyError("distill.resample with generate.acgkd.finalize=mode would redraw the same graphs "
+                                "every epoch: set generate.acgkd.finalize=best_of_k or sample")
         return self
 
     @property
