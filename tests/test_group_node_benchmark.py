@@ -51,3 +51,24 @@ def test_lambda_adv_sweep_has_its_own_rows_and_tuned_row():
     more = [*avail, _run("independent", 1, 0.7, 0.50)]  # a seed the sweep did not run: not in the comparison
     assert "both on seeds 0..0: -9.00 points" in bench.render(more, meta, ["Cora"], ["gcn"], ["oad", "independent"],
                                                               [0.3], [0.1])
+
+
+def test_parity_reference_rows_compare_reference_oad_with_reference_independent_on_shared_seeds():
+    assert bench.parity_of("ref_oad") == "oad" and bench.parity_of("oad") is None
+    assert bench.label("ref_independent") == "independent students, parity reference"
+    avail = [_run("oad", 0, 0.7, 0.80), _run("independent", 0, 0.7, 0.79),
+             _run("ref_oad", 0, 0.7, 0.83), _run("ref_independent", 0, 0.7, 0.81),
+             _run("ref_oad", 1, 0.7, 0.10)]  # seed 1 has no reference independent run: left out of the difference
+    meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
+    text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], ref_methods=["oad", "independent"])
+    assert "| OAD, parity reference | 46.50" in text and "| independent students, parity reference | 81.00" in text
+    assert "OAD − independent, mean over students, seeds 0..0: +2.00 points → met" in text
+    assert "parity reference" not in bench.render(avail[:2], meta, ["Cora"], ["gcn"], ["oad", "independent"])
+
+
+def test_reference_settings_switch_every_parity_quirk():
+    from gfkd.config import GroupConfig
+    from gfkd.group.node import settings_from_config
+    clean, ref = settings_from_config(GroupConfig()), settings_from_config(GroupConfig(parity="reference"))
+    assert (ref.kl_scale, ref.d_out_relu, ref.gcn_student, ref.gat_self_loops) == ("reference", True, "reference", False)
+    assert (clean.kl_scale, clean.d_out_relu, clean.gcn_student, clean.gat_self_loops) == ("batchmean", False, "clean", True)
