@@ -78,9 +78,14 @@ class FinalGraphs:
         return torch.arange(self.adj.size(1), device=self.adj.device) < self.num_nodes.unsqueeze(1)
 
 
+def sidecar_name(shard: str, kind: str, suffix: str) -> str:
+    """The file beside shard `shard-<bank>-<chunk>.parquet` that holds its `kind`: `_<kind>-<bank>-<chunk><suffix>`."""
+    return f"_{kind}-" + shard.removeprefix("shard-").removesuffix(".parquet") + suffix
+
+
 def state_name(shard: str) -> str:
-    """The file beside shard `shard-<bank>-<chunk>.parquet` that holds its generator's parameters."""
-    return "_state-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".pt"
+    """The file beside a shard that holds its generator's parameters."""
+    return sidecar_name(shard, "state", ".pt")
 
 
 def node_mask(num_nodes: Tensor) -> Tensor:

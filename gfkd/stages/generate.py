@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gfkd.config import RunConfig
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import make_generator, plan_bank
-from gfkd.generators.base import GenContext, state_name, teacher_verdict
+from gfkd.generators.base import GenContext, sidecar_name, state_name, teacher_verdict
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, graphs_to_table, read_shard_set, shard_schema, write_shard, write_shard_manifest
@@ -145,7 +145,8 @@ def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
 
 
 def _timing_name(shard: str) -> str:
-    return "_time-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".json"
+    """The file beside a shard that holds its generation wall time."""
+    return sidecar_name(shard, "time", ".json")
 
 
 def _total_wall(shard_dir: Path) -> float:
