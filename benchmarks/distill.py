@@ -39,6 +39,11 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
 }
 
 
+# A group folder's name spells the settings that differ from these fixed values (W, E, sup_weight: the defaults when
+# the names were fixed), not from the current defaults, so a folder keeps its meaning if a default changes.
+GROUP_FOLDER_BASE = (30, 120, 1.0)
+
+
 def _folds(text: str) -> list[int]:
     if "-" in text:
         lo, hi = text.split("-")
@@ -102,11 +107,10 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     for item in what:
         if item == "group":
             cfg = resolve_config(None, base)
-            gg, default = cfg.group.graph, type(cfg.group.graph)()
+            gg = cfg.group.graph
             name = f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
-                f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != (default.warmup_epochs,
-                                                                                       default.epochs) else "") + (
-                f"-sup{gg.sup_weight:g}" if gg.sup_weight != default.sup_weight else "")
+                f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != GROUP_FOLDER_BASE[:2]
+                else "") + (f"-sup{gg.sup_weight:g}" if gg.sup_weight != GROUP_FOLDER_BASE[2] else "")
             group.run(cfg, RunLayout(root / name), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
