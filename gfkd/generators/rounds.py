@@ -111,7 +111,8 @@ class AdversarialRounds:
         self.steps, self.beta, self.div = steps, beta, div
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.chunks = [_Chunk(self.ctx, s, lr_scale, self.gen, key) for s in states]
-        self.bn_targets = bn_targets(teacher, gcfg.bn_target, self.ctx.bn_eval_stats)  # the same for every chunk
+        # the same for every chunk; resample (steps = 0) takes no generator step, so it needs none
+        self.bn_targets = bn_targets(teacher, gcfg.bn_target, self.ctx.bn_eval_stats) if steps else None
         self.generator_steps = 0
 
     def step(self, student: nn.Module) -> tuple[list[Data], dict[str, float]]:
