@@ -67,6 +67,7 @@ def fold_row(runs: Path, dataset: str, fold: int, data_root: str | None) -> dict
         row[f"{name}_logit"] = float(logits_of(teacher, loader, CPU)[0].abs().mean())
         row[f"{name}_rbn_first"] = relative_rbn(stats, *targets[first], first)
         row[f"{name}_rbn_last"] = relative_rbn(stats, *targets[last], last)
+        row[f"{name}_logvar_last"] = float(torch.log((stats[f"{last}.var"] + 1e-5) / (targets[last][1] + 1e-5)).mean())
     row["type_tv"] = 0.5 * float(np.abs(row["pseudo_types"] - row["real_types"]).sum())
     records = json.loads(res.read_text())["records"].values()
     row["student_acc"] = float(np.mean([r["test_acc"] for r in records if r["variant"] == "pseudo"]))
@@ -78,18 +79,22 @@ def render(tables: dict[str, list[dict]], dataset: str, command: str) -> str:
     out = [f"# Pseudo-graph banks against real graphs ({dataset})", "",
            f"Command: `{command}`", "",
            "Per fold: the ACGKD bank union (6 banks) against the fold's real training graphs. TV: total variation "
-           "between the node-type marginals. R_BN first / last: the relative R_BN term (acgkd.md §7) of the "
-           "teacher's first and last BN layer over the whole union (the real graphs score ≈ 0: they are what the "
-           "targets were measured on). |z_T|: the teacher's mean absolute logit. Student: the data-free student's "
+           "between the node-type marginals (degree one-hot bins on featureless sets). R_BN first / last: the "
+           "relative R_BN term (acgkd.md §7) of the teacher's first and last BN layer over the whole union (the real "
+           "graphs score ≈ 0: they are what the targets were measured on); log σ̂²/σ²: the last layer's variance "
+           "part, the mean over its channels of the log ratio of the batch variance to the target's (0 = matched, "
+           "−3 = 20× too small). |z_T|: the teacher's mean absolute logit. Student: the data-free student's "
            "last-epoch test accuracy, mean over its seeds. A diagnostic that opens real training graphs; no stage "
            "does.", ""]
     for label, rows in tables.items():
         out += [f"## {label}", "", "| fold | TV types | type-0 share (C on MUTAG), pseudo / real | mean degree, pseudo / real "
-                "| R_BN first | R_BN last | \\|z_T\\| pseudo / real | student acc |", "|---|---|---|---|---|---|---|---|"]
+                "| R_BN first | R_BN last | log σ̂²/σ² last, pseudo / real | \\|z_T\\| pseudo / real | student acc |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             out.append(f"| {r['fold']} | {r['type_tv']:.2f} | {r['pseudo_types'][0]:.2f} / {r['real_types'][0]:.2f} | "
                        f"{r['pseudo_degree']:.2f} / {r['real_degree']:.2f} | {r['pseudo_rbn_first']:.2f} | "
-                       f"{r['pseudo_rbn_last']:.1f} | {r['pseudo_logit']:.1f} / {r['real_logit']:.1f} | "
+                       f"{r['pseudo_rbn_last']:.1f} | {r['pseudo_logvar_last']:+.2f} / {r['real_logvar_last']:+.2f} | "
+                       f"{r['pseudo_logit']:.1f} / {r['real_logit']:.1f} | "
                        f"{r['student_acc']:.3f} |")
         tv, acc = np.array([r["type_tv"] for r in rows]), np.array([r["student_acc"] for r in rows])
         corr = float(np.corrcoef(tv, acc)[0, 1]) if len(rows) > 2 and tv.std() > 0 and acc.std() > 0 else float("nan")
