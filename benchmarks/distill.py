@@ -203,11 +203,23 @@ def _fold_keys(row: dict) -> dict:
     return row
 
 
-def merge_rows(stored: dict, fresh: dict, source: int) -> tuple[dict, list[dict]]:
+TIE = 1e-6  # fold accuracies are float32 fractions: two that differ by less are the same number
+
+
+def runs_dir(cmd: str) -> str | None:
+    """The `--runs` folder named in a recorded command (its first one: the collecting command's), else None."""
+    m = re.search(r"--runs\s+([^\s`]+)", cmd)
+    return m.group(1) if m else None
+
+
+def merge_rows(stored: dict, fresh: dict, source: int, commands: list[str] = (),
+               reruns: list[dict] = ()) -> tuple[dict, list[dict]]:
     """Rows of one dataset: those stored in docs/results.json (`source`: indices into the section's commands) and
     those just collected (run `source`), merged fold by fold. A fold the new run also has takes the new value; when
     the run repeats folds already stored, a note says whether their values came out the same. A new row that only
-    repeats stored folds with the same values changes nothing but the note. Returns the rows and the notes."""
+    repeats stored folds with the same values changes nothing but the note. Collecting again, with the same values,
+    a runs folder that a row's folds or its stored rerun notes (`reruns`) came from is not a rerun: no note
+    (`commands` names the folders). Returns the rows and the notes."""
     rows = {name: _fold_keys(r) for name, r in stored.items()}
     notes = []
     for name, r in fresh.items():
@@ -217,12 +229,17 @@ def merge_rows(stored: dict, fresh: dict, source: int) -> tuple[dict, list[dict]
             continue
         common = sorted(set(old["folds"]) & set(r["folds"]))
         diff = [abs(r["folds"][f] - old["folds"][f]) for f in common]
-        if common:
+        same = max(diff, default=1) <= TIE
+        folder = runs_dir(commands[source]) if len(commands) > source else None
+        seen = [*old["source"], *(n["source"] for n in reruns if n["row"] == name)]
+        recollected = same and folder is not None and folder in {runs_dir(commands[i]) for i in seen}
+        if common and not recollected:
+            changed = [d for d in diff if d > TIE]
             notes.append({"row": name, "source": source, "old": old["source"], "text": (
-                f"folds {_span(common)} rerun: " + ("the same value on every fold" if max(diff) == 0 else
-                f"{sum(d > 0 for d in diff)} of {len(common)} folds changed, by up to {max(diff):.3f} (mean "
+                f"folds {_span(common)} rerun: " + ("the same value on every fold" if not changed else
+                f"{len(changed)} of {len(common)} folds changed, by up to {max(diff):.3f} (mean "
                 f"{np.mean(diff):.3f}); the table has the new values"))})
-        if set(r["folds"]) <= set(old["folds"]) and max(diff, default=1) == 0:
+        if set(r["folds"]) <= set(old["folds"]) and same:
             continue
         merged = {k: {**old[k], **r[k]} for k in FIELDS}
         kept = set(old["folds"]) - set(r["folds"])
@@ -242,8 +259,10 @@ def add_run(section: dict | None, fresh: dict, cmd: str) -> dict:
     commands = list(section["commands"])
     if cmd not in commands:
         commands.append(cmd)
-    rows, notes = merge_rows(section["rows"], fresh, commands.index(cmd))
-    notes = [n for n in section.get("reruns", []) if n["row"] not in fresh] + notes
+    rows, notes = merge_rows(section["rows"], fresh, commands.index(cmd), commands,
+                             section.get("reruns", []))
+    noted = {n["row"] for n in notes}  # a row with a new note drops its old ones; a re-collected row keeps them
+    notes = [n for n in section.get("reruns", []) if n["row"] not in noted] + notes
     used = sorted({i for r in rows.values() for i in r["source"]} | {n["source"] for n in notes}
                   | {i for n in notes for i in n.get("old", [])})
     index = {old: new for new, old in enumerate(used)}
@@ -266,7 +285,9 @@ def paired(rows: dict, a: str, b: str) -> str:
     d = np.array([rows[a]["folds"][f] - rows[b]["folds"][f] for f in common])
     if not len(d):
         return "—"
-    return f"{d.mean():+.3f} ± {d.std():.3f} ({int((d > 0).sum())} of {len(d)} folds positive)"
+    ties = int((abs(d) <= TIE).sum())
+    return (f"{d.mean():+.3f} ± {d.std():.3f} ({int((d > TIE).sum())} of {len(d)} folds positive"
+            + (f", {ties} level)" if ties else ")"))
 
 
 def _mean(rows: dict, name: str) -> float | None:
@@ -388,7 +409,13 @@ def main() -> None:
     p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS],
                    help="run the group stage and/or ablations on the finished cells' ACGKD banks (read from disk)")
     p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")
+    p.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON; collect nothing")
     args = p.parse_args()
+    store = args.out.with_suffix(".json")
+    if args.render_only:
+        args.out.write_text(render(json.loads(store.read_text())))
+        print(args.out)
+        return
     folds = _folds(args.folds)
     t0 = time.perf_counter()
     if args.on_banks and not args.report_only:
@@ -404,7 +431,6 @@ def main() -> None:
                     for ds, f in cells]
             for fut in futs:
                 print("done", fut.result(), flush=True)
-    store = args.out.with_suffix(".json")
     sections = json.loads(store.read_text()) if store.is_file() else {}
     cmd = command_line(args, None if args.report_only else time.perf_counter() - t0)
     for ds in args.datasets:

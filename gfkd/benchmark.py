@@ -30,7 +30,7 @@ METHODS: tuple[Method, ...] = (
     Method("kd_real", "student, KD on real graphs", ("evaluate/test/acc_kd_real", "distill/test/acc_kd_real"), False),
     Method("pseudo", "data-free student", ("evaluate/test/acc_pseudo", "distill/test/acc"), True),
     Method("group_mean", "group, mean over students", ("evaluate/test/acc_group_mean", "group/test/acc_mean"), True),
-    Method("group_picked", "group, student picked on validation",
+    Method("group_picked", "group, student picked on held-out pseudo-graphs",
            ("evaluate/test/acc_group_picked", "group/test/acc_picked"), True),
     Method("group_ensemble", "group ensemble", ("evaluate/test/acc_group_ensemble", "group/test/acc_ensemble"), True),
 )

@@ -56,3 +56,25 @@ def test_partial_overlap_takes_the_new_values_and_keeps_the_other_folds():
     text = bench.render({"MUTAG": second})
     assert "1. `run a`" in text and "2. `run b`" in text and "| ACGKD | 0.662 ± 0.108 | 4 |" in text
     assert "[1, 2] |" in text and "(stored from run [1]): folds 2 rerun" in text
+
+
+def test_collecting_the_same_runs_folder_again_is_not_a_rerun():
+    a = "`python benchmarks/distill.py --report-only --runs /tmp/a --extra x=1`"
+    b = "`python benchmarks/distill.py --report-only --runs /tmp/b`, cells produced by: `... --runs /tmp/b`"
+    b2 = "`python benchmarks/distill.py --report-only --runs /tmp/b --folds 0-1`"
+    assert bench.runs_dir(b) == "/tmp/b"
+    first = bench.add_run(None, {"ACGKD": _row({0: 0.8, 1: 0.7})}, a)
+    second = bench.add_run(_roundtrip(first), {"ACGKD": _row({0: 0.8, 1: 0.7}), "GFKD": _row({0: 0.6})}, b)
+    (note,) = second["reruns"]  # /tmp/b's cells really reran run a's folds
+    assert note["row"] == "ACGKD" and note["source"] == 1 and note["old"] == [0]
+    third = bench.add_run(_roundtrip(second), {"ACGKD": _row({0: 0.8, 1: 0.7}), "GFKD": _row({0: 0.6 + 1e-8})}, b2)
+    assert third["reruns"] == second["reruns"]  # /tmp/b again: neither row is a rerun, the old note stays
+    assert third["commands"] == [a, b]  # and b2, which changed nothing, is not listed
+    fourth = bench.add_run(_roundtrip(third), {"GFKD": _row({0: 0.5})}, b2)  # a forced rerun in the same folder
+    assert [n["row"] for n in fourth["reruns"]] == ["ACGKD", "GFKD"] and "1 of 1 folds changed" in fourth["reruns"][1]["text"]
+
+
+def test_paired_counts_float32_ties_as_level_not_positive():
+    rows = {"a": _row({0: 15 / 19 + 2.8e-8, 1: 0.9, 2: 0.5}), "b": _row({0: 15 / 19, 1: 0.8, 2: 0.6})}
+    assert bench.paired(rows, "a", "b").endswith("(1 of 3 folds positive, 1 level)")
+    assert bench.paired({"a": _row({0: 0.9}), "b": _row({0: 0.8})}, "a", "b").endswith("(1 of 1 folds positive)")
