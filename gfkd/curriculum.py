@@ -3,6 +3,7 @@
 Epoch e trains on the easiest ⌈q_e·M⌉ graphs (ties broken by graph_id), shuffled with the epoch's seed:
     q_e = min(1, q_0 + (1 − q_0)·(e/E_c)^p)     linear p = 1, root p = ½
     q_e = min(1, q_0·2^⌊3e/E_c⌋)                 step
+and q_e = 1 from E_c on in every kind (step with q_0 < 1/8 would not get there by itself).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor
 
 def pace(epoch: int, kind: str, q0: float, until: int) -> float:
     """q_e, the fraction of the graphs admitted at `epoch` (1 from `until` = E_c on; 1 always when kind = off)."""
-    if kind == "off" or until <= 0:
+    if kind == "off" or until <= 0 or epoch >= until:
         return 1.0
     if kind == "step":
         return min(1.0, q0 * 2 ** math.floor(3 * epoch / until))

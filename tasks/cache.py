@@ -16,17 +16,19 @@ _ROOT = Path(gfkd.__file__).parent
 # The graph classifiers every stage loads (the OAD node students and discriminators are not among them).
 _MODELS = ("models/__init__.py", "models/aggregate.py", "models/bn_stats.py", "models/classifier.py", "models/dense.py",
            "models/gcn.py", "models/gin.py")
+# config.py holds what is worked out from the config (resolved epochs, the plain recipe's effective settings,
+# resolved generator and teacher defaults), which the raw config dump in the key does not show: every stage reads it.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "teacher": ("data", *_MODELS, "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
-    "generate": ("generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
+    "teacher": ("config.py", "data", *_MODELS, "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
+    "generate": ("config.py", "generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
                  "stages/teacher.py"),
-    "distill": ("data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
+    "distill": ("config.py", "data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
                 "generators",
                 "augment.py", "train.py", "plots.py", "stages/common.py", "stages/distill.py", "stages/teacher.py"),
-    "group": ("data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
+    "group": ("config.py", "data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
               "group/report.py", "distillation.py", "augment.py", "plots.py", "stages/common.py", "stages/distill.py",
               "stages/group.py", "stages/teacher.py"),
-    "evaluate": ("data", *_MODELS, "models/widened.py", "io", "plots.py", "report.py", "stages/common.py",
+    "evaluate": ("config.py", "data", *_MODELS, "models/widened.py", "io", "plots.py", "report.py", "stages/common.py",
                  "stages/evaluate.py", "stages/teacher.py"),
 }
 

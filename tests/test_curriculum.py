@@ -16,6 +16,11 @@ def test_pace_is_monotone_and_complete_from_E_c(kind):
     assert all(q == 1.0 for q in qs[10:])
 
 
+@pytest.mark.parametrize("q0", [0.1, 0.01])
+def test_step_pace_with_a_small_q0_still_admits_every_graph_from_E_c(q0):
+    assert pace(9, "step", q0, 10) < 1.0 and pace(10, "step", q0, 10) == 1.0  # 8·q0 < 1 at E_c without the rule
+
+
 def test_off_admits_every_graph():
     assert all(pace(e, "off", 0.3, 10) == 1.0 for e in range(5))
 

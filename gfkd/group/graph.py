@@ -168,6 +168,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         for d_opt, d_state in zip(d_opts, state["d_optimizers"]):
             d_opt.load_state_dict(d_state)
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():  # dropout draws from it on CUDA
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history, per_student = state["history"], state["per_student"]
         best_val, best_states, best_epoch = state["best_val"], state["best_states"], state["best_epoch"]
         start = state["epoch"] + 1
@@ -256,6 +258,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                 "epoch": epoch, "students": students.state_dict(), "discriminators": discs.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "d_optimizers": [d.state_dict() for d in d_opts], "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 "history": history, "per_student": per_student, "best_val": best_val,
                 "best_states": best_states, "best_epoch": best_epoch})
 

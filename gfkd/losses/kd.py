@@ -107,7 +107,10 @@ class Temperature(nn.Module):
 
 
 def class_balance_weights(pred: Tensor, num_classes: int) -> Tensor:
-    """Inverse-frequency weight per class of the teacher's predictions `pred` [M] → [C] (mean weight 1 per graph)."""
+    """Inverse-frequency weight per class of the teacher's predictions `pred` [M] → [C] (mean weight 1 per graph).
+    A class the teacher never predicted gets the largest weight of the others, not M/C: a graph of it redrawn later
+    (adversarial rounds, augmentation) must not outweigh its whole batch."""
     counts = torch.bincount(pred, minlength=num_classes).float()
     w = counts.sum() / (num_classes * counts.clamp_min(1))
-    return w
+    seen = counts > 0
+    return torch.where(seen, w, w[seen].max() if seen.any() else torch.ones(()))

@@ -43,7 +43,7 @@ def cached(layout: RunLayout, stage: str, cache_key: str, force: bool) -> StageO
                              f"was modified, redo it with gfkd run --force {stage}")
     staged = layout.staging_dir(stage) / "manifest.json"
     if (m := valid_manifest(staged, cache_key)) is not None:  # killed between writing the manifest and the swap
-        swap_in(layout.staging_dir(stage), layout.stage_dir(stage))
+        _swap(layout.staging_dir(stage), layout.stage_dir(stage))
         return StageOutcome(m, "cached")
     return None
 
@@ -59,8 +59,15 @@ def fresh_staging(layout: RunLayout, stage: str) -> Path:
 def publish(layout: RunLayout, stage: str, staging: Path, manifest: Manifest) -> StageOutcome:
     """Write the manifest last, then swap the staging folder in whole as the stage's folder."""
     manifest.write(staging / "manifest.json")
-    swap_in(staging, layout.stage_dir(stage))
+    _swap(staging, layout.stage_dir(stage))
     return StageOutcome(manifest, "ran")
+
+
+def _swap(staging: Path, final: Path) -> None:
+    """Swap the finished staging folder in, then drop its `.cache_key`: kept until the manifest is written, so a kill
+    before that resumes the finished work instead of wiping it (resumable_staging)."""
+    swap_in(staging, final)
+    (final / ".cache_key").unlink(missing_ok=True)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -30,7 +30,6 @@ from torch_geometric.loader import DataLoader
 from gfkd.config import DistillConfig, RunConfig
 from gfkd.data.splits import make_split
 from gfkd.distillation import distill_student
-from gfkd.errors import StageError
 from gfkd.generators.rounds import AdversarialRounds, load_states
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
@@ -42,7 +41,7 @@ from gfkd.models import GraphClassifier
 from gfkd.models.widened import build_student
 from gfkd.plots import distill_curves
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
-from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
+from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import evaluate, fit_classifier, logits_of
 
@@ -100,9 +99,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     # Real validation and test graphs: evaluation only (never the training split for the data-free students).
     ds = load_dataset(cfg)
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
-    if split.fold_hash != meta["split"]["fold_hash"]:
-        raise StageError(f"{STAGE}: the teacher in {teacher_dir} was trained on another split (fold hash differs): "
-                         f"rerun the teacher with this run's protocol settings")
+    check_teacher_split(meta, split, cfg, teacher_pt, STAGE)
     val_loader = DataLoader(ds.subset(split.val), batch_size=256) if len(split.val) else None
     test_loader = DataLoader(ds.subset(split.test), batch_size=256)
 
@@ -152,7 +149,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                  device=device, stage=STAGE, on_epoch=lambda e, m: child.metrics(m, step=e))
             last, best, best_epoch, history = fit.best_state, fit.best_state, fit.best_epoch, fit.history
         else:
-            plain = cfg.distill.model_copy(update={"recipe": "plain"}).effective()
+            # KD on real graphs: the plain recipe without CE (beta_ce is CE to the generation targets)
+            plain = cfg.distill.model_copy(update={"recipe": "plain", "beta_ce": 0.0}).effective()
             ac = dc.adversarial
             rounds = None if real or states is None else AdversarialRounds(
                 teacher, meta["data"], bn_eval, cfg.generate, states, steps=ac.steps if ac.rounds else 0,
@@ -195,7 +193,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.metrics(metrics)
     logger.artifact(staging / "results.json", "distill")
     logger.flush()
-    (staging / ".cache_key").unlink(missing_ok=True)
     files = [f"students/{n}.{ext}" for n in records for ext in ("pt", "json", "result.json")] + ["results.json", "curves.png"]
     manifest = Manifest.build(STAGE, cache_key, staging, files, volatile=("results.json", "students/*.result.json"),
                               metrics=metrics, info={"variants": sorted({v for v, _ in variants}), "seeds": dc.seeds,

@@ -129,7 +129,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.artifact(staging / "quality.json", "generate")
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")
     logger.flush()
-    (staging / ".cache_key").unlink(missing_ok=True)
     sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (_timing_name, state_name)]
     sidecars = [f for f in sidecars if (staging / f).is_file()]
     out_files = [*files, *sidecars, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]

@@ -28,7 +28,7 @@ from gfkd.models.widened import build_student
 from gfkd.plots import group_curves
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.distill import load_pseudo_graphs, student_spec
-from gfkd.stages.teacher import check_teacher_dataset, load_dataset, load_teacher
+from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 
 STAGE = "group"
@@ -52,6 +52,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
 
     ds = load_dataset(cfg)  # evaluation only: validation and test graphs
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
+    check_teacher_split(meta, split, cfg, teacher_pt, STAGE)
     val_loader = DataLoader(ds.subset(split.val), batch_size=256) if len(split.val) else None
     test_loader = DataLoader(ds.subset(split.test), batch_size=256)
 
@@ -96,7 +97,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.metrics(metrics, step=gc.warmup_epochs + gc.epochs)
     logger.flush()
     (staging / TRAIN_STATE).unlink(missing_ok=True)
-    (staging / ".cache_key").unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, [*files, "results.json", "curves.png"], metrics=metrics,
                               info={"method": gc.method, "students": gc.students}, mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)

@@ -19,8 +19,8 @@ from torch_geometric.loader import DataLoader
 from gfkd.config import RunConfig
 from gfkd.data.datasets import load_tu
 from gfkd.data.metadata import dataset_metadata
-from gfkd.data.splits import make_split
-from gfkd.errors import CheckpointError
+from gfkd.data.splits import Split, make_split
+from gfkd.errors import CheckpointError, StageError
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import load_checkpoint, save_checkpoint
 from gfkd.io.manifest import Manifest
@@ -64,6 +64,18 @@ def check_teacher_dataset(meta: dict, cfg: RunConfig, path: Path, stage: str) ->
         raise CheckpointError(f"{stage}: the teacher {path} was trained on {trained_on}, this run's data.dataset is "
                               f"{cfg.data.dataset}: pass a teacher of {cfg.data.dataset} or set "
                               f"data.dataset={trained_on}")
+
+
+def check_teacher_split(meta: dict, split: Split, cfg: RunConfig, path: Path, stage: str) -> None:
+    """Refuse a teacher trained on another split than this run's (another partition, or another cv10 fold): this
+    run's test graphs could be in its training set (StageError naming the teacher)."""
+    trained = meta["split"]
+    fold = trained.get("fold") if split.protocol == "cv10" else cfg.protocol.fold
+    if split.fold_hash != trained["fold_hash"] or fold != cfg.protocol.fold:
+        raise StageError(f"{stage}: the teacher {path} was trained on another split ({trained['protocol']} fold "
+                         f"{trained.get('fold')}, seed {trained.get('seed')}; this run: {split.protocol} fold "
+                         f"{cfg.protocol.fold}, seed {cfg.protocol.seed}): rerun the teacher with this run's protocol "
+                         f"settings")
 
 
 def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(),
@@ -139,7 +151,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         logger.artifact(staging / f, "teacher")
     logger.flush()
     (staging / TRAIN_STATE).unlink(missing_ok=True)
-    (staging / ".cache_key").unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, FILES, metrics=metrics,
                               info={"fold_hash": split.fold_hash, "sizes": split.sizes()},
                               mlflow_run_id=logger.run_id)

@@ -107,3 +107,11 @@ def test_widened_group_students_keep_the_teachers_classifier(tmp_path, tiny_root
     for k in range(3):
         state, _, _ = load_checkpoint(layout.stage_dir("group") / "students" / f"student-{k}.pt")
         assert head and all(torch.equal(state[f"head.{p}"], v) for p, v in head.items())  # frozen, reused
+
+
+def test_a_teacher_of_another_split_is_refused(tmp_path, tiny_root, tiny_teacher_dir, gen_dir):
+    from gfkd.errors import StageError
+
+    with pytest.raises(StageError, match="another split"):  # its training graphs could be this fold's test graphs
+        group.run(_cfg(tiny_root, tmp_path, "protocol.fold=1"), RunLayout(tmp_path / "r"), "k",
+                  teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)

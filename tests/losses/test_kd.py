@@ -69,6 +69,11 @@ def test_tau_starts_at_two_and_stays_in_range():
     assert Temperature("ctkd_paper").current() == pytest.approx(11.0)
 
 
+def test_a_class_the_teacher_never_predicted_gets_the_largest_seen_weight_not_M_over_C():
+    w = class_balance_weights(torch.tensor([0] * 90 + [1] * 10), 3)  # class 2 unseen: M/C would be 33
+    assert torch.allclose(w, torch.tensor([100 / 270, 100 / 30, 100 / 30]))
+
+
 def test_class_balance_weights_equalise_classes():
     w = class_balance_weights(torch.tensor([0, 0, 0, 1]), 2)
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))

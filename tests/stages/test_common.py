@@ -1,4 +1,7 @@
-"""prepare_runtime: threads and deterministic kernels, so a stage rerun with several threads repeats bit for bit."""
+"""prepare_runtime: threads and deterministic kernels, so a stage rerun with several threads repeats bit for bit;
+the code version in the cache key; publishing a stage."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +60,32 @@ def test_cuda_without_a_gpu_is_a_config_error_for_every_stage(restore_runtime):
     with pytest.raises(ConfigError, match="run.device=cuda but no CUDA device"):
         prepare_runtime(resolve_config(None, ["run.device=cuda"]).run)
     assert prepare_runtime(resolve_config(None, ["run.device=auto"]).run) == torch.device("cpu")
+
+
+def test_config_py_enters_every_stages_code_version(tmp_path, monkeypatch):
+    """What config.py works out (resolved epochs, the plain recipe's effective settings) is not in the raw dump."""
+    import shutil
+
+    import gfkd
+    from gfkd.config import STAGES
+    from tasks import cache
+
+    root = tmp_path / "gfkd"
+    shutil.copytree(Path(gfkd.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "_ROOT", root)
+    before = {s: cache.code_version(s) for s in STAGES}
+    (root / "config.py").write_text((root / "config.py").read_text() + "\n# changed\n")
+    assert all(cache.code_version(s) != before[s] for s in STAGES)
+
+
+def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_then(tmp_path):
+    from gfkd.io.manifest import Manifest
+    from gfkd.layout import RunLayout
+    from gfkd.stages.common import publish, resumable_staging
+
+    layout = RunLayout(tmp_path / "run")
+    staging = resumable_staging(layout, "teacher", "key")
+    (staging / "a.txt").write_text("a")
+    assert resumable_staging(layout, "teacher", "key") == staging and (staging / "a.txt").is_file()  # kept on resume
+    publish(layout, "teacher", staging, Manifest.build("teacher", "key", staging, ["a.txt"]))
+    assert not (layout.stage_dir("teacher") / ".cache_key").exists()

@@ -101,6 +101,16 @@ def test_plain_recipe_uses_an_own_head_and_fixed_temperature(tmp_path, tiny_root
     assert {h["distill/train/fraction"] for h in rec["history"]} == {1.0}
 
 
+def test_the_curriculum_admits_every_graph_by_the_last_epoch_even_at_until_1(tmp_path, tiny_root, tiny_teacher_dir,
+                                                                            shard_dir):
+    layout = RunLayout(tmp_path / "run")
+    distill.run(_cfg(tiny_root, tmp_path, "distill.curriculum.until=1.0", "distill.baselines=[]", "distill.seeds=1"),
+                layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
+    fractions = [h["distill/train/fraction"] for h in rec["history"]]
+    assert fractions[0] < 1.0 and fractions[-1] == 1.0  # E_c = E would admit the hardest graphs only after training
+
+
 @pytest.mark.parametrize("extra", [[], ["distill.adversarial.rounds=true"]])
 def test_shards_of_another_teacher_are_refused(tmp_path, tiny_root, tiny_teacher_dir, shard_dir, extra):
     from gfkd.errors import StageError
@@ -193,3 +203,12 @@ def test_resample_redraws_every_epoch_without_generator_steps(tmp_path, tiny_roo
     assert calls == [0, 0, 0]  # one redraw per epoch, no generator step
     rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
     assert rec["generator_steps"] == 0 and not any("distill/adversarial/div" in h for h in rec["history"])
+
+
+@pytest.mark.parametrize("other", ["protocol.fold=1", "protocol.name=holdout"])
+def test_a_teacher_of_another_fold_or_partition_is_refused(tmp_path, tiny_root, tiny_teacher_dir, shard_dir, other):
+    from gfkd.errors import StageError
+
+    with pytest.raises(StageError, match="another split"):  # this run's test graphs could be its training graphs
+        distill.run(_cfg(tiny_root, tmp_path, other), RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir,
+                    generate_dir=shard_dir)
