@@ -16,19 +16,20 @@ _ROOT = Path(gfkd.__file__).parent
 # The graph classifiers every stage loads (the OAD node students and discriminators are not among them).
 _MODELS = ("models/__init__.py", "models/aggregate.py", "models/bn_stats.py", "models/classifier.py", "models/dense.py",
            "models/gcn.py", "models/gin.py")
-# config.py holds what is worked out from the config (resolved epochs, the plain recipe's effective settings,
-# resolved generator and teacher defaults), which the raw config dump in the key does not show: every stage reads it.
+# Hashed for every stage: config.py works out what the raw config dump in the key does not show (resolved epochs, the
+# plain recipe's effective settings, resolved generator and teacher defaults).
+COMMON_CODE = ("config.py",)
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "teacher": ("config.py", "data", *_MODELS, "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
-    "generate": ("config.py", "generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
+    "teacher": ("data", *_MODELS, "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
+    "generate": ("generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
                  "stages/teacher.py"),
-    "distill": ("config.py", "data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
+    "distill": ("data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
                 "generators",
                 "augment.py", "train.py", "plots.py", "stages/common.py", "stages/distill.py", "stages/teacher.py"),
-    "group": ("config.py", "data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
+    "group": ("data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
               "group/report.py", "distillation.py", "augment.py", "plots.py", "stages/common.py", "stages/distill.py",
               "stages/group.py", "stages/teacher.py"),
-    "evaluate": ("config.py", "data", *_MODELS, "models/widened.py", "io", "plots.py", "report.py", "stages/common.py",
+    "evaluate": ("data", *_MODELS, "models/widened.py", "io", "plots.py", "report.py", "stages/common.py",
                  "stages/evaluate.py", "stages/teacher.py"),
 }
 
@@ -36,7 +37,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 def code_version(stage: str) -> str:
     """sha256 over gfkd's version and the source files `stage` depends on."""
     h = hashlib.sha256(gfkd.__version__.encode())
-    for entry in STAGE_CODE[stage]:
+    for entry in (*COMMON_CODE, *STAGE_CODE[stage]):
         path = _ROOT / entry
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for f in files:

@@ -70,8 +70,8 @@ def check_teacher_split(meta: dict, split: Split, cfg: RunConfig, path: Path, st
     """Refuse a teacher trained on another split than this run's (another partition, or another cv10 fold): this
     run's test graphs could be in its training set (StageError naming the teacher)."""
     trained = meta["split"]
-    fold = trained.get("fold") if split.protocol == "cv10" else cfg.protocol.fold
-    if split.fold_hash != trained["fold_hash"] or fold != cfg.protocol.fold:
+    other_fold = split.protocol == "cv10" and trained.get("fold") != cfg.protocol.fold  # one hash covers all 10 folds
+    if split.fold_hash != trained["fold_hash"] or other_fold:
         raise StageError(f"{stage}: the teacher {path} was trained on another split ({trained['protocol']} fold "
                          f"{trained.get('fold')}, seed {trained.get('seed')}; this run: {split.protocol} fold "
                          f"{cfg.protocol.fold}, seed {cfg.protocol.seed}): rerun the teacher with this run's protocol "
