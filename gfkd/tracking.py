@@ -124,6 +124,22 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
                         f"folder") from exc
 
 
+def experiment_id(client, name: str, location: str | None) -> str:
+    """The id of experiment `name`, created if missing. Cells running in parallel may race to create it: the loser's
+    RESOURCE_ALREADY_EXISTS means the experiment is there now, so it is read again."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or (exp := client.get_experiment_by_name(name)) is None:
+            raise
+        return exp.experiment_id
+
+
 class Tracker:
     """One MLflow experiment per dataset; runs are created and ended with explicit ids."""
 
@@ -136,13 +152,9 @@ class Tracker:
         check_reachable(self.uri)
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                server = self.uri.startswith(("http://", "https://", "databricks"))  # a server keeps its own store
-                location = None if server else layout.mlflow_artifacts.resolve().as_uri()
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            else:
-                self.experiment_id = exp.experiment_id
+            server = self.uri.startswith(("http://", "https://", "databricks"))  # a server keeps its own store
+            location = None if server else layout.mlflow_artifacts.resolve().as_uri()
+            self.experiment_id = experiment_id(self.client, experiment, location)
         except Exception as exc:  # unreachable server, locked or corrupt database
             raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({type(exc).__name__}: {str(exc)[:200]}): "
                             f"start the server or unset MLFLOW_TRACKING_URI") from exc

@@ -45,3 +45,33 @@ def test_parent_and_stage_runs_with_metrics_figures_artifacts(tmp_path, monkeypa
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_losing_the_race_to_create_the_experiment_reads_the_winners():
+    """Two parallel cells both miss the experiment; the second create gets RESOURCE_ALREADY_EXISTS from the server."""
+    from types import SimpleNamespace
+
+    import pytest
+    from mlflow.exceptions import MlflowException, RestException
+
+    from gfkd.tracking import experiment_id
+
+    class RacedClient:
+        def __init__(self):
+            self.lookups = 0
+
+        def get_experiment_by_name(self, name):
+            self.lookups += 1
+            return None if self.lookups == 1 else SimpleNamespace(experiment_id="7")  # the winner's, created meanwhile
+
+        def create_experiment(self, name, artifact_location=None):
+            raise RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "already exists"})
+
+    assert experiment_id(RacedClient(), "gfkd-TINY", None) == "7"
+
+    class BrokenClient(RacedClient):
+        def create_experiment(self, name, artifact_location=None):
+            raise MlflowException("database is locked")
+
+    with pytest.raises(MlflowException, match="locked"):  # any other failure still surfaces
+        experiment_id(BrokenClient(), "gfkd-TINY", None)
