@@ -127,6 +127,9 @@ class ACGKDConfig(_Frozen):
     kappa0: float = Field(1.0, gt=0, description="Concrete temperature at the first step")
     kappa1: float = Field(0.1, gt=0, description="Concrete temperature at the last step (geometric)")
     init_density: Literal["auto"] | float = Field("auto", description="auto: clamp(mean degree/(n-1), 1e-3, 0.95)")
+    init_degrees: Literal["auto", "uniform", "teacher"] = Field(
+        "auto", description="structure start: uniform density, or teacher: per-node degrees drawn from the degree "
+        "histogram read off a featureless GIN teacher's first layer (auto: uniform)")
     finalize: Literal["best_of_k", "mode", "sample"] = Field("best_of_k", description="how the stored graph is drawn")
     final_draws: int = Field(4, ge=1, le=64, description="k of best_of_k")
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")

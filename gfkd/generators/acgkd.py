@@ -26,6 +26,7 @@ from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, best_draw, c
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic_noise, pairs_to_adjacency,
                                       real_pairs, triu_pairs)
+from gfkd.generators.degree_histogram import beta_model_logits, sample_degrees, teacher_histogram
 from gfkd.generators.features import entropy_prior, one_hot_rows
 
 
@@ -44,7 +45,8 @@ class _Structure:
     undirected edge list it induces; everything per step (noise, samples, degrees, message passing, R_deg) is O(K).
     Only α, its gradient and Adam's moments are [B, P]."""
 
-    def __init__(self, ctx: GenContext, num_nodes: Tensor, mode: str, xi: float, gen: torch.Generator):
+    def __init__(self, ctx: GenContext, num_nodes: Tensor, mode: str, xi: float, gen: torch.Generator,
+                 histogram: Tensor | None = None):
         dev = ctx.device
         self.mode, self.xi = mode, xi
         self.n = num_nodes
@@ -63,7 +65,21 @@ class _Structure:
             self.num_params = int((num_nodes * self.r + self.r + 1).sum())
             return
         P = self.pmask.size(1)
-        alpha = torch.randn(B, P, generator=gen, device=dev).mul_(0.5).add_(base)  # logit(ρ_g) + 0.5·N(0, 1)
+        alpha = torch.randn(B, P, generator=gen, device=dev).mul_(0.5)
+        if histogram is not None:  # β-model logits of per-node degrees drawn from the teacher's histogram, + noise
+            i, j = triu_pairs(N, dev)
+            start = beta_model_logits(sample_degrees(histogram, num_nodes, gen), num_nodes)
+            alpha.add_(start[:, i, j].clamp(-12, 12))
+            if mode == "budget":  # the candidates: each graph's k_g most likely pairs of the start
+                self.k = torch.minimum(torch.ceil(xi * (num_nodes * (num_nodes - 1) // 2).float()).long().clamp(min=1),
+                                       num_nodes * (num_nodes - 1) // 2)
+                self.alpha = alpha.masked_fill(~self.pmask, -30.0).requires_grad_()
+                self.params = [self.alpha]
+                self.num_params = int((num_nodes * (num_nodes - 1) // 2).sum())
+                self.refresh()
+                return
+        else:
+            alpha.add_(base)  # logit(ρ_g) + 0.5·N(0, 1)
         if mode == "budget":
             pairs = num_nodes * (num_nodes - 1) // 2
             self.k = torch.minimum(torch.ceil(xi * pairs.float()).long().clamp(min=1), pairs)
@@ -143,6 +159,25 @@ class _Structure:
         return adj
 
 
+def start_histogram(ctx: GenContext, targets_bn: dict[str, tuple[Tensor, Tensor]], mode: str) -> Tensor | None:
+    """The degree histogram the structure starts from (`init_degrees=teacher`, featureless sets), or None for the
+    uniform start logit(ρ_g)."""
+    choice = ctx.cfg.acgkd.init_degrees
+    if choice == "auto":
+        choice = "uniform"
+    if choice == "uniform":
+        return None
+    if not ctx.featureless:
+        raise StageError("generate.acgkd.init_degrees=teacher reads the degree one-hot input of a featureless set; "
+                         f"{ctx.meta.get('dataset')} has node features: use generate.acgkd.init_degrees=uniform")
+    if mode == "lowrank":
+        raise StageError("generate.acgkd.init_degrees=teacher needs pair logits: use generate.acgkd.xi_mode=none or budget")
+    try:
+        return teacher_histogram(ctx.teacher, targets_bn, float(ctx.meta["degree_mean"]))
+    except ValueError as exc:
+        raise StageError(f"generate.acgkd.init_degrees: {exc}") from exc
+
+
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
              step_offset: int = 0) -> FinalGraphs:
     """Optimise one chunk of pseudo-graphs (num_nodes, targets: [B]) and finalise it."""
@@ -152,7 +187,8 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     mask = node_mask(num_nodes)  # [B, N]
     B, N = mask.shape
     mode, xi = resolve_xi(ctx, N)
-    st = _Structure(ctx, num_nodes, mode, xi, gen)
+    targets_bn = bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats)
+    st = _Structure(ctx, num_nodes, mode, xi, gen, start_histogram(ctx, targets_bn, mode))
     phi = None
     groups = [{"params": st.params, "lr": a.lr_structure}]
     num_params = st.num_params
@@ -162,8 +198,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
         num_params += int(num_nodes.sum()) * ctx.num_features
     opt = torch.optim.Adam(groups, fused=dev.type in ("cpu", "cuda"))  # fused: no [B, P] temporaries per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(cfg.iterations))
-    matcher = BNMatcher(ctx.teacher, bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats), cfg.bn_form,
-                        cfg.bn_first_weight)
+    matcher = BNMatcher(ctx.teacher, targets_bn, cfg.bn_form, cfg.bn_first_weight)
     try:
         for t in range(cfg.iterations):
             kappa = geometric_kappa(t, cfg.iterations, a.kappa0, a.kappa1) if a.kappa_schedule == "geometric" else a.kappa0
