@@ -141,6 +141,8 @@ class ACGKDConfig(_Frozen):
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
     beta_deg: Literal["auto"] | float = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
+    beta_hist: float = Field(0.0, ge=0, description="init_degrees=teacher: weight of the earth mover's distance (in degrees) "
+                             "between the chunk's expected degree histogram and its start's")
     features: Literal["softmax", "gumbel_st"] = Field("softmax", description="node types: tempered softmax, or "
                                                       "hard one-hot forward with Gumbel-softmax backward")
 

@@ -27,7 +27,7 @@ from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic_noise, pairs_to_adjacency,
                                       real_pairs, triu_pairs)
 from gfkd.generators.degree_histogram import beta_model_logits, sample_degrees, teacher_histogram
-from gfkd.generators.features import entropy_prior, one_hot_rows
+from gfkd.generators.features import degree_one_hot, entropy_prior, one_hot_rows
 
 
 def resolve_xi(ctx: GenContext, n_pad: int) -> tuple[str, float]:
@@ -49,6 +49,7 @@ class _Structure:
                  histogram: Tensor | None = None):
         dev = ctx.device
         self.mode, self.xi = mode, xi
+        self.start_hist: Tensor | None = None
         self.n = num_nodes
         B, N = len(num_nodes), int(num_nodes.max())
         self.N = N
@@ -68,7 +69,10 @@ class _Structure:
         alpha = torch.randn(B, P, generator=gen, device=dev).mul_(0.5)
         if histogram is not None:  # β-model logits of per-node degrees drawn from the teacher's histogram, + noise
             i, j = triu_pairs(N, dev)
-            start = beta_model_logits(sample_degrees(histogram, num_nodes, gen), num_nodes)
+            degrees = sample_degrees(histogram, num_nodes, gen)  # [B, N]
+            self.start_hist = torch.bincount(degrees[node_mask(num_nodes)].long(), minlength=len(histogram)).float()
+            self.start_hist = self.start_hist[: len(histogram)] / self.start_hist.sum()  # [D + 1]
+            start = beta_model_logits(degrees, num_nodes)
             alpha.add_(start[:, i, j].clamp(-12, 12))
             if mode == "budget":  # the candidates: each graph's k_g most likely pairs of the start
                 self.k = torch.minimum(torch.ceil(xi * (num_nodes * (num_nodes - 1) // 2).float()).long().clamp(min=1),
@@ -148,6 +152,15 @@ class _Structure:
             edges = (torch.sigmoid(alpha) * self.pmask).sum(1)
         return 2 * edges / self.n
 
+    def expected_node_degrees(self, alpha: Tensor) -> Tensor:
+        """E[deg_i] under σ(α) over the candidate pairs, for the real nodes in graph order: [Σ n_g]."""
+        if self.mode == "budget":
+            p = torch.sigmoid(self.candidate_logits(alpha))
+            deg = torch.zeros(int(self.n.sum()), dtype=alpha.dtype, device=alpha.device)
+            return deg.index_add(0, self.src, p).index_add(0, self.dst, p)
+        adj = pairs_to_adjacency(torch.sigmoid(alpha) * self.pmask, self.N)  # [B, N, N]
+        return adj.sum(2)[node_mask(self.n)]
+
     def to_adjacency(self, values: Tensor) -> Tensor:
         """Candidate pair values [K] → symmetric [B, N, N] (zero elsewhere; `budget` mode, no gradient)."""
         B, N = len(self.n), self.N
@@ -157,6 +170,11 @@ class _Structure:
         adj[self.cand_b, i, j] = values
         adj[self.cand_b, j, i] = values
         return adj
+
+
+def histogram_w1(p: Tensor, q: Tensor) -> Tensor:
+    """Earth mover's distance between two degree histograms p, q: [D + 1], in degrees: Σ_k |P(≤ k) − Q(≤ k)|."""
+    return (torch.cumsum(p, 0) - torch.cumsum(q, 0)).abs().sum()
 
 
 def start_histogram(ctx: GenContext, targets_bn: dict[str, tuple[Tensor, Tensor]], mode: str) -> Tensor | None:
@@ -245,6 +263,10 @@ def objective(ctx: GenContext, st: _Structure, alpha: Tensor, logits: Tensor, x:
         exp_deg = st.expected_degree(alpha)  # [B], over candidate pairs
         terms["deg"] = ((exp_deg - d_bar) / d_bar).pow(2).mean()
         loss = loss + beta_deg * terms["deg"]
+    if a.beta_hist > 0 and st.start_hist is not None:  # W1 between the expected and the start's degree histograms
+        hist = degree_one_hot(st.expected_node_degrees(alpha), ctx.max_degree).mean(0)  # [D + 1]
+        terms["hist"] = histogram_w1(hist, st.start_hist.to(hist))
+        loss = loss + a.beta_hist * terms["hist"]
     return loss, terms
 
 
