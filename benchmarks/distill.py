@@ -393,6 +393,14 @@ def render(sections: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _write(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary sibling renamed onto it (its folder made first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=["MUTAG"])
@@ -413,7 +421,7 @@ def main() -> None:
     args = p.parse_args()
     store = args.out.with_suffix(".json")
     if args.render_only:
-        args.out.write_text(render(json.loads(store.read_text())))
+        _write(args.out, render(json.loads(store.read_text())))
         print(args.out)
         return
     folds = _folds(args.folds)
@@ -440,8 +448,8 @@ def main() -> None:
                      or n.removeprefix("ACGKD, ") in args.on_banks}
         if fresh:
             sections[ds] = add_run(sections.get(ds), fresh, cmd)
-    args.out.write_text(render(sections))
-    store.write_text(json.dumps(sections, indent=1, default=float))
+    _write(store, json.dumps(sections, indent=1, default=float))
+    _write(args.out, render(sections))
     print(args.out)
 
 

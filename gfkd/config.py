@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, field_validator, model_validator
 
 from gfkd.errors import ConfigError
 
@@ -129,7 +129,7 @@ class ACGKDConfig(_Frozen):
     init_density: Literal["auto"] | float = Field("auto", description="auto: clamp(mean degree/(n-1), 1e-3, 0.95)")
     init_degrees: Literal["auto", "uniform", "teacher"] = Field(
         "auto", description="structure start: uniform density, or teacher: per-node degrees drawn from the degree "
-        "histogram read off a featureless GIN teacher's first layer (auto: uniform)")
+        "histogram read off a featureless GIN teacher's first layer (auto: teacher where that applies, else uniform)")
     finalize: Literal["best_of_k", "mode", "sample"] = Field("best_of_k", description="how the stored graph is drawn")
     final_draws: int = Field(4, ge=1, le=64, description="k of best_of_k")
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")
@@ -141,8 +141,9 @@ class ACGKDConfig(_Frozen):
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
     beta_deg: Literal["auto"] | float = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
-    beta_hist: float = Field(0.0, ge=0, description="init_degrees=teacher: weight of the earth mover's distance (in degrees) "
-                             "between the chunk's expected degree histogram and its start's")
+    beta_hist: Literal["auto"] | NonNegativeFloat = Field(
+        "auto", description="with the teacher degree start: weight of the earth mover's distance (in degrees) between "
+        "the chunk's expected degree histogram and its start's (auto: 10 with that start, else 0)")
     features: Literal["softmax", "gumbel_st"] = Field("softmax", description="node types: tempered softmax, or "
                                                       "hard one-hot forward with Gumbel-softmax backward")
 
@@ -204,8 +205,9 @@ class GenerateConfig(_Frozen):
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
     bn_target: Literal["auto", "running", "eval"] = Field("auto", description="auto: eval stats when stored")
     beta_bn: float = Field(1.0, ge=0, description="weight of R_BN")
-    bn_first_weight: float = Field(10.0, ge=0, description="acgkd: weight of the first BN layer's R_BN term "
-                                   "(the layer that sees the node types) relative to the others")
+    bn_first_weight: Literal["auto"] | NonNegativeFloat = Field(
+        "auto", description="acgkd: weight of the first BN layer's R_BN term (the layer that sees the node types) "
+        "relative to the others; auto: 1 with the teacher degree start (featureless sets), else 10")
     acgkd: ACGKDConfig = ACGKDConfig()
     gfkd: GFKDConfig = GFKDConfig()
     randg: RandGConfig = RandGConfig()

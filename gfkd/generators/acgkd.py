@@ -178,22 +178,37 @@ def histogram_w1(p: Tensor, q: Tensor) -> Tensor:
 
 
 def start_histogram(ctx: GenContext, targets_bn: dict[str, tuple[Tensor, Tensor]], mode: str) -> Tensor | None:
-    """The degree histogram the structure starts from (`init_degrees=teacher`, featureless sets), or None for the
-    uniform start logit(ρ_g)."""
+    """The degree histogram the structure starts from, or None for the uniform start logit(ρ_g). `auto` takes the
+    teacher's histogram where it can be read (featureless set, GIN teacher with BN, pair logits), else uniform."""
     choice = ctx.cfg.acgkd.init_degrees
-    if choice == "auto":
-        choice = "uniform"
     if choice == "uniform":
         return None
+    reason = None
     if not ctx.featureless:
-        raise StageError("generate.acgkd.init_degrees=teacher reads the degree one-hot input of a featureless set; "
-                         f"{ctx.meta.get('dataset')} has node features: use generate.acgkd.init_degrees=uniform")
-    if mode == "lowrank":
-        raise StageError("generate.acgkd.init_degrees=teacher needs pair logits: use generate.acgkd.xi_mode=none or budget")
-    try:
-        return teacher_histogram(ctx.teacher, targets_bn, float(ctx.meta["degree_mean"]))
-    except ValueError as exc:
-        raise StageError(f"generate.acgkd.init_degrees: {exc}") from exc
+        reason = (f"generate.acgkd.init_degrees=teacher reads the degree one-hot input of a featureless set; "
+                  f"{ctx.meta.get('dataset')} has node features: use generate.acgkd.init_degrees=uniform")
+    elif mode == "lowrank":
+        reason = "generate.acgkd.init_degrees=teacher needs pair logits: use generate.acgkd.xi_mode=none or budget"
+    else:
+        try:
+            return teacher_histogram(ctx.teacher, targets_bn, float(ctx.meta["degree_mean"]))
+        except ValueError as exc:
+            reason = f"generate.acgkd.init_degrees: {exc}"
+    if choice == "auto":
+        return None
+    raise StageError(reason)
+
+
+def first_layer_weight(ctx: GenContext, teacher_start: bool) -> float:
+    """generate.bn_first_weight resolved: `auto` is 1 with the teacher degree start, else 10 (docs/generate.md)."""
+    w = ctx.cfg.bn_first_weight
+    return float(w) if w != "auto" else (1.0 if teacher_start else 10.0)
+
+
+def histogram_weight(ctx: GenContext, teacher_start: bool) -> float:
+    """generate.acgkd.beta_hist resolved: `auto` is 10 with the teacher degree start, else 0."""
+    b = ctx.cfg.acgkd.beta_hist
+    return float(b) if b != "auto" else (10.0 if teacher_start else 0.0)
 
 
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
@@ -207,6 +222,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     mode, xi = resolve_xi(ctx, N)
     targets_bn = bn_targets(ctx.teacher, cfg.bn_target, ctx.bn_eval_stats)
     st = _Structure(ctx, num_nodes, mode, xi, gen, start_histogram(ctx, targets_bn, mode))
+    teacher_start = st.start_hist is not None
     phi = None
     groups = [{"params": st.params, "lr": a.lr_structure}]
     num_params = st.num_params
@@ -216,7 +232,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
         num_params += int(num_nodes.sum()) * ctx.num_features
     opt = torch.optim.Adam(groups, fused=dev.type in ("cpu", "cuda"))  # fused: no [B, P] temporaries per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(cfg.iterations))
-    matcher = BNMatcher(ctx.teacher, targets_bn, cfg.bn_form, cfg.bn_first_weight)
+    matcher = BNMatcher(ctx.teacher, targets_bn, cfg.bn_form, first_layer_weight(ctx, teacher_start))
     try:
         for t in range(cfg.iterations):
             kappa = geometric_kappa(t, cfg.iterations, a.kappa0, a.kappa1) if a.kappa_schedule == "geometric" else a.kappa0
@@ -263,10 +279,11 @@ def objective(ctx: GenContext, st: _Structure, alpha: Tensor, logits: Tensor, x:
         exp_deg = st.expected_degree(alpha)  # [B], over candidate pairs
         terms["deg"] = ((exp_deg - d_bar) / d_bar).pow(2).mean()
         loss = loss + beta_deg * terms["deg"]
-    if a.beta_hist > 0 and st.start_hist is not None:  # W1 between the expected and the start's degree histograms
+    beta_hist = histogram_weight(ctx, st.start_hist is not None)
+    if beta_hist > 0 and st.start_hist is not None:  # W1 between the expected and the start's degree histograms
         hist = degree_one_hot(st.expected_node_degrees(alpha), ctx.max_degree).mean(0)  # [D + 1]
         terms["hist"] = histogram_w1(hist, st.start_hist.to(hist))
-        loss = loss + a.beta_hist * terms["hist"]
+        loss = loss + beta_hist * terms["hist"]
     return loss, terms
 
 

@@ -31,7 +31,8 @@ from torch_geometric.utils import scatter
 
 from gfkd.config import GenerateConfig
 from gfkd.errors import StageError
-from gfkd.generators.acgkd import _finalise, _Structure, node_features, objective, resolve_xi
+from gfkd.generators.acgkd import (_finalise, _Structure, first_layer_weight, node_features, objective, resolve_xi,
+                                   start_histogram)
 from gfkd.generators.base import GenContext, dense_logits, node_mask, state_name, teacher_verdict
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import concrete_sample, logistic_noise, pairs_to_adjacency
@@ -139,7 +140,8 @@ class AdversarialRounds:
         """`steps` generator steps of chunk `c` against the frozen `student`; adds each step's share of the mean
         CE, R_BN and divergence to `sums`."""
         ctx, cfg = self.ctx, self.ctx.cfg
-        matcher = BNMatcher(ctx.teacher, self.bn_targets, cfg.bn_form, cfg.bn_first_weight)
+        teacher_start = start_histogram(ctx, self.bn_targets, c.mode) is not None  # how generate weighted layer 1
+        matcher = BNMatcher(ctx.teacher, self.bn_targets, cfg.bn_form, first_layer_weight(ctx, teacher_start))
         try:
             for _ in range(self.steps):
                 alpha = c.st.logits()

@@ -103,7 +103,21 @@ def test_teacher_start_is_refused_where_it_cannot_apply(tiny_teacher_dir, tiny_d
     ctx = make_ctx(tiny_deg_teacher_dir, "generate.acgkd.init_degrees=teacher")
     with pytest.raises(StageError, match="xi_mode"):
         acgkd.start_histogram(ctx, bn_targets(ctx.teacher, "auto", ctx.bn_eval_stats), "lowrank")
-    assert acgkd.start_histogram(make_ctx(tiny_deg_teacher_dir), {}, "none") is None  # auto: uniform
+    uniform = make_ctx(tiny_deg_teacher_dir, "generate.acgkd.init_degrees=uniform")
+    assert acgkd.start_histogram(uniform, {}, "none") is None
+
+
+def test_auto_start_and_weights_follow_the_teacher(tiny_teacher_dir, tiny_deg_teacher_dir):
+    for path, featureless in ((tiny_teacher_dir, False), (tiny_deg_teacher_dir, True)):
+        ctx = make_ctx(path)
+        targets_bn = bn_targets(ctx.teacher, "auto", ctx.bn_eval_stats)
+        hist = acgkd.start_histogram(ctx, targets_bn, "none")
+        assert (hist is not None) == featureless
+        assert acgkd.start_histogram(ctx, targets_bn, "lowrank") is None  # auto falls back, never raises
+        assert acgkd.first_layer_weight(ctx, hist is not None) == (1.0 if featureless else 10.0)
+        assert acgkd.histogram_weight(ctx, hist is not None) == (10.0 if featureless else 0.0)
+    ctx = make_ctx(tiny_deg_teacher_dir, "generate.bn_first_weight=3", "generate.acgkd.beta_hist=0.5")
+    assert acgkd.first_layer_weight(ctx, True) == 3.0 and acgkd.histogram_weight(ctx, True) == 0.5
 
 
 def test_expected_node_degrees_budget_equals_dense(tiny_deg_teacher_dir):
