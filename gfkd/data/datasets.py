@@ -12,10 +12,13 @@ D = min(max degree over the dataset, `max_degree_cap`) (protocol.md §1).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +122,20 @@ def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> 
     return cache
 
 
+@contextmanager
+def cache_lock(cache: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<cache>/<Folder>.lock` while a process links, downloads or processes the dataset:
+    PyG writes `processed/` in place, so two runs sharing a cache (the distill benchmark's parallel cells) would read
+    each other's half-written files."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{_folder_name(name)}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class _Prepare:
     """Drop edge attributes and self-loops; add degree one-hot features to featureless graphs."""
 
@@ -171,10 +188,13 @@ def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path(
     """
     from torch_geometric.datasets import TUDataset
 
-    root = resolve_data_root(root)
-    cache = _prepare_cache(name, root, Path(cache), allow_download)
+    root, cache = resolve_data_root(root), Path(cache)
     try:
-        ds = TUDataset(str(cache), name)
+        with cache_lock(cache, name):
+            cache = _prepare_cache(name, root, cache, allow_download)
+            ds = TUDataset(str(cache), name)
+    except DataError:
+        raise
     except Exception as exc:  # malformed raw files surface from PyG's parser
         raise DataError(f"dataset '{name}' in {cache / name / 'raw'} could not be read ({type(exc).__name__}: {exc}); "
                         f"check the raw files or delete {cache / name / 'processed'} and retry") from exc
@@ -207,5 +227,6 @@ def load_planetoid(name: str, root: Path | str | None = None, cache: Path | str 
     if name.lower() not in PLANETOID:
         raise DataError(f"'{name}' is not a Planetoid dataset: choose one of {', '.join(PLANETOID.values())}")
     root = resolve_data_root(root)
-    cache = _prepare_cache(name, root, Path(cache), allow_download)
-    return Planetoid(str(cache), PLANETOID[name.lower()], transform=NormalizeFeatures())[0]
+    with cache_lock(Path(cache), name):
+        cache = _prepare_cache(name, root, Path(cache), allow_download)
+        return Planetoid(str(cache), PLANETOID[name.lower()], transform=NormalizeFeatures())[0]

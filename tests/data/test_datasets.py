@@ -102,3 +102,29 @@ def test_real_planetoid_public_split(shared_root, tmp_path_factory, name, nodes,
     assert data.num_nodes == nodes and int(data.y.max()) + 1 == classes and data.x.size(1) == feats
     assert int(data.val_mask.sum()) == 500 and int(data.test_mask.sum()) == 1000
     assert torch.allclose(data.x.sum(1)[data.x.sum(1) > 0], torch.ones(1))  # row-normalised
+
+
+def test_processing_holds_the_cache_lock(tiny_root, tmp_path, monkeypatch):
+    """A second run sharing the cache waits while PyG writes processed/ (seen: EOFError in a parallel benchmark)."""
+    import fcntl
+
+    import torch_geometric.datasets as pyg_datasets
+
+    real = pyg_datasets.TUDataset
+    seen = []
+
+    def probing(root, name, *a, **kw):
+        with open(tmp_path / "cache" / f"{name}.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except BlockingIOError:
+                seen.append("held")
+        return real(root, name, *a, **kw)
+
+    monkeypatch.setattr(pyg_datasets, "TUDataset", probing)
+    ds = load_tu("TINY", tiny_root, tmp_path / "cache", allow_download=False)
+    assert len(ds) == 40 and seen == ["held"]
+    with open(tmp_path / "cache" / "TINY.lock", "a+") as fh:  # released afterwards
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
