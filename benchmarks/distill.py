@@ -393,14 +393,6 @@ def render(sections: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary sibling renamed onto it (its folder made first)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=["MUTAG"])
@@ -419,6 +411,11 @@ def main() -> None:
     p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")
     p.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON; collect nothing")
     args = p.parse_args()
+    from gfkd.io.atomic import write_atomic
+
+    def _write(path: Path, text: str) -> None:
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
     store = args.out.with_suffix(".json")
     if args.render_only:
         _write(args.out, render(json.loads(store.read_text())))

@@ -70,23 +70,15 @@ class _Structure:
         if histogram is not None:  # β-model logits of per-node degrees drawn from the teacher's histogram, + noise
             i, j = triu_pairs(N, dev)
             degrees = sample_degrees(histogram, num_nodes, gen)  # [B, N]
-            self.start_hist = torch.bincount(degrees[node_mask(num_nodes)].long(), minlength=len(histogram)).float()
-            self.start_hist = self.start_hist[: len(histogram)] / self.start_hist.sum()  # [D + 1]
-            start = beta_model_logits(degrees, num_nodes)
-            alpha.add_(start[:, i, j].clamp(-12, 12))
-            if mode == "budget":  # the candidates: each graph's k_g most likely pairs of the start
-                self.k = torch.minimum(torch.ceil(xi * (num_nodes * (num_nodes - 1) // 2).float()).long().clamp(min=1),
-                                       num_nodes * (num_nodes - 1) // 2)
-                self.alpha = alpha.masked_fill(~self.pmask, -30.0).requires_grad_()
-                self.params = [self.alpha]
-                self.num_params = int((num_nodes * (num_nodes - 1) // 2).sum())
-                self.refresh()
-                return
+            counts = torch.bincount(degrees[node_mask(num_nodes)].long(), minlength=len(histogram)).float()
+            self.start_hist = counts / counts.sum()  # [D + 1]
+            alpha.add_(beta_model_logits(degrees, num_nodes)[:, i, j].clamp(-12, 12))
         else:
             alpha.add_(base)  # logit(ρ_g) + 0.5·N(0, 1)
         if mode == "budget":
             pairs = num_nodes * (num_nodes - 1) // 2
             self.k = torch.minimum(torch.ceil(xi * pairs.float()).long().clamp(min=1), pairs)
+        if mode == "budget" and histogram is None:
             picks = []  # a seeded uniform choice of k_g real pairs per graph
             for g in range(B):
                 real = self.pmask[g].nonzero().squeeze(1)
@@ -98,6 +90,8 @@ class _Structure:
         self.alpha = alpha.requires_grad_()
         self.params = [self.alpha]
         self.num_params = int((num_nodes * (num_nodes - 1) // 2).sum())
+        if mode == "budget" and histogram is not None:  # candidates: each graph's k_g likeliest pairs of the start
+            self.refresh()
 
     def _set_candidates(self, flat: Tensor) -> None:
         """Candidates as flat indices into α ([K], sorted) and the undirected edge list they induce."""

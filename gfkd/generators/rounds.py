@@ -114,6 +114,9 @@ class AdversarialRounds:
         self.chunks = [_Chunk(self.ctx, s, lr_scale, self.gen, key) for s in states]
         # the same for every chunk; resample (steps = 0) takes no generator step, so it needs none
         self.bn_targets = bn_targets(teacher, gcfg.bn_target, self.ctx.bn_eval_stats) if steps else None
+        # layer 1's R_BN weight as generate used it, per ξ mode (the teacher start needs pair logits)
+        self.first_weight = {m: first_layer_weight(self.ctx, start_histogram(self.ctx, self.bn_targets, m) is not None)
+                             for m in {c.mode for c in self.chunks}} if steps else None
         self.generator_steps = 0
 
     def step(self, student: nn.Module) -> tuple[list[Data], dict[str, float]]:
@@ -140,8 +143,7 @@ class AdversarialRounds:
         """`steps` generator steps of chunk `c` against the frozen `student`; adds each step's share of the mean
         CE, R_BN and divergence to `sums`."""
         ctx, cfg = self.ctx, self.ctx.cfg
-        teacher_start = start_histogram(ctx, self.bn_targets, c.mode) is not None  # how generate weighted layer 1
-        matcher = BNMatcher(ctx.teacher, self.bn_targets, cfg.bn_form, first_layer_weight(ctx, teacher_start))
+        matcher = BNMatcher(ctx.teacher, self.bn_targets, cfg.bn_form, self.first_weight[c.mode])
         try:
             for _ in range(self.steps):
                 alpha = c.st.logits()
