@@ -30,7 +30,7 @@ from gfkd.config import STAGES, RunConfig, resolve_config
 from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
-from flows.env import local_env
+from flows.env import local_env, scratch_tmp
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
@@ -121,7 +121,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
             raise ConfigError(f"--force {s}: unknown stage, choose one of {', '.join(STAGES)}")
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
     _check_writable(layout.root)
-    with _run_lock(layout):
+    with _run_lock(layout), scratch_tmp(layout.scratch):
         from gfkd.data.datasets import check_available, resolve_data_root
 
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
@@ -171,7 +171,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     seed_list = parse_seeds(seeds)
     layout = RunLayout(cfg.run.runs_dir / run_name(cfg))
     _check_writable(layout.root)
-    with _run_lock(layout):
+    with _run_lock(layout), scratch_tmp(layout.scratch):
         from gfkd.data.datasets import check_available, resolve_data_root
 
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
@@ -221,7 +221,8 @@ _GRID_HELP = {
 def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, generators: str, splits: str,
                     workers: int, dask: bool, dask_address: Optional[str], retries: int, out: Optional[Path],
                     name: str):
-    """The BenchmarkSpec of the command line, with every path made absolute (a served flow runs elsewhere)."""
+    """The BenchmarkSpec of the command line, with every path made absolute (a served flow runs elsewhere), and the
+    benchmark folder's layout."""
     config, overrides = _split_args(args or [])
     base = _load(args, data_root)
     overrides += [f"run.runs_dir='{base.run.runs_dir.resolve()}'"]
@@ -250,7 +251,7 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     for cfg in {c.dataset: c.cfg for c in cells}.values():
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
         check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
-    return spec
+    return spec, bench
 
 
 @app.command()
@@ -267,8 +268,8 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
               name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
               data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
     """Run the pipeline over datasets × generators × splits; write the table; print the benchmark folder last."""
-    spec = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries, out,
-                           name)
+    spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
+                                  out, name)
     logging.getLogger("gfkd").setLevel(logging.INFO)
     from contextlib import nullcontext
 
@@ -276,7 +277,7 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
     from flows.serve import prefect_api
 
     remote = spec.dask_address is not None or (spec.dask and spec.dask_processes)
-    with prefect_api() if remote else nullcontext():  # worker processes need an API they can reach
+    with scratch_tmp(bench.scratch), prefect_api() if remote else nullcontext():  # workers need an API to reach
         result = benchmark_flow(spec)
     for rec in result["cells"]:
         stages = " ".join(f"{k}={v}" for k, v in rec["stages"].items())
@@ -308,11 +309,12 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     if not os.environ.get("PREFECT_API_URL"):
         raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
-    spec = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries, out,
-                           name)
+    spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
+                                  out, name)
     from flows.serve import serve_benchmark
 
-    serve_benchmark(spec, cron)
+    with scratch_tmp(bench.scratch):
+        serve_benchmark(spec, cron)
 
 
 def main() -> None:

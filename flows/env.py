@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
@@ -18,3 +23,26 @@ def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
+
+
+@contextmanager
+def scratch_tmp(folder: Path) -> Iterator[Path]:
+    """Send this process's (and its children's) temporary files into `folder`, removed on exit.
+
+    Libraries write there without asking: PyG compiles each MessagePassing layer's `propagate` from a Jinja template
+    into a `delete=False` NamedTemporaryFile (GATConv leaves two .py files per process in /tmp), and Dask puts its
+    worker scratch space under the temp dir. The run folder keeps them, and they are gone when the command ends.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder.resolve())
+    tempfile.tempdir = str(folder.resolve())
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = old_dir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+        shutil.rmtree(folder, ignore_errors=True)

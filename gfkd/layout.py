@@ -4,6 +4,7 @@
     runs/<run>/summary.json         per-stage status, wall time, headline metrics, MLflow run ids
     runs/<run>/mlflow.db            MLflow's SQLite backend (unless MLFLOW_TRACKING_URI is set)
     runs/<run>/mlartifacts/         MLflow artifacts
+    runs/<run>/.tmp/                TMPDIR while a command runs (PyG's compiled templates, Dask scratch)
     runs/<run>/prefect/             Prefect home, its database and result storage (unless PREFECT_API_URL is set)
     runs/<run>/<stage>/             a stage's outputs, manifest.json last
 """
@@ -41,6 +42,11 @@ class RunLayout:
     @property
     def prefect_storage(self) -> Path:
         return self.prefect_home / "storage"
+
+    @property
+    def scratch(self) -> Path:
+        """The temporary files of a command on this run (TMPDIR while it runs), removed when it ends."""
+        return self.root / ".tmp"
 
     @property
     def lock(self) -> Path:

@@ -6,6 +6,7 @@ The environment is set here, before any test imports prefect or mlflow.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from flows.env import local_env  # noqa: E402  (imports no prefect)
 
 _TMP = Path(tempfile.mkdtemp(prefix="gfkd-tests-"))
 os.environ.update(local_env(_TMP / "prefect", _TMP / "prefect" / "storage"))
+(_TMP / "tmp").mkdir()  # every temporary file of the session, ours and the libraries', pytest's tmp_path included
+os.environ["TMPDIR"] = tempfile.tempdir = str(_TMP / "tmp")
 for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
     os.environ.pop(key, None)
 
@@ -102,3 +105,11 @@ def tiny_teacher_dir(tiny_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_deg_teacher_dir(tiny_root, tmp_path_factory):
     return _teacher(tiny_root, tmp_path_factory, "TINYDEG")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A green session leaves nothing behind; a failed one keeps its folder (printed) to look into."""
+    if exitstatus == 0:
+        shutil.rmtree(_TMP, ignore_errors=True)
+    else:
+        print(f"\ntest outputs kept in {_TMP}")

@@ -16,9 +16,10 @@ TINY = ["data.dataset=TINY", "teacher.epochs=3", "teacher.model.layers=3", "teac
         "group.graph.warmup_epochs=1", "group.graph.epochs=1", "group.graph.students=2"]
 
 
-def gfkd(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
     env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env |= {"TMPDIR": str(tmpdir)} if tmpdir else {}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -47,8 +48,12 @@ def test_config_command_prints_resolved_config(tmp_path):
 def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     runs = tmp_path / "runs"
     args = ["run", *TINY, f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"]
-    first = gfkd(*args, cwd=tmp_path)
+    system_tmp = tmp_path / "system-tmp"  # the TMPDIR a user's shell would give: the run must leave it empty
+    system_tmp.mkdir()
+    first = gfkd(*args, cwd=tmp_path, tmpdir=system_tmp)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert not list(system_tmp.iterdir()), sorted(p.name for p in system_tmp.iterdir())
+    assert not (runs / "tiny-cv10-fold0" / ".tmp").exists()  # the run's own scratch is gone too
     run_dir = Path(first.stdout.strip().splitlines()[-1])
     assert run_dir == (runs / "tiny-cv10-fold0").resolve() or run_dir.resolve() == (runs / "tiny-cv10-fold0").resolve()
     summary = json.loads((run_dir / "summary.json").read_text())
