@@ -5,6 +5,7 @@ The environment is set here, before any test imports prefect or mlflow.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -107,9 +108,17 @@ def tiny_deg_teacher_dir(tiny_root, tmp_path_factory):
     return _teacher(tiny_root, tmp_path_factory, "TINYDEG")
 
 
+_STATUS: list[int] = []
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
+    _STATUS.append(int(exitstatus))
+
+
+@atexit.register  # registered first, so it runs last: after prefect_test_harness's own atexit clean-up
+def _remove_tmp() -> None:
     """A green session leaves nothing behind; a failed one keeps its folder (printed) to look into."""
-    if exitstatus == 0:
+    if _STATUS == [0]:
         shutil.rmtree(_TMP, ignore_errors=True)
     else:
-        print(f"\ntest outputs kept in {_TMP}")
+        print(f"test outputs kept in {_TMP}")
