@@ -71,7 +71,8 @@ def main() -> None:
     out = [f"# One ACGKD chunk, term by term ({r0['dataset']})", "",
            f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread.", "",
            f"Bank 0's first {r0['graphs']} graphs; the real graphs' metadata: density {r0['real_density']:.3f}, mean "
-           f"degree {r0['real_degree']:.2f}. Loss terms are the logged values (unweighted) at the first and last step; "
+           f"degree {r0['real_degree']:.2f}. Loss terms are the logged values at the first and last step, without "
+           "their β weights (R_BN with the first layer's term times generate.bn_first_weight, as it enters the loss); "
            "the structure is of the finalised graphs.", "",
            "| overrides | CE first / last | R_BN first / last | degree prior first / last | density | mean degree "
            "| isolated nodes | teacher agreement |", "|---|---|---|---|---|---|---|---|"]
