@@ -37,6 +37,13 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
     "adversarial rounds": ["distill.adversarial.rounds=true"],
     "resample": ["distill.resample=true"],
 }
+GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the default distill (acgkd.md §12)
+    "soft samples": ["generate.acgkd.sample=soft"],
+    "no BN matching": ["generate.beta_bn=0"],
+    "no one-hot prior": ["generate.acgkd.beta_oh=0"],
+    "running BN targets": ["generate.bn_target=running"],
+    "finalize mode": ["generate.acgkd.finalize=mode"],
+}
 
 
 # A group folder's name spells the settings that differ from these fixed values (W, E, sup_weight: the defaults when
@@ -76,11 +83,16 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
                     teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
         if ablations and gen == "acgkd":
             for name in ablations:
-                over = ABLATIONS[name]
+                over = ABLATIONS[name] if name in ABLATIONS else GEN_ABLATIONS[name]
                 acfg = resolve_config(None, [*base, "distill.baselines=[]", *over])
                 alayout = RunLayout(root / ("acgkd-" + name.replace(" ", "-")))
-                distill.run(acfg, alayout, stage_key(acfg, "distill", (t_out.manifest.digest, g_out.manifest.digest)),
-                            teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
+                a_gen = g_out
+                if name in GEN_ABLATIONS:  # its own banks, in the ablation's folder
+                    a_gen = generate.run(acfg, alayout, stage_key(acfg, "generate", (t_out.manifest.digest,)),
+                                         teacher_dir=t_layout.stage_dir("teacher"))
+                distill.run(acfg, alayout, stage_key(acfg, "distill", (t_out.manifest.digest, a_gen.manifest.digest)),
+                            teacher_dir=t_layout.stage_dir("teacher"),
+                            generate_dir=(alayout if name in GEN_ABLATIONS else layout).stage_dir("generate"))
     return str(root)
 
 
@@ -189,7 +201,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
                                                                                      float("nan")), 0, 1))
             add(f"group {method}: ensemble", fold, (n["acc_ensemble"], 0.0, n.get("acc_ensemble_val_selected",
                                                                                  float("nan")), 0, 1))
-        for name in ABLATIONS:
+        for name in [*ABLATIONS, *GEN_ABLATIONS]:
             res = _load(root / ("acgkd-" + name.replace(" ", "-")) / "distill" / "results.json")
             if res is not None:
                 add(f"ACGKD, {name}", fold, _fold_values(res["records"], "pseudo"))
@@ -399,8 +411,8 @@ def main() -> None:
     p.add_argument("--folds", default="0-9", help="e.g. 0-9 or 0,3,5")
     p.add_argument("--generators", nargs="+", default=["acgkd", "randg", "gfkd"])
     p.add_argument("--ablations", nargs="*", default=[], help="datasets that also run the recipe ablations")
-    p.add_argument("--ablation-set", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS),
-                   help="which ablations (names of ABLATIONS)")
+    p.add_argument("--ablation-set", nargs="*", default=list(ABLATIONS), choices=[*ABLATIONS, *GEN_ABLATIONS],
+                   help="which ablations (names of ABLATIONS, distill only; or of GEN_ABLATIONS, new banks too)")
     p.add_argument("--runs", type=Path, default=Path("/tmp/distill-runs"))
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")

@@ -78,3 +78,28 @@ def test_paired_counts_float32_ties_as_level_not_positive():
     rows = {"a": _row({0: 15 / 19 + 2.8e-8, 1: 0.9, 2: 0.5}), "b": _row({0: 15 / 19, 1: 0.8, 2: 0.6})}
     assert bench.paired(rows, "a", "b").endswith("(1 of 3 folds positive, 1 level)")
     assert bench.paired({"a": _row({0: 0.9}), "b": _row({0: 0.8})}, "a", "b").endswith("(1 of 1 folds positive)")
+
+
+def test_a_generator_ablation_makes_its_own_banks_and_its_row(tmp_path, tiny_root):
+    """A GEN_ABLATIONS entry regenerates the banks under its overrides (not the default banks) and collect() reads
+    its students as an "ACGKD, <name>" row beside ACGKD."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
+             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
+             "distill.baselines=[]"]
+    root = Path(bench.run_cell("TINY", 0, ["acgkd"], ["soft samples"], str(tmp_path), extra))
+    from gfkd.config import resolve_config
+    from gfkd.io.manifest import load_manifest
+    from tasks.cache import stage_key
+
+    teacher = load_manifest(root / "teacher" / "manifest.json").digest
+    base = [f"data.dataset='TINY'", "protocol.fold=0", f"run.runs_dir='{tmp_path}'", *extra]
+    key = lambda over: stage_key(resolve_config(None, [*base, *over]), "generate", (teacher,))  # noqa: E731
+    assert load_manifest(root / "acgkd-soft-samples" / "generate" / "manifest.json").cache_key == key(
+        ["generate.acgkd.sample=soft"])
+    assert load_manifest(root / "acgkd" / "generate" / "manifest.json").cache_key == key([])
+    rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
+    assert {"ACGKD", "ACGKD, soft samples"} <= set(rows) and 0 in rows["ACGKD, soft samples"]["folds"]
