@@ -1,0 +1,153 @@
+"""Test accuracy and agreement with the teacher by graph size, for the teacher and the distill benchmark's students
+→ a Markdown table. Where does a data-free student lose to KD on real graphs?
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy_by_size.py --runs /tmp/runs/imdb-new \
+        --dataset IMDB-BINARY --folds 0-1 --data-root ../shared/datasets --edges 15 25 40
+
+Reads the cells of `benchmarks/distill.py` (`<runs>/<dataset>-fold<k>/teacher`, `acgkd/distill`, `randg/distill`):
+every stored student checkpoint of every seed is scored on its fold's real test graphs, grouped by node count into
+the buckets that `--edges` bound. A bucket's accuracy pools its test graphs over folds and seeds. Agreement is the
+share of test graphs where the model predicts the teacher's class. A second table gives the mean edge density per
+bucket of the real training graphs and of the ACGKD and RandG banks the students trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.loader import DataLoader
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gfkd.data.datasets import load_tu  # noqa: E402
+from gfkd.data.splits import make_split  # noqa: E402
+from gfkd.io.atomic import write_atomic  # noqa: E402
+from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
+from gfkd.io.shards import read_shard_set  # noqa: E402
+from gfkd.models.widened import build_student  # noqa: E402
+from gfkd.stages.teacher import load_teacher  # noqa: E402
+from gfkd.train import logits_of  # noqa: E402
+
+MODELS = {"KD (real data)": ("acgkd", "kd_real"), "student (real data)": ("acgkd", "student_real"),
+          "ACGKD": ("acgkd", "pseudo"), "RandG": ("randg", "pseudo")}
+
+
+def bucket_names(edges: list[int]) -> list[str]:
+    """Labels of the buckets [.., e_0), [e_0, e_1), …, [e_last, ..)."""
+    lo = [None, *edges]
+    hi = [*edges, None]
+    return [f"n < {h}" if a is None else (f"n ≥ {a}" if h is None else f"{a} ≤ n < {h}") for a, h in zip(lo, hi)]
+
+
+def cell_predictions(root: Path, data_root: Path, cache: Path) -> dict:
+    """One cell: test labels, node counts, the teacher's predictions and each model's predictions (one per seed)."""
+    teacher, meta, _ = load_teacher(root / "teacher" / "teacher.pt")
+    dm, sp = meta["data"], meta["split"]
+    ds = load_tu(dm["dataset"], data_root, cache)
+    split = make_split(ds.labels, sp["protocol"], fold=sp.get("fold") or 0, seed=sp["seed"])
+    test = ds.subset(split.test)
+    loader = DataLoader(test, batch_size=256)
+    cpu = torch.device("cpu")
+    z_t, y = logits_of(teacher, loader, cpu)
+    out = {"y": y.numpy(), "n": np.array([g.num_nodes for g in test]), "teacher": [z_t.argmax(-1).numpy()]}
+    train = ds.subset(split.train)
+    n = np.array([g.num_nodes for g in train])
+    out["density"] = {"real training graphs": (n, np.array([g.edge_index.size(1) for g in train]) / (n * (n - 1)))}
+    for gen, label in (("acgkd", "ACGKD bank"), ("randg", "RandG bank")):
+        shards = root / gen / "generate" / "shards"
+        if shards.is_dir():
+            nb, mb = [], []
+            for t in read_shard_set(shards):  # src holds both directions of every edge
+                nb += t.column("num_nodes").to_pylist()
+                mb += [len(e) for e in t.column("src").to_pylist()]
+            nb = np.array(nb)
+            out["density"][label] = (nb, np.array(mb) / (nb * (nb - 1)))
+    for name, (gen, variant) in MODELS.items():
+        preds = []
+        for ckpt in sorted((root / gen / "distill" / "students").glob(f"{variant}-s*.pt")):
+            state, cmeta, _ = load_checkpoint(ckpt)
+            student = build_student(cmeta["spec"], teacher)
+            student.load_state_dict(state)
+            preds.append(logits_of(student, loader, cpu)[0].argmax(-1).numpy())
+        if preds:
+            out[name] = preds
+    return out
+
+
+def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, list[tuple[float, float]]], list[int]]:
+    """Per model and bucket: (accuracy, agreement with the teacher), pooled over cells and seeds; graphs per bucket."""
+    names = bucket_names(edges)
+    counts = [0] * len(names)
+    rows: dict[str, list[list[float]]] = {}
+    for c in cells:
+        b = np.digitize(c["n"], edges)  # bucket index per test graph
+        for k in range(len(names)):
+            counts[k] += int((b == k).sum())
+        t = c["teacher"][0]
+        for model in ["teacher", *MODELS]:
+            for pred in c.get(model, []):
+                acc = rows.setdefault(model, [[0, 0, 0] for _ in names])  # correct, agree, total
+                for k in range(len(names)):
+                    m = b == k
+                    acc[k][0] += int((pred[m] == c["y"][m]).sum())
+                    acc[k][1] += int((pred[m] == t[m]).sum())
+                    acc[k][2] += int(m.sum())
+    res = {model: [(a[0] / a[2], a[1] / a[2]) if a[2] else (float("nan"), float("nan")) for a in acc]
+           for model, acc in rows.items()}
+    return names, res, counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, required=True, help="a --runs folder of benchmarks/distill.py")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--folds", default="0", help="e.g. 0-4 or 0,3")
+    ap.add_argument("--data-root", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, default=None, help="dataset cache (default <runs>/_cache/datasets)")
+    ap.add_argument("--edges", type=int, nargs="+", default=[15, 25, 40], help="node-count bucket bounds")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "accuracy-by-size.md")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if "-" in args.folds:
+        lo, hi = args.folds.split("-")
+        folds = list(range(int(lo), int(hi) + 1))
+    else:
+        folds = [int(f) for f in args.folds.split(",")]
+    cache = args.cache or args.runs / "_cache" / "datasets"
+    cells = [cell_predictions(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache) for f in folds]
+    names, res, counts = table(cells, args.edges)
+    cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy_by_size.py " + " ".join(map(shlex.quote, sys.argv[1:]))
+    seeds = {m: sum(len(c.get(m, [])) for c in cells) for m in MODELS}
+    out = [f"# Accuracy by graph size ({args.dataset}, folds {args.folds})", "",
+           f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. Students per row (folds × seeds): "
+           + ", ".join(f"{m} {k}" for m, k in seeds.items()) + ". Each cell: test accuracy / agreement with the "
+           "teacher, pooled over the folds' test graphs and the students' seeds.", "",
+           "| model | " + " | ".join(f"{nm} ({k} graphs)" for nm, k in zip(names, counts)) + " | all |",
+           "|---|" + "---|" * (len(names) + 1)]
+    total = sum(counts)
+    for model, vals in res.items():
+        all_acc = sum(a * k for (a, _), k in zip(vals, counts) if k) / total
+        all_agr = sum(g * k for (_, g), k in zip(vals, counts) if k) / total
+        out.append(f"| {model} | " + " | ".join(f"{a:.3f} / {g:.3f}" for a, g in vals)
+                   + f" | {all_acc:.3f} / {all_agr:.3f} |")
+    out += ["", "Mean edge density per bucket (graphs in brackets, pooled over folds):", "",
+            "| graphs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label in cells[0]["density"]:
+        n = np.concatenate([c["density"][label][0] for c in cells if label in c["density"]])
+        d = np.concatenate([c["density"][label][1] for c in cells if label in c["density"]])
+        b = np.digitize(n, args.edges)
+        out.append(f"| {label} | " + " | ".join(f"{d[b == k].mean():.3f} ({int((b == k).sum())})" if (b == k).any()
+                                               else "—" for k in range(len(names))) + " |")
+    write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""benchmarks/accuracy_by_size.py: accuracy and teacher agreement per node-count bucket, pooled over cells and seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("accuracy_by_size", REPO / "benchmarks" / "accuracy_by_size.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_bucket_names_cover_every_size():
+    assert bench.bucket_names([15, 25]) == ["n < 15", "15 ≤ n < 25", "n ≥ 25"]
+
+
+def test_table_pools_seeds_and_cells_per_bucket():
+    # cell 1: sizes 10, 20, 30; labels 0 1 1; the teacher says 0 1 0
+    c1 = {"n": np.array([10, 20, 30]), "y": np.array([0, 1, 1]), "teacher": [np.array([0, 1, 0])],
+          "ACGKD": [np.array([0, 0, 1]), np.array([1, 1, 1])]}
+    # cell 2: one small graph, label 1; the teacher is right, the student wrong
+    c2 = {"n": np.array([12]), "y": np.array([1]), "teacher": [np.array([1])], "ACGKD": [np.array([0])]}
+    names, res, counts = bench.table([c1, c2], [15, 25])
+    assert names == ["n < 15", "15 ≤ n < 25", "n ≥ 25"] and counts == [2, 1, 1]
+    # small bucket: c1 seeds predict 0 (right, agrees) and 1 (wrong, disagrees); c2 predicts 0 (wrong, disagrees)
+    assert res["ACGKD"][0] == (1 / 3, 1 / 3)
+    assert res["ACGKD"][1] == (0.5, 0.5)  # size 20: seed 0 wrong, seed 1 right; the teacher said 1
+    assert res["ACGKD"][2] == (1.0, 0.0)  # size 30: both right, both against the teacher's 0
+    assert res["teacher"] == [(1.0, 1.0), (1.0, 1.0), (0.0, 1.0)]
+    assert "RandG" not in res  # no checkpoints, no row
