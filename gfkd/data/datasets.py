@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch_geometric.data import Data, Dataset
-from torch_geometric.utils import degree, remove_self_loops
 
 from gfkd.errors import DataError
+
+if TYPE_CHECKING:  # PyG is imported where a dataset is opened: importing it writes its compiled templates to TMPDIR,
+    from torch_geometric.data import Data, Dataset  # and the CLI points TMPDIR into the run only once it knows the run
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,8 @@ class _Prepare:
         self.max_degree = max_degree
 
     def __call__(self, data: Data) -> Data:
+        from torch_geometric.utils import degree, remove_self_loops
+
         data = data.clone()
         data.edge_attr = None
         data.edge_index, _ = remove_self_loops(data.edge_index)
@@ -187,6 +191,7 @@ def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path(
         allow_download: let PyG download a missing dataset when the network answers.
     """
     from torch_geometric.datasets import TUDataset
+    from torch_geometric.utils import degree
 
     root, cache = resolve_data_root(root), Path(cache)
     try:

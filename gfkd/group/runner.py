@@ -12,7 +12,6 @@ import logging
 from gfkd.config import RunConfig
 from gfkd.data.datasets import PLANETOID, resolve_data_root
 from gfkd.errors import ConfigError
-from gfkd.group.node import load_citation, settings_from_config, train_group
 from gfkd.group.report import NUMBERS, markdown_table, summarize
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.layout import RunLayout
@@ -57,6 +56,8 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
         layout: the run folder; outputs go to `layout.stage_dir("group")`.
         tracker: a `gfkd.tracking.Tracker`, or None to log nothing.
     """
+    from gfkd.group.node import load_citation, settings_from_config, train_group  # PyG: inside the run's TMPDIR
+
     dataset = check_node_dataset(cfg.data.dataset)
     device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device (a one-line error for a missing GPU)
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"

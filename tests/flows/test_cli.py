@@ -143,3 +143,15 @@ def _check_ui_serves_run(run_dir: Path, run_id: str, cwd: Path) -> None:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_what_the_cli_imports_before_it_knows_the_run_writes_no_temp_file(tmp_path):
+    """Importing PyG writes compiled templates into TMPDIR; the CLI and the modules it imports before entering the
+    run's scratch folder (config, fail-fast data checks, the group command's names) must not import it."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    code = "import flows.cli, gfkd.data.datasets, gfkd.group.runner, sys; assert 'torch_geometric' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                       text=True, env={**os.environ, "TMPDIR": str(system_tmp)}, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not list(system_tmp.iterdir())

@@ -34,7 +34,7 @@ def test_parse_seeds():
 
 
 def test_run_writes_per_seed_histories_and_the_summary(tmp_path, monkeypatch, graph):
-    monkeypatch.setattr(runner, "load_citation", lambda *a, **k: graph)
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)  # the runner imports it when it runs
     cfg = resolve_config(None, ["data.dataset=Cora", "group.students=2", "group.warmup_epochs=1", "group.epochs=2",
                                 "group.hidden=4", f"run.runs_dir='{tmp_path}'"])
     layout = RunLayout(tmp_path / runner.run_name(cfg))
