@@ -28,8 +28,8 @@ import torch
 
 from gfkd.errors import DataError
 
-if TYPE_CHECKING:  # PyG is imported where a dataset is opened: importing it writes its compiled templates to TMPDIR,
-    from torch_geometric.data import Data, Dataset  # and the CLI points TMPDIR into the run only once it knows the run
+if TYPE_CHECKING:  # PyG is imported where a dataset is opened: importing it makes torch's inductor cache folder in
+    from torch_geometric.data import Data, Dataset  # TMPDIR, which the CLI points into the run once it knows the run
 
 log = logging.getLogger(__name__)
 
