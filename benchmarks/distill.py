@@ -433,6 +433,13 @@ def main() -> None:
         _write(args.out, render(json.loads(store.read_text())))
         print(args.out)
         return
+    from flows.env import scratch_tmp
+
+    with scratch_tmp(args.runs / ".tmp"):  # PyG's compiled templates and the workers' temp files stay in --runs
+        _run(args, _write, store)
+
+
+def _run(args: argparse.Namespace, _write, store: Path) -> None:
     folds = _folds(args.folds)
     t0 = time.perf_counter()
     if args.on_banks and not args.report_only:
