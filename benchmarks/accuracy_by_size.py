@@ -26,8 +26,8 @@ from torch_geometric.loader import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gfkd.data.datasets import load_tu  # noqa: E402
-from gfkd.data.splits import make_split  # noqa: E402
+from benchmarks.distill import _folds  # noqa: E402
+from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
 from gfkd.io.shards import read_shard_set  # noqa: E402
@@ -49,9 +49,7 @@ def bucket_names(edges: list[int]) -> list[str]:
 def cell_predictions(root: Path, data_root: Path, cache: Path) -> dict:
     """One cell: test labels, node counts, the teacher's predictions and each model's predictions (one per seed)."""
     teacher, meta, _ = load_teacher(root / "teacher" / "teacher.pt")
-    dm, sp = meta["data"], meta["split"]
-    ds = load_tu(dm["dataset"], data_root, cache)
-    split = make_split(ds.labels, sp["protocol"], fold=sp.get("fold") or 0, seed=sp["seed"])
+    ds, split = teacher_split(meta, data_root, cache)
     test = ds.subset(split.test)
     loader = DataLoader(test, batch_size=256)
     cpu = torch.device("cpu")
@@ -115,11 +113,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "accuracy-by-size.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if "-" in args.folds:
-        lo, hi = args.folds.split("-")
-        folds = list(range(int(lo), int(hi) + 1))
-    else:
-        folds = [int(f) for f in args.folds.split(",")]
+    folds = _folds(args.folds)
     cache = args.cache or args.runs / "_cache" / "datasets"
     cells = [cell_predictions(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache) for f in folds]
     names, res, counts = table(cells, args.edges)

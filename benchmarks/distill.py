@@ -83,16 +83,17 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
                     teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
         if ablations and gen == "acgkd":
             for name in ablations:
-                over = ABLATIONS[name] if name in ABLATIONS else GEN_ABLATIONS[name]
+                own_banks = name in GEN_ABLATIONS
+                over = GEN_ABLATIONS[name] if own_banks else ABLATIONS[name]
                 acfg = resolve_config(None, [*base, "distill.baselines=[]", *over])
                 alayout = RunLayout(root / ("acgkd-" + name.replace(" ", "-")))
-                a_gen = g_out
-                if name in GEN_ABLATIONS:  # its own banks, in the ablation's folder
+                a_gen, banks = g_out, layout
+                if own_banks:  # generated under the ablation's overrides, into its folder
                     a_gen = generate.run(acfg, alayout, stage_key(acfg, "generate", (t_out.manifest.digest,)),
                                          teacher_dir=t_layout.stage_dir("teacher"))
+                    banks = alayout
                 distill.run(acfg, alayout, stage_key(acfg, "distill", (t_out.manifest.digest, a_gen.manifest.digest)),
-                            teacher_dir=t_layout.stage_dir("teacher"),
-                            generate_dir=(alayout if name in GEN_ABLATIONS else layout).stage_dir("generate"))
+                            teacher_dir=t_layout.stage_dir("teacher"), generate_dir=banks.stage_dir("generate"))
     return str(root)
 
 
@@ -423,23 +424,25 @@ def main() -> None:
     p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")
     p.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON; collect nothing")
     args = p.parse_args()
-    from gfkd.io.atomic import write_atomic
-
-    def _write(path: Path, text: str) -> None:
-        write_atomic(path, lambda tmp: Path(tmp).write_text(text))
-
-    store = args.out.with_suffix(".json")
     if args.render_only:
-        _write(args.out, render(json.loads(store.read_text())))
+        _write(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
         print(args.out)
         return
     from flows.env import scratch_tmp
 
     with scratch_tmp(args.runs / ".tmp"):  # PyG's compiled templates and the workers' temp files stay in --runs
-        _run(args, _write, store)
+        _run(args)
 
 
-def _run(args: argparse.Namespace, _write, store: Path) -> None:
+def _write(path: Path, text: str) -> None:
+    from gfkd.io.atomic import write_atomic
+
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Run the cells (unless --report-only), collect them and merge them into the store and its Markdown."""
+    store = args.out.with_suffix(".json")
     folds = _folds(args.folds)
     t0 = time.perf_counter()
     if args.on_banks and not args.report_only:

@@ -130,11 +130,16 @@ def score(teacher: torch.nn.Module, bn_eval: dict, graphs: list[Data]) -> list[t
                         m.eps) for n, m in bn_layers(teacher).items()]
 
 
-def training_graphs(meta: dict, data_root: Path, cache: Path) -> tuple[list[Data], int]:
-    """The teacher's real training split (from its metadata) and the degree one-hot's D."""
+def teacher_split(meta: dict, data_root: Path, cache: Path):
+    """The real dataset and the split a teacher was trained on, from its metadata: (GraphDataset, Split)."""
     dm, sp = meta["data"], meta["split"]
     ds = load_tu(dm["dataset"], data_root, cache)
-    split = make_split(ds.labels, sp["protocol"], fold=sp.get("fold") or 0, seed=sp["seed"])
+    return ds, make_split(ds.labels, sp["protocol"], fold=sp.get("fold") or 0, seed=sp["seed"])
+
+
+def training_graphs(meta: dict, data_root: Path, cache: Path) -> tuple[list[Data], int]:
+    """The teacher's real training split (from its metadata) and the degree one-hot's D."""
+    ds, split = teacher_split(meta, data_root, cache)
     return ds.subset(split.train), ds.max_degree
 
 

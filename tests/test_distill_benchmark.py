@@ -96,7 +96,7 @@ def test_a_generator_ablation_makes_its_own_banks_and_its_row(tmp_path, tiny_roo
     from tasks.cache import stage_key
 
     teacher = load_manifest(root / "teacher" / "manifest.json").digest
-    base = [f"data.dataset='TINY'", "protocol.fold=0", f"run.runs_dir='{tmp_path}'", *extra]
+    base = ["data.dataset='TINY'", "protocol.fold=0", f"run.runs_dir='{tmp_path}'", *extra]
     key = lambda over: stage_key(resolve_config(None, [*base, *over]), "generate", (teacher,))  # noqa: E731
     assert load_manifest(root / "acgkd-soft-samples" / "generate" / "manifest.json").cache_key == key(
         ["generate.acgkd.sample=soft"])
