@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.distill import _folds  # noqa: E402
 from benchmarks.first_bn_layer import teacher_split  # noqa: E402
+from benchmarks.generation_trace import bucket_names  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
 from gfkd.io.shards import read_shard_set  # noqa: E402
@@ -37,13 +38,6 @@ from gfkd.train import logits_of  # noqa: E402
 
 MODELS = {"KD (real data)": ("acgkd", "kd_real"), "student (real data)": ("acgkd", "student_real"),
           "ACGKD": ("acgkd", "pseudo"), "RandG": ("randg", "pseudo")}
-
-
-def bucket_names(edges: list[int]) -> list[str]:
-    """Labels of the buckets [.., e_0), [e_0, e_1), …, [e_last, ..)."""
-    lo = [None, *edges]
-    hi = [*edges, None]
-    return [f"n < {h}" if a is None else (f"n ≥ {a}" if h is None else f"{a} ≤ n < {h}") for a, h in zip(lo, hi)]
 
 
 def cell_predictions(root: Path, data_root: Path, cache: Path) -> dict:

@@ -43,6 +43,7 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
     "no one-hot prior": ["generate.acgkd.beta_oh=0"],
     "running BN targets": ["generate.bn_target=running"],
     "finalize mode": ["generate.acgkd.finalize=mode"],
+    "size-coupled degrees": ["generate.acgkd.degree_coupling=0.5"],  # not in acgkd.md §12: docs/generate.md
 }
 
 

@@ -68,11 +68,12 @@ def tap_relative_terms(calls: list) -> Iterator[None]:
         bn_stats.relative_term = orig
 
 
-def along_chunk(teacher_pt: Path, overrides: str, graphs: int, layers: int) -> tuple[dict, dict[int, list]]:
+def along_chunk(teacher_pt: Path, overrides: str, graphs: int, layers: int,
+                pick: str = "first") -> tuple[dict, dict[int, list]]:
     """The trace of one override set and its per-layer split terms at STEPS (one call per layer per step)."""
     calls: list = []
     with tap_relative_terms(calls):
-        r = trace(teacher_pt, overrides.split(), graphs)
+        r = trace(teacher_pt, overrides.split(), graphs, pick)
     per_step = [calls[i:i + layers] for i in range(0, len(calls), layers)]
     last = len(per_step) - 1
     return r, {s: per_step[s] for s in sorted({min(s, last) if s >= 0 else last for s in STEPS})}
@@ -159,6 +160,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("runs/_cache/datasets"), help="writable dataset cache")
     ap.add_argument("--graphs", type=int, default=64, help="graphs of bank 0's first chunk (part 1)")
     ap.add_argument("--set", action="append", default=None, help="override set of part 1 ('' = defaults)")
+    ap.add_argument("--pick", choices=["first", "spread"], default="first",
+                    help="part 1: the chunk's first (smallest) graphs, or graphs evenly spaced through it")
     ap.add_argument("--big", type=int, default=30, help="node count from which a graph counts as large")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "first-bn-layer.md")
     args = ap.parse_args()
@@ -173,11 +176,12 @@ def main() -> None:
            "Each layer's relative R_BN term split into its mean part mean_c((μ̂ − μ)/σ)², its variance part "
            "mean_c(log σ̂²/σ²)² and the mean log variance ratio (negative: less variance than the real graphs gave "
            "the layer); L0 is the first BN layer (the one that sees the degree one-hot), L1 the next.", "",
-           f"## Along one chunk (bank 0's first {args.graphs} graphs)", "",
+           f"## Along one chunk (bank 0's first chunk, {args.graphs} graphs: "
+           f"{'its first, so its smallest' if args.pick == 'first' else 'evenly spaced through it'})", "",
            "| overrides | step | L0 mean | L0 var | L0 log ratio | L1 mean | L1 var | L1 log ratio | later layers "
            "(mean + var) | density (finalised) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in args.set or [""]:
-        r, steps = along_chunk(args.teacher, s, args.graphs, layers)
+        r, steps = along_chunk(args.teacher, s, args.graphs, layers, args.pick)
         for k, terms in steps.items():
             rest = sum(a + b for a, b, _ in terms[2:])
             out.append(f"| {s or 'defaults'} | {k} | {_cells(terms[0])} | {_cells(terms[1])} "

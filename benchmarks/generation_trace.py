@@ -3,10 +3,11 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation_trace.py --teacher runs/<run>/teacher/teacher.pt \
         --graphs 64 --set '' --set generate.acgkd.beta_deg=10
 
-A diagnostic for the generate stage: bank 0's first chunk (its first `--graphs` graphs) of the teacher's data
-metadata, generated once per `--set` (space-separated key=value overrides; '' = the defaults); the loss terms
+A diagnostic for the generate stage: `--graphs` graphs of bank 0's first chunk of the teacher's data metadata (its
+first ones, which are its smallest since a chunk is sorted by size, or with `--pick spread` graphs evenly spaced
+through it, so they span its sizes as the chunk does), generated once per `--set` (space-separated key=value overrides; '' = the defaults); the loss terms
 (CE, R_BN, degree prior) at the first and last step, and the finalised chunk's density, mean degree, isolated-node
-share and teacher agreement against the real graphs' metadata. Reads the teacher checkpoint only. Writes the table
+share and teacher agreement against the real graphs' metadata, and the density by node count. Reads the teacher checkpoint only. Writes the table
 with the command (default docs/benchmarks/generation-trace.md).
 """
 
@@ -18,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +33,11 @@ from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.stages.teacher import load_teacher  # noqa: E402
 
 
-def trace(teacher_pt: Path, overrides: list[str], graphs: int) -> dict:
-    """The first and last step's loss terms and the finalised chunk's structure for one override set."""
+def trace(teacher_pt: Path, overrides: list[str], graphs: int, pick: str = "first") -> dict:
+    """The first and last step's loss terms and the finalised chunk's structure for one override set.
+
+    pick: `first` takes the first `graphs` graphs of bank 0's first chunk, which is sorted by size, so its smallest
+    graphs; `spread` takes `graphs` graphs evenly spaced through the chunk, so they span its sizes as a chunk does."""
     teacher, meta, bn_eval = load_teacher(teacher_pt)
     dm = meta["data"]
     cfg = resolve_config(None, [f"data.dataset='{dm['dataset']}'", *overrides])
@@ -40,21 +45,39 @@ def trace(teacher_pt: Path, overrides: list[str], graphs: int) -> dict:
     ctx = GenContext(teacher, dm, bn_eval, gc, torch.device("cpu"))
     plan = plan_bank(dm, int(dm["num_train_graphs"]), cfg.split_seed, 0, gc.nodes, gc.targets, gc.max_nodes,
                      gc.batch_size, gc.node_range)
-    idx = plan.chunks[0][:graphs]
+    chunk = plan.chunks[0]
+    idx = chunk[:graphs] if pick == "first" else chunk[torch.linspace(0, len(chunk) - 1, min(graphs, len(chunk))).long()]
     steps: list[tuple[int, dict]] = []
     final = generate(ctx, plan.num_nodes[idx], plan.targets[idx], make_generator(cfg.split_seed, 0, 0, "generate"),
                      log=lambda s, m: steps.append((s, m)))
     n = final.num_nodes.float()
     deg = final.adj.sum(2).float()  # [B, N]; zero on padding
     isolated = ((deg == 0) & final.mask).sum() / n.sum()
+    density = deg.sum(1) / (n * (n - 1))  # [B]
     logits, _ = teacher_verdict(ctx, final)
     first, last = steps[0][1], steps[-1][1]  # a term not in the loss (β = 0) is NaN
     return {"first": {k: first.get(f"generate/train/{k}", float("nan")) for k in ("ce", "bn", "deg")},
             "last": {k: last.get(f"generate/train/{k}", float("nan")) for k in ("ce", "bn", "deg")},
-            "density": float((deg.sum(1) / (n * (n - 1))).mean()), "degree": float(deg.sum() / n.sum()),
+            "density": float(density.mean()), "graph_density": density.tolist(), "graph_nodes": n.long().tolist(),
+            "degree": float(deg.sum() / n.sum()),
             "isolated": float(isolated), "agreement": float((logits.argmax(1) == final.targets).float().mean()),
             "real_density": float(dm["edge_density_mean"]), "real_degree": float(dm["degree_mean"]),
             "dataset": dm["dataset"], "graphs": len(idx)}
+
+
+def bucket_names(edges: list[int]) -> list[str]:
+    """Labels of the buckets [.., e_0), [e_0, e_1), …, [e_last, ..)."""
+    lo = [None, *edges]
+    hi = [*edges, None]
+    return [f"n < {h}" if a is None else (f"n ≥ {a}" if h is None else f"{a} ≤ n < {h}") for a, h in zip(lo, hi)]
+
+
+def density_by_size(r: dict, edges: list[int]) -> list[tuple[float, int]]:
+    """Mean density and graph count of a trace's finalised graphs per node-count bucket (bucket_names(edges))."""
+    n, d = np.array(r["graph_nodes"]), np.array(r["graph_density"])
+    which = np.searchsorted(np.array(edges), n, side="right")
+    return [(float(d[which == b].mean()) if (which == b).any() else float("nan"), int((which == b).sum()))
+            for b in range(len(edges) + 1)]
 
 
 def main() -> None:
@@ -62,15 +85,18 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, required=True, help="a teacher.pt of the teacher stage")
     ap.add_argument("--graphs", type=int, default=64, help="graphs of bank 0's first chunk to generate")
     ap.add_argument("--set", action="append", default=None, help="override set, e.g. 'generate.acgkd.beta_deg=10'")
+    ap.add_argument("--pick", choices=["first", "spread"], default="first",
+                    help="first: the chunk's first (smallest) graphs; spread: evenly spaced through it")
+    ap.add_argument("--edges", type=int, nargs="+", default=[15, 25, 40], help="node-count bucket bounds")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "generation-trace.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rows = [(s or "defaults", trace(args.teacher, s.split(), args.graphs)) for s in (args.set or [""])]
+    rows = [(s or "defaults", trace(args.teacher, s.split(), args.graphs, args.pick)) for s in (args.set or [""])]
     r0 = rows[0][1]
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation_trace.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     out = [f"# One ACGKD chunk, term by term ({r0['dataset']})", "",
            f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread.", "",
-           f"Bank 0's first {r0['graphs']} graphs; the real graphs' metadata: density {r0['real_density']:.3f}, mean "
+           f"Bank 0's first chunk, {r0['graphs']} graphs ({'its first, so its smallest' if args.pick == 'first' else 'evenly spaced through it'}); the real graphs' metadata: density {r0['real_density']:.3f}, mean "
            f"degree {r0['real_degree']:.2f}. Loss terms are the logged values at the first and last step, without "
            "their β weights (R_BN with the first layer's term times generate.bn_first_weight, as it enters the loss); "
            "the structure is of the finalised graphs.", "",
@@ -81,6 +107,12 @@ def main() -> None:
         out.append(f"| {name} | {f['ce']:.2f} / {l['ce']:.2f} | {f['bn']:.1f} / {l['bn']:.1f} | {f['deg']:.3f} / "
                    f"{l['deg']:.3f} | {r['density']:.3f} | {r['degree']:.2f} | {r['isolated']:.3f} | "
                    f"{r['agreement']:.3f} |")
+    names = bucket_names(args.edges)
+    out += ["", "Density of the finalised graphs by node count (graphs in brackets):", "",
+            "| overrides | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for name, r in rows:
+        out.append(f"| {name} | " + " | ".join(f"{d:.3f} ({c})" if c else "—" for d, c in density_by_size(r, args.edges))
+                   + " |")
     write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))
     print(args.out)
 

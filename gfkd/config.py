@@ -130,6 +130,9 @@ class ACGKDConfig(_Frozen):
     init_degrees: Literal["auto", "uniform", "teacher"] = Field(
         "auto", description="structure start: uniform density, or teacher: per-node degrees drawn from the degree "
         "histogram read off a featureless GIN teacher's first layer (auto: teacher where that applies, else uniform)")
+    degree_coupling: float = Field(0.0, ge=0, lt=1, description="with the teacher degree start: copula correlation ρ "
+                                   "between a graph's size rank and its nodes' degree quantiles (0: degrees drawn "
+                                   "independently of size; larger graphs draw larger degrees as ρ grows)")
     finalize: Literal["best_of_k", "mode", "sample"] = Field("best_of_k", description="how the stored graph is drawn")
     final_draws: int = Field(4, ge=1, le=64, description="k of best_of_k")
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")

@@ -69,7 +69,7 @@ class _Structure:
         alpha = torch.randn(B, P, generator=gen, device=dev).mul_(0.5)
         if histogram is not None:  # β-model logits of per-node degrees drawn from the teacher's histogram, + noise
             i, j = triu_pairs(N, dev)
-            degrees = sample_degrees(histogram, num_nodes, gen)  # [B, N]
+            degrees = sample_degrees(histogram, num_nodes, gen, ctx.cfg.acgkd.degree_coupling)  # [B, N]
             counts = torch.bincount(degrees[node_mask(num_nodes)].long(), minlength=len(histogram)).float()
             self.start_hist = counts / counts.sum()  # [D + 1]
             alpha.add_(beta_model_logits(degrees, num_nodes)[:, i, j].clamp(-12, 12))

@@ -17,6 +17,8 @@ Sly, arXiv 1005.4863), so hubs are there from the first step instead of a unifor
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.optimize import nnls
@@ -59,16 +61,36 @@ def teacher_histogram(teacher: torch.nn.Module, targets: dict[str, tuple[Tensor,
     return recover_histogram(lin.weight, lin.bias, mean, var, degree_mean, eps=float(conv.eps))
 
 
-def sample_degrees(p: Tensor, num_nodes: Tensor, gen: torch.Generator) -> Tensor:
-    """Target degrees [B, N] (0 on padding) drawn per node from p restricted to 0 … n_g − 1 (num_nodes: [B])."""
+def sample_degrees(p: Tensor, num_nodes: Tensor, gen: torch.Generator, coupling: float = 0.0) -> Tensor:
+    """Target degrees [B, N] (0 on padding) drawn per node from p restricted to 0 … n_g − 1 (num_nodes: [B]).
+
+    coupling ρ in [0, 1): a Gaussian copula between a graph's size rank in the chunk and its nodes' degree
+    quantiles. Node i of graph g takes the quantile u = Φ(ρ·z_g + √(1 − ρ²)·ε_i) of its graph's restricted p, with
+    z_g = Φ⁻¹ of the graph's node-weighted mid-rank in the chunk (graphs sorted by size, each spanning its share
+    of the nodes) and ε_i ~ N(0, 1), so u stays about uniform over the chunk's nodes (the pooled histogram is
+    kept) while larger graphs draw larger degrees. ρ = 0 draws independently of size (the default, the same draws as
+    before the option existed)."""
     B, N = len(num_nodes), int(num_nodes.max())
     p = p.to(gen.device)
     k = torch.arange(len(p), device=gen.device)
     out = torch.zeros(B, N, device=gen.device)
+    if coupling > 0:
+        normal = torch.distributions.Normal(0.0, 1.0)
+        n = num_nodes.to(gen.device).double()
+        order = torch.argsort(n, stable=True)
+        mid = torch.empty_like(n)
+        mid[order] = (torch.cumsum(n[order], 0) - n[order] / 2) / n.sum()  # node-weighted mid-quantile of each graph
+        z = normal.icdf(mid)  # [B]
+        eps = torch.randn(B, N, generator=gen, device=gen.device, dtype=torch.float64)
+        u = normal.cdf(coupling * z.unsqueeze(1) + math.sqrt(1 - coupling ** 2) * eps)  # [B, N]
     for g, n in enumerate(num_nodes.tolist()):
         q = p * (k <= n - 1)
         q = q / q.sum() if q.sum() > 0 else (k <= n - 1).float() / n
-        out[g, :n] = torch.multinomial(q, n, replacement=True, generator=gen).float()
+        if coupling > 0:
+            cdf = torch.cumsum(q.double(), 0)
+            out[g, :n] = torch.searchsorted(cdf, u[g, :n].contiguous() * cdf[-1]).clamp(max=n - 1).float()
+        else:
+            out[g, :n] = torch.multinomial(q, n, replacement=True, generator=gen).float()
     return out
 
 

@@ -84,6 +84,21 @@ def test_sampled_degrees_fit_each_graph_and_repeat_with_the_seed():
     assert torch.all(a[0, :3] >= 1)  # p_0 = 0 is never drawn
 
 
+def test_coupled_degrees_grow_with_size_and_keep_the_pooled_histogram():
+    p = torch.tensor([0.0, 0.3, 0.3, 0.2, 0.1, 0.1])
+    n = torch.tensor([6, 40] * 200)  # chunk order need not be sorted: ranks come from the counts
+    a = sample_degrees(p, n, make_generator(5), coupling=0.9)
+    assert torch.equal(a, sample_degrees(p, n, make_generator(5), coupling=0.9))
+    small, big = a[0::2, :6], a[1::2]
+    assert torch.all(small <= 5) and torch.all(a[0::2, 6:] == 0) and bool(small.ge(1).all())
+    assert float(big.mean()) > float(small.mean()) + 1.0  # larger graphs draw larger degrees
+    flat = torch.cat([small.flatten(), big.flatten()]).long()
+    pooled = torch.bincount(flat, minlength=6).float() / len(flat)
+    assert torch.allclose(pooled, p, atol=0.03), pooled  # the copula keeps every node's quantile uniform
+    indep = sample_degrees(p, n, make_generator(5))
+    assert abs(float(indep[1::2].mean()) - float(indep[0::2, :6].mean())) < 0.2  # ρ = 0: size plays no part
+
+
 @pytest.mark.parametrize("mode", ["none", "budget"])
 def test_teacher_start_follows_the_recovered_histogram(tiny_deg_teacher_dir, mode):
     ctx = make_ctx(tiny_deg_teacher_dir, "generate.acgkd.init_degrees=teacher")
