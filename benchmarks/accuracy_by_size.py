@@ -13,6 +13,11 @@ bucket of the real training graphs and of the ACGKD and RandG banks the students
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import platform
 import shlex

@@ -9,6 +9,11 @@ metadata, at one torch thread; the two chunks must come out identical (the optio
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import json
 import platform

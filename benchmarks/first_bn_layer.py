@@ -15,6 +15,11 @@ degrees drawn from the pooled degree histogram (what the teacher start does, cap
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import platform
 import shlex
@@ -37,6 +42,8 @@ import gfkd.generators.bn_stats as bn_stats  # noqa: E402
 from benchmarks.generation_trace import trace  # noqa: E402
 from gfkd.data.datasets import load_tu  # noqa: E402
 from gfkd.data.splits import make_split  # noqa: E402
+from gfkd.generators.bank import make_generator  # noqa: E402
+from gfkd.generators.degree_histogram import sample_degrees  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.models.bn_stats import bn_input_statistics, bn_layers  # noqa: E402
 from gfkd.stages.teacher import load_teacher  # noqa: E402
@@ -96,8 +103,10 @@ def _nx(g: Data) -> nx.Graph:
     return G
 
 
-def variants(train: list[Data], max_degree: int, rng: np.random.Generator) -> dict[str, list[Data]]:
-    """The real graphs and four rebuilt versions of each (same node counts)."""
+def variants(train: list[Data], max_degree: int, rng: np.random.Generator,
+             couplings: tuple[float, ...] = ()) -> dict[str, list[Data]]:
+    """The real graphs and four rebuilt versions of each (same node counts), and per coupling ρ Chung-Lu graphs on
+    pooled-histogram degrees drawn by the generator's size-coupled `sample_degrees` (the split as one chunk)."""
     seed = lambda: int(rng.integers(1 << 30))  # noqa: E731
     degs = [degree(g.edge_index[0], g.num_nodes).long().numpy() for g in train]
     pooled = np.bincount(np.concatenate(degs), minlength=max_degree + 1).astype(float)
@@ -121,6 +130,12 @@ def variants(train: list[Data], max_degree: int, rng: np.random.Generator) -> di
         cl = nx.expected_degree_graph(drawn.astype(float).tolist(), seed=seed(), selfloops=False)
         out["Chung-Lu, pooled histogram"].append(_graph(n, _edges(cl), max_degree))
         out["G(n, m)"].append(_graph(n, _edges(nx.gnm_random_graph(n, m, seed=seed())), max_degree))
+    sizes = torch.tensor([g.num_nodes for g in train])
+    for rho in couplings:
+        drawn = sample_degrees(torch.as_tensor(pooled, dtype=torch.float32), sizes, make_generator(seed()), rho)
+        out[f"Chung-Lu, pooled histogram, size-coupled ρ = {rho:g}"] = [
+            _graph(n, _edges(nx.expected_degree_graph(d[:n].tolist(), seed=seed(), selfloops=False)), max_degree)
+            for n, d in zip(sizes.tolist(), drawn)]
     return out
 
 
@@ -162,6 +177,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=None, help="override set of part 1 ('' = defaults)")
     ap.add_argument("--pick", choices=["first", "spread"], default="first",
                     help="part 1: the chunk's first (smallest) graphs, or graphs evenly spaced through it")
+    ap.add_argument("--coupling", type=float, nargs="*", default=[], help="part 2: ρ of size-coupled pooled degrees")
     ap.add_argument("--big", type=int, default=30, help="node count from which a graph counts as large")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "first-bn-layer.md")
     args = ap.parse_args()
@@ -190,7 +206,7 @@ def main() -> None:
     out += ["", f"## Real training graphs ({len(train)}) and graphs rebuilt from them (same node counts)", "",
             f"| graphs | density | density, n ≥ {args.big} | L0 mean | L0 var | L0 log ratio | L1 mean | L1 var "
             "| L1 log ratio |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, gs in variants(train, max_degree, np.random.default_rng(0)).items():
+    for name, gs in variants(train, max_degree, np.random.default_rng(0), tuple(args.coupling)).items():
         t = score(teacher, bn_eval, gs)
         out.append(f"| {name} | {_density(gs):.3f} | {_density(gs, args.big):.3f} | {_cells(t[0])} | {_cells(t[1])} |")
     write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))

@@ -10,6 +10,11 @@ teacher stage's fold-0 checkpoints under --teacher-runs (trained there by the te
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import json
 import os

@@ -10,6 +10,11 @@ from that file, so a rerun resumes where it stopped (`--fresh` starts over). Run
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import dataclasses
 import json

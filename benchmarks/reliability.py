@@ -11,6 +11,11 @@ typed by hand.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import collections
 import datetime

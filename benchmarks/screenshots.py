@@ -22,6 +22,11 @@ side panel only on pages served from "localhost" or "127.0.0.1", and the panel w
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import html
 import json

@@ -9,6 +9,11 @@ docs/teachers.md with the command that produced it.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import json
 import platform

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -46,3 +47,15 @@ def scratch_tmp(folder: Path) -> Iterator[Path]:
         else:
             os.environ["TMPDIR"] = old_env
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def private_tmp_until_exit(prefix: str = "gfkd-") -> Path:
+    """This process's temp files in a fresh folder under the temp dir, removed when the process exits.
+
+    For scripts without a run folder (benchmarks/): called before they import PyG, whose import alone writes a
+    compiled template into the temp dir."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder

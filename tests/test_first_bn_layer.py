@@ -42,7 +42,8 @@ def test_along_chunk_records_every_layer_each_step_and_restores_the_loss(tiny_de
 def test_real_graphs_score_zero_and_swaps_keep_degrees(tiny_deg_teacher_dir, tiny_root, tmp_path):
     teacher, meta, bn_eval = load_teacher(tiny_deg_teacher_dir / "teacher.pt")
     train, max_degree = bench.training_graphs(meta, tiny_root, tmp_path)
-    built = bench.variants(train, max_degree, np.random.default_rng(0))
+    built = bench.variants(train, max_degree, np.random.default_rng(0), couplings=(0.9,))
+    assert "Chung-Lu, pooled histogram, size-coupled ρ = 0.9" in built
     real = bench.score(teacher, bn_eval, built["real graphs"])
     assert all(abs(v) < 1e-4 for t in real for v in t)  # the stored eval statistics are the training split's
     for name, gs in built.items():

@@ -35,3 +35,4 @@ def test_density_by_size_buckets_each_graph_once():
     assert [c for _, c in cells] == [2, 1, 0, 2] and abs(cells[0][0] - 0.4) < 1e-9 and abs(cells[3][0] - 0.075) < 1e-9
     assert cells[2][0] != cells[2][0]  # an empty bucket is NaN
     assert bench.bucket_names([15, 25, 40]) == ["n < 15", "15 ≤ n < 25", "25 ≤ n < 40", "n ≥ 40"]
+

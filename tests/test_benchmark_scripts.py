@@ -1,0 +1,30 @@
+"""Every script in benchmarks/ keeps its temp files (PyG writes a compiled template when imported) out of TMPDIR."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_each_script_moves_its_temp_dir_before_importing_pyg(script):
+    text = script.read_text()
+    first_pyg = min((i for i in (text.find("torch_geometric"), text.find("\nfrom gfkd"), text.find("\nimport torch"))
+                     if i >= 0), default=len(text))
+    assert 0 <= text.find("private_tmp_until_exit()") < first_pyg, script.name
+
+
+def test_a_script_leaves_an_empty_tmpdir_empty(tmp_path):
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy_by_size.py"), "--help"], cwd=tmp_path,
+                       env={**os.environ, "TMPDIR": str(system_tmp)}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "usage" in r.stdout, r.stderr[-2000:]
+    assert not list(system_tmp.iterdir()), sorted(p.name for p in system_tmp.iterdir())
