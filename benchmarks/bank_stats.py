@@ -31,13 +31,12 @@ from torch_geometric.loader import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gfkd.config import resolve_config  # noqa: E402
-from gfkd.data.splits import make_split  # noqa: E402
+from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.generators.bn_stats import bn_targets, relative_term  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.models.bn_stats import bn_input_statistics  # noqa: E402
 from gfkd.stages.distill import load_pseudo_graphs  # noqa: E402
-from gfkd.stages.teacher import load_dataset, load_teacher  # noqa: E402
+from gfkd.stages.teacher import load_teacher  # noqa: E402
 from gfkd.train import logits_of  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -54,12 +53,9 @@ def fold_row(runs: Path, dataset: str, fold: int, data_root: str | None) -> dict
     shards, res = root / "acgkd" / "generate" / "shards", root / "acgkd" / "distill" / "results.json"
     if not (shards / "_manifest.json").is_file() or not res.is_file():
         return None
-    over = [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'"]
-    cfg = resolve_config(None, over + ([f"data.root='{data_root}'"] if data_root else []))
     teacher, meta, eval_stats = load_teacher(root / "teacher" / "teacher.pt")
     pseudo = load_pseudo_graphs(shards)
-    ds = load_dataset(cfg)
-    split = make_split(ds.labels, cfg.protocol.name, fold, cfg.protocol.seed, cfg.protocol.val)
+    ds, split = teacher_split(meta, data_root, runs / "_cache" / "datasets")
     real = list(ds.subset(split.train))
     targets = bn_targets(teacher, "auto", eval_stats)
     first, last = list(targets)[0], list(targets)[-1]

@@ -28,12 +28,11 @@ from torch_geometric.utils import degree
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gfkd.config import resolve_config  # noqa: E402
-from gfkd.data.splits import make_split  # noqa: E402
+from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.generators.bn_stats import bn_targets  # noqa: E402
 from gfkd.generators.degree_histogram import teacher_histogram  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
-from gfkd.stages.teacher import load_dataset, load_teacher  # noqa: E402
+from gfkd.stages.teacher import load_teacher  # noqa: E402
 
 
 def uniform_start(meta: dict) -> np.ndarray:
@@ -53,11 +52,7 @@ def uniform_start(meta: dict) -> np.ndarray:
 def row(path: Path, data_root: str, runs: Path) -> dict:
     teacher, meta, eval_stats = load_teacher(path)
     data, split_meta = meta["data"], meta["split"]
-    over = [f"data.dataset='{data['dataset']}'", f"data.root='{data_root}'", f"run.runs_dir='{runs}'",
-            f"protocol.fold={split_meta['fold']}"]
-    cfg = resolve_config(None, over)
-    ds = load_dataset(cfg)
-    split = make_split(ds.labels, cfg.protocol.name, split_meta["fold"], cfg.protocol.seed, cfg.protocol.val)
+    ds, split = teacher_split(meta, data_root, runs / "_cache" / "datasets")
     D = int(data["max_degree"])
     degs = np.concatenate([degree(ds.dataset[int(i)].edge_index[0], ds.dataset[int(i)].num_nodes).numpy()
                            for i in split.train]).astype(int)

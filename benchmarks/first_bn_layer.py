@@ -146,11 +146,19 @@ def score(teacher: torch.nn.Module, bn_eval: dict, graphs: list[Data]) -> list[t
                         m.eps) for n, m in bn_layers(teacher).items()]
 
 
-def teacher_split(meta: dict, data_root: Path, cache: Path):
-    """The real dataset and the split a teacher was trained on, from its metadata: (GraphDataset, Split)."""
+def teacher_split(meta: dict, data_root: Path | str | None, cache: Path):
+    """The real dataset and the split a teacher was trained on, from its metadata: (GraphDataset, Split).
+
+    Raises:
+        ValueError: the rebuilt split's fold hash is not the one the teacher recorded."""
     dm, sp = meta["data"], meta["split"]
     ds = load_tu(dm["dataset"], data_root, cache)
-    return ds, make_split(ds.labels, sp["protocol"], fold=sp.get("fold") or 0, seed=sp["seed"])
+    split = make_split(ds.labels, sp["protocol"], fold=sp.get("fold") or 0, seed=sp["seed"],
+                       val=sp.get("sizes", {}).get("val", 1) > 0)
+    if sp.get("fold_hash") and split.fold_hash != sp["fold_hash"]:
+        raise ValueError(f"the {dm['dataset']} split rebuilt from the teacher's metadata is not the one it was trained "
+                         "on (fold hash differs): is the data root the same dataset?")
+    return ds, split
 
 
 def training_graphs(meta: dict, data_root: Path, cache: Path) -> tuple[list[Data], int]:
