@@ -45,8 +45,11 @@ MODELS = {"KD (real data)": ("acgkd", "kd_real"), "student (real data)": ("acgkd
           "ACGKD": ("acgkd", "pseudo"), "RandG": ("randg", "pseudo")}
 
 
-def cell_predictions(root: Path, data_root: Path, cache: Path) -> dict:
-    """One cell: test labels, node counts, the teacher's predictions and each model's predictions (one per seed)."""
+def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, Path] | None = None) -> dict:
+    """One cell: test labels, node counts, the teacher's predictions and each model's predictions (one per seed).
+
+    also: more data-free rows, label → a generator folder of the same fold (its generate/shards and its
+    distill/students/pseudo-s*.pt), e.g. a generator ablation's banks kept in another runs folder."""
     teacher, meta, _ = load_teacher(root / "teacher" / "teacher.pt")
     ds, split = teacher_split(meta, data_root, cache)
     test = ds.subset(split.test)
@@ -57,8 +60,10 @@ def cell_predictions(root: Path, data_root: Path, cache: Path) -> dict:
     train = ds.subset(split.train)
     n = np.array([g.num_nodes for g in train])
     out["density"] = {"real training graphs": (n, np.array([g.edge_index.size(1) for g in train]) / (n * (n - 1)))}
-    for gen, label in (("acgkd", "ACGKD bank"), ("randg", "RandG bank")):
-        shards = root / gen / "generate" / "shards"
+    folders = {"ACGKD bank": root / "acgkd", "RandG bank": root / "randg",
+               **{f"{label} bank": path for label, path in (also or {}).items()}}
+    for label, folder in folders.items():
+        shards = folder / "generate" / "shards"
         if shards.is_dir():
             nb, mb = [], []
             for t in read_shard_set(shards):  # src holds both directions of every edge
@@ -66,9 +71,11 @@ def cell_predictions(root: Path, data_root: Path, cache: Path) -> dict:
                 mb += [len(e) for e in t.column("src").to_pylist()]
             nb = np.array(nb)
             out["density"][label] = (nb, np.array(mb) / (nb * (nb - 1)))
-    for name, (gen, variant) in MODELS.items():
+    models = {name: (root / gen, variant) for name, (gen, variant) in MODELS.items()}
+    models |= {label: (path, "pseudo") for label, path in (also or {}).items()}
+    for name, (folder, variant) in models.items():
         preds = []
-        for ckpt in sorted((root / gen / "distill" / "students").glob(f"{variant}-s*.pt")):
+        for ckpt in sorted((folder / "distill" / "students").glob(f"{variant}-s*.pt")):
             state, cmeta, _ = load_checkpoint(ckpt)
             student = build_student(cmeta["spec"], teacher)
             student.load_state_dict(state)
@@ -88,7 +95,7 @@ def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, lis
         for k in range(len(names)):
             counts[k] += int((b == k).sum())
         t = c["teacher"][0]
-        for model in ["teacher", *MODELS]:
+        for model in ["teacher", *(k for k in c if k not in ("y", "n", "teacher", "density"))]:
             for pred in c.get(model, []):
                 acc = rows.setdefault(model, [[0, 0, 0] for _ in names])  # correct, agree, total
                 for k in range(len(names)):
@@ -109,15 +116,19 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=None, help="dataset cache (default <runs>/_cache/datasets)")
     ap.add_argument("--edges", type=int, nargs="+", default=[15, 25, 40], help="node-count bucket bounds")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER",
+                    help="another data-free row: a generator folder of each fold, {fold} in FOLDER replaced")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "accuracy-by-size.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     folds = _folds(args.folds)
     cache = args.cache or args.runs / "_cache" / "datasets"
-    cells = [cell_predictions(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache) for f in folds]
+    also = dict(a.split("=", 1) for a in args.also)
+    cells = [cell_predictions(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache,
+                              {label: Path(path.format(fold=f)) for label, path in also.items()}) for f in folds]
     names, res, counts = table(cells, args.edges)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy_by_size.py " + " ".join(map(shlex.quote, sys.argv[1:]))
-    seeds = {m: sum(len(c.get(m, [])) for c in cells) for m in MODELS}
+    seeds = {m: sum(len(c.get(m, [])) for c in cells) for m in [*MODELS, *also]}
     out = [f"# Accuracy by graph size ({args.dataset}, folds {args.folds})", "",
            f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. Students per row (folds × seeds): "
            + ", ".join(f"{m} {k}" for m, k in seeds.items()) + ". Each cell: test accuracy / agreement with the "

@@ -31,3 +31,11 @@ def test_table_pools_seeds_and_cells_per_bucket():
     assert res["ACGKD"][2] == (1.0, 0.0)  # size 30: both right, both against the teacher's 0
     assert res["teacher"] == [(1.0, 1.0), (1.0, 1.0), (0.0, 1.0)]
     assert "RandG" not in res  # no checkpoints, no row
+
+
+def test_table_keeps_extra_rows_of_other_folders():
+    c = {"n": np.array([10, 30]), "y": np.array([0, 1]), "teacher": [np.array([0, 1])], "density": {},
+         "ACGKD": [np.array([0, 0])], "ACGKD, size-coupled degrees": [np.array([0, 1])]}
+    _, res, _ = bench.table([c], [15])
+    assert list(res) == ["teacher", "ACGKD", "ACGKD, size-coupled degrees"]
+    assert res["ACGKD, size-coupled degrees"][1] == (1.0, 1.0) and res["ACGKD"][1] == (0.0, 0.0)
