@@ -68,7 +68,7 @@ def sample_degrees(p: Tensor, num_nodes: Tensor, gen: torch.Generator, coupling:
     quantiles. Node i of graph g takes the quantile u = Φ(ρ·z_g + √(1 − ρ²)·ε_i) of its graph's restricted p, with
     z_g = Φ⁻¹ of the graph's node-weighted mid-rank in the chunk (graphs sorted by size, each spanning its share
     of the nodes) and ε_i ~ N(0, 1), so u stays about uniform over the chunk's nodes (the pooled histogram is
-    kept) while larger graphs draw larger degrees. ρ = 0 draws independently of size (the default, the same draws as
+    kept, up to each graph's cap) while larger graphs draw larger degrees. ρ = 0 draws independently of size (the default, the same draws as
     before the option existed)."""
     B, N = len(num_nodes), int(num_nodes.max())
     p = p.to(gen.device)
@@ -76,10 +76,10 @@ def sample_degrees(p: Tensor, num_nodes: Tensor, gen: torch.Generator, coupling:
     out = torch.zeros(B, N, device=gen.device)
     if coupling > 0:
         normal = torch.distributions.Normal(0.0, 1.0)
-        n = num_nodes.to(gen.device).double()
-        order = torch.argsort(n, stable=True)
-        mid = torch.empty_like(n)
-        mid[order] = (torch.cumsum(n[order], 0) - n[order] / 2) / n.sum()  # node-weighted mid-quantile of each graph
+        sizes = num_nodes.to(gen.device).double()
+        order = torch.argsort(sizes, stable=True)
+        mid = torch.empty_like(sizes)
+        mid[order] = (torch.cumsum(sizes[order], 0) - sizes[order] / 2) / sizes.sum()  # node-weighted mid-rank
         z = normal.icdf(mid)  # [B]
         eps = torch.randn(B, N, generator=gen, device=gen.device, dtype=torch.float64)
         u = normal.cdf(coupling * z.unsqueeze(1) + math.sqrt(1 - coupling ** 2) * eps)  # [B, N]
