@@ -45,11 +45,13 @@ MODELS = {"KD (real data)": ("acgkd", "kd_real"), "student (real data)": ("acgkd
           "ACGKD": ("acgkd", "pseudo"), "RandG": ("randg", "pseudo")}
 
 
-def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, Path] | None = None) -> dict:
+def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, Path] | None = None,
+                     drop: tuple[str, ...] = ()) -> dict:
     """One cell: test labels, node counts, the teacher's predictions and each model's predictions (one per seed).
 
     also: more data-free rows, label → a generator folder of the same fold (its generate/shards and its
-    distill/students/pseudo-s*.pt), e.g. a generator ablation's banks kept in another runs folder."""
+    distill/students/pseudo-s*.pt), e.g. a generator ablation's banks kept in another runs folder; drop: rows of
+    MODELS to leave out (their banks too)."""
     teacher, meta, _ = load_teacher(root / "teacher" / "teacher.pt")
     ds, split = teacher_split(meta, data_root, cache)
     test = ds.subset(split.test)
@@ -60,8 +62,8 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
     train = ds.subset(split.train)
     n = np.array([g.num_nodes for g in train])
     out["density"] = {"real training graphs": (n, np.array([g.edge_index.size(1) for g in train]) / (n * (n - 1)))}
-    folders = {"ACGKD bank": root / "acgkd", "RandG bank": root / "randg",
-               **{f"{label} bank": path for label, path in (also or {}).items()}}
+    folders = {f"{label} bank": root / gen for label, gen in (("ACGKD", "acgkd"), ("RandG", "randg")) if label not in drop}
+    folders |= {f"{label} bank": path for label, path in (also or {}).items()}
     for label, folder in folders.items():
         shards = folder / "generate" / "shards"
         if shards.is_dir():
@@ -71,7 +73,7 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
                 mb += [len(e) for e in t.column("src").to_pylist()]
             nb = np.array(nb)
             out["density"][label] = (nb, np.array(mb) / (nb * (nb - 1)))
-    models = {name: (root / gen, variant) for name, (gen, variant) in MODELS.items()}
+    models = {name: (root / gen, variant) for name, (gen, variant) in MODELS.items() if name not in drop}
     models |= {label: (path, "pseudo") for label, path in (also or {}).items()}
     for name, (folder, variant) in models.items():
         preds = []
@@ -118,6 +120,7 @@ def main() -> None:
     ap.add_argument("--edges", type=int, nargs="+", default=[15, 25, 40], help="node-count bucket bounds")
     ap.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER",
                     help="another data-free row: a generator folder of each fold, {fold} in FOLDER replaced")
+    ap.add_argument("--drop", nargs="*", default=[], choices=list(MODELS), help="rows of the runs folder to leave out")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "accuracy-by-size.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -125,10 +128,11 @@ def main() -> None:
     cache = args.cache or args.runs / "_cache" / "datasets"
     also = dict(a.split("=", 1) for a in args.also)
     cells = [cell_predictions(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache,
-                              {label: Path(path.format(fold=f)) for label, path in also.items()}) for f in folds]
+                              {label: Path(path.format(fold=f)) for label, path in also.items()}, tuple(args.drop))
+             for f in folds]
     names, res, counts = table(cells, args.edges)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy_by_size.py " + " ".join(map(shlex.quote, sys.argv[1:]))
-    seeds = {m: sum(len(c.get(m, [])) for c in cells) for m in [*MODELS, *also]}
+    seeds = {m: sum(len(c.get(m, [])) for c in cells) for m in [*(m for m in MODELS if m not in args.drop), *also]}
     out = [f"# Accuracy by graph size ({args.dataset}, folds {args.folds})", "",
            f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. Students per row (folds × seeds): "
            + ", ".join(f"{m} {k}" for m, k in seeds.items()) + ". Each cell: test accuracy / agreement with the "
