@@ -436,7 +436,9 @@ def main() -> None:
         return
     from flows.env import scratch_tmp
 
-    with scratch_tmp(args.runs / ".tmp"):  # PyG's compiled templates and the workers' temp files stay in --runs
+    # PyG's compiled templates and the workers' temp files stay in --runs, in a folder of this process's own: another
+    # benchmark command on the same --runs (other folds) must not lose its folder when this one ends
+    with scratch_tmp(args.runs / f".tmp-{os.getpid()}"):
         _run(args)
 
 
