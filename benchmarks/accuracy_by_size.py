@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.distill import _folds  # noqa: E402
 from benchmarks.first_bn_layer import teacher_split  # noqa: E402
-from benchmarks.generation_trace import bucket_names  # noqa: E402
+from benchmarks.generation_trace import bucket_names, density_cells  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
 from gfkd.io.shards import read_shard_set  # noqa: E402
@@ -150,9 +150,7 @@ def main() -> None:
     for label in cells[0]["density"]:
         n = np.concatenate([c["density"][label][0] for c in cells if label in c["density"]])
         d = np.concatenate([c["density"][label][1] for c in cells if label in c["density"]])
-        b = np.digitize(n, args.edges)
-        out.append(f"| {label} | " + " | ".join(f"{d[b == k].mean():.3f} ({int((b == k).sum())})" if (b == k).any()
-                                               else "—" for k in range(len(names))) + " |")
+        out.append(f"| {label} | {density_cells(n, d, args.edges)} |")
     write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))
     print(args.out)
 

@@ -434,12 +434,7 @@ def main() -> None:
         _write(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
         print(args.out)
         return
-    from flows.env import scratch_tmp
-
-    # PyG's compiled templates and the workers' temp files stay in --runs, in a folder of this process's own: another
-    # benchmark command on the same --runs (other folds) must not lose its folder when this one ends
-    with scratch_tmp(args.runs / f".tmp-{os.getpid()}"):
-        _run(args)
+    _run(args)  # temp files (PyG's templates, the workers') go to the private folder set up at the top
 
 
 def _write(path: Path, text: str) -> None:

@@ -77,12 +77,18 @@ def bucket_names(edges: list[int]) -> list[str]:
     return [f"n < {h}" if a is None else (f"n ≥ {a}" if h is None else f"{a} ≤ n < {h}") for a, h in zip(lo, hi)]
 
 
-def density_by_size(r: dict, edges: list[int]) -> list[tuple[float, int]]:
-    """Mean density and graph count of a trace's finalised graphs per node-count bucket (bucket_names(edges))."""
-    n, d = np.array(r["graph_nodes"]), np.array(r["graph_density"])
-    which = np.searchsorted(np.array(edges), n, side="right")
+def density_by_size(nodes, density, edges: list[int]) -> list[tuple[float, int]]:
+    """Mean density and graph count per node-count bucket (bucket_names(edges)) of graphs with these node counts
+    and densities ([G] each); NaN for an empty bucket."""
+    n, d = np.asarray(nodes), np.asarray(density)
+    which = np.digitize(n, edges)
     return [(float(d[which == b].mean()) if (which == b).any() else float("nan"), int((which == b).sum()))
             for b in range(len(edges) + 1)]
+
+
+def density_cells(nodes, density, edges: list[int]) -> str:
+    """density_by_size as Markdown table cells: `mean (count)`, or — for an empty bucket."""
+    return " | ".join(f"{d:.3f} ({c})" if c else "—" for d, c in density_by_size(nodes, density, edges))
 
 
 def main() -> None:
@@ -116,8 +122,7 @@ def main() -> None:
     out += ["", "Density of the finalised graphs by node count (graphs in brackets):", "",
             "| overrides | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for name, r in rows:
-        out.append(f"| {name} | " + " | ".join(f"{d:.3f} ({c})" if c else "—" for d, c in density_by_size(r, args.edges))
-                   + " |")
+        out.append(f"| {name} | {density_cells(r['graph_nodes'], r['graph_density'], args.edges)} |")
     write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))
     print(args.out)
 

@@ -30,8 +30,7 @@ def test_spread_pick_spans_the_chunk_sizes_and_first_takes_the_smallest(tiny_deg
 
 
 def test_density_by_size_buckets_each_graph_once():
-    r = {"graph_nodes": [10, 14, 15, 40, 50], "graph_density": [0.5, 0.3, 0.2, 0.1, 0.05]}
-    cells = bench.density_by_size(r, [15, 25, 40])
+    cells = bench.density_by_size([10, 14, 15, 40, 50], [0.5, 0.3, 0.2, 0.1, 0.05], [15, 25, 40])
     assert [c for _, c in cells] == [2, 1, 0, 2] and abs(cells[0][0] - 0.4) < 1e-9 and abs(cells[3][0] - 0.075) < 1e-9
     assert cells[2][0] != cells[2][0]  # an empty bucket is NaN
     assert bench.bucket_names([15, 25, 40]) == ["n < 15", "15 ≤ n < 25", "25 ≤ n < 40", "n ≥ 40"]
