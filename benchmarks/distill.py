@@ -57,6 +57,24 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
 GROUP_FOLDER_BASE = (30, 120, 1.0)
 
 
+def group_folder(gg) -> str:
+    """The folder of a group run on a cell's banks, named by its settings (group.graph) that differ from the base."""
+    return f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
+        f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != GROUP_FOLDER_BASE[:2] else "") + (
+        f"-sup{gg.sup_weight:g}" if gg.sup_weight != GROUP_FOLDER_BASE[2] else "") + (
+        "-curriculum" if gg.curriculum == "inherit" else "") + ("-real" if gg.data == "real" else "")
+
+
+def group_label(folder: str) -> str:
+    """The row label of a group folder (after "group "): `acgkd-group-oad_global-widened-sup0` → "oad_global,
+    widened students, CE to ŷ × 0"."""
+    label = folder.removeprefix("acgkd-group-").replace("-widened", ", widened students")
+    label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
+    label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
+    return label.replace("-curriculum", ", curriculum inherited").replace(
+        "-real", ", on the real training graphs (with data)")
+
+
 def _folds(text: str) -> list[int]:
     if "-" in text:
         lo, hi = text.split("-")
@@ -126,11 +144,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     for item in what:
         if item == "group":
             cfg = resolve_config(None, base)
-            gg = cfg.group.graph
-            name = f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
-                f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != GROUP_FOLDER_BASE[:2]
-                else "") + (f"-sup{gg.sup_weight:g}" if gg.sup_weight != GROUP_FOLDER_BASE[2] else "")
-            group.run(cfg, RunLayout(root / name), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
+            group.run(cfg, RunLayout(root / group_folder(cfg.group.graph)), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
             distill.run(cfg, RunLayout(root / ("acgkd-" + item.replace(" ", "-"))), stage_key(cfg, "distill", up),
@@ -195,9 +209,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             grp = _load(gdir / "group" / "results.json")
             if grp is None:
                 continue
-            method = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs",
-                            gdir.name.removeprefix("acgkd-group-").replace("-widened", ", widened students"))
-            method = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", method)
+            method = group_label(gdir.name)
             n = grp["numbers"]
             k = sum(1 for key in n if key.startswith("acc_student") and not key.endswith("_selected"))
             accs = [n[f"acc_student{i}"] for i in range(k)]
@@ -335,7 +347,7 @@ def targets(rows: dict) -> list[str]:
     d = _paired_mean(rows, "ACGKD", "ACGKD, plain recipe")
     out.append(f"- distill.recipe = acgkd stays the default while level with plain (paired mean ≥ −1 point): " +
                ("not run" if d is None else f"{'level or better, default kept' if d >= -0.01 else 'below: the default should become plain'} ({d * 100:+.1f} points, last epoch)"))
-    for name in [n for n in rows if n.startswith("group ") and n.endswith(": ensemble")]:
+    for name in [n for n in rows if n.startswith("group ") and n.endswith(": ensemble") and "with data" not in n]:
         d = _paired_mean(rows, name, "ACGKD")
         out.append(f"- {name.removesuffix(': ensemble')} ensemble ≥ the single distilled student (issue 5): "
                    + ("not run" if d is None else f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))

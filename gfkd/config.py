@@ -370,6 +370,12 @@ class GraphGroupConfig(_Frozen):
     d_hidden: int = Field(16, ge=1, description="d_D")
     d_loss_scale: float = Field(1.0, gt=0, description="c_D")
     pick_holdout: float = Field(0.1, ge=0, lt=1, description="share of pseudo-graphs held out to pick a student")
+    curriculum: Literal["off", "inherit"] = Field("off", description="inherit: the distill stage's easy-to-hard "
+                                                  "subsets (distill.curriculum: measure, pace, q0), all graphs from "
+                                                  "distill.curriculum.until·(W + E) on (oad.md §6: ½·(W + E))")
+    data: Literal["pseudo", "real"] = Field("pseudo", description="real: the same group on the real training graphs "
+                                            "with their true labels and the teacher's logits, a with-data reference "
+                                            "row (oad.md §6)")
 
 
 class GroupConfig(_Frozen):
@@ -433,6 +439,22 @@ class RunConfig(_Frozen):
         if self.distill.effective().resample and self.generate.acgkd.finalize == "mode":
             raise CrossKeyError("distill.resample with generate.acgkd.finalize=mode would redraw the same graphs "
                                 "every epoch: set generate.acgkd.finalize=best_of_k or sample")
+        return self
+
+    @model_validator(mode="after")
+    def _group_curriculum(self) -> "RunConfig":
+        gg = self.group.graph
+        if gg.curriculum == "inherit" and gg.data == "real":
+            raise CrossKeyError("group.graph.curriculum=inherit orders pseudo-graphs by difficulty; real graphs have "
+                                "none (the distill stage trains them without a curriculum too): set "
+                                "group.graph.curriculum=off with group.graph.data=real")
+        if gg.curriculum == "inherit" and self.distill.curriculum.measure == "student_kl":
+            raise CrossKeyError("group.graph.curriculum=inherit needs a difficulty fixed before training, and "
+                                "distill.curriculum.measure=student_kl depends on one student: choose "
+                                "teacher_entropy, teacher_margin or size")
+        if gg.curriculum == "inherit" and self.distill.curriculum.pace == "off":
+            raise CrossKeyError("group.graph.curriculum=inherit with distill.curriculum.pace=off inherits no "
+                                "curriculum: set group.graph.curriculum=off, or a pace")
         return self
 
     @property

@@ -79,7 +79,8 @@ def feature_loss(h_s: Tensor, h_t: Tensor, batch: Tensor, num_graphs: int, level
     return (diff ** 2).sum(-1).mean() / d
 
 
-def _difficulty(graphs: list[Data], measure: str) -> Tensor:
+def graph_difficulty(graphs: list[Data], measure: str) -> Tensor:
+    """d_g of each graph [M] under a fixed measure (acgkd.md §10); zeros for student_kl, recomputed per epoch."""
     if measure == "teacher_entropy":
         return torch.cat([g.difficulty for g in graphs]).float()
     if measure == "teacher_margin":
@@ -133,7 +134,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     t_opt = torch.optim.Adam(temp.parameters(), lr=0.0) if temp.learnable else None
     cc = dc.curriculum
     use_curriculum = curriculum_on and cc.pace != "off"
-    difficulty = _difficulty(graphs, cc.measure) if use_curriculum else None
+    difficulty = graph_difficulty(graphs, cc.measure) if use_curriculum else None
     ids = torch.tensor([int(g.graph_id) if "graph_id" in g else i for i, g in enumerate(graphs)])
     until = min(math.ceil(cc.until * epochs), epochs - 1)  # E_c: every graph is admitted by the last epoch
     use_feat = dc.feat_weight > 0
@@ -150,7 +151,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
         if rounds is not None:
             graphs, adv_terms = rounds.step(student)
             ids = torch.arange(len(graphs))
-            difficulty = _difficulty(graphs, cc.measure) if use_curriculum else None
+            difficulty = graph_difficulty(graphs, cc.measure) if use_curriculum else None
         if use_curriculum:
             if cc.measure == "student_kl":
                 tau_now = temp.current() if not math.isnan(temp.current()) else tc.value

@@ -103,3 +103,27 @@ def test_a_generator_ablation_makes_its_own_banks_and_its_row(tmp_path, tiny_roo
     assert load_manifest(root / "acgkd" / "generate" / "manifest.json").cache_key == key([])
     rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
     assert {"ACGKD", "ACGKD, soft samples"} <= set(rows) and 0 in rows["ACGKD, soft samples"]["folds"]
+
+
+def test_group_folders_name_what_differs_and_read_back_as_row_labels():
+    from gfkd.config import resolve_config
+
+    def folder(*extra):
+        return bench.group_folder(resolve_config(None, list(extra)).group.graph)
+
+    assert folder() == "acgkd-group-oad_global-widened"  # the names existing runs folders hold
+    assert folder("group.graph.sup_weight=0") == "acgkd-group-oad_global-widened-sup0"
+    assert folder("group.graph.curriculum=inherit", "group.graph.warmup_epochs=10", "group.graph.epochs=40") == \
+        "acgkd-group-oad_global-widened-w10e40-curriculum"
+    assert bench.group_label(folder("group.graph.sup_weight=0")) == "oad_global, widened students, CE to ŷ × 0"
+    assert bench.group_label(folder("group.graph.curriculum=inherit")) == \
+        "oad_global, widened students, curriculum inherited"
+    real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
+    assert real == "oad_global, on the real training graphs (with data)"
+
+
+def test_the_with_data_group_row_is_no_data_free_target():
+    rows = {"ACGKD": _row({0: 0.8}), "group oad_global, widened students: ensemble": _row({0: 0.7}),
+            "group oad_global, widened students, on the real training graphs (with data): ensemble": _row({0: 0.9})}
+    lines = [line for line in bench.targets(rows) if "issue 5" in line]
+    assert len(lines) == 1 and "with data" not in lines[0] and "missed (-10.0 points)" in lines[0]

@@ -8,7 +8,9 @@ discriminators D_k (2 GCN layers over the batched disjoint graphs, one score per
 mean-pooled embeddings), each stepped once on (sg h_k real, sg h_{k−1} fake) before its generator loss. Warm-up
 epochs use the supervised and anchor terms only. Data-free: the students train on pseudo-graphs; real graphs are
 only evaluated (no_grad). Primary numbers are the last epoch's; the picked student has the highest agreement with ŷ
-on a held-out `pick_holdout` share of the pseudo-graphs, never trained on.
+on a held-out `pick_holdout` share of the pseudo-graphs, never trained on. With `curriculum` (group.graph.curriculum
+= inherit) epoch e trains on the easiest ⌈q_e·M⌉ of the training pseudo-graphs, as the distill stage does, with
+E_c = until·(W + E).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import scatter
 from tqdm import tqdm
 
-from gfkd.config import GraphGroupConfig
-from gfkd.distillation import feature_loss, teacher_outputs
+from gfkd import curriculum as pacing
+from gfkd.config import CurriculumConfig, GraphGroupConfig
+from gfkd.distillation import feature_loss, graph_difficulty, teacher_outputs
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
 from gfkd.io.checkpoint import load_training_state, save_training_state
@@ -111,7 +114,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                       teacher: GraphClassifier | None = None,
                       on_epoch: Callable[[int, dict[str, float], list[dict[str, float]]], None] | None = None,
                       stage: str = "group", checkpoint: Path | None = None,
-                      checkpoint_every: int = 5) -> GroupResult:
+                      checkpoint_every: int = 5, curriculum: CurriculumConfig | None = None) -> GroupResult:
     """Train K students together on pseudo-graphs; `graphs` carry teacher_logits, y (target) and graph_id.
 
     Widened students (reusing the teacher's frozen classifier) also match the teacher's node embeddings with weight
@@ -122,7 +125,9 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     With `checkpoint`, the training state (students, discriminators, optimisers, scheduler, RNG, selection,
     history) is saved there every `checkpoint_every` epochs and resumed from when it exists: bitwise the same
     result as an uninterrupted run (the batch order is drawn from (seed, epoch)). On a resume `on_epoch` is first
-    called for every restored epoch.
+    called for every restored epoch. `curriculum` (the distill stage's, group.graph.curriculum = inherit): each
+    epoch's batches come from the easiest ⌈q_e·M⌉ training pseudo-graphs under its fixed measure (ties by
+    graph_id); None trains on all of them every epoch.
     """
     if gc.method not in METHODS:
         raise ValueError(f"group.graph.method must be one of {METHODS}")
@@ -146,12 +151,18 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     n_hold = math.ceil(gc.pick_holdout * len(graphs)) if gc.pick_holdout > 0 else 0
     hold = [graphs[i] for i in perm[:n_hold]]
     train = [graphs[i] for i in perm[n_hold:]]
+    total = gc.warmup_epochs + gc.epochs
+
+    pool = torch.arange(len(train))  # every training graph, every epoch, unless a curriculum narrows it
+    if curriculum is not None:
+        difficulty = graph_difficulty(train, curriculum.measure)
+        ids = torch.tensor([int(g.graph_id) for g in train])
+        until = min(math.ceil(curriculum.until * total), total - 1)  # every graph by the last epoch
 
     def target(b) -> Tensor:
         return b.teacher_logits.view(b.num_graphs, -1).argmax(-1) if gc.label_source == "teacher_argmax" \
             else b.y.view(-1)
 
-    total = gc.warmup_epochs + gc.epochs
     opt = torch.optim.Adam(students.parameters(), lr=gc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1 - e / total))
     d_opts = [torch.optim.Adam(dk.parameters(), lr=gc.lr, weight_decay=0.0) for dk in discs]
@@ -182,7 +193,11 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         students.train()
         sums: dict[str, float] = {}
         n = 0
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        frac = 1.0
+        if curriculum is not None:
+            frac = pacing.pace(epoch, curriculum.pace, curriculum.q0, until)
+            pool = pacing.easiest(difficulty, ids, frac)
+        order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))]
         for b in DataLoader([train[i] for i in order], batch_size=gc.batch_size):
             b = b.to(device)
             z, h = student_outputs(students, b)  # [K, B, C], K × [ΣN, d]
@@ -231,6 +246,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
             n += b.num_graphs
         sched.step()
         record = {f"{stage}/train/{k}": v / max(n, 1) for k, v in sums.items()}
+        if curriculum is not None:
+            record[f"{stage}/train/fraction"] = frac
         zt, yt = _eval(students, test_loader, device)
         acc_t = (zt.argmax(-1) == yt).float().mean(1)  # [K]
         record[f"{stage}/test/acc_mean"] = float(acc_t.mean())

@@ -1,7 +1,9 @@
 """Group stage of the pipeline: K students learn together on the pseudo-graph shards (OAD, oad.md §6).
 
 Reads the generate stage's shards (the teacher's logits are stored in them, and checked against the teacher
-checkpoint) and measures the group on the real validation and test graphs, evaluation only. Outputs in
+checkpoint) and measures the group on the real validation and test graphs, evaluation only. `group.graph.data=real`
+trains the same group on the real training graphs instead, with their true labels and the teacher's logits on them:
+a with-data reference row, not a data-free one. Outputs in
 `<run>/group/`: `students/student-<k>.pt` + `.json` (last epoch), `results.json` (the numbers of oad.md §8 and the
 per-epoch history), `curves.png`, `manifest.json` last. Each student is a nested MLflow run under the stage's run.
 Training saves a resumable state (`_train.pt`) every `run.checkpoint_every` epochs into the staging folder; a rerun
@@ -13,17 +15,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from torch_geometric import seed_everything
+from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from gfkd.config import RunConfig
 from gfkd.data.splits import make_split
-from gfkd.distillation import check_graph_logits
+from gfkd.distillation import check_graph_logits, teacher_outputs
 from gfkd.group.graph import train_graph_group
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
 from gfkd.io.manifest import Manifest
 from gfkd.layout import RunLayout
+from gfkd.models.classifier import GraphClassifier
 from gfkd.models.widened import build_student
 from gfkd.plots import group_curves
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
@@ -47,14 +52,18 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     teacher, meta, _ = load_teacher(teacher_pt)
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)  # it is evaluated on this run's dataset
     teacher = teacher.to(device)
-    pseudo = load_pseudo_graphs(Path(generate_dir or layout.stage_dir("generate")) / "shards")
-    check_graph_logits(teacher, pseudo, device, STAGE)
+    if gc.data == "pseudo":
+        graphs = load_pseudo_graphs(Path(generate_dir or layout.stage_dir("generate")) / "shards")
+        check_graph_logits(teacher, graphs, device, STAGE)
 
-    ds = load_dataset(cfg)  # evaluation only: validation and test graphs
+    ds = load_dataset(cfg)  # data-free: evaluation only, validation and test graphs
     split = make_split(ds.labels, cfg.protocol.name, cfg.protocol.fold, cfg.protocol.seed, cfg.protocol.val)
     check_teacher_split(meta, split, cfg, teacher_pt, STAGE)
     val_loader = DataLoader(ds.subset(split.val), batch_size=256) if len(split.val) else None
     test_loader = DataLoader(ds.subset(split.test), batch_size=256)
+    if gc.data == "real":  # the with-data reference: true labels as ŷ
+        graphs = with_teacher_logits(ds.subset(split.train), teacher, device)
+        gc = gc.model_copy(update={"label_source": "target"})
 
     widened = gc.student == "widened"
     spec = student_spec(cfg.distill.model_copy(update={"head": "reuse" if widened else "own"}), teacher,
@@ -63,7 +72,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     for k in range(gc.students):
         seed_everything(1000 * cfg.split_seed + k)  # student k from seed + k
         students.append(build_student(spec, teacher))
-    logger.params({"group": gc.model_dump(mode="json"), "student": spec, "pseudo_graphs": len(pseudo)})
+    logger.params({"group": gc.model_dump(mode="json"), "student": spec, "train_graphs": len(graphs)})
     children = [logger.child(f"student-{k}", {"gfkd.stage": STAGE, "gfkd.student": str(k)})
                 for k in range(gc.students)]
 
@@ -73,9 +82,10 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             child.metrics(rec, step=epoch)
 
     staging = resumable_staging(layout, STAGE, cache_key)
-    res = train_graph_group(students, pseudo, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
+    res = train_graph_group(students, graphs, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
                             test_loader=test_loader, teacher=teacher, on_epoch=on_epoch, stage=STAGE,
-                            checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every)
+                            checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every,
+                            curriculum=cfg.distill.curriculum if gc.curriculum == "inherit" else None)
     for child in children:
         child.end()
 
@@ -90,7 +100,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     if "pick_beat_mean" in n:
         metrics[f"{STAGE}/pick/beat_mean"] = n["pick_beat_mean"]
     write_json(staging / "results.json", {"numbers": n, "history": res.history, "per_student": res.per_student,
-                                          "spec": spec, "fold_hash": split.fold_hash})
+                                          "spec": spec, "fold_hash": split.fold_hash, "data": gc.data,
+                                          "curriculum": gc.curriculum, "label_source": gc.label_source,
+                                          "train_graphs": len(graphs)})
     fig = group_curves(res.history, STAGE)
     fig.savefig(staging / "curves.png", dpi=110)
     logger.figure(fig, "group/curves.png")
@@ -98,5 +110,21 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.flush()
     (staging / TRAIN_STATE).unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, [*files, "results.json", "curves.png"], metrics=metrics,
-                              info={"method": gc.method, "students": gc.students}, mlflow_run_id=logger.run_id)
+                              info={"method": gc.method, "students": gc.students, "data": gc.data}, mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
+
+
+@torch.no_grad()
+def with_teacher_logits(graphs: list[Data], teacher: GraphClassifier, device: torch.device) -> list[Data]:
+    """Copies of real graphs carrying the frozen teacher's logits (teacher_logits: [1, C]) and graph_id, as the
+    pseudo-graphs do; y stays the true label."""
+    teacher.eval()
+    out = []
+    for start in range(0, len(graphs), 256):
+        chunk = [g.clone() for g in graphs[start:start + 256]]
+        b = Batch.from_data_list(chunk).to(device)
+        z = teacher_outputs(teacher, b)[0].cpu()
+        for i, g in enumerate(chunk):
+            g.teacher_logits, g.graph_id = z[i:i + 1], torch.tensor([start + i])
+        out += chunk
+    return out

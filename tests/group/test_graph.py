@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from torch_geometric.data import Batch
 
 from gfkd.config import resolve_config
 from gfkd.data import datasets
@@ -115,3 +116,84 @@ def test_a_teacher_of_another_split_is_refused(tmp_path, tiny_root, tiny_teacher
     with pytest.raises(StageError, match="another split"):  # its training graphs could be this fold's test graphs
         group.run(_cfg(tiny_root, tmp_path, "protocol.fold=1"), RunLayout(tmp_path / "r"), "k",
                   teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+
+
+def _training_batches(monkeypatch, train_batch: int) -> list[list]:
+    """Per training epoch, the graphs its batches held (only the training loaders use group.graph.batch_size)."""
+    from gfkd.group import graph as graph_mod
+
+    epochs: list[list] = []
+    orig = graph_mod.DataLoader
+
+    def spy(data, batch_size=1, **kw):
+        if batch_size == train_batch:
+            epochs.append(list(data))
+        return orig(data, batch_size=batch_size, **kw)
+
+    monkeypatch.setattr(graph_mod, "DataLoader", spy)
+    return epochs
+
+
+def test_inherited_curriculum_trains_on_the_easiest_graphs_first(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                                 monkeypatch):
+    epochs = _training_batches(monkeypatch, 16)
+    layout = RunLayout(tmp_path / "c")
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.curriculum=inherit", "distill.curriculum.q0=0.3"), layout, "k",
+              teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    assert len(epochs) == 4  # W 2 + E 2; E_c = ⌈0.5·4⌉ = 2: q = 0.3, 0.65, 1, 1
+    everything = sorted(epochs[-1], key=lambda g: (float(g.difficulty), int(g.graph_id)))
+    m = len(everything)
+    for e, q in enumerate([0.3, 0.65, 1.0, 1.0]):
+        k = -(-round(q * m * 1e6) // 1_000_000)  # ⌈q·M⌉
+        assert sorted(int(g.graph_id) for g in epochs[e]) == sorted(int(g.graph_id) for g in everything[:k])
+    hist = json.loads((layout.stage_dir("group") / "results.json").read_text())["history"]
+    assert [h["group/train/fraction"] for h in hist] == pytest.approx([0.3, 0.65, 1.0, 1.0])
+    assert len(epochs[0]) < m  # the hard graphs wait
+
+
+def test_without_curriculum_every_epoch_sees_every_training_graph(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                                  monkeypatch):
+    epochs = _training_batches(monkeypatch, 16)
+    layout = RunLayout(tmp_path / "n")
+    group.run(_cfg(tiny_root, tmp_path), layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    assert len(epochs) == 4 and len({len(e) for e in epochs}) == 1
+    assert "group/train/fraction" not in json.loads((layout.stage_dir("group") / "results.json").read_text())["history"][0]
+
+
+def test_real_data_reference_trains_on_the_real_training_graphs_with_true_labels(tmp_path, tiny_root,
+                                                                                 tiny_teacher_dir, gen_dir,
+                                                                                 monkeypatch):
+    from gfkd.data.splits import make_split
+    from gfkd.stages.teacher import load_teacher
+
+    ds = datasets.load_tu("TINY", tiny_root, tmp_path / "c", allow_download=False)
+    split = make_split(ds.labels, "cv10", 0, 0, True)
+    epochs = _training_batches(monkeypatch, 16)
+    layout = RunLayout(tmp_path / "real")
+    out = group.run(_cfg(tiny_root, tmp_path, "group.graph.data=real"), layout, "k", teacher_dir=tiny_teacher_dir,
+                    generate_dir=gen_dir)
+    res = json.loads((layout.stage_dir("group") / "results.json").read_text())
+    assert res["data"] == "real" and res["train_graphs"] == len(split.train) and out.manifest.info["data"] == "real"
+    assert res["label_source"] == "target"  # ŷ = the true labels, not the teacher's argmax
+    seen = epochs[0]
+    assert len(seen) == len(split.train) - -(-len(split.train) // 10)  # all but the 10 % pick hold-out
+    train = ds.subset(split.train)
+    teacher, _, _ = load_teacher(tiny_teacher_dir / "teacher.pt")
+    for g in seen:  # each is a real training graph, with its true label and the teacher's logits on it
+        real = train[int(g.graph_id)]
+        assert torch.equal(g.x, real.x) and torch.equal(g.edge_index, real.edge_index) and int(g.y) == int(real.y)
+    b = Batch.from_data_list(seen[:8])
+    z = teacher.eval()(b.x, b.edge_index, b.batch, b.num_graphs)
+    assert torch.allclose(b.teacher_logits.view_as(z), z, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["group.graph.curriculum=inherit", "group.graph.data=real"], "set group.graph.curriculum=off"),
+    (["group.graph.curriculum=inherit", "distill.curriculum.measure=student_kl"], "depends on one student"),
+    (["group.graph.curriculum=inherit", "distill.curriculum.pace=off"], "inherits no curriculum"),
+])
+def test_curriculum_settings_that_cannot_hold_are_refused(tiny_root, tmp_path, extra, match):
+    from gfkd.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        _cfg(tiny_root, tmp_path, *extra)
