@@ -38,9 +38,11 @@ from gfkd.group.node import METHODS, load_citation, settings_from_config, train_
 from gfkd.group.report import markdown_table, summarize  # noqa: E402
 from gfkd.io.atomic import write_atomic, write_json  # noqa: E402
 
+EXTRA_ABLATIONS = ("oad_agnostic", "oad_l2")  # oad.md §7's two local-term ablations: rows only where they ran
 SANITY = {("Cora", "gcn"): 81.5, ("CiteSeer", "gcn"): 70.3, ("Cora", "gat"): 83.0, ("CiteSeer", "gat"): 72.5}
 LABEL = {"independent": "independent students", "dml": "DML", "kdcl": "KDCL-MinLogit", "oad": "OAD",
-         "oad_global": "OAD global only (λ_adv = 0)", "oad_local": "OAD local only (λ_G = 0)"}
+         "oad_global": "OAD global only (λ_adv = 0)", "oad_local": "OAD local only (λ_G = 0)",
+         "oad_agnostic": "OAD, graph-agnostic D (MLP per node)", "oad_l2": "OAD, local term ‖h_{k−1} − sg h_k‖² (no D)"}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -154,10 +156,12 @@ def render(results: list[dict], meta: dict, datasets: list[str], backbones: list
             out.append(f"## {ds} · {bb.upper()}\n")
             avail = [r for r in results if r["dataset"] == ds and r["backbone"] == bb]
             if ds == "PubMed" and not avail:
-                out.append(markdown_table([(LABEL[m], None) for m in methods], note="—, not available offline"))
+                out.append(markdown_table([(LABEL[m], None) for m in methods if m not in EXTRA_ABLATIONS],
+                                          note="—, not available offline"))
                 continue
             shown = [*methods, *[sweep_name(lam) for lam in lambdas],
                      *[sweep_name(lam, "lambda_adv") for lam in adv_lambdas], *[REF + m for m in ref_methods]]
+            shown = [m for m in shown if m not in EXTRA_ABLATIONS or any(r["method"] == m for r in avail)]
             stats = {m: summarize([r["report"] for r in avail if r["method"] == m]) if any(
                 r["method"] == m for r in avail) else None for m in shown}
             rows = [(label(m), stats[m]) for m in shown]

@@ -158,7 +158,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           dataset: str = typer.Option("Cora", "--dataset", help="Cora, CiteSeer or PubMed"),
           backbone: Optional[str] = typer.Option(None, "--backbone", help="gcn | gat | sage (group.backbone)"),
           method: Optional[str] = typer.Option(None, "--method", help="oad | independent | dml | kdcl | oad_global "
-                                               "| oad_local (group.method)"),
+                                               "| oad_local | oad_agnostic | oad_l2 (group.method)"),
           seeds: str = typer.Option("0..9", "--seeds", help="seeds: 0..9, 0,1,2 or 3"),
           data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)")) -> None:
     """Node-level online group distillation (OAD or a baseline) on a citation graph; print the run folder last."""

@@ -381,8 +381,9 @@ class GraphGroupConfig(_Frozen):
 class GroupConfig(_Frozen):
     """Online group distillation (oad.md): node-level OAD on citation graphs and its baselines (`gfkd group`)."""
 
-    method: Literal["oad", "independent", "dml", "kdcl", "oad_global", "oad_local"] = Field(
-        "oad", description="oad; independent students; DML; KDCL-MinLogit; OAD global only (λ_adv = 0) or local only (λ_G = 0)")
+    method: Literal["oad", "independent", "dml", "kdcl", "oad_global", "oad_local", "oad_agnostic", "oad_l2"] = Field(
+        "oad", description="oad; independent students; DML; KDCL-MinLogit; OAD global only (λ_adv = 0) or local only "
+        "(λ_G = 0); oad_agnostic: D an MLP per node; oad_l2: the ring's local term as ‖h_{k−1} − sg h_k‖², no D")
     backbone: Literal["gcn", "gat", "sage"] = Field("gcn", description="node students (oad.md §5)")
     students: int = Field(4, ge=2, le=16, description="K students, student k initialised from seed + k")
     warmup_epochs: int = Field(100, ge=0, description="W: epochs of supervised loss only")

@@ -5,6 +5,8 @@ discriminators untouched and no group term computed. Distillation (E epochs), by
 
     oad         L = Σ_k CE_k + λ_G·Σ_k L_G,k + λ_adv·Σ_k L_adv,k
     oad_global  λ_adv = 0            oad_local  λ_G = 0
+    oad_agnostic  as oad, D_k an MLP per node (no message passing: the graph-agnostic discriminator of oad.md §7)
+    oad_l2      as oad, L_adv,k replaced by the non-adversarial (1/N) Σ_i ‖h_{k−1,i} − sg(h_k,i)‖² (no discriminator)
     dml         L = Σ_k (CE_k + L_DML,k)          kdcl  L = Σ_k (CE_k + L_KDCL,k)
     independent L = Σ_k CE_k
 
@@ -32,7 +34,7 @@ from gfkd.losses import group as losses
 from gfkd.models.discriminator import GCNDiscriminator
 from gfkd.models.node_students import NodeGraph, NodeStudent
 
-METHODS = ("oad", "independent", "dml", "kdcl", "oad_global", "oad_local")
+METHODS = ("oad", "independent", "dml", "kdcl", "oad_global", "oad_local", "oad_agnostic", "oad_l2")
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,11 @@ class GroupSettings:
 
     @property
     def uses_global(self) -> bool:
-        return self.method in ("oad", "oad_global") and self.lambda_global > 0
+        return self.method in ("oad", "oad_global", "oad_agnostic", "oad_l2") and self.lambda_global > 0
 
     @property
     def uses_adv(self) -> bool:
-        return self.method in ("oad", "oad_local") and self.lambda_adv > 0
+        return self.method in ("oad", "oad_local", "oad_agnostic") and self.lambda_adv > 0
 
 
 _SWITCHES = ("kl_scale", "d_out_relu", "gcn_student", "gat_self_loops", "sage_h", "dml_stop_grad")
@@ -115,14 +117,15 @@ def forward_all(models: GroupModels, g: NodeGraph) -> tuple[Tensor, list[Tensor]
 
 
 def ring_step(models: GroupModels, d_opts: list[torch.optim.Optimizer], h: list[Tensor], g: NodeGraph,
-              d_loss_scale: float) -> tuple[Tensor, Tensor]:
-    """One Adam step per discriminator in ring order, each followed by its generator loss.
+              d_loss_scale: float, graph_aware: bool = True) -> tuple[Tensor, Tensor]:
+    """One Adam step per discriminator in ring order, each followed by its generator loss. `graph_aware` False:
+    each D_k scores every node alone (its GCN layers without the adjacency: an MLP per node).
 
     Returns (Σ_k L_adv,k with graph to the students, Σ_k L_D,k detached)."""
     K = len(h)
     adv, d_total = h[0].new_zeros(()), h[0].new_zeros(())
     for k in range(K):
-        disc, adj = models.discriminators[k], models.students[k].adjacency(g)
+        disc, adj = models.discriminators[k], models.students[k].adjacency(g) if graph_aware else None
         fake = h[losses.ring_fake(k, K)]
         d_opts[k].zero_grad(set_to_none=True)
         l_d = losses.discriminator_loss(disc(h[k].detach(), adj), disc(fake.detach(), adj), d_loss_scale)
@@ -131,6 +134,13 @@ def ring_step(models: GroupModels, d_opts: list[torch.optim.Optimizer], h: list[
         d_total = d_total + l_d.detach()
         adv = adv + losses.generator_loss(disc(fake, adj))  # D_k already updated; its grads are cleared next step
     return adv, d_total
+
+
+def ring_l2(h: list[Tensor]) -> Tensor:
+    """The non-adversarial local term: Σ_k (1/N) Σ_i ‖h_{k−1,i} − sg(h_k,i)‖², each h: [N, d]; student k − 1
+    gets gradient from pair k only, as in the ring."""
+    K = len(h)
+    return sum(((h[losses.ring_fake(k, K)] - h[k].detach()) ** 2).sum(-1).mean() for k in range(K))
 
 
 def group_loss(s: GroupSettings, z: Tensor, g: NodeGraph, distill: bool) -> tuple[Tensor, dict[str, Tensor]]:
@@ -213,8 +223,12 @@ def train_group(g: NodeGraph, s: GroupSettings, seed: int,
         z, h = forward_all(models, g)
         loss, terms = group_loss(s, z, g, distill and s.method != "independent")
         if distill and s.uses_adv:
-            terms["adv"], terms["disc"] = ring_step(models, d_opts, h, g, s.d_loss_scale)
+            terms["adv"], terms["disc"] = ring_step(models, d_opts, h, g, s.d_loss_scale,
+                                                    graph_aware=s.method != "oad_agnostic")
             loss = loss + s.lambda_adv * terms["adv"]
+        if distill and s.method == "oad_l2" and s.lambda_adv > 0:
+            terms["l2"] = ring_l2(h)
+            loss = loss + s.lambda_adv * terms["l2"]
         for name, value in terms.items():
             _check(value, epoch, name)
         opt.zero_grad(set_to_none=True)

@@ -31,10 +31,11 @@ class GCNDiscriminator(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(b)))
         self.out_relu = out_relu
 
-    def forward(self, h: Tensor, adj: Tensor) -> Tensor:
-        """h: [N, d], adj: [N, N] sparse normalised adjacency → logits s: [N]."""
+    def forward(self, h: Tensor, adj: Tensor | None) -> Tensor:
+        """h: [N, d], adj: [N, N] sparse normalised adjacency, or None for the graph-agnostic D (the same layers
+        on each node alone, an MLP) → logits s: [N]."""
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.sparse.mm(adj, h @ w) + b
+            h = (h @ w if adj is None else torch.sparse.mm(adj, h @ w)) + b
             if i < len(self.weights) - 1:
                 h = h.relu()
         s = h.squeeze(-1)

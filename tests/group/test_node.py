@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gfkd.config import resolve_config
-from gfkd.group.node import (GroupSettings, build_models, forward_all, group_loss, ring_step, settings_from_config,
-                             train_group)
+from gfkd.group.node import (GroupSettings, build_models, forward_all, group_loss, ring_l2, ring_step,
+                             settings_from_config, train_group)
 from gfkd.losses import group as L
 
 TINY = GroupSettings(students=3, warmup_epochs=2, epochs=2, hidden=4, heads=2, d_hidden=4)
@@ -80,12 +80,42 @@ def test_warm_up_leaves_discriminators_bitwise_unchanged_and_computes_no_group_t
 
 @pytest.mark.parametrize("method,terms", [("oad", {"global", "adv"}), ("oad_global", {"global"}),
                                           ("oad_local", {"adv"}), ("dml", {"dml"}), ("kdcl", {"kdcl"}),
-                                          ("independent", set())])
+                                          ("independent", set()), ("oad_agnostic", {"global", "adv"}),
+                                          ("oad_l2", {"global", "l2"})])
 def test_each_method_adds_its_own_terms(graph, method, terms):
     s = dataclasses.replace(TINY, method=method)
     seen = set()
     train_group(graph, s, seed=0, on_epoch=lambda e, r: seen.update(r))
-    assert seen & {"global", "adv", "dml", "kdcl"} == terms
+    assert seen & {"global", "adv", "dml", "kdcl", "l2"} == terms
+
+
+@pytest.mark.parametrize("method,graph_aware", [("oad", True), ("oad_agnostic", False)])
+def test_only_the_graph_agnostic_discriminators_score_without_the_adjacency(graph, method, graph_aware):
+    s = dataclasses.replace(TINY, method=method)
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    adjs = []
+    for d in m.discriminators:
+        d.register_forward_pre_hook(lambda mod, args: adjs.append(args[1]))
+    train_group(graph, s, seed=0, models=m)
+    assert len(adjs) == 3 * 3 * s.epochs  # real, fake and generator call per D per distillation step
+    assert all((a is not None) == graph_aware for a in adjs)
+
+
+def test_l2_local_term_pulls_student_k_minus_1_towards_a_detached_student_k():
+    h = [torch.randn(5, 3, generator=torch.Generator().manual_seed(k), requires_grad=True) for k in range(4)]
+    loss = ring_l2(h)
+    torch.testing.assert_close(loss, sum(((h[(k - 1) % 4] - h[k]) ** 2).sum(-1).mean() for k in range(4)).detach())
+    loss.backward()
+    for j in range(4):  # h_j is the pulled side of pair j + 1 only: ∂/∂h_j = 2 (h_j − h_{j+1}) / N
+        torch.testing.assert_close(h[j].grad, 2 * (h[j] - h[(j + 1) % 4]).detach() / 5)
+
+
+def test_l2_local_term_leaves_the_discriminators_untouched(graph):
+    s = dataclasses.replace(TINY, method="oad_l2")
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    d0 = [_params(d) for d in m.discriminators]
+    train_group(graph, s, seed=0, models=m)
+    assert all(_same(a, _params(d)) for a, d in zip(d0, m.discriminators))
 
 
 def test_supervised_loss_sums_the_students_mean_ce(graph):

@@ -25,6 +25,14 @@ def test_single_layer_is_a_gcn_by_hand():
     torch.testing.assert_close(d(h, gcn_adjacency(PATH, 5)), (adj @ (h @ torch.tensor([1.0, -1.0]))) + 0.5)
 
 
+def test_without_adjacency_each_node_is_scored_alone_as_with_the_identity():
+    d = GCNDiscriminator(3, 4)
+    h = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    eye = torch.eye(5).to_sparse()
+    torch.testing.assert_close(d(h, None), d(h, eye))  # the graph-agnostic D: an MLP per node
+    torch.testing.assert_close(d(h, None)[:2], d(h[:2], None))  # a node's score ignores the other nodes
+
+
 def test_out_relu_never_calls_a_node_fake_above_one_half():
     d = GCNDiscriminator(3, 4, out_relu=True)
     s = d(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)) * 10, gcn_adjacency(PATH, 5))
