@@ -203,6 +203,15 @@ def render(results: list[dict], meta: dict, datasets: list[str], backbones: list
                 lines.append(f"- parity reference (oad.md §9, every switch as in the reference code, the students "
                              f"included): OAD − independent, mean over students, seeds {_seed_list(seeds)}: "
                              f"{d:+.2f} points → " + ("met" if d >= 1.0 else f"missed by {1.0 - d:.2f} points"))
+            for m in EXTRA_ABLATIONS:  # oad.md §7: paired by seed with OAD and with global only
+                mine = {r["seed"]: r["report"]["mean_students"] for r in avail if r["method"] == m}
+                for other in ("oad", "oad_global"):
+                    theirs = {r["seed"]: r["report"]["mean_students"] for r in avail if r["method"] == other}
+                    seeds = sorted(set(mine) & set(theirs))
+                    if seeds:
+                        d = 100 * np.mean([mine[s] - theirs[s] for s in seeds])
+                        lines.append(f"- {label(m)} − {label(other)}, mean over students, paired on seeds "
+                                     f"{_seed_list(seeds)}: {d:+.2f} points")
             if ind and (ds, bb) in SANITY:
                 lines.append(f"- sanity: independent {bb.upper()} mean over students "
                              f"{100 * ind['mean_students']['mean']:.2f} vs the literature's single model "

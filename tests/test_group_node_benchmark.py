@@ -72,3 +72,15 @@ def test_reference_settings_switch_every_parity_quirk():
     clean, ref = settings_from_config(GroupConfig()), settings_from_config(GroupConfig(parity="reference"))
     assert (ref.kl_scale, ref.d_out_relu, ref.gcn_student, ref.gat_self_loops) == ("reference", True, "reference", False)
     assert (clean.kl_scale, clean.d_out_relu, clean.gcn_student, clean.gat_self_loops) == ("batchmean", False, "clean", True)
+
+
+def test_local_term_ablations_show_only_where_they_ran_paired_by_seed():
+    meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
+    methods = list(bench.METHODS)
+    base = [_run("oad", 0, 0.7, 0.80), _run("oad", 1, 0.7, 0.70), _run("oad_global", 0, 0.7, 0.82),
+            _run("oad_global", 1, 0.7, 0.72), _run("independent", 0, 0.7, 0.79)]
+    assert "graph-agnostic" not in bench.render(base, meta, ["Cora"], ["gcn"], methods)
+    text = bench.render([*base, _run("oad_agnostic", 1, 0.7, 0.75)], meta, ["Cora"], ["gcn"], methods)
+    assert "| OAD, graph-agnostic D (MLP per node) | 75.00" in text and "‖h" not in text
+    assert "graph-agnostic D (MLP per node) − OAD, mean over students, paired on seeds 1..1: +5.00 points" in text
+    assert "− OAD global only (λ_adv = 0), mean over students, paired on seeds 1..1: +3.00 points" in text
