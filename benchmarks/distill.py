@@ -144,7 +144,8 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     for item in what:
         if item == "group":
             cfg = resolve_config(None, base)
-            group.run(cfg, RunLayout(root / group_folder(cfg.group.graph)), stage_key(cfg, "group", up), teacher_dir=t_dir, generate_dir=g_dir)
+            group.run(cfg, RunLayout(root / group_folder(cfg.group.graph)), stage_key(cfg, "group", up),
+                      teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
             distill.run(cfg, RunLayout(root / ("acgkd-" + item.replace(" ", "-"))), stage_key(cfg, "distill", up),

@@ -25,6 +25,11 @@ def pace(epoch: int, kind: str, q0: float, until: int) -> float:
     return min(1.0, q0 + (1 - q0) * min(1.0, epoch / until) ** p)
 
 
+def full_epoch(until: float, epochs: int) -> int:
+    """E_c, the first epoch with every graph admitted: ⌈until·epochs⌉, at the latest the last epoch."""
+    return min(math.ceil(until * epochs), epochs - 1)
+
+
 def easiest(difficulty: Tensor, graph_id: Tensor, fraction: float) -> Tensor:
     """Indices of the ⌈fraction·M⌉ smallest difficulties [M], ties broken by graph_id, in that order."""
     m = difficulty.numel()

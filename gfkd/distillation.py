@@ -136,7 +136,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     use_curriculum = curriculum_on and cc.pace != "off"
     difficulty = graph_difficulty(graphs, cc.measure) if use_curriculum else None
     ids = torch.tensor([int(g.graph_id) if "graph_id" in g else i for i, g in enumerate(graphs)])
-    until = min(math.ceil(cc.until * epochs), epochs - 1)  # E_c: every graph is admitted by the last epoch
+    until = curriculum.full_epoch(cc.until, epochs)
     use_feat = dc.feat_weight > 0
     ac = dc.augment
     augment = ac.edge_flip > 0 or ac.node_noise > 0

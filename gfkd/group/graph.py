@@ -157,7 +157,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     if curriculum is not None:
         difficulty = graph_difficulty(train, curriculum.measure)
         ids = torch.tensor([int(g.graph_id) for g in train])
-        until = min(math.ceil(curriculum.until * total), total - 1)  # every graph by the last epoch
+        until = pacing.full_epoch(curriculum.until, total)
 
     def target(b) -> Tensor:
         return b.teacher_logits.view(b.num_graphs, -1).argmax(-1) if gc.label_source == "teacher_argmax" \

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 from torch_geometric import seed_everything
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from gfkd.config import RunConfig
 from gfkd.data.splits import make_split
-from gfkd.distillation import check_graph_logits, teacher_outputs
+from gfkd.distillation import check_graph_logits
 from gfkd.group.graph import train_graph_group
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
@@ -35,6 +35,7 @@ from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, r
 from gfkd.stages.distill import load_pseudo_graphs, student_spec
 from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
+from gfkd.train import logits_of
 
 STAGE = "group"
 TRAIN_STATE = "_train.pt"  # the resumable training state inside the staging folder
@@ -119,13 +120,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
 def with_teacher_logits(graphs: list[Data], teacher: GraphClassifier, device: torch.device) -> list[Data]:
     """Copies of real graphs carrying the frozen teacher's logits (teacher_logits: [1, C]) and graph_id, as the
     pseudo-graphs do; y stays the true label."""
-    teacher.eval()
-    out = []
-    for start in range(0, len(graphs), 256):
-        chunk = [g.clone() for g in graphs[start:start + 256]]
-        b = Batch.from_data_list(chunk).to(device)
-        z = teacher_outputs(teacher, b)[0].cpu()
-        for i, g in enumerate(chunk):
-            g.teacher_logits, g.graph_id = z[i:i + 1], torch.tensor([start + i])
-        out += chunk
+    z, _ = logits_of(teacher, DataLoader(graphs, batch_size=256), device)
+    out = [g.clone() for g in graphs]
+    for i, g in enumerate(out):
+        g.teacher_logits, g.graph_id = z[i:i + 1], torch.tensor([i])
     return out
