@@ -72,7 +72,7 @@ def group_label(folder: str) -> str:
     label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
     label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
     return label.replace("-curriculum", ", curriculum inherited").replace(
-        "-real", ", on the real training graphs (with data)")
+        "-real", ", on the real training graphs (with data, val-selected)")
 
 
 def _folds(text: str) -> list[int]:
@@ -128,7 +128,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     import torch
 
     torch.set_num_threads(1)
-    from gfkd.config import resolve_config
+    from gfkd.config import DistillConfig, resolve_config
     from gfkd.io.manifest import load_manifest
     from gfkd.layout import RunLayout
     from gfkd.stages import distill, group
@@ -144,6 +144,10 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     for item in what:
         if item == "group":
             cfg = resolve_config(None, base)
+            if cfg.group.graph.curriculum == "inherit" and cfg.distill.curriculum != DistillConfig().curriculum:
+                raise SystemExit("--on-banks group: the folder names group.graph.curriculum=inherit but not the "
+                                 "distill.curriculum.* it inherits; keep distill.curriculum at its defaults here, "
+                                 "or run the group through gfkd run")
             group.run(cfg, RunLayout(root / group_folder(cfg.group.graph)), stage_key(cfg, "group", up),
                       teacher_dir=t_dir, generate_dir=g_dir)
         else:

@@ -212,7 +212,10 @@ def report_task(spec: BenchmarkSpec, cells: list[Cell], records: list[dict[str, 
             + (f"Command: `{spec.command}`\n\n" if spec.command else "")
             + f"Mean ± population std over {word} (n per entry); {len(results)} of {len(cells)} cells finished"
             + (f"; failed: {', '.join(failed)} (rerun the same command to resume them)" if failed else "")
-            + f". Each cell is one pipeline run in `{Path(cells[0].root).parent}/<cell>`.\n\n" + markdown_table(rows))
+            + f". Each cell is one pipeline run in `{Path(cells[0].root).parent}/<cell>`.\n\n"
+            + ("The group rows ran on the real training graphs (`group.graph.data=real`): with-data reference rows at "
+               "the val-selected epoch, not data-free, whatever their generator column says.\n\n"
+               if cells[0].cfg.group.graph.data == "real" else "") + markdown_table(rows))
     folder_p = Path(folder)
     write_json(folder_p / "results.json", {
         "spec": json.loads(spec.model_dump_json()), "cells": records,

@@ -396,7 +396,8 @@ class GroupConfig(_Frozen):
     temperature: float = Field(3.0, gt=0, description="T of the peer-mean KL (and of KDCL)")
     dml_temperature: float = Field(1.0, gt=0, description="T of DML")
     lambda_global: float = Field(1.0, ge=0, description="λ_G, weight of the peer-mean KL")
-    lambda_adv: float = Field(1.0, ge=0, description="λ_adv, weight of the ring adversarial loss")
+    lambda_adv: float = Field(1.0, ge=0, description="λ_adv, weight of the ring adversarial loss (of the L2 ring term "
+                              "under method oad_l2)")
     global_on: Literal["train", "all"] = Field("train", description="nodes of the KL terms: labelled ones, or all")
     d_hidden: int = Field(16, ge=1, description="d_D, the discriminator's hidden width")
     d_loss_scale: float = Field(1.0, gt=0, description="c_D, scale of the discriminator loss")
@@ -449,13 +450,15 @@ class RunConfig(_Frozen):
             raise CrossKeyError("group.graph.curriculum=inherit orders pseudo-graphs by difficulty; real graphs have "
                                 "none (the distill stage trains them without a curriculum too): set "
                                 "group.graph.curriculum=off with group.graph.data=real")
-        if gg.curriculum == "inherit" and self.distill.curriculum.measure == "student_kl":
+        inherited = self.distill.effective().curriculum  # distill.recipe=plain trains without one
+        if gg.curriculum == "inherit" and inherited.measure == "student_kl":
             raise CrossKeyError("group.graph.curriculum=inherit needs a difficulty fixed before training, and "
                                 "distill.curriculum.measure=student_kl depends on one student: choose "
                                 "teacher_entropy, teacher_margin or size")
-        if gg.curriculum == "inherit" and self.distill.curriculum.pace == "off":
-            raise CrossKeyError("group.graph.curriculum=inherit with distill.curriculum.pace=off inherits no "
-                                "curriculum: set group.graph.curriculum=off, or a pace")
+        if gg.curriculum == "inherit" and inherited.pace == "off":
+            raise CrossKeyError("group.graph.curriculum=inherit inherits no curriculum when the distill stage trains "
+                                "without one (distill.curriculum.pace=off, or distill.recipe=plain): set "
+                                "group.graph.curriculum=off, or distill.recipe=acgkd with a pace")
         return self
 
     @property
@@ -507,6 +510,8 @@ class RunConfig(_Frozen):
                     "student": self.distill.student.model_dump(mode="json"),
                     **({"widen": {"width_mult": self.distill.width_mult, "projector": self.distill.projector}}
                        if widened else {}),
+                    **({"curriculum": self.distill.effective().curriculum.model_dump(mode="json")}
+                       if self.group.graph.curriculum == "inherit" else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     **self._runtime_key}

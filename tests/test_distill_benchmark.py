@@ -119,11 +119,12 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     assert bench.group_label(folder("group.graph.curriculum=inherit")) == \
         "oad_global, widened students, curriculum inherited"
     real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
-    assert real == "oad_global, on the real training graphs (with data)"
+    assert real == "oad_global, on the real training graphs (with data, val-selected)"
 
 
 def test_the_with_data_group_row_is_no_data_free_target():
     rows = {"ACGKD": _row({0: 0.8}), "group oad_global, widened students: ensemble": _row({0: 0.7}),
-            "group oad_global, widened students, on the real training graphs (with data): ensemble": _row({0: 0.9})}
+            "group oad_global, widened students, on the real training graphs (with data, val-selected): ensemble":
+                _row({0: 0.9})}
     lines = [line for line in bench.targets(rows) if "issue 5" in line]
     assert len(lines) == 1 and "with data" not in lines[0] and "missed (-10.0 points)" in lines[0]

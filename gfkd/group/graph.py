@@ -95,6 +95,8 @@ class GroupResult:
     last_states: list[dict[str, Tensor]]
     history: list[dict[str, float]] = field(default_factory=list)
     per_student: list[list[dict[str, float]]] = field(default_factory=list)
+    selected_states: list[dict[str, Tensor]] | None = None  # the val-selected epoch's (None without validation)
+    selected_numbers: dict[str, float] | None = None  # _numbers at that epoch
 
 
 @torch.no_grad()
@@ -281,6 +283,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
 
     numbers = _numbers(students, hold, target, test_loader, device, gc.batch_size)
     last_states = [copy.deepcopy(s.state_dict()) for s in students]
+    sel = None
     if best_states is not None:
         for s, st in zip(students, best_states):
             s.load_state_dict(st)
@@ -289,7 +292,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         numbers["val_selected_epoch"] = float(best_epoch)
         for s, st in zip(students, last_states):
             s.load_state_dict(st)
-    return GroupResult(numbers, last_states, history, per_student)
+    return GroupResult(numbers, last_states, history, per_student, best_states, sel)
 
 
 def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_loader: DataLoader,

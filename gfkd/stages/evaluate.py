@@ -132,7 +132,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         gwall = _metric(dirs, "group", "group/time/wall_s")
         pick = int(res["numbers"].get("picked_student", 0))
         gm = load_manifest(dirs["group"] / "manifest.json")
-        label = f"group ({gm.info.get('method', cfg.group.graph.method) if gm else cfg.group.graph.method})"
+        info = gm.info if gm else {"method": cfg.group.graph.method, "data": cfg.group.graph.data}
+        label = f"group ({info.get('method', cfg.group.graph.method)}" + (
+            ", on the real training graphs, with data; val-selected)" if info.get("data") == "real" else ")")
         rows += [Row(f"{label}: mean over students", "group_mean", g_accs, gparams, gwall),
                  Row(f"{label}: picked student", "group_picked", [g_accs[pick]], gparams, gwall),
                  Row(f"{label}: ensemble", "group_ensemble", [accs["group-ensemble"]], gparams * len(g_accs), gwall)]

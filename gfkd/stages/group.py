@@ -86,16 +86,21 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     res = train_graph_group(students, graphs, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
                             test_loader=test_loader, teacher=teacher, on_epoch=on_epoch, stage=STAGE,
                             checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every,
-                            curriculum=cfg.distill.curriculum if gc.curriculum == "inherit" else None)
+                            curriculum=cfg.distill.effective().curriculum if gc.curriculum == "inherit" else None)
     for child in children:
         child.end()
 
+    states, n, selection = res.last_states, res.numbers, "last"
+    if gc.data == "real" and res.selected_states is not None:  # a with-data row: the val-selected epoch
+        states, selection = res.selected_states, "val"  # (protocol.md §4), the last epoch's numbers as *_last
+        n = res.selected_numbers | {f"{k}_last": v for k, v in n.items()
+                                    if k.startswith("acc") and not k.endswith("_val_selected")} | {
+            "val_selected_epoch": n["val_selected_epoch"]}
     (staging / "students").mkdir(exist_ok=True)
     files = []
-    for k, state in enumerate(res.last_states):
+    for k, state in enumerate(states):
         save_checkpoint(staging / "students" / f"student-{k}.pt", state, {"spec": spec, "student": k})
         files += [f"students/student-{k}.pt", f"students/student-{k}.json"]
-    n = res.numbers
     metrics = {f"{STAGE}/test/{k}": v for k, v in n.items() if k.startswith("acc")}
     metrics |= {f"{STAGE}/test/collapsed": n["collapsed"], f"{STAGE}/time/wall_s": time.perf_counter() - t0}
     if "pick_beat_mean" in n:
@@ -103,7 +108,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     write_json(staging / "results.json", {"numbers": n, "history": res.history, "per_student": res.per_student,
                                           "spec": spec, "fold_hash": split.fold_hash, "data": gc.data,
                                           "curriculum": gc.curriculum, "label_source": gc.label_source,
-                                          "train_graphs": len(graphs)})
+                                          "train_graphs": len(graphs), "selection": selection})
     fig = group_curves(res.history, STAGE)
     fig.savefig(staging / "curves.png", dpi=110)
     logger.figure(fig, "group/curves.png")
@@ -111,7 +116,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.flush()
     (staging / TRAIN_STATE).unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, [*files, "results.json", "curves.png"], metrics=metrics,
-                              info={"method": gc.method, "students": gc.students, "data": gc.data},
+                              info={"method": gc.method, "students": gc.students, "data": gc.data,
+                                    "selection": selection},
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
 

@@ -164,18 +164,60 @@ def test_real_data_reference_trains_on_the_real_training_graphs_with_true_labels
                                                                                  tiny_teacher_dir, gen_dir,
                                                                                  monkeypatch):
     from gfkd.data.splits import make_split
+    from gfkd.io.checkpoint import load_checkpoint
     from gfkd.stages.teacher import load_teacher
 
     ds = datasets.load_tu("TINY", tiny_root, tmp_path / "c", allow_download=False)
     split = make_split(ds.labels, "cv10", 0, 0, True)
+    from types import SimpleNamespace
+
+    from gfkd.group import graph as graph_mod
+
     epochs = _training_batches(monkeypatch, 16)
+    sup_targets = []  # the CE targets of the training steps (the validation CE takes no gradient)
+
+    def ce(z, y, *a, **kw):
+        if z.requires_grad:
+            sup_targets.append(y.clone())
+        return torch.nn.functional.cross_entropy(z, y, *a, **kw)
+
+    monkeypatch.setattr(graph_mod, "F", SimpleNamespace(**{**vars(torch.nn.functional), "cross_entropy": ce}))
+    orig = group.with_teacher_logits
+
+    def flipped(*a, **kw):  # the teacher fits TINY's training graphs: flip its logits so argmax ≠ y everywhere
+        out = orig(*a, **kw)
+        for g in out:
+            g.teacher_logits = g.teacher_logits.flip(-1)
+        return out
+
+    monkeypatch.setattr(group, "with_teacher_logits", flipped)
+    results = []
+    train = group.train_graph_group
+
+    def marked(*a, **kw):  # mark the val-selected states, to see which states the stage saves
+        res = train(*a, **kw)
+        res.selected_states = [{k: v + 1 if v.is_floating_point() else v for k, v in st.items()}
+                               for st in res.selected_states]
+        results.append(res)
+        return res
+
+    monkeypatch.setattr(group, "train_graph_group", marked)
     layout = RunLayout(tmp_path / "real")
     out = group.run(_cfg(tiny_root, tmp_path, "group.graph.data=real"), layout, "k", teacher_dir=tiny_teacher_dir,
                     generate_dir=gen_dir)
     res = json.loads((layout.stage_dir("group") / "results.json").read_text())
     assert res["data"] == "real" and res["train_graphs"] == len(split.train) and out.manifest.info["data"] == "real"
-    assert res["label_source"] == "target"  # ŷ = the true labels, not the teacher's argmax
+    assert res["label_source"] == "target" and res["selection"] == "val"  # a with-data row: val-selected
+    assert res["numbers"]["val_selected_epoch"] >= 2 and "acc_ensemble_last" in res["numbers"]
+    assert res["numbers"]["acc_ensemble"] == results[0].numbers["acc_ensemble_val_selected"]
+    saved, _, _ = load_checkpoint(layout.stage_dir("group") / "students" / "student-0.pt")
+    assert all(torch.equal(saved[k], v) for k, v in results[0].selected_states[0].items())  # the val-selected epoch
     seen = epochs[0]
+    y_true = torch.tensor([int(g.y) for g in seen])
+    y_teacher = torch.cat([g.teacher_logits.view(1, -1) for g in seen]).argmax(-1)
+    assert (y_true != y_teacher).all()  # the two label sources disagree on every graph
+    n_batches = -(-len(seen) // 16)
+    assert torch.equal(torch.cat(sup_targets[:3 * n_batches:3]), y_true)  # K = 3 CE terms per batch, on ŷ = y
     assert len(seen) == len(split.train) - -(-len(split.train) // 10)  # all but the 10 % pick hold-out
     train = ds.subset(split.train)
     teacher, _, _ = load_teacher(tiny_teacher_dir / "teacher.pt")
@@ -184,16 +226,29 @@ def test_real_data_reference_trains_on_the_real_training_graphs_with_true_labels
         assert torch.equal(g.x, real.x) and torch.equal(g.edge_index, real.edge_index) and int(g.y) == int(real.y)
     b = Batch.from_data_list(seen[:8])
     z = teacher.eval()(b.x, b.edge_index, b.batch, b.num_graphs)
-    assert torch.allclose(b.teacher_logits.view_as(z), z, atol=1e-5)
+    assert torch.allclose(b.teacher_logits.view_as(z).flip(-1), z, atol=1e-5)
 
 
 @pytest.mark.parametrize("extra, match", [
     (["group.graph.curriculum=inherit", "group.graph.data=real"], "set group.graph.curriculum=off"),
     (["group.graph.curriculum=inherit", "distill.curriculum.measure=student_kl"], "depends on one student"),
     (["group.graph.curriculum=inherit", "distill.curriculum.pace=off"], "inherits no curriculum"),
+    (["group.graph.curriculum=inherit", "distill.recipe=plain"], "inherits no curriculum"),
 ])
 def test_curriculum_settings_that_cannot_hold_are_refused(tiny_root, tmp_path, extra, match):
     from gfkd.config import ConfigError
 
     with pytest.raises(ConfigError, match=match):
         _cfg(tiny_root, tmp_path, *extra)
+
+
+def test_the_inherited_curriculum_enters_the_group_cache_key(tiny_root, tmp_path):
+    from tasks.cache import stage_key
+
+    def key(*extra):
+        return stage_key(_cfg(tiny_root, tmp_path, *extra), "group", ("t", "g"))
+
+    inherit = ["group.graph.curriculum=inherit"]
+    assert key(*inherit) != key(*inherit, "distill.curriculum.q0=0.6")
+    assert key(*inherit) != key(*inherit, "distill.curriculum.measure=size")
+    assert key() == key("distill.curriculum.q0=0.6")  # without the curriculum the group does not read it

@@ -69,3 +69,15 @@ def test_majority_row_is_the_test_frequency_of_the_training_majority(run_dirs, t
     major = np.bincount(labels[split.train]).argmax()
     row = next(r for r in res["rows"] if r["name"] == "majority class")
     assert row["accs"] == [pytest.approx(float((labels[split.test] == major).mean()))]
+
+
+def test_a_with_data_group_is_labelled_so(run_dirs, tiny_teacher_dir, tmp_path):
+    cfg, _, dirs = run_dirs
+    cfg = cfg.model_copy(update={"group": cfg.group.model_copy(update={
+        "graph": cfg.group.graph.model_copy(update={"data": "real"})})})
+    layout = RunLayout(tmp_path / "real")
+    group.run(cfg, layout, "gr-real", teacher_dir=tiny_teacher_dir)
+    evaluate.run(cfg, layout, "e-real", stage_dirs={**dirs, "group": layout.stage_dir("group")})
+    names = [r["name"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
+    assert "group (oad_global, on the real training graphs, with data; val-selected): ensemble" in names
+    assert not any(n.startswith("group (oad_global):") for n in names)
