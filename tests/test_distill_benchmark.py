@@ -111,15 +111,15 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     def folder(*extra):
         return bench.group_folder(resolve_config(None, list(extra)).group.graph)
 
-    assert folder() == "acgkd-group-oad_global-widened"  # the names existing runs folders hold
-    assert folder("group.graph.sup_weight=0") == "acgkd-group-oad_global-widened-sup0"
+    assert folder("group.graph.sup_weight=1") == "acgkd-group-oad_global-widened"  # what earlier runs' folders hold
+    assert folder() == "acgkd-group-oad_global-widened-sup0"  # a changed default does not rename: λ_sup is 0 now
     assert folder("group.graph.curriculum=inherit", "group.graph.warmup_epochs=10", "group.graph.epochs=40") == \
-        "acgkd-group-oad_global-widened-w10e40-curriculum"
-    assert bench.group_label(folder("group.graph.sup_weight=0")) == "oad_global, widened students, CE to ŷ × 0"
-    assert bench.group_label(folder("group.graph.curriculum=inherit")) == \
+        "acgkd-group-oad_global-widened-w10e40-sup0-curriculum"
+    assert bench.group_label(folder()) == "oad_global, widened students, CE to ŷ × 0"
+    assert bench.group_label(folder("group.graph.curriculum=inherit", "group.graph.sup_weight=1")) == \
         "oad_global, widened students, curriculum inherited"
     real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
-    assert real == "oad_global, on the real training graphs (with data, val-selected)"
+    assert real == "oad_global, CE to ŷ × 0, on the real training graphs (with data, val-selected)"
 
 
 def test_the_with_data_group_row_is_no_data_free_target():
