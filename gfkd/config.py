@@ -452,16 +452,22 @@ class RunConfig(_Frozen):
             raise CrossKeyError("group.graph.curriculum=inherit orders pseudo-graphs by difficulty; real graphs have "
                                 "none (the distill stage trains them without a curriculum too): set "
                                 "group.graph.curriculum=off with group.graph.data=real")
-        inherited = self.distill.effective().curriculum  # distill.recipe=plain trains without one
-        if gg.curriculum == "inherit" and inherited.measure == "student_kl":
+        inherited = self.group_curriculum
+        if inherited is not None and inherited.measure == "student_kl":
             raise CrossKeyError("group.graph.curriculum=inherit needs a difficulty fixed before training, and "
                                 "distill.curriculum.measure=student_kl depends on one student: choose "
                                 "teacher_entropy, teacher_margin or size")
-        if gg.curriculum == "inherit" and inherited.pace == "off":
+        if inherited is not None and inherited.pace == "off":
             raise CrossKeyError("group.graph.curriculum=inherit inherits no curriculum when the distill stage trains "
                                 "without one (distill.curriculum.pace=off, or distill.recipe=plain): set "
                                 "group.graph.curriculum=off, or distill.recipe=acgkd with a pace")
         return self
+
+    @property
+    def group_curriculum(self) -> CurriculumConfig | None:
+        """The curriculum the pipeline group trains with: the distill stage's effective one under
+        group.graph.curriculum=inherit (distill.recipe=plain has none: pace off), else None."""
+        return self.distill.effective().curriculum if self.group.graph.curriculum == "inherit" else None
 
     @property
     def split_seed(self) -> int:
@@ -512,8 +518,8 @@ class RunConfig(_Frozen):
                     "student": self.distill.student.model_dump(mode="json"),
                     **({"widen": {"width_mult": self.distill.width_mult, "projector": self.distill.projector}}
                        if widened else {}),
-                    **({"curriculum": self.distill.effective().curriculum.model_dump(mode="json")}
-                       if self.group.graph.curriculum == "inherit" else {}),
+                    **({"curriculum": self.group_curriculum.model_dump(mode="json")}
+                       if self.group_curriculum is not None else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     **self._runtime_key}

@@ -86,7 +86,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     res = train_graph_group(students, graphs, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
                             test_loader=test_loader, teacher=teacher, on_epoch=on_epoch, stage=STAGE,
                             checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every,
-                            curriculum=cfg.distill.effective().curriculum if gc.curriculum == "inherit" else None)
+                            curriculum=cfg.group_curriculum)
     for child in children:
         child.end()
 
