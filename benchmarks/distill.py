@@ -216,7 +216,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
                 continue
             method = group_label(gdir.name)
             n = grp["numbers"]
-            k = sum(1 for key in n if key.startswith("acc_student") and not key.endswith("_selected"))
+            k = sum(1 for key in n if re.fullmatch(r"acc_student\d+", key))  # not `_last`, `_val_selected`
             accs = [n[f"acc_student{i}"] for i in range(k)]
             add(f"group {method}: mean over students", fold,
                 (float(np.mean(accs)), float(np.std(accs)), n.get("acc_mean_val_selected", float("nan")),

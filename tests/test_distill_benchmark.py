@@ -128,3 +128,25 @@ def test_the_with_data_group_row_is_no_data_free_target():
                 _row({0: 0.9})}
     lines = [line for line in bench.targets(rows) if "issue 5" in line]
     assert len(lines) == 1 and "with data" not in lines[0] and "missed (-10.0 points)" in lines[0]
+
+
+def test_collect_counts_each_group_student_once_whatever_else_its_numbers_hold(tmp_path):
+    """A with-data group's numbers carry `acc_student<k>_last` beside `acc_student<k>` (and a data-free one may carry
+    `_val_selected`): collect() reads K students, not 2·K, and their mean."""
+    root = tmp_path / "tiny-fold0"
+    (root / "teacher").mkdir(parents=True)
+    (root / "teacher" / "manifest.json").write_text(json.dumps(
+        {"metrics": {"teacher/test/majority_acc": 0.5, "teacher/test/acc": 0.7}}))
+    accs = [0.6, 0.7, 0.8, 0.9]
+    numbers = {"acc_ensemble": 0.8, "acc_picked": 0.7, "collapsed": 1.0}
+    for i, a in enumerate(accs):
+        numbers |= {f"acc_student{i}": a, f"acc_student{i}_last": 0.5, f"acc_student{i}_val_selected": 0.4}
+    for folder in ("acgkd-group-oad_global-widened-sup0-real", "acgkd-group-oad_global-widened-sup0"):
+        (root / folder / "group").mkdir(parents=True)
+        (root / folder / "group" / "results.json").write_text(json.dumps({"numbers": numbers}))
+    rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
+    for label in ("oad_global, widened students, CE to ŷ × 0, on the real training graphs (with data, val-selected)",
+                  "oad_global, widened students, CE to ŷ × 0"):
+        row = rows[f"group {label}: mean over students"]
+        assert row["students"][0] == 4 and abs(row["folds"][0] - 0.75) < 1e-9 and row["collapsed"][0] == 1
+        assert rows[f"group {label}: ensemble"]["folds"][0] == 0.8
