@@ -79,18 +79,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_runtime(run: RunSection) -> torch.device:
-    """Set torch's thread count and deterministic kernels from `run` (process-wide), then resolve its device.
+def prepare_runtime(run: RunSection, flush_denormal: bool = False) -> torch.device:
+    """Set torch's thread count, deterministic kernels and denormal flushing from `run` (process-wide), then resolve
+    its device.
 
     Without deterministic kernels a CPU stage with two threads gave different floats on every rerun (a MUTAG teacher's
     best epoch 178 or 179); with them, reruns repeat bit for bit at a given thread count, and one thread gives the same
-    bits either way (docs/pipeline.md)."""
+    bits either way (docs/pipeline.md).
+
+    `flush_denormal` (CPU only) is set either way, never inherited: generation turns it on (acgkd.md §7) and the switch
+    outlives the stage, so a distill stage used to run with it after a generate stage in the same process and without
+    it when resumed in a new one, with different students (docs/pipeline.md, "Denormals")."""
     if run.threads != "auto":
         torch.set_num_threads(int(run.threads))
     if run.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
     torch.use_deterministic_algorithms(run.deterministic, warn_only=True)  # warn, not fail, where no such kernel exists
-    return resolve_device(run.device)
+    device = resolve_device(run.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(flush_denormal)
+    return device
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether CPU float arithmetic flushes denormals to zero now (torch has a setter, no getter)."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
 
 def resumable_staging(layout: RunLayout, stage: str, cache_key: str) -> Path:

@@ -85,7 +85,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         return done
     t_stage = time.perf_counter()
     dc = cfg.distill.effective()
-    device = prepare_runtime(cfg.run)
+    device = prepare_runtime(cfg.run, flush_denormal=True)  # as generate leaves it: a fresh run's arithmetic
     teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
     teacher, meta, bn_eval = load_teacher(teacher_pt)
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)

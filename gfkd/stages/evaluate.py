@@ -58,7 +58,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     t0 = time.perf_counter()
     dirs = {k: Path(v) for k, v in (stage_dirs or {}).items()}
     dirs.setdefault("teacher", layout.stage_dir("teacher"))
-    device = prepare_runtime(cfg.run)
+    device = prepare_runtime(cfg.run, flush_denormal=True)  # as generate leaves it: a fresh run's arithmetic
     teacher, meta, _ = load_teacher(dirs["teacher"] / "teacher.pt")
     teacher = teacher.to(device)
     C = teacher.num_classes

@@ -51,9 +51,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         return done
     t_stage = time.perf_counter()
     gc = cfg.generate
-    device = prepare_runtime(cfg.run)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # late in the κ schedule σ((α + ℓ)/κ) underflows (acgkd.md §7)
+    # flush denormals: late in the κ schedule σ((α + ℓ)/κ) underflows (acgkd.md §7)
+    device = prepare_runtime(cfg.run, flush_denormal=True)
     teacher, meta, bn_eval = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")
     data_meta = meta["data"]
     ctx = GenContext(teacher.to(device), data_meta, {k: v.to(device) for k, v in bn_eval.items()}, gc, device)

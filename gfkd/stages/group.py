@@ -48,7 +48,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         return done
     t0 = time.perf_counter()
     gc = cfg.group.graph
-    device = prepare_runtime(cfg.run)
+    device = prepare_runtime(cfg.run, flush_denormal=True)  # as generate leaves it: a fresh run's arithmetic
     teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
     teacher, meta, _ = load_teacher(teacher_pt)
     check_teacher_dataset(meta, cfg, teacher_pt, STAGE)  # it is evaluated on this run's dataset

@@ -89,3 +89,17 @@ def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_the
     assert resumable_staging(layout, "teacher", "key") == staging and (staging / "a.txt").is_file()  # kept on resume
     publish(layout, "teacher", staging, Manifest.build("teacher", "key", staging, ["a.txt"]))
     assert not (layout.stage_dir("teacher") / ".cache_key").exists()
+
+
+def test_denormal_flushing_is_set_by_every_stage_never_inherited(restore_runtime):
+    """Generation flushes denormals and the switch is process-wide: each stage sets it, on or off, whatever ran before."""
+    from gfkd.stages.common import flush_denormal_enabled
+
+    run = resolve_config(None, ["run.threads=1"]).run
+    try:
+        prepare_runtime(run, flush_denormal=True)
+        assert flush_denormal_enabled() and (torch.tensor([1e-39]) * 1.0).item() == 0.0
+        prepare_runtime(run)
+        assert not flush_denormal_enabled() and (torch.tensor([1e-39]) * 1.0).item() > 0.0
+    finally:
+        torch.set_flush_denormal(False)

@@ -212,3 +212,24 @@ def test_a_teacher_of_another_fold_or_partition_is_refused(tmp_path, tiny_root, 
     with pytest.raises(StageError, match="another split"):  # this run's test graphs could be its training graphs
         distill.run(_cfg(tiny_root, tmp_path, other), RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir,
                     generate_dir=shard_dir)
+
+
+def test_students_do_not_depend_on_what_an_earlier_stage_left_in_the_process(tmp_path, tiny_root, tiny_teacher_dir,
+                                                                             shard_dir):
+    """A distill stage run right after generate (which flushes denormals, process-wide) and one resumed in a fresh
+    process used to train with different arithmetic; now the stage sets it, and both give the same bits."""
+    from gfkd.stages.common import flush_denormal_enabled
+
+    cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1")
+    weights = []
+    try:
+        for before in (False, True):
+            torch.set_flush_denormal(before)
+            layout = RunLayout(tmp_path / f"after-{before}")
+            distill.run(cfg, layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+            assert flush_denormal_enabled()  # as generate leaves it: a fresh run's arithmetic
+            weights.append(torch.load(layout.stage_dir("distill") / "students" / "pseudo-s0.pt",
+                                      weights_only=True)["state_dict"])
+    finally:
+        torch.set_flush_denormal(False)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
