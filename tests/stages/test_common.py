@@ -91,8 +91,8 @@ def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_the
     assert not (layout.stage_dir("teacher") / ".cache_key").exists()
 
 
-def test_denormal_flushing_is_set_by_every_stage_never_inherited(restore_runtime):
-    """Generation flushes denormals and the switch is process-wide: each stage sets it, on or off, whatever ran before."""
+def test_prepare_runtime_sets_denormal_flushing_both_ways(restore_runtime):
+    """Generation flushes denormals and the switch outlives it: prepare_runtime sets it, on or off, whatever ran before."""
     from gfkd.stages.common import flush_denormal_enabled
 
     run = resolve_config(None, ["run.threads=1"]).run
@@ -103,3 +103,35 @@ def test_denormal_flushing_is_set_by_every_stage_never_inherited(restore_runtime
         assert not flush_denormal_enabled() and (torch.tensor([1e-39]) * 1.0).item() > 0.0
     finally:
         torch.set_flush_denormal(False)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_each_stage_asks_for_its_denormal_flushing(tmp_path, monkeypatch):
+    """On for generate and what follows it in a run (what a fresh run computed with), off for the teacher and the
+    node-level group (what they computed with): each stage passes its own value to prepare_runtime."""
+    from gfkd.group import runner
+    from gfkd.layout import RunLayout
+    from gfkd.stages import distill, evaluate, generate, group, teacher
+
+    asked = {}
+
+    def fake(name):
+        def prepare(run, flush_denormal=False):
+            asked[name] = flush_denormal
+            raise _Stop
+        return prepare
+
+    cfg = resolve_config(None, [])
+    for name, module in {"teacher": teacher, "generate": generate, "distill": distill, "group": group,
+                         "evaluate": evaluate}.items():
+        monkeypatch.setattr(module, "prepare_runtime", fake(name))
+        with pytest.raises(_Stop):
+            module.run(cfg, RunLayout(tmp_path / name), "k")
+    monkeypatch.setattr(runner, "prepare_runtime", fake("node group"))
+    with pytest.raises(_Stop):
+        runner.run_node_group(resolve_config(None, ["data.dataset=Cora"]), [0], RunLayout(tmp_path / "node"))
+    assert asked == {"teacher": False, "generate": True, "distill": True, "group": True, "evaluate": True,
+                     "node group": False}

@@ -1,0 +1,53 @@
+"""Does a teacher's checkpoint depend on denormal flushing? The teacher stage trained twice, without and with it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/denormal_teacher.py --dataset MUTAG --fold 1 \
+        --data-root ../shared/datasets --out /tmp/denormal-teacher
+
+A check for docs/pipeline.md ("Denormals"): before every stage set the switch itself, a teacher trained after another
+cell's generate stage in the same benchmark worker trained with flushing; it now trains without. This runs the
+teacher stage (one thread, the config's defaults otherwise) once per setting into `<out>/<dataset>-<fold>-<flush>`
+and prints whether the two teacher.pt files are the same bytes.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
+import argparse  # noqa: E402
+import filecmp  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gfkd.config import resolve_config  # noqa: E402
+from gfkd.layout import RunLayout  # noqa: E402
+from gfkd.stages import common, teacher  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--data-root", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="a folder for the two teacher runs")
+    args = ap.parse_args()
+    paths = {}
+    for flush in (False, True):
+        root = args.out / f"{args.dataset}-{args.fold}-{flush}"
+        cfg = resolve_config(None, [f"data.dataset={args.dataset}", f"data.root='{args.data_root}'",
+                                    f"protocol.fold={args.fold}", f"run.runs_dir='{root}'", "run.threads=1"])
+        teacher.prepare_runtime = lambda run, flush_denormal=False, f=flush: common.prepare_runtime(run, f)
+        teacher.run(cfg, RunLayout(root), "k")
+        paths[flush] = root / "teacher" / "teacher.pt"
+    same = filecmp.cmp(paths[False], paths[True], shallow=False)
+    print(f"{args.dataset} fold {args.fold}: teacher.pt without and with flushing "
+          f"{'the same bytes' if same else 'DIFFERENT'}")
+
+
+if __name__ == "__main__":
+    main()
