@@ -248,14 +248,26 @@ def runs_dir(cmd: str) -> str | None:
     return m.group(1) if m else None
 
 
+def cmd_folds(cmd: str) -> set[int] | None:
+    """The folds a recorded command collected (its first `--folds`), or None when it names none (every fold)."""
+    m = re.search(r"--folds\s+([\d,-]+)", cmd)
+    return set(_folds(m.group(1))) if m else None
+
+
+def note_folds(note: dict) -> set[int]:
+    """The folds a stored rerun note is about ("folds 0-9 rerun: ...", "folds 1,2 rerun: ...")."""
+    m = re.match(r"folds ([\d,-]+) rerun", note["text"])
+    return set(_folds(m.group(1))) if m else set()
+
+
 def merge_rows(stored: dict, fresh: dict, source: int, commands: list[str] = (),
                reruns: list[dict] = ()) -> tuple[dict, list[dict]]:
     """Rows of one dataset: those stored in docs/results.json (`source`: indices into the section's commands) and
     those just collected (run `source`), merged fold by fold. A fold the new run also has takes the new value; when
     the run repeats folds already stored, a note says whether their values came out the same. A new row that only
     repeats stored folds with the same values changes nothing but the note. Collecting again, with the same values,
-    a runs folder that a row's folds or its stored rerun notes (`reruns`) came from is not a rerun: no note
-    (`commands` names the folders). Returns the rows and the notes."""
+    folds that a row's run or its stored rerun notes (`reruns`) already collected from the same runs folder is not a
+    rerun: no note (`commands` names the folders and folds). Returns the rows and the notes."""
     rows = {name: _fold_keys(r) for name, r in stored.items()}
     notes = []
     for name, r in fresh.items():
@@ -268,7 +280,9 @@ def merge_rows(stored: dict, fresh: dict, source: int, commands: list[str] = (),
         same = max(diff, default=1) <= TIE
         folder = runs_dir(commands[source]) if len(commands) > source else None
         seen = [*old["source"], *(n["source"] for n in reruns if n["row"] == name)]
-        recollected = same and folder is not None and folder in {runs_dir(commands[i]) for i in seen}
+        collected = [cmd_folds(commands[i]) for i in seen if folder is not None and runs_dir(commands[i]) == folder]
+        recollected = same and bool(collected) and (
+            None in collected or set(common) <= set().union(*collected))  # the same folds of the same folder
         if common and not recollected:
             changed = [d for d in diff if d > TIE]
             notes.append({"row": name, "source": source, "old": old["source"], "text": (
@@ -297,8 +311,9 @@ def add_run(section: dict | None, fresh: dict, cmd: str) -> dict:
         commands.append(cmd)
     rows, notes = merge_rows(section["rows"], fresh, commands.index(cmd), commands,
                              section.get("reruns", []))
-    noted = {n["row"] for n in notes}  # a row with a new note drops its old ones; a re-collected row keeps them
-    notes = [n for n in section.get("reruns", []) if n["row"] not in noted] + notes
+    # a new note replaces a row's old notes on the same folds; notes on other folds, and a re-collected row's, stay
+    notes = [n for n in section.get("reruns", [])
+             if not any(m["row"] == n["row"] and note_folds(m) & note_folds(n) for m in notes)] + notes
     used = sorted({i for r in rows.values() for i in r["source"]} | {n["source"] for n in notes}
                   | {i for n in notes for i in n.get("old", [])})
     index = {old: new for new, old in enumerate(used)}

@@ -150,3 +150,22 @@ def test_collect_counts_each_group_student_once_whatever_else_its_numbers_hold(t
         row = rows[f"group {label}: mean over students"]
         assert row["students"][0] == 4 and abs(row["folds"][0] - 0.75) < 1e-9 and row["collapsed"][0] == 1
         assert rows[f"group {label}: ensemble"]["folds"][0] == 0.8
+
+
+def test_new_folds_of_a_folder_already_collected_are_reruns_and_older_notes_on_other_folds_stay():
+    """PTC_MR's runs [3, 4]: /tmp/g collected fold 0 first (a rerun of run a's fold 0), then folds 1-2; the second
+    collection reran folds 1-2 for the first time, which is a note, and fold 0's note stays beside it."""
+    a = "`python benchmarks/distill.py --report-only --runs /tmp/a --folds 0-2`"
+    g0 = "`python benchmarks/distill.py --report-only --runs /tmp/g --folds 0`"
+    g12 = "`python benchmarks/distill.py --report-only --runs /tmp/g --folds 1-2`"
+    first = bench.add_run(None, {"teacher": _row({0: 0.5, 1: 0.6, 2: 0.6}), "RandG": _row({0: 0.3, 1: 0.4, 2: 0.5})}, a)
+    second = bench.add_run(_roundtrip(first), {"teacher": _row({0: 0.5}), "RandG": _row({0: 0.3})}, g0)
+    assert [(n["row"], n["text"]) for n in second["reruns"]] == [
+        ("teacher", "folds 0 rerun: the same value on every fold"), ("RandG", "folds 0 rerun: the same value on every fold")]
+    third = bench.add_run(_roundtrip(second), {"teacher": _row({1: 0.6, 2: 0.6}), "RandG": _row({1: 0.4, 2: 0.49})}, g12)
+    texts = sorted((n["row"], n["text"].split(":")[0]) for n in third["reruns"])
+    assert texts == [("RandG", "folds 0 rerun"), ("RandG", "folds 1,2 rerun"), ("teacher", "folds 0 rerun"),
+                     ("teacher", "folds 1,2 rerun")]
+    fourth = bench.add_run(_roundtrip(third), {"teacher": _row({1: 0.6, 2: 0.6})}, g12)  # collected again: no news
+    assert fourth["reruns"] == third["reruns"]
+    assert bench.cmd_folds(g12) == {1, 2} and bench.cmd_folds("`--runs /tmp/g`") is None
