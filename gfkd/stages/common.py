@@ -80,8 +80,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_runtime(run: RunSection, flush_denormal: bool = False) -> torch.device:
-    """Set torch's thread count, deterministic kernels and denormal flushing from `run` (process-wide), then resolve
-    its device.
+    """Set torch's thread count and deterministic kernels from `run` (process-wide) and the calling thread's denormal
+    flushing, then resolve its device.
 
     Without deterministic kernels a CPU stage with two threads gave different floats on every rerun (a MUTAG teacher's
     best epoch 178 or 179); with them, reruns repeat bit for bit at a given thread count, and one thread gives the same
