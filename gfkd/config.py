@@ -14,14 +14,21 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from gfkd.errors import ConfigError
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+Fraction = Annotated[float, Field(gt=0, le=1)]  # a share of something: (0, 1]
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 class CrossKeyError(ValueError):
@@ -47,6 +54,14 @@ class RunSection(_Frozen):
                                 "repeats bit for bit (docs/pipeline.md); the floats still depend on run.threads")
     threads: Literal["auto"] | int = Field("auto", description="torch intra-op threads; auto: leave torch's setting "
                                            "as it is (its default: the core count); the benchmarks use 1")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _FOLDER_NAME.fullmatch(v):
+            raise ValueError("run.name is one folder name inside run.runs_dir (letters, digits, '.', '_', '-'; "
+                             "no '/' or '..'): e.g. run.name=mutag-try2")
+        return v
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -126,7 +141,7 @@ class ACGKDConfig(_Frozen):
     kappa_schedule: Literal["geometric", "constant"] = Field("geometric", description="Concrete temperature schedule")
     kappa0: float = Field(1.0, gt=0, description="Concrete temperature at the first step")
     kappa1: float = Field(0.1, gt=0, description="Concrete temperature at the last step (geometric)")
-    init_density: Literal["auto"] | float = Field("auto", description="auto: clamp(mean degree/(n-1), 1e-3, 0.95)")
+    init_density: Literal["auto"] | Fraction = Field("auto", description="auto: clamp(mean degree/(n-1), 1e-3, 0.95)")
     init_degrees: Literal["auto", "uniform", "teacher"] = Field(
         "auto", description="structure start: uniform density, or teacher: per-node degrees drawn from the degree "
         "histogram read off a featureless GIN teacher's first layer (auto: teacher where that applies, else uniform)")
@@ -136,14 +151,14 @@ class ACGKDConfig(_Frozen):
     finalize: Literal["best_of_k", "mode", "sample"] = Field("best_of_k", description="how the stored graph is drawn")
     final_draws: int = Field(4, ge=1, le=64, description="k of best_of_k")
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")
-    xi: Literal["auto"] | float = Field("auto", description="storage ratio; auto = min(1, max(0.02, 3 * density))")
+    xi: Literal["auto"] | Fraction = Field("auto", description="storage ratio; auto = min(1, max(0.02, 3 * density))")
     xi_refresh: int = Field(50, ge=1, description="budget mode: re-select candidate pairs every so many steps")
     checkpoint: bool = Field(False, description="budget mode: recompute the teacher's layers in backward (less memory "
                              "at 1.3-1.4x the step time; docs/generate.md); the same graphs, so not in the cache key")
     lr_structure: float = Field(0.1, gt=0, description="Adam lr of the structure parameters")
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
-    beta_deg: Literal["auto"] | float = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
+    beta_deg: Literal["auto"] | NonNegativeFloat = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
     beta_hist: Literal["auto"] | NonNegativeFloat = Field(
         "auto", description="with the teacher degree start: weight of the earth mover's distance (in degrees) between "
         "the chunk's expected degree histogram and its start's (auto: 10 with that start, else 0)")
@@ -189,14 +204,14 @@ class GFKDConfig(_Frozen):
 
 
 class RandGConfig(_Frozen):
-    edge_prob: Literal["auto"] | float = Field("auto", description="auto: the teacher metadata's edge density")
+    edge_prob: Literal["auto"] | Probability = Field("auto", description="auto: the teacher metadata's edge density")
 
 
 class GenerateConfig(_Frozen):
     """Pseudo-graph generation (acgkd.md §2, §7; gfkd.md)."""
 
     method: Literal["acgkd", "gfkd", "randg", "deepinvg", "deepinv"] = Field("acgkd", description="generator")
-    num_graphs: Literal["auto"] | int = Field("auto", description="M per bank; auto = the teacher's training-set size")
+    num_graphs: Literal["auto"] | PositiveInt = Field("auto", description="M per bank; auto = the teacher's training-set size")
     banks: int = Field(6, ge=1, le=64, description="independent banks; later stages train on their union")
     nodes: Literal["empirical", "uniform", "range"] = Field("empirical", description="empirical: the metadata "
                                                             "histogram; uniform: [0.5, 1.5] x mean; range: node_range")
@@ -281,7 +296,7 @@ class DistillConfig(_Frozen):
     recipe: Literal["acgkd", "plain"] = Field("acgkd", description="plain: own head, fixed τ = 2, no curriculum, no "
                                              "feature loss (gfkd.md §5); acgkd: the switches below")
     profile: Literal["default", "paper"] = Field("default", description="paper: 400 epochs")
-    epochs: Literal["auto"] | int = Field("auto", description="auto: 50 on a union of banks, 150 on one bank or real graphs")
+    epochs: Literal["auto"] | PositiveInt = Field("auto", description="auto: 50 on a union of banks, 150 on one bank or real graphs")
     batch_size: int = Field(32, ge=1, description="graphs per batch")
     lr: float = Field(0.01, gt=0, description="Adam lr, linear decay to 0")
     seeds: int = Field(3, ge=1, le=20, description="student seeds 0..seeds-1 per variant")
@@ -654,7 +669,30 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         msgs = dict.fromkeys(e["msg"] for e in errs if path(e) == loc)  # a union field reports one error per member
         if isinstance(errs[0].get("ctx", {}).get("error"), CrossKeyError):
             raise ConfigError(str(errs[0]["ctx"]["error"])) from exc
-        raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {' or '.join(msgs)}") from exc
+        msgs = [m.removeprefix("Value error, ") for m in msgs]
+        said = " or ".join(m if i == 0 else m.removeprefix("Input should be ") for i, m in enumerate(msgs))
+        raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {said}") from exc
+
+
+_BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+
+
+def _kind(ann: Any, metadata: list | tuple = ()) -> str:
+    """How the reference table writes a type: `float in (0, 1]`-style bounds, Literal values in backticks."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Literal:
+        return " or ".join(f"`{a}`" for a in args)
+    if origin is Annotated:
+        return _kind(args[0], [m for a in args[1:] for m in getattr(a, "metadata", [a])])
+    if origin is tuple:
+        return "[" + ", ".join("..." if a is Ellipsis else _kind(a) for a in args) + "]"
+    if args:  # a union: field-level bounds belong to its numeric member
+        return " or ".join(_kind(a, metadata) for a in args)
+    if ann is type(None):
+        return "none"
+    name = getattr(ann, "__name__", str(ann))
+    bounds = [f"{_BOUNDS[k]} {getattr(m, k)}" for m in metadata for k in _BOUNDS if getattr(m, k, None) is not None]
+    return f"{name} {' and '.join(bounds)}".strip()
 
 
 def config_reference() -> str:
@@ -662,16 +700,8 @@ def config_reference() -> str:
 
     rows = []
     for key, field in _fields(RunConfig):
-        ann = field.annotation
-        args = typing.get_args(ann)
-        if typing.get_origin(ann) is Literal:
-            kind = " or ".join(f"`{a}`" for a in args)
-        elif typing.get_origin(ann) is tuple:
-            kind = "[" + ", ".join("..." if a is Ellipsis else getattr(a, "__name__", "Literal") for a in args) + "]"
-        else:
-            kind = " or ".join(getattr(a, "__name__", str(a)).replace("NoneType", "none") for a in (args or (ann,)))
         default = json.dumps(field.default, default=str)
-        rows.append(f"| `{key}` | {kind} | `{default}` | {field.description or ''} |")
+        rows.append(f"| `{key}` | {_kind(field.annotation, field.metadata)} | `{default}` | {field.description or ''} |")
 
     head = ["| key | type | default | meaning |", "|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"

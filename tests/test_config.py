@@ -19,6 +19,8 @@ def test_overrides_are_typed():
     assert cfg.teacher.epochs == 7 and cfg.teacher.model.arch == "gcn" and cfg.data.download is False
     assert cfg.run_name == "mutag-holdout-seed29" and cfg.split_seed == 29
     assert cfg.teacher.resolved_label_smoothing == 0.0 and cfg.teacher.resolved_weight_decay == 0.0
+    edge = resolve_config(None, ["generate.randg.edge_prob=1", "generate.acgkd.xi=1", "distill.epochs=3", "run.name=a.b_c-2"])
+    assert (edge.generate.randg.edge_prob, edge.generate.acgkd.xi, edge.distill.epochs) == (1, 1, 3)
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -30,6 +32,16 @@ def test_overrides_are_typed():
     ("protocol.fold=10", "protocol.fold"),
     ("teacher.model=3", "is a section"),
     ("epochs", "not key=value"),
+    # "auto or a number" keys are bounded too (auto stays valid)
+    ("distill.epochs=0", "distill.epochs=0 is invalid: Input should be 'auto' or greater than 0"),
+    ("generate.num_graphs=-3", "generate.num_graphs"),
+    ("generate.randg.edge_prob=5", "generate.randg.edge_prob"),
+    ("generate.acgkd.init_density=7", "generate.acgkd.init_density"),
+    ("generate.acgkd.xi=-2", "generate.acgkd.xi"),
+    ("generate.acgkd.beta_deg=-1", "generate.acgkd.beta_deg"),
+    # the run folder stays inside run.runs_dir
+    ("run.name='../../etc'", "run.name is one folder name"),
+    ("run.name='a/b'", "run.name is one folder name"),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:
