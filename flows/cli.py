@@ -119,13 +119,14 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     for s in force:
         if s not in STAGES:
             raise ConfigError(f"--force {s}: unknown stage, choose one of {', '.join(STAGES)}")
+    from gfkd.data.datasets import check_available, require_graph_dataset, resolve_data_root
+
+    require_graph_dataset(cfg.data.dataset)  # fail fast, before any folder is made
+    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+    check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
-        from gfkd.data.datasets import check_available, resolve_data_root
-
-        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)  # fail fast
         from gfkd.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri(layout))  # fail fast, before Prefect starts
@@ -169,13 +170,13 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     extra += [f"group.method={method}"] if method else []
     cfg = _load([*(args or []), *extra], data_root)
     seed_list = parse_seeds(seeds)
+    from gfkd.data.datasets import check_available, resolve_data_root
+
+    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+    check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)  # fail fast
     layout = RunLayout(cfg.run.runs_dir / run_name(cfg))
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
-        from gfkd.data.datasets import check_available, resolve_data_root
-
-        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)  # fail fast
         write_json(layout.config, cfg.model_dump(mode="json"))
         logging.basicConfig(format="%(message)s")
         logging.getLogger("gfkd").setLevel(logging.INFO)
@@ -246,9 +247,10 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
         err = exc.errors()[0]
         raise ConfigError(f"--{err['loc'][0]} {err.get('input')!r} is invalid: {err['msg']}") from None
     cells = grid_cells(spec)  # every cell's config resolves, or a one-line error
-    from gfkd.data.datasets import check_available, resolve_data_root
+    from gfkd.data.datasets import check_available, require_graph_dataset, resolve_data_root
 
     for cfg in {c.dataset: c.cfg for c in cells}.values():
+        require_graph_dataset(cfg.data.dataset)
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
         check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
     return spec, bench

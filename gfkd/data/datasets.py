@@ -88,12 +88,29 @@ def _reachable(host: tuple[str, int], timeout: float = 4.0) -> bool:
     return bool(ok)
 
 
+def require_graph_dataset(name: str) -> None:
+    """A DataError when `name` is a node-classification set, which the graph pipeline cannot train on."""
+    if name.lower() in PLANETOID:
+        raise DataError(f"data.dataset={name} is a node-classification set: run it with `gfkd group --dataset "
+                        f"{_folder_name(name)}`; the pipeline takes TU graph-classification sets such as MUTAG")
+
+
+def _spelled_as(name: str, root: Path) -> str:
+    """' (did you mean 'MUTAG'?)' when the root holds `name` in another case, else ''."""
+    try:
+        hits = [d.name for d in Path(root).iterdir() if d.is_dir() and d.name.lower() == name.lower() and d.name != name]
+    except OSError:
+        return ""
+    return f" (did you mean '{hits[0]}'? names are case-sensitive)" if hits else ""
+
+
 def check_available(name: str, root: Path, cache: Path, allow_download: bool) -> Path | None:
     """The raw folder of `name`, or None when it must be downloaded (and can be); else a DataError, in seconds."""
     raw = find_raw_dir(name, root, cache)
     if raw is not None:
         return raw
     where = f"{Path(root) / _folder_name(name) / 'raw'} (and the cache {Path(cache) / _folder_name(name) / 'raw'})"
+    where += _spelled_as(name, root)
     files = ", ".join(expected_files(name))
     if not allow_download:
         raise DataError(f"dataset '{name}' not found in {where}; expected {files}. "
@@ -193,6 +210,7 @@ def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path(
     from torch_geometric.datasets import TUDataset
     from torch_geometric.utils import degree
 
+    require_graph_dataset(name)
     root, cache = resolve_data_root(root), Path(cache)
     try:
         with cache_lock(cache, name):

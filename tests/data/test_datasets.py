@@ -59,6 +59,17 @@ def test_missing_dataset_without_network_fails_fast(tmp_path, monkeypatch):
         load_planetoid("PubMed", tmp_path / "root", tmp_path / "cache", allow_download=True)
 
 
+def test_a_node_set_is_refused_by_the_graph_loader_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "_reachable", lambda host, timeout=4.0: pytest.fail("no network probe for a node set"))
+    with pytest.raises(DataError, match="node-classification set: run it with `gfkd group --dataset CiteSeer`"):
+        load_tu("citeseer", tmp_path / "root", tmp_path / "cache", allow_download=True)
+
+
+def test_a_name_in_the_wrong_case_gets_the_right_spelling(tiny_root, tmp_path):
+    with pytest.raises(DataError, match="did you mean 'TINY'"):
+        load_tu("Tiny", tiny_root, tmp_path / "cache", allow_download=False)
+
+
 def test_malformed_raw_file_is_a_data_error(tmp_path):
     raw = tmp_path / "root" / "BAD" / "raw"
     raw.mkdir(parents=True)

@@ -31,12 +31,15 @@ def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None
     (["missing.toml"], "missing.toml"),
     (["--force", "generat"], "unknown stage"),
     (["data.dataset=NOPE", "data.download=false"], "NOPE"),
+    (["data.dataset=tiny", "data.download=false"], "did you mean 'TINY'?"),
+    (["data.dataset=Cora"], "gfkd group --dataset Cora"),  # a node set: no download attempt, no TU parse
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, needle):
     r = gfkd("run", *args, f"--data-root={tiny_root}", f"run.runs_dir='{tmp_path}'", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and needle in r.stderr
     assert len([l for l in r.stderr.splitlines() if l.startswith("gfkd: error:")]) == 1
+    assert not list(tmp_path.glob("*/.lock")), "a refused run leaves no run folder behind"
 
 
 def test_config_command_prints_resolved_config(tmp_path):
