@@ -30,7 +30,7 @@ from gfkd.config import STAGES, RunConfig, resolve_config
 from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
-from flows.env import local_env, scratch_tmp
+from flows.env import check_prefect_api, local_env, scratch_tmp
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
@@ -130,6 +130,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from gfkd.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri(layout))  # fail fast, before Prefect starts
+        check_prefect_api()
         write_json(layout.config, cfg.model_dump(mode="json"))
         _prefect_env(layout)
         logging.getLogger("gfkd").setLevel(logging.INFO)
@@ -253,6 +254,7 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
         require_graph_dataset(cfg.data.dataset)
         cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
         check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
+    check_prefect_api()  # the input is valid: now the server
     return spec, bench
 
 
@@ -266,7 +268,7 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
               dask: bool = typer.Option(False, "--dask", help="run the cells on a local Dask cluster"),
               dask_address: Optional[str] = typer.Option(None, help="run the cells on this Dask scheduler"),
               retries: int = typer.Option(1, help="retries of a failed cell"),
-              out: Path = typer.Option(Path("docs/results-benchmark.md"), help="where the Markdown table goes"),
+              out: Optional[Path] = typer.Option(None, help="also write the Markdown table here (it is always in <runs_dir>/<name>/results.md)"),
               name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
               data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
     """Run the pipeline over datasets × generators × splits; write the table; print the benchmark folder last."""
@@ -304,17 +306,18 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           dask: bool = typer.Option(False, "--dask", help="run the cells on a local Dask cluster"),
           dask_address: Optional[str] = typer.Option(None, help="run the cells on this Dask scheduler"),
           retries: int = typer.Option(1, help="retries of a failed cell"),
-          out: Path = typer.Option(Path("docs/results-benchmark.md"), help="where the Markdown table goes"),
+          out: Optional[Path] = typer.Option(None, help="also write the Markdown table here (it is always in <runs_dir>/<name>/results.md)"),
           name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
           data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
     """Serve the benchmark as the Prefect deployment gfkd-benchmark/scheduled on a cron schedule (needs PREFECT_API_URL)."""
     if not os.environ.get("PREFECT_API_URL"):
         raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    from flows.serve import check_cron, serve_benchmark
+
+    check_cron(cron)  # input first, then the server
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
                                   out, name)
-    from flows.serve import serve_benchmark
-
     with scratch_tmp(bench.scratch):
         serve_benchmark(spec, cron)
 

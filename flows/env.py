@@ -5,10 +5,14 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
+
+from gfkd.errors import GfkdError
 
 
 def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
@@ -24,6 +28,28 @@ def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
+
+
+def check_prefect_api(timeout: float = 3.0) -> None:
+    """Fail in seconds when $PREFECT_API_URL names a server that does not accept connections (Prefect itself
+    retries, then dies with a long traceback); unset, the run starts a temporary local server in its folder.
+
+    Raises:
+        GfkdError: naming the URL and the fix.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GfkdError(f"PREFECT_API_URL={url} is not an http(s) URL: set it like http://127.0.0.1:4200/api, or "
+                        f"unset it")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise GfkdError(f"Prefect API {url} is unreachable ({exc.strerror or type(exc).__name__}): start it "
+                        f"(prefect server start) or unset PREFECT_API_URL to run on a temporary local server") from exc
 
 
 @contextmanager

@@ -94,6 +94,16 @@ def prefect_api() -> Iterator[str]:
         yield server.api_url
 
 
+def check_cron(cron: str) -> None:
+    """A GfkdError naming `--cron` when it is not a cron expression."""
+    from prefect.client.schemas.schedules import construct_schedule
+
+    try:
+        construct_schedule(cron=cron)
+    except ValueError as exc:
+        raise GfkdError(f"--cron '{cron}' is not a cron expression: write e.g. \"0 2 * * *\"") from exc
+
+
 def serve_benchmark(spec, cron: str) -> None:
     """Register the benchmark flow as deployment `gfkd-benchmark/scheduled` on `cron` and run its schedule (blocks)."""
     from prefect.settings import PREFECT_API_URL
@@ -103,12 +113,7 @@ def serve_benchmark(spec, cron: str) -> None:
     if not PREFECT_API_URL.value():
         raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
-    try:
-        from prefect.client.schemas.schedules import construct_schedule
-
-        construct_schedule(cron=cron)
-    except ValueError as exc:
-        raise GfkdError(f"--cron '{cron}' is not a cron expression: write e.g. \"0 2 * * *\"") from exc
+    check_cron(cron)
     print(f"serving deployment gfkd-benchmark/{DEPLOYMENT} on '{cron}' at {PREFECT_API_URL.value()} "
           f"(Ctrl-C to stop; the schedule stays active)", file=sys.stderr)
     benchmark.serve(name=DEPLOYMENT, cron=cron, parameters={"spec": json.loads(spec.model_dump_json())},

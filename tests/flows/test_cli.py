@@ -42,6 +42,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, needle):
     assert not list(tmp_path.glob("*/.lock")), "a refused run leaves no run folder behind"
 
 
+def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_root, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the discard port: nothing listens
+    for cmd in (["run"], ["benchmark", "--datasets", "TINY", "--generators", "acgkd", "--folds", "0"]):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+        r = subprocess.run([sys.executable, "-m", "flows.cli", *cmd, f"--data-root={tiny_root}", "data.dataset=TINY",
+                            "data.download=false", f"run.runs_dir='{tmp_path}'"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "Prefect API http://127.0.0.1:9/api is unreachable" in r.stderr and "unset PREFECT_API_URL" in r.stderr
+        assert len([l for l in r.stderr.splitlines() if l.startswith("gfkd: error:")]) == 1
+
+
+def test_the_benchmark_table_goes_to_out_only_when_asked(tmp_path, tiny_root, monkeypatch):
+    """Without --out the table stays in the benchmark folder (a run from the repo must not rewrite docs/)."""
+    from typer.testing import CliRunner
+
+    import flows.benchmark
+    from flows.cli import app
+
+    seen = []
+    monkeypatch.setattr(flows.benchmark, "benchmark", lambda spec: seen.append(spec) or
+                        {"cells": [], "table": "", "failed": [], "folder": "x"})
+    base = ["benchmark", "--datasets", "TINY", "--generators", "acgkd", "--folds", "0", f"--data-root={tiny_root}",
+            "data.download=false", f"run.runs_dir='{tmp_path}'"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "t.md")]).exit_code == 0
+    assert [s.out for s in seen] == [None, str(tmp_path / "t.md")]
+
+
 def test_config_command_prints_resolved_config(tmp_path):
     r = gfkd("config", "teacher.epochs=9", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["teacher"]["epochs"] == 9

@@ -33,6 +33,12 @@ def test_serve_rejects_a_bad_cron(tmp_path, tiny_root):
     assert proc.returncode == 2 and "--cron 'every night'" in err and "Traceback" not in err, err
 
 
+def test_serve_with_an_unreachable_prefect_server_is_one_line_and_exit_2(tmp_path, tiny_root):
+    proc = _serve(tmp_path, tiny_root, "http://127.0.0.1:9/api", "--cron", "0 2 * * *", stderr=subprocess.PIPE)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 2 and "Traceback" not in err and "Prefect API http://127.0.0.1:9/api is unreachable" in err, err
+
+
 @pytest.mark.e2e
 def test_serve_registers_the_deployment_and_its_schedule(tmp_path, tiny_root):
     from prefect.client.orchestration import get_client
