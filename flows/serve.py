@@ -59,7 +59,8 @@ def tracking_server(folder: Path, timeout_s: float = 180) -> Iterator[str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
            f"sqlite:///{(folder / 'mlflow.db').resolve()}", "--artifacts-destination",
            (folder / "mlartifacts").resolve().as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each server leaves a huey folder in /dev/shm
+           **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

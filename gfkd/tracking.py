@@ -183,7 +183,17 @@ def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> in
     uri = tracking_uri(layout)
     if uri.startswith("sqlite:") and not layout.mlflow_db.is_file():
         raise GfkdError(f"no MLflow database at {layout.mlflow_db}: pass a run folder made by `gfkd run`")
+    import socket
+
+    with socket.socket() as probe:  # mlflow ui reports a taken port in its log and still exits 0
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: only a listener blocks
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise GfkdError(f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__}): pass another "
+                            f"--port, e.g. --port {port + 1}") from exc
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each launch leaves a huey folder in /dev/shm
+           **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     print(f"MLflow UI for {layout.root} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr)
     return subprocess.call(cmd, env=env, cwd=layout.root)

@@ -1,11 +1,15 @@
 """gfkd.tracking: runs, nesting, metrics, figures and artifacts; MLFLOW_TRACKING_URI is honoured."""
 
+import socket
+import subprocess
 from pathlib import Path
 
+import pytest
 from matplotlib.figure import Figure
 
+from gfkd.errors import GfkdError
 from gfkd.layout import RunLayout
-from gfkd.tracking import Tracker, flatten, tracking_uri
+from gfkd.tracking import Tracker, flatten, serve_ui, tracking_uri
 
 
 def test_default_backend_is_sqlite_in_the_run_folder(tmp_path, monkeypatch):
@@ -75,3 +79,20 @@ def test_losing_the_race_to_create_the_experiment_reads_the_winners():
 
     with pytest.raises(MlflowException, match="locked"):  # any other failure still surfaces
         experiment_id(BrokenClient(), "gfkd-TINY", None)
+
+
+def test_ui_refuses_a_taken_port_and_keeps_mlflow_jobs_out_of_dev_shm(tmp_path, monkeypatch):
+    layout = RunLayout(tmp_path)
+    layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    layout.mlflow_db.touch()
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env, cwd: calls.append(env) or 0)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(GfkdError, match=f"cannot listen on 127.0.0.1:{port} .*--port {port + 1}"):
+            serve_ui(layout, port=port)
+    assert calls == []
+    assert serve_ui(layout, port=port) == 0  # free again
+    assert calls[0]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"

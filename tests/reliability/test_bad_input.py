@@ -6,7 +6,7 @@ pipeline starts). Stage cases call the stage as the pipeline does and pass its e
 `GfkdError` → exit 2 mapping; `test_stage_error_through_the_pipeline_is_one_line` checks that path once end to end
 (Prefect and MLflow in a subprocess). With GFKD_RELIABILITY_LOG set, each case appends its message to that file
 (benchmarks/reliability.py turns it into docs/reliability.md). Also covered elsewhere: tests/flows/test_cli.py
-(6 CLI cases), tests/io/test_shards.py, tests/io/test_checkpoint.py, tests/data/test_datasets.py.
+(8 CLI cases), tests/io/test_shards.py, tests/io/test_checkpoint.py, tests/data/test_datasets.py.
 """
 
 from __future__ import annotations
@@ -93,6 +93,10 @@ CONFIG_CASES = {
     "out of range: dropout 1.0": (["teacher.model.dropout=1.0"], ["teacher.model.dropout", "less than 1"]),
     "out of range: negative lr": (["teacher.lr=-1"], ["teacher.lr", "greater than 0"]),
     "out of range: checkpoint_every 0": (["run.checkpoint_every=0"], ["run.checkpoint_every"]),
+    "out of range: distill epochs 0": (["distill.epochs=0"], ["distill.epochs=0", "'auto' or greater than 0"]),
+    "out of range: num_graphs -3": (["generate.num_graphs=-3"], ["generate.num_graphs", "'auto' or greater than 0"]),
+    "out of range: edge_prob 5": (["generate.randg.edge_prob=5"], ["generate.randg.edge_prob", "less than or equal to 1"]),
+    "run.name outside runs_dir": (["run.name='../elsewhere'"], ["run.name", "one folder name inside run.runs_dir"]),
     "unknown choice: arch": (["teacher.model.arch=gat"], ["teacher.model.arch", "'gin' or 'gcn'"]),
     "unknown choice: generator": (["generate.method=foo"], ["generate.method", "'acgkd'"]),
     "unknown choice: device": (["run.device=tpu"], ["run.device", "'cpu'"]),
@@ -153,6 +157,18 @@ def test_dataset_case_at_the_cli(case, tmp_path):
 def test_data_root_that_does_not_exist(tmp_path):
     r = _cli(["run", "data.download=false", f"run.runs_dir='{tmp_path / 'runs'}'", f"--data-root={tmp_path / 'nope'}"])
     _check("data root missing", "--data-root=<missing folder>", r, [str(tmp_path / "nope"), "MUTAG"])
+
+
+def test_node_set_in_the_graph_pipeline(tmp_path):
+    r = _cli(["run", "data.dataset=Cora", f"run.runs_dir='{tmp_path / 'runs'}'", f"--data-root={tmp_path}"])
+    _check("node set in the graph pipeline", "data.dataset=Cora", r, ["node-classification set", "gfkd group --dataset Cora"])
+    assert not (tmp_path / "runs").exists()  # refused before any folder was made, and without a download attempt
+
+
+def test_dataset_name_in_the_wrong_case(tmp_path):
+    root = _tu(tmp_path / "data", "BAD", lambda raw: None)
+    r = _cli(["run", "data.dataset=bad", "data.download=false", f"run.runs_dir='{tmp_path / 'runs'}'", f"--data-root={root}"])
+    _check("dataset name in the wrong case", "data.dataset=bad (the folder is BAD)", r, ["'bad' not found", "did you mean 'BAD'?"])
 
 
 MALFORMED = {
@@ -356,6 +372,17 @@ def test_unreachable_tracking_server(tmp_path, tiny_root):
     assert not (tmp_path / "tiny-cv10-fold0" / "prefect").exists()  # refused before Prefect started
 
 
+def test_unreachable_prefect_api(tmp_path, tiny_root):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    r = _cli(["run", *TINY, f"run.runs_dir='{tmp_path}'", f"--data-root={tiny_root}"],
+             env={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
+    _check("unreachable Prefect API", "PREFECT_API_URL=http://127.0.0.1:<closed port>/api", r,
+           [f"http://127.0.0.1:{port}/api", "unreachable", "unset PREFECT_API_URL"])
+    assert not (tmp_path / "tiny-cv10-fold0" / "prefect").exists()  # refused before Prefect started
+
+
 def test_second_writer_on_the_same_run_folder(tmp_path, tiny_root):
     run_dir = tmp_path / "tiny-cv10-fold0"
     run_dir.mkdir()
@@ -372,6 +399,17 @@ def test_second_writer_on_the_same_run_folder(tmp_path, tiny_root):
 def test_ui_on_a_folder_without_a_run(tmp_path):
     r = _cli(["ui", str(tmp_path)])
     _check("ui without a run", "gfkd ui <empty folder>", r, ["no MLflow database", "gfkd run"])
+
+
+def test_ui_on_a_port_in_use(tmp_path, tiny_root):
+    RunLayout(tmp_path).mlflow_db.touch()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _cli(["ui", str(tmp_path), "--port", str(port)])
+    _check("ui on a port in use", "gfkd ui <run> --port <a port something listens on>", r,
+           [f"cannot listen on 127.0.0.1:{port}", "pass another --port"])
 
 
 @pytest.mark.parametrize("args,needles", [
