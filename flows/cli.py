@@ -164,7 +164,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           seeds: str = typer.Option("0..9", "--seeds", help="seeds: 0..9, 0,1,2 or 3"),
           data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)")) -> None:
     """Node-level online group distillation (OAD or a baseline) on a citation graph; print the run folder last."""
-    from gfkd.group.runner import check_node_dataset, parse_seeds, run_name, run_node_group
+    from gfkd.group.runner import check_node_dataset, parse_seeds, run_name, run_node_group, start_folder
 
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
     extra += [f"group.backbone={backbone}"] if backbone else []
@@ -178,9 +178,9 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     layout = RunLayout(cfg.run.runs_dir / run_name(cfg))
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
-        write_json(layout.config, cfg.model_dump(mode="json"))
         logging.basicConfig(format="%(message)s")
         logging.getLogger("gfkd").setLevel(logging.INFO)
+        start_folder(layout, cfg)
         from gfkd.tracking import Tracker
 
         res = run_node_group(cfg, seed_list, layout, Tracker(layout, f"group-{cfg.data.dataset.lower()}"))

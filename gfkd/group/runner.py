@@ -7,7 +7,9 @@ Writes, under `<run>/group/`: `seed-<s>.json` (per-epoch accuracies of every stu
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 
 from gfkd.config import RunConfig
 from gfkd.data.datasets import PLANETOID, resolve_data_root
@@ -45,6 +47,20 @@ def check_node_dataset(name: str) -> str:
 
 def run_name(cfg: RunConfig) -> str:
     return cfg.run.name or f"group-{cfg.data.dataset.lower()}-{cfg.group.backbone}-{cfg.group.method}"
+
+
+def start_folder(layout: RunLayout, cfg: RunConfig) -> bool:
+    """Write the run's config.json; when the folder holds results of another config, remove them first (the run
+    redoes every seed), so an interrupted run never leaves old results beside the new config. True if it did."""
+    new = cfg.model_dump(mode="json")
+    old = json.loads(layout.config.read_text()) if layout.config.is_file() else None
+    stale = layout.stage_dir("group")
+    cleared = old is not None and old != new and stale.exists()
+    if cleared:
+        log.info("%s: results of another config removed (the config changed)", stale)
+        shutil.rmtree(stale)
+    write_json(layout.config, new)
+    return cleared
 
 
 def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=None) -> dict:

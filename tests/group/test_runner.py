@@ -47,3 +47,18 @@ def test_run_writes_per_seed_histories_and_the_summary(tmp_path, monkeypatch, gr
     assert len(seed0["val_acc"]) == 2 and len(seed0["val_acc"][0]) == 2 and len(seed0["losses"]) == 3
     assert "| oad (GCN, K = 2) |" in (out / "results.md").read_text()
     assert layout.root.name == "group-cora-gcn-oad"
+
+
+def test_a_changed_config_clears_the_old_results_before_the_run(tmp_path):
+    """An interrupted run must not leave the quick look's results beside the new config.json."""
+    layout = RunLayout(tmp_path / "group-cora-gcn-oad")
+    quick = resolve_config(None, ["data.dataset=Cora", "group.epochs=5"])
+    assert runner.start_folder(layout, quick) is False  # a fresh folder
+    (layout.stage_dir("group") / "results.json").parent.mkdir(parents=True)
+    (layout.stage_dir("group") / "results.json").write_text("{}")
+    assert runner.start_folder(layout, quick) is False  # same config: results kept until replaced
+    assert (layout.stage_dir("group") / "results.json").is_file()
+    full = resolve_config(None, ["data.dataset=Cora"])
+    assert runner.start_folder(layout, full) is True
+    assert not layout.stage_dir("group").exists()
+    assert json.loads(layout.config.read_text())["group"]["epochs"] == full.group.epochs
