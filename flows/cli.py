@@ -323,7 +323,24 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 
 
 def main() -> None:
-    app()
+    """The `gfkd` command: click's own usage errors (an unknown option, an option's bad value) are one line too."""
+    try:
+        from typer._click import exceptions as click  # typer >= 0.2x carries its own click
+    except ImportError:
+        from click import exceptions as click
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:  # bare `gfkd` or `gfkd <cmd>` without arguments: the help
+        exc.show()
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "gfkd"
+        typer.echo(f"gfkd: error: {exc.format_message().rstrip('.')} (see `{where} --help`)", err=True)
+        sys.exit(2)
+    except click.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

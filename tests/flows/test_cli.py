@@ -71,6 +71,18 @@ def test_the_benchmark_table_goes_to_out_only_when_asked(tmp_path, tiny_root, mo
     assert [s.out for s in seen] == [None, str(tmp_path / "t.md")]
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["config", "teacher.epochs=3", "--bogus"], "No such option: --bogus"),
+    (["ui", "--port", "abc"], "Invalid value for '--port'"),
+    (["nosuchcmd"], "No such command 'nosuchcmd'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, needle):
+    """click's own errors (unknown option or command, an option's bad value) read like every other bad input."""
+    r = gfkd(*args, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith("gfkd: error: ") and needle in r.stderr and "--help`" in r.stderr
+
+
 def test_config_command_prints_resolved_config(tmp_path):
     r = gfkd("config", "teacher.epochs=9", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["teacher"]["epochs"] == 9
