@@ -5,6 +5,12 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 
+def _legend(ax) -> None:
+    """A legend, unless nothing was drawn on `ax` (a panel whose keys were never logged; matplotlib warns then)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def training_curve(history: list[dict[str, float]], stage: str, best_epoch: int | None = None) -> Figure:
     """Loss and accuracy per epoch for the train and val splits; a dashed line marks the selected epoch.
 
@@ -25,7 +31,7 @@ def training_curve(history: list[dict[str, float]], stage: str, best_epoch: int 
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{stage}/*/{metric}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle(f"{stage}: training curve")
     return fig
 
@@ -83,7 +89,7 @@ def distill_curves(history: list[dict[str, float]], stage: str = "distill") -> F
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle(f"{stage}: student curves")
     return fig
 
@@ -104,7 +110,7 @@ def group_curves(history: list[dict[str, float]], stage: str = "group") -> Figur
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax)
     fig.suptitle(f"{stage}: pseudo-graph group")
     return fig
 

@@ -1,0 +1,49 @@
+"""gfkd.plots: every function returns a Figure from tiny literal inputs, draws what it was given, and warns about nothing
+(a panel whose keys were never logged, such as τ for a real-data student, gets no empty legend)."""
+
+import warnings
+
+import pytest
+from matplotlib.figure import Figure
+
+from gfkd import plots
+
+
+@pytest.fixture(autouse=True)
+def warnings_are_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def _lines(fig: Figure) -> list[int]:
+    return [len(ax.lines) for ax in fig.axes]
+
+
+def test_training_curve_marks_the_selected_epoch():
+    history = [{"teacher/train/loss": 1.0, "teacher/val/loss": 1.2, "teacher/train/acc": 0.5, "teacher/val/acc": 0.4},
+               {"teacher/train/loss": 0.5, "teacher/val/loss": 0.9, "teacher/train/acc": 0.8, "teacher/val/acc": 0.7}]
+    fig = plots.training_curve(history, "teacher", best_epoch=1)
+    assert _lines(fig) == [3, 3]  # train, val, the dashed selected epoch
+
+
+def test_distill_curves_of_a_real_data_student_skip_the_empty_panel():
+    history = [{"distill/train/loss": 1.0, "distill/val/acc": 0.6}, {"distill/train/loss": 0.7, "distill/val/acc": 0.7}]
+    fig = plots.distill_curves(history)
+    assert _lines(fig) == [1, 0, 1]
+    assert [ax.get_legend() is not None for ax in fig.axes] == [True, False, True]
+
+
+def test_group_curves_draw_every_logged_term():
+    history = [{"group/train/kl": 0.3, "group/train/adv": 0.1, "group/val/acc_mean": 0.7, "group/test/acc_ensemble": 0.7}]
+    assert _lines(plots.group_curves(history)) == [2, 2]
+    assert _lines(plots.group_curves([{}])) == [0, 0]
+
+
+def test_small_figures():
+    graphs = [(3, [0, 1, 1, 2], [1, 0, 2, 1], [0, 1, 0]), (2, [], [], [2, 2])]
+    assert isinstance(plots.pseudo_graph_grid(graphs, "banks"), Figure)
+    assert isinstance(plots.degree_histogram([1, 2, 2, 1], 1.5, "degrees"), Figure)
+    assert len(plots.confusion_matrices({"a": [[3, 1], [0, 4]], "b": [[2, 2], [1, 3]]}).axes) >= 2
+    assert isinstance(plots.accuracy_vs_time([("teacher", 10.0, 0.8), ("student", 3.0, 0.7)]), Figure)
+    assert isinstance(plots.degree_comparison([1, 2, 3], [2, 2, 4]), Figure)
