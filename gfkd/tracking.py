@@ -8,6 +8,7 @@ tests) and hand it dicts and figures; they never see MLflow.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -146,6 +147,9 @@ class Tracker:
     def __init__(self, layout: RunLayout, experiment: str):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
+
+        # "Creating initial MLflow database tables..." on every new run folder: not news to the user
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
         self.layout = layout
         self.uri = tracking_uri(layout)

@@ -96,3 +96,8 @@ def test_ui_refuses_a_taken_port_and_keeps_mlflow_jobs_out_of_dev_shm(tmp_path, 
     assert calls == []
     assert serve_ui(layout, port=port) == 0  # free again
     assert calls[0]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_a_new_tracking_database_is_created_quietly(tmp_path, capfd):
+    Tracker(RunLayout(tmp_path), "quiet")
+    assert (tmp_path / "mlflow.db").is_file() and "Creating initial MLflow database tables" not in capfd.readouterr().err
