@@ -99,6 +99,14 @@ def _quiet_user_errors(record: logging.LogRecord) -> bool:
     return not any(f"exception {name}:" in record.getMessage() for name in names)
 
 
+def _check_device(cfg: RunConfig) -> None:
+    """run.device=cuda on a machine without one: the one-line error now, not after Prefect has started."""
+    if cfg.run.device == "cuda":
+        from gfkd.stages.common import resolve_device
+
+        resolve_device("cuda")
+
+
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -122,6 +130,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     from gfkd.data.datasets import check_available, require_graph_dataset, resolve_data_root
 
     require_graph_dataset(cfg.data.dataset)  # fail fast, before any folder is made
+    _check_device(cfg)
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
     check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
@@ -167,10 +176,15 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     from gfkd.group.runner import check_node_dataset, parse_seeds, run_name, run_node_group, start_folder
 
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
+    for flag, key, given in (("--dataset", "data.dataset", True), ("--backbone", "group.backbone", backbone),
+                             ("--method", "group.method", method)):
+        if given and any(a.strip().startswith(f"{key}=") for a in args or []):
+            raise ConfigError(f"gfkd group takes {key} from {flag}: drop the {key}=... override")
     extra += [f"group.backbone={backbone}"] if backbone else []
     extra += [f"group.method={method}"] if method else []
     cfg = _load([*(args or []), *extra], data_root)
     seed_list = parse_seeds(seeds)
+    _check_device(cfg)
     from gfkd.data.datasets import check_available, resolve_data_root
 
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
@@ -227,6 +241,7 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     benchmark folder's layout."""
     config, overrides = _split_args(args or [])
     base = _load(args, data_root)
+    _check_device(base)
     overrides += [f"run.runs_dir='{base.run.runs_dir.resolve()}'"]
     if data_root is not None:
         overrides.append(f"data.root='{data_root.resolve()}'")

@@ -383,6 +383,15 @@ def test_unreachable_prefect_api(tmp_path, tiny_root):
     assert not (tmp_path / "tiny-cv10-fold0" / "prefect").exists()  # refused before Prefect started
 
 
+def test_cuda_on_a_machine_without_one(tmp_path, tiny_root, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = _cli(["run", *TINY, "run.device=cuda", f"run.runs_dir='{tmp_path}'", f"--data-root={tiny_root}"])
+    _check("no CUDA device", "run.device=cuda on a CPU-only machine", r, ["run.device=cuda", "use run.device=cpu or auto"])
+    assert not any(tmp_path.iterdir())  # refused before the run folder (and Prefect)
+
+
 def test_second_writer_on_the_same_run_folder(tmp_path, tiny_root):
     run_dir = tmp_path / "tiny-cv10-fold0"
     run_dir.mkdir()
@@ -415,6 +424,8 @@ def test_ui_on_a_port_in_use(tmp_path, tiny_root):
 @pytest.mark.parametrize("args,needles", [
     (["--dataset", "MUTAG"], ["MUTAG", "Cora"]),
     (["--seeds", "a..b"], ["a..b"]),
+    (["--dataset", "Cora", "data.dataset=MUTAG"], ["takes data.dataset from --dataset"]),
+    (["--backbone", "gat", "group.backbone=gcn"], ["takes group.backbone from --backbone"]),
 ])
 def test_group_command_bad_arguments(args, needles, tmp_path):
     r = _cli(["group", *args, f"run.runs_dir='{tmp_path}'"])
