@@ -121,7 +121,7 @@ def _check_writable(path: Path) -> None:
 @_one_line_errors
 def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
-        force: list[str] = typer.Option([], "--force", help="redo this stage even if it is cached (repeatable)")) -> None:
+        force: list[str] = typer.Option([], "--force", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}")) -> None:
     """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line."""
     cfg = _load(args, data_root)
     for s in force:
