@@ -41,6 +41,14 @@ STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info) -> Any:
+        """pydantic reads true as 1: refuse a bool where the key does not take one (teacher.epochs=true)."""
+        if isinstance(v, bool) and "bool" not in str(cls.model_fields[info.field_name].annotation):
+            raise ValueError("true/false is not a value of this key")
+        return v
+
 
 class RunSection(_Frozen):
     """Where the run lives and how it is seeded."""

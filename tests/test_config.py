@@ -42,6 +42,7 @@ def test_overrides_are_typed():
     # the run folder stays inside run.runs_dir
     ("run.name='../../etc'", "run.name is one folder name"),
     ("run.name='a/b'", "run.name is one folder name"),
+    ("teacher.epochs=true", "true/false is not a value of this key"),  # pydantic alone reads it as 1
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:
