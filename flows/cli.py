@@ -134,12 +134,12 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
     check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
+    from gfkd.tracking import check_reachable, tracking_uri
+
+    check_reachable(tracking_uri(layout))  # the servers, if any: before the run folder and Prefect
+    check_prefect_api()
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
-        from gfkd.tracking import check_reachable, tracking_uri
-
-        check_reachable(tracking_uri(layout))  # fail fast, before Prefect starts
-        check_prefect_api()
         write_json(layout.config, cfg.model_dump(mode="json"))
         _prefect_env(layout)
         logging.getLogger("gfkd").setLevel(logging.INFO)

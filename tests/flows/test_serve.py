@@ -48,7 +48,8 @@ def test_serve_registers_the_deployment_and_its_schedule(tmp_path, tiny_root):
 
     with prefect_test_harness(server_startup_timeout=120):
         log = open(tmp_path / "serve.log", "w")
-        proc = _serve(tmp_path, tiny_root, PREFECT_API_URL.value(), "--cron", "0 2 * * *", stdout=log, stderr=log)
+        proc = _serve(tmp_path, tiny_root, PREFECT_API_URL.value(), "--cron", "0 2 * * *", "--out", "table.md",
+                      stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 120
             with get_client(sync_client=True) as client:
@@ -66,7 +67,8 @@ def test_serve_registers_the_deployment_and_its_schedule(tmp_path, tiny_root):
                 assert sched.schedule.cron == "0 2 * * *" and sched.active
                 spec = dep.parameters["spec"]
                 assert spec["datasets"] == ["TINY"] and spec["splits"] == [0, 1] and spec["generators"] == ["acgkd"]
-                assert Path(spec["out"]).is_absolute() and any(o.startswith("run.runs_dir='/") for o in spec["overrides"])
+                assert spec["out"] == str((tmp_path / "table.md").resolve())
+                assert any(o.startswith("run.runs_dir='/") for o in spec["overrides"])
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             try:
