@@ -361,26 +361,24 @@ def test_unwritable_output_folder(tmp_path, tiny_root):
     _check("unwritable output folder", "run.runs_dir under a file", r, ["not writable", "set run.runs_dir"])
 
 
-def test_unreachable_tracking_server(tmp_path, tiny_root):
+def _refused_server(tmp_path: Path, tiny_root: Path, case: str, var: str, url: str, fix: str) -> None:
+    """`gfkd run` with `var` naming a server on a closed port ({port} in `url`): one line, before the run folder."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    r = _cli(["run", *TINY, f"run.runs_dir='{tmp_path}'", f"--data-root={tiny_root}"],
-             env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
-    _check("unreachable tracking server", "MLFLOW_TRACKING_URI=http://127.0.0.1:<closed port>", r,
-           [f"http://127.0.0.1:{port}", "unreachable", "unset MLFLOW_TRACKING_URI"])
+    r = _cli(["run", *TINY, f"run.runs_dir='{tmp_path}'", f"--data-root={tiny_root}"], env={var: url.format(port=port)})
+    _check(case, f"{var}={url.format(port='<closed port>')}", r, [url.format(port=port), "unreachable", fix])
     assert not any(tmp_path.iterdir())  # refused before the run folder (and Prefect)
+
+
+def test_unreachable_tracking_server(tmp_path, tiny_root):
+    _refused_server(tmp_path, tiny_root, "unreachable tracking server", "MLFLOW_TRACKING_URI", "http://127.0.0.1:{port}",
+                    "unset MLFLOW_TRACKING_URI")
 
 
 def test_unreachable_prefect_api(tmp_path, tiny_root):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    r = _cli(["run", *TINY, f"run.runs_dir='{tmp_path}'", f"--data-root={tiny_root}"],
-             env={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
-    _check("unreachable Prefect API", "PREFECT_API_URL=http://127.0.0.1:<closed port>/api", r,
-           [f"http://127.0.0.1:{port}/api", "unreachable", "unset PREFECT_API_URL"])
-    assert not any(tmp_path.iterdir())  # refused before the run folder (and Prefect)
+    _refused_server(tmp_path, tiny_root, "unreachable Prefect API", "PREFECT_API_URL", "http://127.0.0.1:{port}/api",
+                    "unset PREFECT_API_URL")
 
 
 def test_cuda_on_a_machine_without_one(tmp_path, tiny_root, monkeypatch):
