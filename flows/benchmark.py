@@ -120,12 +120,10 @@ def finished_metrics(cfg: RunConfig, root: Path) -> dict[str, float] | None:
 
 def _run_pipeline(cfg: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
     """What `gfkd run` does for one folder: lock, config.json, the pipeline flow, summary.json."""
-    from flows.cli import _run_lock  # one writer per run folder, shared with `gfkd run`
-    from gfkd.data.datasets import check_available, resolve_data_root
+    from flows.cli import _check_data, _run_lock  # the checks and the one-writer lock of `gfkd run`
 
     with _run_lock(layout):
-        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
+        _check_data(cfg)
         write_json(layout.config, cfg.model_dump(mode="json"))
         t0 = time.perf_counter()
         storage = layout.prefect_storage.resolve()  # cache records stay per cell (stage keys repeat across cells)

@@ -107,6 +107,16 @@ def _check_device(cfg: RunConfig) -> None:
         resolve_device("cuda")
 
 
+def _check_data(cfg: RunConfig, graphs: bool = True) -> None:
+    """The dataset is in the data root or the cache, or can be downloaded, and is of the kind the command trains on
+    (`graphs`: a TU graph-classification set); else the one-line error, in seconds."""
+    from gfkd.data.datasets import check_available, require_graph_dataset, resolve_data_root
+
+    if graphs:
+        require_graph_dataset(cfg.data.dataset)
+    check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download)
+
+
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -127,12 +137,8 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     for s in force:
         if s not in STAGES:
             raise ConfigError(f"--force {s}: unknown stage, choose one of {', '.join(STAGES)}")
-    from gfkd.data.datasets import check_available, require_graph_dataset, resolve_data_root
-
-    require_graph_dataset(cfg.data.dataset)  # fail fast, before any folder is made
+    _check_data(cfg)  # fail fast, before any folder is made
     _check_device(cfg)
-    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-    check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
     from gfkd.tracking import check_reachable, tracking_uri
 
@@ -185,10 +191,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     cfg = _load([*(args or []), *extra], data_root)
     seed_list = parse_seeds(seeds)
     _check_device(cfg)
-    from gfkd.data.datasets import check_available, resolve_data_root
-
-    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-    check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)  # fail fast
+    _check_data(cfg, graphs=False)  # fail fast, before any folder is made
     layout = RunLayout(cfg.run.runs_dir / run_name(cfg))
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
@@ -263,12 +266,8 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
         err = exc.errors()[0]
         raise ConfigError(f"--{err['loc'][0]} {err.get('input')!r} is invalid: {err['msg']}") from None
     cells = grid_cells(spec)  # every cell's config resolves, or a one-line error
-    from gfkd.data.datasets import check_available, require_graph_dataset, resolve_data_root
-
     for cfg in {c.dataset: c.cfg for c in cells}.values():
-        require_graph_dataset(cfg.data.dataset)
-        cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
-        check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download)
+        _check_data(cfg)
     check_prefect_api()  # the input is valid: now the server
     return spec, bench
 

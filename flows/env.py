@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from gfkd.errors import GfkdError
+from gfkd.tracking import refusal
 
 
 def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
@@ -44,12 +44,10 @@ def check_prefect_api(timeout: float = 3.0) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise GfkdError(f"PREFECT_API_URL={url} is not an http(s) URL: set it like http://127.0.0.1:4200/api, or "
                         f"unset it")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise GfkdError(f"Prefect API {url} is unreachable ({exc.strerror or type(exc).__name__}): start it "
-                        f"(prefect server start) or unset PREFECT_API_URL to run on a temporary local server") from exc
+    why = refusal(url, timeout)
+    if why:
+        raise GfkdError(f"Prefect API {url} is unreachable ({why}): start it (prefect server start) or unset "
+                        f"PREFECT_API_URL to run on a temporary local server")
 
 
 @contextmanager

@@ -507,6 +507,11 @@ class RunConfig(_Frozen):
         return f"{self.data.dataset.lower()}-{self.protocol.name}-{split}{suffix}"
 
     @property
+    def data_cache(self) -> Path:
+        """The writable folder PyG processes datasets into (data.cache_dir, else <runs_dir>/_cache/datasets)."""
+        return self.data.cache_dir or self.run.runs_dir / "_cache" / "datasets"
+
+    @property
     def _runtime_key(self) -> dict[str, Any]:
         """What the floats depend on besides the config: the device, the thread setting and the kernels."""
         return {"device": self.run.device, "threads": self.run.threads, "deterministic": self.run.deterministic}

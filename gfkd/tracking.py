@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gfkd.errors import GfkdError
 from gfkd.layout import RunLayout
@@ -103,6 +104,23 @@ class RunLogger(NullLogger):
         self.tracker.end_run(self.run_id, status)
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def refusal(url: str, timeout: float = 3.0) -> str | None:
+    """Why the http(s) server at `url` does not accept a connection within `timeout` s ("Connection refused"), or
+    None when it does. Shared by the MLflow and Prefect server checks."""
+    import socket
+
+    try:
+        socket.create_connection(_host_port(url), timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """Fail in seconds when an http(s) tracking server does not accept connections (MLflow itself retries for
     minutes); file and SQLite backends pass.
@@ -110,19 +128,10 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
     Raises:
         GfkdError: naming the URI and the fix.
     """
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
-    except OSError as exc:
-        raise GfkdError(f"MLflow tracking server {uri} is unreachable ({exc.strerror or type(exc).__name__}): start "
-                        f"it (mlflow server --port {port}) or unset MLFLOW_TRACKING_URI to log into the run "
-                        f"folder") from exc
+    why = refusal(uri, timeout) if urlsplit(uri).scheme in ("http", "https") else None
+    if why:
+        raise GfkdError(f"MLflow tracking server {uri} is unreachable ({why}): start it (mlflow server --port "
+                        f"{_host_port(uri)[1]}) or unset MLFLOW_TRACKING_URI to log into the run folder")
 
 
 def experiment_id(client, name: str, location: str | None) -> str:

@@ -76,7 +76,7 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
 
     dataset = check_node_dataset(cfg.data.dataset)
     device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device (a one-line error for a missing GPU)
-    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+    cache = cfg.data_cache
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)
     out = layout.stage_dir("group")

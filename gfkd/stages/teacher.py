@@ -39,7 +39,7 @@ TRAIN_STATE = "_train.pt"  # the resumable training state inside the staging fol
 
 def load_dataset(cfg: RunConfig):
     """The run's graph-classification dataset, opened through the writable cache."""
-    cache = cfg.data.cache_dir or cfg.run.runs_dir / "_cache" / "datasets"
+    cache = cfg.data_cache
     return load_tu(cfg.data.dataset, cfg.data.root, cache, cfg.data.max_degree_cap, cfg.data.download)
 
 
