@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,11 +44,28 @@ class _Frozen(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_numbers(cls, v: Any, info) -> Any:
-        """pydantic reads true as 1: refuse a bool where the key does not take one (teacher.epochs=true)."""
-        if isinstance(v, bool) and "bool" not in str(cls.model_fields[info.field_name].annotation):
+    def _scalars_as_written(cls, v: Any, info) -> Any:
+        """pydantic's lax mode reads true as 1 and '10' as 10: refuse a bool where the key takes none
+        (teacher.epochs=true), and text where the key takes only numbers or true/false (teacher.epochs='10')."""
+        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and bool not in kinds:
             raise ValueError("true/false is not a value of this key")
+        if isinstance(v, str) and kinds and kinds <= {int, float, bool, type(None)}:
+            want = "true or false" if kinds <= {bool, type(None)} else "a number"
+            raise ValueError(f"text is not a value of this key: write {want}, without quotes")
         return v
+
+
+def _scalar_kinds(ann: Any) -> set:
+    """The plain types a field's annotation admits (Annotated bounds and unions unwrapped); empty when it admits
+    anything else (str, Literal, Path, a section, a tuple), which leaves the value to pydantic."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Annotated:
+        return _scalar_kinds(args[0])
+    if origin in (typing.Union, types.UnionType):
+        kinds = [_scalar_kinds(a) for a in args]
+        return set().union(*kinds) if all(kinds) else set()
+    return {ann} if ann in (int, float, bool, type(None)) else set()
 
 
 class RunSection(_Frozen):

@@ -43,11 +43,20 @@ def test_overrides_are_typed():
     ("run.name='../../etc'", "run.name is one folder name"),
     ("run.name='a/b'", "run.name is one folder name"),
     ("teacher.epochs=true", "true/false is not a value of this key"),  # pydantic alone reads it as 1
+    ("teacher.epochs='10'", "teacher.epochs='10' is invalid: text is not a value of this key: write a number"),
+    ("teacher.lr='0.1'", "write a number"),  # pydantic alone reads both as numbers
+    ("data.download='yes'", "write true or false"),  # and this as true
+    ("teacher.epochs=abc", "text is not a value of this key"),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:
         resolve_config(None, [override])
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_text_still_reaches_keys_that_take_text():
+    cfg = resolve_config(None, ["distill.epochs=auto", "run.threads='2'", "data.dataset=PTC_MR", "run.runs_dir=r"])
+    assert (cfg.distill.epochs, cfg.run.threads, cfg.data.dataset, str(cfg.run.runs_dir)) == ("auto", 2, "PTC_MR", "r")
 
 
 def test_toml_file_then_overrides(tmp_path):
