@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from gfkd.config import RunConfig, config_hash, resolve_config
 from gfkd.errors import ConfigError
@@ -76,7 +77,7 @@ def test_toml_file_then_overrides(tmp_path):
 
 def test_config_is_frozen_and_hash_tracks_stage_inputs():
     cfg = resolve_config(None)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.teacher.epochs = 3  # type: ignore[misc]
     other = resolve_config(None, ["teacher.epochs=3"])
     renamed = resolve_config(None, ["run.name=elsewhere", "data.root='/x'"])

@@ -40,10 +40,31 @@ def test_group_curves_draw_every_logged_term():
     assert _lines(plots.group_curves([{}])) == [0, 0]
 
 
-def test_small_figures():
+def test_pseudo_graph_grid_draws_each_undirected_edge_once_and_every_node():
     graphs = [(3, [0, 1, 1, 2], [1, 0, 2, 1], [0, 1, 0]), (2, [], [], [2, 2])]
-    assert isinstance(plots.pseudo_graph_grid(graphs, "banks"), Figure)
-    assert isinstance(plots.degree_histogram([1, 2, 2, 1], 1.5, "degrees"), Figure)
-    assert len(plots.confusion_matrices({"a": [[3, 1], [0, 4]], "b": [[2, 2], [1, 3]]}).axes) >= 2
-    assert isinstance(plots.accuracy_vs_time([("teacher", 10.0, 0.8), ("student", 3.0, 0.7)]), Figure)
-    assert isinstance(plots.degree_comparison([1, 2, 3], [2, 2, 4]), Figure)
+    fig = plots.pseudo_graph_grid(graphs, "banks")
+    ax0, ax1 = fig.axes[:2]
+    assert (len(ax0.lines), len(ax1.lines)) == (2, 0)  # 0-1 and 1-2, each stored in both directions
+    assert [len(ax.collections[0].get_offsets()) for ax in (ax0, ax1)] == [3, 2]
+    assert (ax0.get_title(), ax1.get_title()) == ("n=3, |E|=2", "n=2, |E|=0")
+
+
+def test_histograms_count_what_they_were_given():
+    ax = plots.degree_histogram([1, 2, 2, 1], 1.5, "degrees").axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 4 and ax.lines[0].get_xdata()[0] == 1.5
+    ax = plots.degree_comparison([1, 2, 3], [2, 2, 4]).axes[0]
+    assert len(ax.containers) == 2  # real and pseudo, both normalised to 1
+    assert [sum(p.get_height() for p in c) for c in ax.containers] == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_confusion_matrices_annotate_every_count():
+    fig = plots.confusion_matrices({"a": [[3, 1], [0, 4]], "b": [[2, 2], [1, 3]]})
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in shown] == ["a", "b"]
+    assert [t.get_text() for t in shown[0].texts] == ["3", "1", "0", "4"]
+
+
+def test_accuracy_vs_time_places_each_model():
+    ax = plots.accuracy_vs_time([("teacher", 10.0, 0.8), ("student", 3.0, 0.7)]).axes[0]
+    assert [tuple(c.get_offsets()[0]) for c in ax.collections] == [(10.0, 0.8), (3.0, 0.7)]
+    assert [t.get_text() for t in ax.texts] == ["teacher", "student"]

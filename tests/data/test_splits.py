@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from sklearn.model_selection import StratifiedKFold
 
 from gfkd.data.splits import cv10_folds, cv10_split, holdout_split
 
@@ -27,7 +28,11 @@ def test_cv10_fold_roles(fold):
     assert s.fold_hash == cv10_split(LABELS, 0).fold_hash  # one hash for the whole protocol
 
 
-def test_cv10_is_reproducible_and_matches_sklearn_seed():
+def test_cv10_is_protocol_b_stratified_kfold_with_seed_12345():
+    """protocol.md §2: the folds are StratifiedKFold(10, shuffle=True, random_state=12345)'s test folds, in order."""
+    ref = [test for _, test in StratifiedKFold(10, shuffle=True, random_state=12345).split(np.zeros(len(LABELS)),
+                                                                                            LABELS)]
+    assert all(np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(cv10_folds(LABELS), ref, strict=True))
     a, b = cv10_split(LABELS, 3), cv10_split(LABELS, 3)
     assert np.array_equal(a.test, b.test) and np.array_equal(a.train, b.train)
 

@@ -16,10 +16,39 @@ TINY = ["data.dataset=TINY", "teacher.epochs=3", "teacher.model.layers=3", "teac
         "group.graph.warmup_epochs=1", "group.graph.epochs=1", "group.graph.students=2"]
 
 
-def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
+# Loaded by every Python process of the command (PYTHONPATH): a connection to anything but the loopback is refused
+# and written to GFKD_NETWORK_LOG, so Prefect's server, MLflow and the stages are all watched.
+_GUARD = """
+import os, socket
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+def _refused(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+        with open(os.environ["GFKD_NETWORK_LOG"], "a") as f:
+            f.write(f"{os.getpid()} {address}\\n")
+        return True
+    return False
+def _guarded(self, address):
+    if _refused(self, address):
+        raise OSError(f"network access refused in tests: {address}")
+    return _connect(self, address)
+def _guarded_ex(self, address):
+    return 111 if _refused(self, address) else _connect_ex(self, address)  # ECONNREFUSED
+socket.socket.connect, socket.socket.connect_ex = _guarded, _guarded_ex
+"""
+
+
+def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None,
+         network_log: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
     env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env |= {"TMPDIR": str(tmpdir)} if tmpdir else {}
+    if network_log is not None:
+        guard = network_log.parent / "network-guard"
+        guard.mkdir(exist_ok=True)
+        (guard / "sitecustomize.py").write_text(_GUARD)
+        env |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(guard), env.get("PYTHONPATH")])),
+                "GFKD_NETWORK_LOG": str(network_log)}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -94,8 +123,10 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     args = ["run", *TINY, f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"]
     system_tmp = tmp_path / "system-tmp"  # the TMPDIR a user's shell would give: the run must leave it empty
     system_tmp.mkdir()
-    first = gfkd(*args, cwd=tmp_path, tmpdir=system_tmp)
+    network_log = tmp_path / "network.log"
+    first = gfkd(*args, cwd=tmp_path, tmpdir=system_tmp, network_log=network_log)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert not network_log.exists(), network_log.read_text()  # Prefect, MLflow and every stage stay on the loopback
     assert not list(system_tmp.iterdir()), sorted(p.name for p in system_tmp.iterdir())
     assert not (runs / "tiny-cv10-fold0" / ".tmp").exists()  # the run's own scratch is gone too
     run_dir = Path(first.stdout.strip().splitlines()[-1])

@@ -118,11 +118,13 @@ def test_gfkd_generator_counts_and_layout(tiny_teacher_dir, directed):
     ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=8", f"generate.gfkd.directed={str(directed).lower()}")
     for p in ctx.teacher.parameters():
         p.grad = None
+    state0 = {k: v.clone() for k, v in ctx.teacher.state_dict().items()}
     g = gfkd.generate(ctx, N, Y, make_generator(0))
     _check_graphs(g, ctx, symmetric=not directed)
     pairs = N * (N - 1) // (1 if directed else 2)
     assert g.num_params == int(pairs.sum()) + int(N.sum()) * ctx.num_features
-    assert all(p.grad is None for p in ctx.teacher.parameters())  # the teacher stays frozen
+    assert all(p.grad is None for p in ctx.teacher.parameters())  # the teacher stays frozen: no gradient, and
+    assert all(torch.equal(v, state0[k]) for k, v in ctx.teacher.state_dict().items())  # BN stats untouched
     assert 0 <= g.gen_step < 8
 
 

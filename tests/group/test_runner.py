@@ -29,7 +29,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
 
 def test_parse_seeds():
     assert runner.parse_seeds("0..3") == [0, 1, 2, 3] and runner.parse_seeds("2,5") == [2, 5]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"'3\.\.1' is not a seed list"):
         runner.parse_seeds("3..1")
 
 

@@ -42,7 +42,7 @@ def test_reference_kl_scale_is_batchmean_over_rows_times_classes():
     ref, bm = L.global_kl(z, 3.0, "reference"), L.global_kl(z, 3.0, "batchmean")
     torch.testing.assert_close(ref, bm / (140 * 7), rtol=1e-6, atol=0)
     assert L.kl_scale_factor("reference", 140, 7) == 1 / 980
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kl_scale must be batchmean or reference, got 'mean'"):
         L.kl_scale_factor("mean", 1, 1)
 
 

@@ -1,5 +1,7 @@
 """Safe defaults: checkpoints load with weights_only=True, shards hold no pickled objects, `gfkd ui` binds
-127.0.0.1, and a whole tiny run (every stage, MLflow on SQLite) opens no connection beyond the loopback."""
+127.0.0.1, and a whole tiny run's stages and an MLflow run on SQLite open no connection beyond the loopback (the
+stages here run in-process without Prefect; tests/flows/test_cli.py watches the whole `gfkd run`, Prefect's server
+and MLflow tracking included, with the same guard in every process)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,13 @@ def test_each_generator_writes_a_readable_shard_set(tmp_path, tiny_teacher_dir, 
     m = out.manifest.metrics
     assert m["generate/quality/num_graphs"] == 60 and m["generate/shards/written"] == 4
     assert ("generate/quality/teacher_agreement" in m) == (method != "randg")
-    assert m["generate/params/pseudo_graph"] == (0 if method == "randg" else m["generate/params/pseudo_graph"]) >= 0
+    # the optimised parameters, summed over every pseudo-graph: pair logits (n(n-1)/2; GFKD's are directed, as
+    # published: n(n-1)) and node-type logits n·F (the tiny teacher's set has node features)
+    pairs = sum(g.num_nodes * (g.num_nodes - 1) // 2 for g in graphs)
+    types = sum(g.num_nodes * g.x.shape[1] for g in graphs)
+    assert cfg.generate.gfkd.directed
+    expect = {"acgkd": pairs + types, "gfkd": 2 * pairs + types, "deepinvg": types, "randg": 0}[method]
+    assert m["generate/params/pseudo_graph"] == expect
     for name in ("graphs.png", "degrees.png", "quality.json"):
         assert (layout.stage_dir("generate") / name).is_file()
     states = sorted((shard_dir).glob("_state-*.pt"))
@@ -80,3 +86,34 @@ def test_staging_of_another_config_is_discarded(tmp_path, tiny_teacher_dir):
     (staging / "shards" / "shard-b00-c000.parquet").write_bytes(b"stale")
     out = generate.run(cfg, layout, "new-key", teacher_dir=tiny_teacher_dir)
     assert out.manifest.metrics["generate/shards/written"] == 4
+
+
+class _Planned(Exception):
+    """Raised by the spy once the stage has planned its first bank: the test needs no generation."""
+
+
+@pytest.mark.parametrize("parity,dataset,expect", [
+    ("reference", "MUTAG", ("range", "uniform", (10, 29))),  # the reference code: uniform targets, n ~ U{10..29}
+    ("reference", "TINY", ("empirical", "uniform", (10, 29))),  # uniform targets; node counts as configured
+    ("clean", "MUTAG", ("empirical", "balanced", (10, 29))),  # the configured plan, untouched
+])
+def test_gfkd_reference_parity_plans_the_reference_bank(tmp_path, tiny_teacher_dir, monkeypatch, parity, dataset,
+                                                        expect):
+    real_load = generate.load_teacher
+
+    def load_as(path):
+        teacher, meta, bn = real_load(path)
+        return teacher, {**meta, "data": {**meta["data"], "dataset": dataset}}, bn
+
+    def spy(meta, M, seed, bank, nodes, targets, max_nodes, batch_size, node_range):
+        seen.append((nodes, targets, tuple(node_range)))
+        raise _Planned
+
+    seen: list = []
+    monkeypatch.setattr(generate, "load_teacher", load_as)
+    monkeypatch.setattr(generate, "plan_bank", spy)
+    cfg = resolve_config(None, [*FAST, "generate.method=gfkd", f"generate.gfkd.parity={parity}"])
+    assert (cfg.generate.nodes, cfg.generate.targets) == ("empirical", "balanced")  # the defaults the rows start from
+    with pytest.raises(_Planned):
+        generate.run(cfg, RunLayout(tmp_path), "key", teacher_dir=tiny_teacher_dir)
+    assert seen == [expect]
