@@ -47,25 +47,24 @@ class _Frozen(BaseModel):
     def _scalars_as_written(cls, v: Any, info) -> Any:
         """pydantic's lax mode reads true as 1 and '10' as 10: refuse a bool where the key takes none
         (teacher.epochs=true), and text where the key takes only numbers or true/false (teacher.epochs='10')."""
-        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation)
+        kinds = _leaf_types(cls.model_fields[info.field_name].annotation)
         if isinstance(v, bool) and bool not in kinds:
             raise ValueError("true/false is not a value of this key")
-        if isinstance(v, str) and kinds and kinds <= {int, float, bool, type(None)}:
+        if isinstance(v, str) and kinds <= {int, float, bool, type(None)}:
             want = "true or false" if kinds <= {bool, type(None)} else "a number"
             raise ValueError(f"text is not a value of this key: write {want}, without quotes")
         return v
 
 
-def _scalar_kinds(ann: Any) -> set:
-    """The plain types a field's annotation admits (Annotated bounds and unions unwrapped); empty when it admits
-    anything else (str, Literal, Path, a section, a tuple), which leaves the value to pydantic."""
+def _leaf_types(ann: Any) -> set:
+    """What a field's annotation admits, Annotated bounds and unions unwrapped: int, float, bool, NoneType, or
+    anything else as itself (str, Path, a section) or as Literal (whose values are text here)."""
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is Annotated:
-        return _scalar_kinds(args[0])
+        return _leaf_types(args[0])
     if origin in (typing.Union, types.UnionType):
-        kinds = [_scalar_kinds(a) for a in args]
-        return set().union(*kinds) if all(kinds) else set()
-    return {ann} if ann in (int, float, bool, type(None)) else set()
+        return set().union(*(_leaf_types(a) for a in args))
+    return {Literal if origin is Literal else ann}
 
 
 class RunSection(_Frozen):
