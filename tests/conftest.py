@@ -67,6 +67,24 @@ def tiny_graphs(num: int = 40, seed: int = 0, node_labels: bool = True) -> list:
     return graphs
 
 
+def path_graphs(num: int = 12, f: int = 3) -> list:
+    """`num` path graphs of 4-6 nodes as PyG Data with random one-hot features of width `f`, alternating labels,
+    graph ids and a difficulty k / num: inputs for the student-side loops, no dataset."""
+    import torch
+    from torch_geometric.data import Data
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for k in range(num):
+        n = 4 + k % 3
+        src = torch.arange(n - 1)
+        ei = torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
+        x = torch.nn.functional.one_hot(torch.randint(0, f, (n,), generator=g), f).float()
+        out.append(Data(x=x, edge_index=ei, num_nodes=n, y=torch.tensor([k % 2]), graph_id=torch.tensor([k]),
+                        difficulty=torch.tensor([k / num])))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A data root with TINY (node labels) and TINYDEG (featureless) TU datasets of 40 graphs."""

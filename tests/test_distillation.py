@@ -2,24 +2,12 @@
 
 import pytest
 import torch
-from torch_geometric.data import Data
 
+from conftest import path_graphs
 from gfkd.config import resolve_config
 from gfkd.distillation import distill_student
 from gfkd.models import build_classifier
 from gfkd.models.widened import build_student
-
-
-def _graphs(num=12, f=3):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for k in range(num):
-        n = 4 + k % 3
-        src = torch.arange(n - 1)
-        ei = torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
-        x = torch.nn.functional.one_hot(torch.randint(0, f, (n,), generator=g), f).float()
-        out.append(Data(x=x, edge_index=ei, num_nodes=n, y=torch.tensor([k % 2]), graph_id=torch.tensor([k])))
-    return out
 
 
 def _taus(*overrides: str) -> list[float]:
@@ -28,7 +16,7 @@ def _taus(*overrides: str) -> list[float]:
     spec = {"kind": "widened", "arch": "gin", "in_dim": 3, "num_classes": 2, "layers": 2, "hidden": 4,
             "dropout": 0.5, "projector": "gat"}
     dc = resolve_config(None, ["distill.curriculum.pace=off", *overrides]).distill
-    res = distill_student(build_student(spec, teacher), teacher, _graphs(), dc, epochs=4, seed=0,
+    res = distill_student(build_student(spec, teacher), teacher, path_graphs(), dc, epochs=4, seed=0,
                           device=torch.device("cpu"))
     return [h["distill/train/tau"] for h in res.history]
 

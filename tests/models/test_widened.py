@@ -1,26 +1,14 @@
 """The widened student reusing the teacher's frozen classifier (acgkd.md §8, §13.9)."""
 
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
+from conftest import path_graphs
 from gfkd.config import resolve_config
 from gfkd.distillation import distill_student
 from gfkd.models import build_classifier
 from gfkd.models.widened import WidenedStudent, build_student
-
-
-def _graphs(num=12, f=3):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for k in range(num):
-        n = 4 + k % 3
-        src = torch.arange(n - 1)
-        ei = torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
-        x = torch.nn.functional.one_hot(torch.randint(0, f, (n,), generator=g), f).float()
-        out.append(Data(x=x, edge_index=ei, num_nodes=n, y=torch.tensor([k % 2]), graph_id=torch.tensor([k]),
-                        difficulty=torch.tensor([k / num])))
-    return out
 
 
 def _teacher():
@@ -31,7 +19,7 @@ def _teacher():
 def test_logits_are_the_teacher_head_on_pooled_projected_embeddings():
     teacher = _teacher()
     student = WidenedStudent(build_classifier("gin", 3, 2, layers=2, hidden=4), teacher, "gat").eval()
-    b = Batch.from_data_list(_graphs(4))
+    b = Batch.from_data_list(path_graphs(4))
     z, h = student.features(b.x, b.edge_index, b.batch, b.num_graphs)
     expect = scatter(h, b.batch, dim=0, reduce="sum") @ teacher.classifier.weight.T + teacher.classifier.bias
     assert h.shape == (b.num_nodes, 8) and torch.allclose(z, expect, atol=1e-6)
@@ -45,7 +33,7 @@ def test_reused_head_is_frozen_absent_from_the_optimiser_and_unchanged_after_an_
     w0, b0 = student.head.weight.clone(), student.head.bias.clone()
     body0 = student.convs[0].mlp[0].weight.clone()
     dc = resolve_config(None, ["distill.curriculum.pace=off"]).distill
-    distill_student(student, teacher, _graphs(), dc, epochs=2, seed=0, device=torch.device("cpu"))
+    distill_student(student, teacher, path_graphs(), dc, epochs=2, seed=0, device=torch.device("cpu"))
     assert not student.head.weight.requires_grad and not student.head.bias.requires_grad
     assert torch.equal(student.head.weight, w0) and torch.equal(student.head.bias, b0)
     assert torch.equal(w0, teacher.classifier.weight)
@@ -55,7 +43,7 @@ def test_reused_head_is_frozen_absent_from_the_optimiser_and_unchanged_after_an_
 
 def test_linear_projector_and_plain_student_shapes():
     teacher = _teacher()
-    b = Batch.from_data_list(_graphs(3))
+    b = Batch.from_data_list(path_graphs(3))
     lin = WidenedStudent(build_classifier("gcn", 3, 2, layers=2, hidden=4), teacher, "linear").eval()
     assert lin(b.x, b.edge_index, b.batch, b.num_graphs).shape == (3, 2)
     plain = build_student({"kind": "plain", "arch": "gcn", "in_dim": 3, "num_classes": 2, "layers": 2,
