@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,25 +17,15 @@ TINY = ["data.dataset=TINY", "teacher.epochs=3", "teacher.model.layers=3", "teac
         "group.graph.warmup_epochs=1", "group.graph.epochs=1", "group.graph.students=2"]
 
 
-# Loaded by every Python process of the command (PYTHONPATH): a connection to anything but the loopback is refused
-# and written to GFKD_NETWORK_LOG, so Prefect's server, MLflow and the stages are all watched.
+# Loaded by every Python process of the command (PYTHONPATH): tests/network_guard.py, recording into GFKD_NETWORK_LOG,
+# so Prefect's server, MLflow and the stages are all watched.
 _GUARD = """
-import os, socket
-_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
-def _refused(self, address):
-    host = address[0] if isinstance(address, tuple) else address
-    if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
-        with open(os.environ["GFKD_NETWORK_LOG"], "a") as f:
-            f.write(f"{os.getpid()} {address}\\n")
-        return True
-    return False
-def _guarded(self, address):
-    if _refused(self, address):
-        raise OSError(f"network access refused in tests: {address}")
-    return _connect(self, address)
-def _guarded_ex(self, address):
-    return 111 if _refused(self, address) else _connect_ex(self, address)  # ECONNREFUSED
-socket.socket.connect, socket.socket.connect_ex = _guarded, _guarded_ex
+import os
+from network_guard import install
+def _log(address):
+    with open(os.environ["GFKD_NETWORK_LOG"], "a") as f:
+        f.write(f"{os.getpid()} {address}\\n")
+install(_log)
 """
 
 
@@ -47,6 +38,7 @@ def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None
         guard = network_log.parent / "network-guard"
         guard.mkdir(exist_ok=True)
         (guard / "sitecustomize.py").write_text(_GUARD)
+        shutil.copy(Path(__file__).parents[1] / "network_guard.py", guard / "network_guard.py")
         env |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(guard), env.get("PYTHONPATH")])),
                 "GFKD_NETWORK_LOG": str(network_log)}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True,

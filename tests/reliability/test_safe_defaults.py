@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kill_harness import drive
+from network_guard import install
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,19 +45,11 @@ def _plain(t: pa.DataType) -> bool:
 
 
 def _no_network(monkeypatch) -> list:
-    """Refuse (and record) every connection that does not go to the loopback."""
-    attempts = []
-    real = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
-            attempts.append(address)
-            raise OSError(f"network access refused in tests: {address}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: connect(socket.socket(), address))
+    """Refuse (and record) every connection that does not go to the loopback, undone after the test."""
+    attempts: list = []
+    install(attempts.append, monkeypatch.setattr)
+    # create_connection resolves names first: refuse the name itself, as a test machine may resolve nothing
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: socket.socket().connect(address))
     return attempts
 
 
