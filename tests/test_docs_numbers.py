@@ -1,0 +1,87 @@
+"""The README's results table is copied by hand from docs/results.json (which benchmarks/distill.py writes): every
+figure in it must be the one the stored fold values give, and every met / missed the one the targets give."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = {"ACGKD": "ACGKD", "RandG": "RandG", "GFKD": "GFKD", "KD on real graphs": "KD (real data)"}
+# target column -> (the row ACGKD is compared with, the least paired difference in points that meets it)
+TARGETS = {"≥ RandG + 5": ("RandG", 5.0), "not below GFKD": ("GFKD", 0.0), "within 3 of KD": ("KD (real data)", -3.0)}
+NUMBER = r"[+\-−]?\d+(?:\.\d+)?"
+
+
+def _table() -> list[dict[str, str]]:
+    """The README's 'Where the numbers stand' table, one dict per dataset row."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| dataset | folds | ACGKD"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def _number(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def _folds(rows: dict, name: str) -> dict[str, float]:
+    return rows[name]["folds"]
+
+
+ROWS = _table()
+STORE = json.loads((REPO / "docs" / "results.json").read_text())
+
+
+def test_the_table_has_every_dataset_of_the_store():
+    assert [r["dataset"] for r in ROWS] == list(STORE)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r["dataset"])
+def test_each_cell_is_the_stored_mean_and_std_over_its_folds(row):
+    rows = STORE[row["dataset"]]["rows"]
+    assert int(row["folds"].split()[0]) == len(_folds(rows, "ACGKD"))
+    for column, name in COLUMNS.items():
+        cell = row[column]
+        if cell == "not run":
+            assert name not in rows, f"{row['dataset']} {column}: the store has this row"
+            continue
+        folds = _folds(rows, name)
+        values = np.array(list(folds.values()))
+        assert cell.split(" (")[0] == f"{values.mean():.3f} ± {values.std():.3f}", f"{row['dataset']} {column}"
+        if len(folds) < len(_folds(rows, "ACGKD")):  # a partial row names its folds
+            lo, hi = min(map(int, folds)), max(map(int, folds))
+            assert f"(folds {lo}–{hi})" in cell, f"{row['dataset']} {column}: name the folds {lo}–{hi}"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r["dataset"])
+def test_each_target_is_the_paired_difference_and_its_verdict(row):
+    rows = STORE[row["dataset"]]["rows"]
+    for column, (other, least) in TARGETS.items():
+        cell = row[column]
+        if cell == "not run":
+            assert other not in rows, f"{row['dataset']} {column}: the store has {other}"
+            continue
+        a, b = _folds(rows, "ACGKD"), _folds(rows, other)
+        common = sorted(set(a) & set(b))
+        points = 100 * float(np.mean([a[f] - b[f] for f in common]))
+        figures = re.findall(NUMBER + r"(?=\)|\s+on\s)", cell)
+        assert figures, f"{row['dataset']} {column}: no signed figure in {cell!r}"
+        assert _number(figures[-1]) == pytest.approx(round(points, 1), abs=1e-9), f"{row['dataset']} {column}"
+        if cell.startswith("met"):
+            assert points >= least, f"{row['dataset']} {column}: reads met at {points:+.1f}"
+        elif cell.startswith("missed"):
+            assert points < least, f"{row['dataset']} {column}: reads missed at {points:+.1f}"
+        if " on " in cell and "folds" in cell:  # '+24.3 on 9 folds' or 'missed on folds 0–2 (...)'
+            count = re.search(r"on (\d+) folds", cell)
+            if count:
+                assert int(count.group(1)) == len(common), f"{row['dataset']} {column}: {len(common)} folds"
