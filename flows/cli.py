@@ -222,7 +222,7 @@ def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, th
 @app.command()
 @_one_line_errors
 def ui(run_dir: Path = typer.Argument(Path("."), help="a run folder made by `gfkd run`"),
-       port: int = typer.Option(5000, help="port on 127.0.0.1"),
+       port: int = typer.Option(5000, min=1, max=65535, help="port on 127.0.0.1"),
        host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)")) -> None:
     """Open the MLflow UI over a run folder's tracking backend."""
     from gfkd.tracking import serve_ui
@@ -351,8 +351,14 @@ def main() -> None:
         where = exc.ctx.command_path if exc.ctx else "gfkd"
         typer.echo(f"gfkd: error: {exc.format_message().rstrip('.')} (see `{where} --help`)", err=True)
         sys.exit(2)
-    except click.Abort:
+    except click.ClickException as exc:  # e.g. an unreadable file given to a click.File option
+        typer.echo(f"gfkd: error: {exc.format_message().rstrip('.')}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # typer >= 0.2x keeps Abort in typer.exceptions, not in its click copy
         typer.echo("Aborted.", err=True)
+        sys.exit(1)
+    except BrokenPipeError:  # `gfkd config | head -1`: the reader left; say nothing more
+        sys.stdout = open(os.devnull, "w")  # so that the interpreter's last flush does not raise again
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

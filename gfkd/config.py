@@ -39,8 +39,11 @@ class CrossKeyError(ValueError):
 STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that exist today, in pipeline order
 
 
+SEED_MAX = 1_000_000  # the stages seed numpy with 1000 · (protocol seed + run seed) + k, which must stay below 2**32
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -50,6 +53,8 @@ class _Frozen(BaseModel):
         kinds = _leaf_types(cls.model_fields[info.field_name].annotation)
         if isinstance(v, bool) and bool not in kinds:
             raise ValueError("true/false is not a value of this key")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and kinds <= {bool, type(None)}:
+            raise ValueError("a number is not a value of this key: write true or false")
         if isinstance(v, str) and kinds <= {int, float, bool, type(None)}:
             want = "true or false" if kinds <= {bool, type(None)} else "a number"
             raise ValueError(f"text is not a value of this key: write {want}, without quotes")
@@ -72,7 +77,7 @@ class RunSection(_Frozen):
 
     name: str | None = Field(None, description="run folder name; default derives from dataset, protocol and split")
     runs_dir: Path = Field(Path("runs"), description="parent folder of all run folders and the dataset cache")
-    seed: int = Field(0, ge=0, description="offset added to the protocol's per-split seed")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="offset added to the protocol's per-split seed")
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="auto: cuda when available")
     checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
     deterministic: bool = Field(True, description="torch's deterministic kernels: with more than one thread, a rerun "
@@ -111,13 +116,21 @@ class DataConfig(_Frozen):
     max_degree_cap: int = Field(1000, ge=1, description="D cap for degree one-hot features of featureless sets")
     download: bool = Field(True, description="let PyG download a dataset missing from the root when the network allows")
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if not _FOLDER_NAME.fullmatch(v):
+            raise ValueError("data.dataset is a dataset's folder name in the data root (letters, digits, '.', '_', "
+                             "'-'; no '/' or '..'): e.g. data.dataset=MUTAG")
+        return v
+
 
 class ProtocolConfig(_Frozen):
     """Evaluation protocol (protocol.md §2-§3)."""
 
     name: Literal["cv10", "holdout"] = Field("cv10", description="cv10: protocol B (reports); holdout: protocol A (GFKD parity)")
     fold: int = Field(0, ge=0, le=9, description="cv10: test fold i, validation fold i-1")
-    seed: int = Field(0, ge=0, description="holdout: permutation seed of the 70/30 split")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="holdout: permutation seed of the 70/30 split")
     val: bool = Field(True, description="holdout: carve a stratified 1/7 of the 70 % for validation")
 
 
@@ -634,6 +647,13 @@ def _set_dotted(tree: dict, key: str, value: Any, source: str) -> None:
         is_section = isinstance(ann, type) and issubclass(ann, BaseModel)
         last = i == len(parts) - 1
         if last:
+            if value is _SECTION:  # an empty [table] in a file: it must name a section
+                if not is_section:
+                    where = ".".join(parts[:-1])
+                    raise ConfigError(f"[{key}] in {source} is a key, not a section: write `{part} = ...` "
+                                      + (f"under [{where}]" if where else "at the top of the file"))
+                node.setdefault(part, {})
+                return
             if is_section:
                 raise ConfigError(f"'{key}' in {source} is a section, not a value: set one of its keys, e.g. {key}.{_first_value_key(ann)}=...")
             node[part] = value
@@ -644,11 +664,14 @@ def _set_dotted(tree: dict, key: str, value: Any, source: str) -> None:
             model = ann
 
 
+_SECTION = object()  # what _flatten gives for an empty table, so that [nonsense] is refused, not skipped
+
+
 def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
     items = []
     for k, v in tree.items():
         if isinstance(v, dict):
-            items += _flatten(v, f"{prefix}{k}.")
+            items += _flatten(v, f"{prefix}{k}.") if v else [(f"{prefix}{k}", _SECTION)]
         else:
             items.append((f"{prefix}{k}", v))
     return items
@@ -677,18 +700,25 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
     tree: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file '{path}' is a folder: pass a .toml file")
         if not path.is_file():
             raise ConfigError(f"config file '{path}' not found: pass an existing .toml file")
         try:
             raw = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file '{path}' could not be read ({exc.strerror or exc}): check that it is a "
+                              "readable file") from exc
         for key, value in _flatten(raw):
             _set_dotted(tree, key, value, f"'{path}'")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' is not key=value: write e.g. teacher.epochs=50")
+        if "\n" in item or "\r" in item:
+            raise ConfigError(f"override {item!r} spans more than one line: give one key=value per argument")
         _set_dotted(tree, key.strip(), _parse_value(value.strip()), "the command line")
     try:
         return RunConfig.model_validate(tree)

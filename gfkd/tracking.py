@@ -189,6 +189,22 @@ class Tracker:
         return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
+def _is_mlflow_db(path: Path) -> bool:
+    """Whether `path` is an SQLite file holding MLflow's experiments table (read-only; the file is not changed)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='experiments'").fetchone() is not None
+    except sqlite3.DatabaseError:  # not a database
+        return False
+    finally:
+        db.close()
+
+
 def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Run `mlflow ui` over the run's backend (blocks until interrupted); returns its exit code."""
     import subprocess
@@ -196,6 +212,10 @@ def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> in
     uri = tracking_uri(layout)
     if uri.startswith("sqlite:") and not layout.mlflow_db.is_file():
         raise GfkdError(f"no MLflow database at {layout.mlflow_db}: pass a run folder made by `gfkd run`")
+    if uri.startswith("sqlite:") and not _is_mlflow_db(layout.mlflow_db):
+        raise GfkdError(f"{layout.mlflow_db} is not an MLflow database: pass a run folder made by `gfkd run`, or "
+                        "move the file away and rerun the run to log again")
+    import errno
     import socket
 
     with socket.socket() as probe:  # mlflow ui reports a taken port in its log and still exits 0
@@ -203,8 +223,9 @@ def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> in
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise GfkdError(f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__}): pass another "
-                            f"--port, e.g. --port {port + 1}") from exc
+            fix = (f"pass another --port, e.g. --port {port + 1}" if exc.errno == errno.EADDRINUSE
+                   else "pass --host 127.0.0.1 or an address of this machine")
+            raise GfkdError(f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__}): {fix}") from exc
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each launch leaves a huey folder in /dev/shm
            **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}

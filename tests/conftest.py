@@ -85,6 +85,19 @@ def path_graphs(num: int = 12, f: int = 3) -> list:
     return out
 
 
+def mlflow_db_file(path: Path) -> Path:
+    """An SQLite file with the table `gfkd ui` looks for (MLflow's `experiments`), for tests of the UI's checks that
+    do not start MLflow; test_tracking checks that a real tracker's database passes the same check."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A data root with TINY (node labels) and TINYDEG (featureless) TU datasets of 40 graphs."""

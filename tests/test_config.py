@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -48,6 +50,14 @@ def test_overrides_are_typed():
     ("teacher.lr='0.1'", "write a number"),  # pydantic alone reads both as numbers
     ("data.download='yes'", "write true or false"),  # and this as true
     ("teacher.epochs=abc", "text is not a value of this key"),
+    ("run.deterministic=1", "a number is not a value of this key: write true or false"),  # pydantic reads 1 as true
+    ("teacher.lr=inf", "teacher.lr=inf is invalid: Input should be a finite number"),
+    ("generate.beta_bn=inf", "generate.beta_bn"),
+    ("run.seed=99999999999", "run.seed"),  # numpy seeds stop at 2**32 - 1, deep inside a stage
+    ("protocol.seed=4294967296", "protocol.seed"),
+    ("data.dataset='/etc'", "data.dataset is a dataset's folder name"),  # the cache path would be /etc/raw
+    ("data.dataset='../x'", "data.dataset is a dataset's folder name"),
+    ("teacher.epochs=3\nteacher.lr=5", "spans more than one line"),  # TOML would read the second line as a key
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:
@@ -73,6 +83,37 @@ def test_toml_file_then_overrides(tmp_path):
         resolve_config(f)
     with pytest.raises(ConfigError, match="not found"):
         resolve_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[nonsense]\n", "unknown config key 'nonsense'"),  # an empty table used to be skipped
+    ("[teacher.epochs]\n", "[teacher.epochs] in '{f}' is a key, not a section: write `epochs = ...` under [teacher]"),
+    ("[teacher]\n[teacher.model]\n", None),  # empty known sections are fine
+])
+def test_empty_tables_must_name_sections(tmp_path, text, needle):
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    if needle is None:
+        assert resolve_config(f) == resolve_config(None)
+        return
+    with pytest.raises(ConfigError) as err:
+        resolve_config(f)
+    assert needle.format(f=f) in str(err.value)
+
+
+def test_a_config_path_that_is_a_folder_or_unreadable_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(ConfigError, match="is a folder: pass a .toml file"):
+        resolve_config(tmp_path / "d.toml")
+    f = tmp_path / "c.toml"
+    f.write_text("[teacher]\n")
+
+    def denied(self, *a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", denied)  # chmod 000 does not stop root, who runs CI here
+    with pytest.raises(ConfigError, match=r"could not be read \(Permission denied\): check that it is a readable file"):
+        resolve_config(f)
 
 
 def test_config_is_frozen_and_hash_tracks_stage_inputs():

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
+from conftest import mlflow_db_file
 from gfkd.errors import GfkdError
 from gfkd.layout import RunLayout
-from gfkd.tracking import Tracker, flatten, serve_ui, tracking_uri
+from gfkd.tracking import Tracker, _is_mlflow_db, flatten, serve_ui, tracking_uri
 
 
 def test_default_backend_is_sqlite_in_the_run_folder(tmp_path, monkeypatch):
@@ -83,8 +84,7 @@ def test_losing_the_race_to_create_the_experiment_reads_the_winners():
 
 def test_ui_refuses_a_taken_port_and_keeps_mlflow_jobs_out_of_dev_shm(tmp_path, monkeypatch):
     layout = RunLayout(tmp_path)
-    layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
-    layout.mlflow_db.touch()
+    mlflow_db_file(layout.mlflow_db)
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda cmd, env, cwd: calls.append(env) or 0)
     with socket.socket() as busy:
@@ -101,3 +101,14 @@ def test_ui_refuses_a_taken_port_and_keeps_mlflow_jobs_out_of_dev_shm(tmp_path, 
 def test_a_new_tracking_database_is_created_quietly(tmp_path, capfd):
     Tracker(RunLayout(tmp_path), "quiet")
     assert (tmp_path / "mlflow.db").is_file() and "Creating initial MLflow database tables" not in capfd.readouterr().err
+    assert _is_mlflow_db(tmp_path / "mlflow.db")  # what `gfkd ui` checks before it starts MLflow
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all" * 50])
+def test_ui_refuses_a_file_that_is_not_an_mlflow_database(tmp_path, monkeypatch, content):
+    layout = RunLayout(tmp_path)
+    layout.mlflow_db.write_bytes(content)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **kw: pytest.fail("MLflow started on a broken database"))
+    with pytest.raises(GfkdError, match="is not an MLflow database: pass a run folder made by `gfkd run`"):
+        serve_ui(layout, port=5000)
+    assert layout.mlflow_db.read_bytes() == content  # read only

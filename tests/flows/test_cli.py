@@ -95,6 +95,7 @@ def test_the_benchmark_table_goes_to_out_only_when_asked(tmp_path, tiny_root, mo
 @pytest.mark.parametrize("args,needle", [
     (["config", "teacher.epochs=3", "--bogus"], "No such option: --bogus"),
     (["ui", "--port", "abc"], "Invalid value for '--port'"),
+    (["ui", "--port", "70000"], "Input should be less than or equal to 65535"),  # was an OverflowError's traceback
     (["nosuchcmd"], "No such command 'nosuchcmd'"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, needle):
@@ -102,6 +103,17 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, needle):
     r = gfkd(*args, cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr
     assert r.stderr.startswith("gfkd: error: ") and needle in r.stderr and "--help`" in r.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`gfkd config | head -1`: the closed pipe ends the command with exit code 1 and nothing on stderr (it used to
+    print a BrokenPipeError's traceback, then a second one from the error handler itself)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "config"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command has written a byte: it starts in seconds
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and err == "", err
 
 
 def test_config_command_prints_resolved_config(tmp_path):

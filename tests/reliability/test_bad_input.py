@@ -27,7 +27,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import tiny_graphs, write_tu
+from conftest import mlflow_db_file, tiny_graphs, write_tu
 from flows.cli import _one_line_errors, app
 from gfkd.config import resolve_config
 from gfkd.errors import GfkdError
@@ -409,7 +409,7 @@ def test_ui_on_a_folder_without_a_run(tmp_path):
 
 
 def test_ui_on_a_port_in_use(tmp_path, tiny_root):
-    RunLayout(tmp_path).mlflow_db.touch()
+    mlflow_db_file(RunLayout(tmp_path).mlflow_db)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from conftest import mlflow_db_file
 from kill_harness import drive
 from network_guard import install
 
@@ -90,7 +91,7 @@ def test_ui_binds_the_loopback_by_default(tmp_path, monkeypatch):
 
     from flows.cli import app
 
-    (tmp_path / "mlflow.db").write_bytes(b"")
+    mlflow_db_file(tmp_path / "mlflow.db")
     seen = {}
     monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: seen.setdefault("cmd", cmd) and 0)
     r = CliRunner().invoke(app, ["ui", str(tmp_path)])
