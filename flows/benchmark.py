@@ -25,15 +25,16 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from gfkd.benchmark import CellResult, aggregate, markdown_table, table_metrics
-from gfkd.config import RunConfig, resolve_config
+from gfkd.config import RunConfig, is_folder_name, resolve_config
 from gfkd.errors import GfkdError
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import valid_manifest
@@ -65,6 +66,30 @@ class BenchmarkSpec(BaseModel):
     retries: int = Field(1, ge=0, description="retries of a failed cell within one benchmark run")
     out: str | None = Field(None, description="also write the Markdown table here")
     command: str = Field("", description="the command line, quoted in the Markdown table")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not is_folder_name(v):
+            raise ValueError("the benchmark folder is one folder name inside run.runs_dir (letters, digits, '.', "
+                             "'_', '-'; no '/' or '..'): e.g. --name nightly")
+        return v
+
+    @field_validator("dask_address")
+    @classmethod
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if info.data.get("dask"):
+            raise ValueError("give --dask (a local cluster) or --dask-address (a running scheduler), not both")
+        parts = urlsplit(v if "://" in v else f"tcp://{v}")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or out of range
+            port = None
+        if not parts.hostname or port is None:
+            raise ValueError("write the scheduler's address as tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786")
+        return v
 
     @property
     def fanned_out(self) -> bool:

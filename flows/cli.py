@@ -114,6 +114,9 @@ def _check_data(cfg: RunConfig, graphs: bool = True) -> None:
 
     if graphs:
         require_graph_dataset(cfg.data.dataset)
+    cache = cfg.data.cache_dir
+    if cache is not None and cache.exists() and not cache.is_dir():
+        raise ConfigError(f"data.cache_dir '{cache}' is a file: set data.cache_dir to a folder (or leave it unset)")
     check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download)
 
 
@@ -140,9 +143,9 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     _check_data(cfg)  # fail fast, before any folder is made
     _check_device(cfg)
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
-    from gfkd.tracking import check_reachable, tracking_uri
+    from gfkd.tracking import check_tracking
 
-    check_reachable(tracking_uri(layout))  # the servers, if any: before the run folder and Prefect
+    check_tracking(layout)  # the servers, if any: before the run folder and Prefect
     check_prefect_api()
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
@@ -172,7 +175,8 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
 @app.command()
 @_one_line_errors
 def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides (group.*)"),
-          dataset: str = typer.Option("Cora", "--dataset", help="Cora, CiteSeer or PubMed"),
+          dataset: Optional[str] = typer.Option(None, "--dataset", help="Cora, CiteSeer or PubMed (default: the "
+                                                "config file's data.dataset when it sets one, else Cora)"),
           backbone: Optional[str] = typer.Option(None, "--backbone", help="gcn | gat | sage (group.backbone)"),
           method: Optional[str] = typer.Option(None, "--method", help="oad | independent | dml | kdcl | oad_global "
                                                "| oad_local | oad_agnostic | oad_l2 (group.method)"),
@@ -181,8 +185,12 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     """Node-level online group distillation (OAD or a baseline) on a citation graph; print the run folder last."""
     from gfkd.group.runner import check_node_dataset, parse_seeds, run_name, run_node_group, start_folder
 
+    flagged = dataset is not None
+    if dataset is None:  # a data.dataset of the file (or of an override) is not replaced silently by a default
+        base = _load(args, None)
+        dataset = base.data.dataset if "dataset" in base.data.model_fields_set else "Cora"
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
-    for flag, key, given in (("--dataset", "data.dataset", True), ("--backbone", "group.backbone", backbone),
+    for flag, key, given in (("--dataset", "data.dataset", flagged), ("--backbone", "group.backbone", backbone),
                              ("--method", "group.method", method)):
         if given and any(a.strip().startswith(f"{key}=") for a in args or []):
             raise ConfigError(f"gfkd group takes {key} from {flag}: drop the {key}=... override")
@@ -193,6 +201,9 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     _check_device(cfg)
     _check_data(cfg, graphs=False)  # fail fast, before any folder is made
     layout = RunLayout(cfg.run.runs_dir / run_name(cfg))
+    from gfkd.tracking import check_tracking
+
+    check_tracking(layout)  # before the folder's earlier results are cleared for a changed config
     _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         logging.basicConfig(format="%(message)s")
@@ -248,9 +259,10 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     overrides += [f"run.runs_dir='{base.run.runs_dir.resolve()}'"]
     if data_root is not None:
         overrides.append(f"data.root='{data_root.resolve()}'")
-    bench = RunLayout(base.run.runs_dir / name)
-    _check_writable(bench.root)
-    _prefect_env(bench)
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file, e.g. --out {out / 'results.md'}")
+    if out is not None and not out.resolve().parent.is_dir():
+        raise ConfigError(f"--out {out}: its folder {out.resolve().parent} does not exist: create it or give another path")
     from pydantic import ValidationError
 
     from gfkd.group.runner import parse_seeds
@@ -264,11 +276,18 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
                              out=str(out.resolve()) if out else None, command=" ".join(["gfkd", *sys.argv[1:]]))
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(f"--{err['loc'][0]} {err.get('input')!r} is invalid: {err['msg']}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')} {err.get('input')!r} is invalid: {msg}") from None
+    bench = RunLayout(base.run.runs_dir / name)  # the name is one folder name now
+    _check_writable(bench.root)
+    _prefect_env(bench)
     cells = grid_cells(spec)  # every cell's config resolves, or a one-line error
     for cfg in {c.dataset: c.cfg for c in cells}.values():
         _check_data(cfg)
-    check_prefect_api()  # the input is valid: now the server
+    from gfkd.tracking import check_tracking
+
+    check_tracking(bench)  # the input is valid: now the servers
+    check_prefect_api()
     return spec, bench
 
 

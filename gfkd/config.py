@@ -28,6 +28,11 @@ from gfkd.errors import ConfigError
 
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def is_folder_name(text: str) -> bool:
+    """One plain folder name (letters, digits, '.', '_', '-'; not starting with '.'): no '/', no '..'."""
+    return _FOLDER_NAME.fullmatch(text) is not None
 Fraction = Annotated[float, Field(gt=0, le=1)]  # a share of something: (0, 1]
 Probability = Annotated[float, Field(ge=0, le=1)]
 

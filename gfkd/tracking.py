@@ -134,6 +134,28 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
                         f"{_host_port(uri)[1]}) or unset MLFLOW_TRACKING_URI to log into the run folder")
 
 
+def check_tracking(layout: RunLayout) -> None:
+    """Fail in seconds, before Prefect starts, when the tracking backend cannot be used: an http(s) server that does
+    not answer, or a $MLFLOW_TRACKING_URI that MLflow refuses (a bare path, `databricks` without credentials).
+
+    Raises:
+        GfkdError: naming the URI and the fix.
+    """
+    uri = tracking_uri(layout)
+    check_reachable(uri)
+    if not os.environ.get("MLFLOW_TRACKING_URI") or urlsplit(uri).scheme in ("http", "https"):
+        return  # the run folder's own SQLite file, made on first use; or a server that answered
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # MLflow's own refusal, whatever its type
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise GfkdError(f"MLflow tracking at '{uri}' is unusable ({why}): set MLFLOW_TRACKING_URI to http://HOST:PORT "
+                        "or sqlite:///FILE.db, or unset it to log into the run folder") from exc
+
+
 def experiment_id(client, name: str, location: str | None) -> str:
     """The id of experiment `name`, created if missing. Cells running in parallel may race to create it: the loser's
     RESOURCE_ALREADY_EXISTS means the experiment is there now, so it is read again."""

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from conftest import mlflow_db_file
 from gfkd.errors import GfkdError
 from gfkd.layout import RunLayout
-from gfkd.tracking import Tracker, _is_mlflow_db, flatten, serve_ui, tracking_uri
+from gfkd.tracking import Tracker, _is_mlflow_db, check_tracking, flatten, serve_ui, tracking_uri
 
 
 def test_default_backend_is_sqlite_in_the_run_folder(tmp_path, monkeypatch):
@@ -112,3 +112,22 @@ def test_ui_refuses_a_file_that_is_not_an_mlflow_database(tmp_path, monkeypatch,
     with pytest.raises(GfkdError, match="is not an MLflow database: pass a run folder made by `gfkd run`"):
         serve_ui(layout, port=5000)
     assert layout.mlflow_db.read_bytes() == content  # read only
+
+
+@pytest.mark.parametrize("uri", ["foo", "file:///proc/nope"])  # MLflow 3 refuses a bare path or file store
+def test_an_unusable_tracking_uri_fails_before_the_run_starts(tmp_path, monkeypatch, uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GfkdError, match=f"MLflow tracking at '{uri}' is unusable .*: set MLFLOW_TRACKING_URI to "
+                                        "http://HOST:PORT or sqlite:///FILE.db, or unset it") as err:
+        check_tracking(RunLayout(tmp_path / "run"))
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_a_usable_tracking_uri_passes(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    check_tracking(RunLayout(tmp_path / "run"))  # the run folder's own database: made on first use, not here
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    check_tracking(RunLayout(tmp_path / "run"))
+    assert _is_mlflow_db(tmp_path / "shared.db")

@@ -150,7 +150,9 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     # the pick hold-out: a seeded share of the pseudo-graphs, never trained on
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(graphs), generator=gen)
-    n_hold = math.ceil(gc.pick_holdout * len(graphs)) if gc.pick_holdout > 0 else 0
+    if not graphs:
+        raise ValueError("the group stage got no pseudo-graphs: check the generate stage's shards")
+    n_hold = min(math.ceil(gc.pick_holdout * len(graphs)), len(graphs) - 1) if gc.pick_holdout > 0 else 0
     hold = [graphs[i] for i in perm[:n_hold]]
     train = [graphs[i] for i in perm[n_hold:]]
     total = gc.warmup_epochs + gc.epochs

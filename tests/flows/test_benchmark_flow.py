@@ -103,3 +103,28 @@ def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, n
     assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr[-2000:]
     assert len([l for l in r.stderr.splitlines() if l.startswith("gfkd: error:")]) == 1
     assert not (tmp_path / "tiny-acgkd-fold0").exists()  # nothing ran
+
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--name", "../escaped-bench"], "--name '../escaped-bench' is invalid: the benchmark folder is one folder name"),
+    (["--name", "a/b"], "no '/' or '..'"),
+    (["--out", "."], "is a folder: give a file"),
+    (["--out", "no-such-dir/t.md"], "no-such-dir does not exist: create it or give another path"),
+    (["--dask-address", "garbage"], "--dask-address 'garbage' is invalid: write the scheduler's address as tcp://"),
+    (["--dask", "--dask-address", "tcp://127.0.0.1:9"], "give --dask (a local cluster) or --dask-address"),
+])
+def test_benchmark_options_are_checked_before_anything_runs(tmp_path, tiny_root, monkeypatch, args, needle):
+    """Found by exploring the CLI: these used to start training (or write outside run.runs_dir) and fail late."""
+    from typer.testing import CliRunner
+
+    import flows.benchmark
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flows.benchmark, "benchmark", lambda spec: pytest.fail("the benchmark started"))
+    r = CliRunner().invoke(app, ["benchmark", "--datasets", "TINY", "--generators", "randg", "--folds", "0", *args,
+                                 "data.download=false", f"run.runs_dir='{tmp_path / 'runs'}'",
+                                 f"--data-root={tiny_root}"])
+    assert r.exit_code == 2 and needle in r.output, r.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "escaped-bench").exists()

@@ -63,6 +63,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, needle):
     assert not list(tmp_path.glob("*/.lock")), "a refused run leaves no run folder behind"
 
 
+def test_a_data_cache_dir_that_is_a_file_is_named_before_anything_runs(tmp_path, tiny_root):
+    from flows.cli import _check_data
+    from gfkd.config import resolve_config
+    from gfkd.errors import ConfigError
+
+    (tmp_path / "afile").write_text("")
+    cfg = resolve_config(None, ["data.dataset=TINY", f"data.root='{tiny_root}'", f"data.cache_dir='{tmp_path / 'afile'}'"])
+    with pytest.raises(ConfigError, match="data.cache_dir '.*afile' is a file: set data.cache_dir to a folder"):
+        _check_data(cfg)  # it used to fail in the teacher stage, after Prefect, blaming the dataset's raw files
+
+
 def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_root, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the discard port: nothing listens
     for cmd in (["run"], ["benchmark", "--datasets", "TINY", "--generators", "acgkd", "--folds", "0"]):

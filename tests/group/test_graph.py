@@ -252,3 +252,16 @@ def test_the_inherited_curriculum_enters_the_group_cache_key(tiny_root, tmp_path
     assert key(*inherit) != key(*inherit, "distill.curriculum.q0=0.6")
     assert key(*inherit) != key(*inherit, "distill.curriculum.measure=size")
     assert key() == key("distill.curriculum.q0=0.6")  # without the curriculum the group does not read it
+
+
+def test_a_bank_of_one_pseudo_graph_trains_on_it_and_picks_no_student(tmp_path, tiny_root, tiny_teacher_dir):
+    """The pick hold-out never takes the last training graph: generate.num_graphs=1 used to leave none and end in a
+    KeyError ('group/train/loss') found by exploring the CLI."""
+    layout = RunLayout(tmp_path / "one")
+    gen = ["generate.iterations=2", "generate.banks=1", "generate.batch_size=1", "generate.num_graphs=1"]
+    generate.run(resolve_config(None, gen), layout, "g", teacher_dir=tiny_teacher_dir)
+    out = group.run(_cfg(tiny_root, tmp_path, *gen), layout, "k", teacher_dir=tiny_teacher_dir,
+                    generate_dir=layout.stage_dir("generate"))
+    res = json.loads((layout.stage_dir("group") / "results.json").read_text())
+    assert out.status == "ran" and all("group/train/loss" in h for h in res["history"])
+    assert "acc_picked" not in res["numbers"]  # nothing was held out to pick on

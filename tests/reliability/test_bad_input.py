@@ -450,3 +450,26 @@ def test_stage_error_through_the_pipeline_is_one_line(tmp_path, tiny_root):
     assert len(errors) == 1 and "distill: non-finite loss at epoch" in errors[0] and "distill.lr" in errors[0]
     assert _snapshot(run_dir / "teacher") == before
     assert json.loads((run_dir / "summary.json").read_text())["stages"]["distill"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("args,expect", [
+    ([], "Cora"),
+    (["data.dataset=CiteSeer"], "CiteSeer"),
+    (["{file}"], "CiteSeer"),  # used to train on Cora, the flag's default, without a word
+    (["{file}", "--dataset", "Cora"], "Cora"),  # the flag wins over the file
+])
+def test_group_takes_its_dataset_from_the_flag_else_the_config_else_cora(args, expect, tmp_path, monkeypatch):
+    import gfkd.group.runner
+
+    (tmp_path / "c.toml").write_text('[data]\ndataset = "CiteSeer"\n')
+    seen = []
+
+    def stop(cfg, *a, **kw):  # before training: the config is what this test reads
+        seen.append(cfg)
+        raise GfkdError("stopped by the test")
+
+    monkeypatch.setattr(gfkd.group.runner, "run_node_group", stop)
+    monkeypatch.setattr(gfkd.group.runner, "start_folder", lambda *a, **kw: None)
+    r = CliRunner().invoke(app, ["group", *[a.format(file=tmp_path / "c.toml") for a in args],
+                                 f"run.runs_dir='{tmp_path}'", "--seeds", "0"])
+    assert [c.data.dataset for c in seen] == [expect] and "stopped by the test" in r.output, r.output
