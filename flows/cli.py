@@ -58,6 +58,9 @@ def _split_args(args: list[str]) -> tuple[Optional[Path], list[str]]:
             overrides.append(a)
         elif config is None and a.endswith(".toml"):
             config = Path(a)
+        elif a.endswith(".toml"):
+            raise ConfigError(f"two config files, '{config}' and '{a}': pass one (merge them, or set the second's keys "
+                              "as key=value overrides)")
         else:
             raise ConfigError(f"argument '{a}' is neither a .toml config file nor a key=value override")
     return config, overrides

@@ -49,6 +49,7 @@ def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None
     (["teacher.epoch=3"], "did you mean 'teacher.epochs'"),
     (["teacher.epochs=zero"], "teacher.epochs"),
     (["nonsense"], "neither a .toml"),
+    (["a.toml", "b.toml"], "two config files, 'a.toml' and 'b.toml': pass one"),
     (["missing.toml"], "missing.toml"),
     (["--force", "generat"], "unknown stage"),
     (["data.dataset=NOPE", "data.download=false"], "NOPE"),
