@@ -33,6 +33,8 @@ _FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 def is_folder_name(text: str) -> bool:
     """One plain folder name (letters, digits, '.', '_', '-'; not starting with '.'): no '/', no '..'."""
     return _FOLDER_NAME.fullmatch(text) is not None
+
+
 Fraction = Annotated[float, Field(gt=0, le=1)]  # a share of something: (0, 1]
 Probability = Annotated[float, Field(ge=0, le=1)]
 
@@ -93,7 +95,7 @@ class RunSection(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not _FOLDER_NAME.fullmatch(v):
+        if v is not None and not is_folder_name(v):
             raise ValueError("run.name is one folder name inside run.runs_dir (letters, digits, '.', '_', '-'; "
                              "no '/' or '..'): e.g. run.name=mutag-try2")
         return v
@@ -124,7 +126,7 @@ class DataConfig(_Frozen):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        if not _FOLDER_NAME.fullmatch(v):
+        if not is_folder_name(v):
             raise ValueError("data.dataset is a dataset's folder name in the data root (letters, digits, '.', '_', "
                              "'-'; no '/' or '..'): e.g. data.dataset=MUTAG")
         return v
