@@ -34,7 +34,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from gfkd.benchmark import CellResult, aggregate, markdown_table, table_metrics
-from gfkd.config import RunConfig, is_folder_name, resolve_config
+from gfkd.config import RunConfig, folder_name, resolve_config
 from gfkd.errors import GfkdError
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import valid_manifest
@@ -70,10 +70,7 @@ class BenchmarkSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not is_folder_name(v):
-            raise ValueError("the benchmark folder is one folder name inside run.runs_dir (letters, digits, '.', "
-                             "'_', '-'; no '/' or '..'): e.g. --name nightly")
-        return v
+        return folder_name(v, "the benchmark folder is one folder name inside run.runs_dir", "--name nightly")
 
     @field_validator("dask_address")
     @classmethod

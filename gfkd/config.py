@@ -30,9 +30,12 @@ from gfkd.errors import ConfigError
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
-def is_folder_name(text: str) -> bool:
-    """One plain folder name (letters, digits, '.', '_', '-'; not starting with '.'): no '/', no '..'."""
-    return _FOLDER_NAME.fullmatch(text) is not None
+def folder_name(text: str, what: str, example: str) -> str:
+    """`text` when it is one plain folder name (letters, digits, '.', '_', '-'; not starting with '.': no '/', no '..');
+    else a ValueError that says `what` the value is and gives `example`."""
+    if _FOLDER_NAME.fullmatch(text) is None:
+        raise ValueError(f"{what} (letters, digits, '.', '_', '-'; no '/' or '..'): e.g. {example}")
+    return text
 
 
 Fraction = Annotated[float, Field(gt=0, le=1)]  # a share of something: (0, 1]
@@ -95,10 +98,7 @@ class RunSection(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not is_folder_name(v):
-            raise ValueError("run.name is one folder name inside run.runs_dir (letters, digits, '.', '_', '-'; "
-                             "no '/' or '..'): e.g. run.name=mutag-try2")
-        return v
+        return v if v is None else folder_name(v, "run.name is one folder name inside run.runs_dir", "run.name=mutag-try2")
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -126,10 +126,7 @@ class DataConfig(_Frozen):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        if not is_folder_name(v):
-            raise ValueError("data.dataset is a dataset's folder name in the data root (letters, digits, '.', '_', "
-                             "'-'; no '/' or '..'): e.g. data.dataset=MUTAG")
-        return v
+        return folder_name(v, "data.dataset is a dataset's folder name in the data root", "data.dataset=MUTAG")
 
 
 class ProtocolConfig(_Frozen):
