@@ -279,8 +279,13 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
                              out=str(out.resolve()) if out else None, command=" ".join(["gfkd", *sys.argv[1:]]))
     except ValidationError as exc:
         err = exc.errors()[0]
+        option, given = str(err["loc"][0]), err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')} {err.get('input')!r} is invalid: {msg}") from None
+        if option in ("datasets", "generators"):  # name the text typed, not the parsed tuple
+            given = datasets if option == "datasets" else generators
+            if err["type"] == "too_short":
+                msg = f"give at least one name, e.g. --{option} {'MUTAG' if option == 'datasets' else 'acgkd'}"
+        raise ConfigError(f"--{option.replace('_', '-')} {given!r} is invalid: {msg}") from None
     bench = RunLayout(base.run.runs_dir / name)  # the name is one folder name now
     _check_writable(bench.root)
     _prefect_env(bench)

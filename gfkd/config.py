@@ -681,18 +681,31 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-def _field_path(loc: tuple) -> str:
-    """The dotted config key of a pydantic error location (union-member tags such as 'float' dropped)."""
+def _field_at(loc: tuple) -> tuple[str, Any]:
+    """The dotted config key of a pydantic error location (union-member tags such as 'float' dropped), and its field."""
     model: type[BaseModel] | None = RunConfig
-    parts = []
+    parts, leaf = [], None
     for p in loc:
         field = model.model_fields.get(p) if (model is not None and isinstance(p, str)) else None
         if field is None:
             break
         parts.append(p)
+        leaf = field
         ann = field.annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return ".".join(parts)
+    return ".".join(parts), leaf
+
+
+def _field_path(loc: tuple) -> str:
+    """The dotted config key of a pydantic error location."""
+    return _field_at(loc)[0]
+
+
+def _fixed_length(field: Any) -> int | None:
+    """How many items a fixed-length tuple field takes (`tuple[int, int]` -> 2); None for any other field."""
+    ann = getattr(field, "annotation", None)
+    args = typing.get_args(ann)
+    return len(args) if typing.get_origin(ann) is tuple and args and Ellipsis not in args else None
 
 
 def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -733,6 +746,11 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         msgs = dict.fromkeys(e["msg"] for e in errs if path(e) == loc)  # a union field reports one error per member
         if isinstance(errs[0].get("ctx", {}).get("error"), CrossKeyError):
             raise ConfigError(str(errs[0]["ctx"]["error"])) from exc
+        field = _field_at(errs[0]["loc"])[1]
+        n = _fixed_length(field)
+        if n is not None and errs[0]["type"] in ("missing", "too_long", "too_short", "tuple_type"):  # e.g. a pair given 1 item
+            example = json.dumps(list(field.default)) if isinstance(field.default, tuple) else f"[{', '.join('…' * n)}]"
+            raise ConfigError(f"config value {loc} takes exactly {n} items: write e.g. {loc}={example}") from exc
         msgs = [m.removeprefix("Value error, ") for m in msgs]
         said = " or ".join(m if i == 0 else m.removeprefix("Input should be ") for i, m in enumerate(msgs))
         raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {said}") from exc

@@ -58,6 +58,11 @@ def test_overrides_are_typed():
     ("data.dataset='/etc'", "data.dataset is a dataset's folder name"),  # the cache path would be /etc/raw
     ("data.dataset='../x'", "data.dataset is a dataset's folder name"),
     ("teacher.epochs=3\nteacher.lr=5", "spans more than one line"),  # TOML would read the second line as a key
+    # a fixed-length pair: pydantic alone says "Field required" or "Input should be a valid tuple"
+    ("generate.node_range=[12]", "generate.node_range takes exactly 2 items: write e.g. generate.node_range=[10, 29]"),
+    ("generate.node_range=[1, 2, 3]", "takes exactly 2 items"),
+    ("generate.node_range=12", "takes exactly 2 items"),
+    ("generate.node_range=[5, 3]", "node_range must be [lo, hi]"),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:

@@ -113,6 +113,8 @@ def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, n
     (["--out", "no-such-dir/t.md"], "no-such-dir does not exist: create it or give another path"),
     (["--dask-address", "garbage"], "--dask-address 'garbage' is invalid: write the scheduler's address as tcp://"),
     (["--dask", "--dask-address", "tcp://127.0.0.1:9"], "give --dask (a local cluster) or --dask-address"),
+    (["--datasets", ""], "--datasets '' is invalid: give at least one name, e.g. --datasets MUTAG"),
+    (["--generators", " , "], "--generators ' , ' is invalid: give at least one name"),
 ])
 def test_benchmark_options_are_checked_before_anything_runs(tmp_path, tiny_root, monkeypatch, args, needle):
     """Found by exploring the CLI: these used to start training (or write outside run.runs_dir) and fail late."""
