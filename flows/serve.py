@@ -62,7 +62,10 @@ def tracking_server(folder: Path, timeout_s: float = 180) -> Iterator[str]:
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each server leaves a huey folder in /dev/shm
            **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        # through the watchdog, so that the server stops even when this process is killed with SIGKILL
+        guarded = [sys.executable, "-m", "flows.watchdog", str(os.getpid()), "--", *cmd]
+        proc = subprocess.Popen(guarded, cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/health", proc, log, timeout_s)
