@@ -32,6 +32,18 @@ from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from flows.env import check_prefect_api, local_env, scratch_tmp
 
+def _flags_take_no_value() -> None:
+    """Typer 0.29's --help labels flags `<bool>` (`--dask <bool>`), as if they took a value: show no type for them."""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_gfkd", False):
+        return
+    patched = lambda self, ctx: None if self.is_flag else shown(self, ctx)  # noqa: E731
+    patched._gfkd = True
+    option.display_type_rich = patched
+
+
+_flags_take_no_value()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
 

@@ -128,6 +128,19 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
     assert proc.wait(timeout=120) == 1 and err == "", err
 
 
+@pytest.mark.parametrize("command", [[], ["run"], ["group"], ["config"], ["ui"], ["benchmark"], ["serve"]])
+def test_help_shows_no_value_for_a_flag(command):
+    """Typer 0.29 printed `--dask <bool>` and `--help <bool>`, as if a flag took a value."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    r = CliRunner().invoke(app, [*command, "--help"], terminal_width=120)
+    assert r.exit_code == 0 and "--help" in r.output and "<bool>" not in r.output, r.output
+    if command in (["benchmark"], ["serve"]):
+        assert "--dask" in r.output and "<int>" in r.output  # other options still show their type
+
+
 def test_config_command_prints_resolved_config(tmp_path):
     r = gfkd("config", "teacher.epochs=9", cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["teacher"]["epochs"] == 9
