@@ -375,6 +375,12 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
         serve_benchmark(spec, cron)
 
 
+def _command_path(argv: list[str]) -> str:
+    """`gfkd <subcommand>` named in argv, else `gfkd`: click gives some usage errors no context to read it from."""
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    return next((f"gfkd {a}" for a in argv if a in names), "gfkd")
+
+
 def main() -> None:
     """The `gfkd` command: click's own usage errors (an unknown option, an option's bad value) are one line too."""
     try:
@@ -387,7 +393,7 @@ def main() -> None:
         exc.show()
         sys.exit(2)
     except click.UsageError as exc:
-        where = exc.ctx.command_path if exc.ctx else "gfkd"
+        where = exc.ctx.command_path if exc.ctx else _command_path(sys.argv[1:])
         typer.echo(f"gfkd: error: {exc.format_message().rstrip('.')} (see `{where} --help`)", err=True)
         sys.exit(2)
     except click.ClickException as exc:  # e.g. an unreadable file given to a click.File option

@@ -109,6 +109,9 @@ def test_the_benchmark_table_goes_to_out_only_when_asked(tmp_path, tiny_root, mo
     (["ui", "--port", "abc"], "Invalid value for '--port'"),
     (["ui", "--port", "70000"], "Input should be less than or equal to 65535"),  # was an OverflowError's traceback
     (["nosuchcmd"], "No such command 'nosuchcmd'"),
+    # click gives a missing value no context: the hint used to point at `gfkd --help`
+    (["benchmark", "--datasets"], "Option '--datasets' requires an argument (see `gfkd benchmark --help`)"),
+    (["ui", "--port"], "(see `gfkd ui --help`)"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, args, needle):
     """click's own errors (unknown option or command, an option's bad value) read like every other bad input."""
