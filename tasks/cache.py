@@ -1,11 +1,14 @@
 """The stage cache key: hash(stage config, upstream manifests' digests, code version of what the stage runs).
 
-The code version hashes the gfkd source files a stage depends on (not only the task's own lines, which is all
-Prefect's TASK_SOURCE sees), so editing the generator re-runs generate and later stages but not the teacher.
+The code version hashes the gfkd source files a stage imports (not only the task's own lines, which is all Prefect's
+TASK_SOURCE sees): gfkd/stages/<stage>.py and every gfkd module it imports, directly or through others, function-level
+imports included, found by reading the sources. So editing the generator re-runs generate and later stages but not
+the teacher, and no list of files can fall behind the imports.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 
@@ -13,36 +16,54 @@ import gfkd
 from gfkd.config import RunConfig, config_hash
 
 _ROOT = Path(gfkd.__file__).parent
-# The graph classifiers every stage loads (the OAD node students and discriminators are not among them).
-_MODELS = ("models/__init__.py", "models/aggregate.py", "models/bn_stats.py", "models/classifier.py", "models/dense.py",
-           "models/gcn.py", "models/gin.py")
 # Hashed for every stage: config.py works out what the raw config dump in the key does not show (resolved epochs, the
 # plain recipe's effective settings, resolved generator and teacher defaults).
 COMMON_CODE = ("config.py",)
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "teacher": ("data", *_MODELS, "io", "train.py", "plots.py", "stages/common.py", "stages/teacher.py"),
-    "generate": ("generators", *_MODELS, "io", "plots.py", "stages/common.py", "stages/generate.py",
-                 "stages/teacher.py"),
-    "distill": ("data", *_MODELS, "models/widened.py", "io", "losses/kd.py", "curriculum.py", "distillation.py",
-                "generators",
-                "augment.py", "train.py", "plots.py", "stages/common.py", "stages/distill.py", "stages/teacher.py"),
-    "group": ("data", *_MODELS, "models/widened.py", "models/discriminator.py", "io", "losses", "group/graph.py",
-              "group/report.py", "distillation.py", "augment.py", "plots.py", "stages/common.py", "stages/distill.py",
-              "stages/group.py", "stages/teacher.py"),
-    "evaluate": ("data", *_MODELS, "models/widened.py", "io", "plots.py", "report.py", "stages/common.py",
-                 "stages/evaluate.py", "stages/teacher.py"),
-}
+# Imported by every stage, and not hashed: they shape messages, MLflow logging and file names, not what a stage
+# computes (a renamed output is not found by the next run, which redoes the stage anyway); gfkd's version, the one
+# line of __init__.py, is hashed on its own.
+NOT_HASHED = ("__init__.py", "errors.py", "layout.py", "tracking.py")
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """gfkd.a.b -> root/a/b.py or root/a/b/__init__.py; None for a name that is not a module (a class, a function)."""
+    path = root.joinpath(*module.split(".")[1:])
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def _imports(root: Path, file: Path) -> set[Path]:
+    """The gfkd source files `file` imports, and the package __init__ files those imports run."""
+    names = set()
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.split(".")[0] == "gfkd"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "gfkd":
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        found |= {f for i in range(2, len(parts) + 1) if (f := _module_file(root, ".".join(parts[:i])))}
+    return found
+
+
+def stage_files(stage: str, root: Path | None = None) -> list[str]:
+    """The source files, relative to gfkd/, that `stage`'s code version hashes (sorted)."""
+    root = root or _ROOT
+    seen, todo = set(), [root / "stages" / f"{stage}.py", *(root / f for f in COMMON_CODE)]
+    while todo:
+        f = todo.pop()
+        if f not in seen:
+            seen.add(f)
+            todo += _imports(root, f)
+    return sorted(str(f.relative_to(root)) for f in seen if str(f.relative_to(root)) not in NOT_HASHED)
 
 
 def code_version(stage: str) -> str:
-    """sha256 over gfkd's version and the source files `stage` depends on."""
+    """sha256 over gfkd's version and the source files `stage` imports."""
     h = hashlib.sha256(gfkd.__version__.encode())
-    for entry in (*COMMON_CODE, *STAGE_CODE[stage]):
-        path = _ROOT / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            h.update(str(f.relative_to(_ROOT)).encode())
-            h.update(f.read_bytes())
+    for rel in stage_files(stage, _ROOT):
+        h.update(rel.encode())
+        h.update((_ROOT / rel).read_bytes())
     return h.hexdigest()
 
 

@@ -78,6 +78,39 @@ def test_config_py_enters_every_stages_code_version(tmp_path, monkeypatch):
     assert all(cache.code_version(s) != before[s] for s in STAGES)
 
 
+def test_a_stages_code_version_follows_its_imports(tmp_path, monkeypatch):
+    """The hashed files are read off the imports: a hand-kept list had missed curriculum.py and train.py for group
+    and train.py for evaluate, so editing them left those stages cached."""
+    import shutil
+
+    import gfkd
+    from gfkd.config import STAGES
+    from tasks import cache
+
+    root = tmp_path / "gfkd"
+    shutil.copytree(Path(gfkd.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "_ROOT", root)
+
+    def changed_by(edit: str) -> set[str]:
+        before = {s: cache.code_version(s) for s in STAGES}
+        (root / edit).write_text((root / edit).read_text() + "\n# changed\n")
+        return {s for s in STAGES if cache.code_version(s) != before[s]}
+
+    assert changed_by("curriculum.py") == {"distill", "group"}
+    assert changed_by("train.py") == set(STAGES)  # evaluate scores every model through train.logits_of
+    assert changed_by("generators/gfkd.py") == {"generate"}  # the teacher's code is untouched
+    assert changed_by("models/discriminator.py") == {"group"}
+    assert changed_by("tracking.py") == set() and changed_by("errors.py") == set()  # logging and messages only
+    # an import inside a function counts too, and so does the package __init__ it runs
+    (root / "extra").mkdir()
+    (root / "extra" / "__init__.py").write_text("")
+    (root / "extra" / "helper.py").write_text("X = 1\n")
+    (root / "stages" / "evaluate.py").write_text((root / "stages" / "evaluate.py").read_text()
+                                                  + "\ndef _later():\n    from gfkd.extra.helper import X\n")
+    assert {"extra/__init__.py", "extra/helper.py"} <= set(cache.stage_files("evaluate", root))
+    assert changed_by("extra/helper.py") == {"evaluate"}
+
+
 def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_then(tmp_path):
     from gfkd.io.manifest import Manifest
     from gfkd.layout import RunLayout
