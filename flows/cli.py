@@ -31,6 +31,7 @@ from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from flows.env import check_prefect_api, local_env, scratch_tmp
+from flows.watchdog import reap_descendants_on_kill
 
 def _flags_take_no_value() -> None:
     """Typer 0.29's --help labels flags `<bool>` (`--dask <bool>`), as if they took a value: show no type for them."""
@@ -86,9 +87,11 @@ def _load(args: list[str], data_root: Optional[Path]) -> RunConfig:
 
 
 def _prefect_env(layout: RunLayout) -> None:
-    """Point Prefect's home, database and result storage into the run folder (unless the user set them)."""
+    """Point Prefect's home, database and result storage into the run folder (unless the user set them); the
+    servers Prefect and MLflow start from here on stop even if this process is killed outright."""
     for k, v in local_env(layout.prefect_home.resolve(), layout.prefect_storage.resolve()).items():
         os.environ.setdefault(k, v)
+    reap_descendants_on_kill()
 
 
 @contextmanager
@@ -253,6 +256,7 @@ def ui(run_dir: Path = typer.Argument(Path("."), help="a run folder made by `gfk
     """Open the MLflow UI over a run folder's tracking backend."""
     from gfkd.tracking import serve_ui
 
+    reap_descendants_on_kill()  # `mlflow ui` and its workers stop with this command, however it ends
     raise typer.Exit(serve_ui(RunLayout(run_dir), host=host, port=port))
 
 

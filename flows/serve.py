@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from flows.watchdog import reap_descendants_on_kill
 from gfkd.errors import GfkdError
 
 DEPLOYMENT = "scheduled"
@@ -62,10 +63,8 @@ def tracking_server(folder: Path, timeout_s: float = 180) -> Iterator[str]:
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each server leaves a huey folder in /dev/shm
            **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log, "ab") as fh:
-        # through the watchdog, so that the server stops even when this process is killed with SIGKILL
-        guarded = [sys.executable, "-m", "flows.watchdog", str(os.getpid()), "--", *cmd]
-        proc = subprocess.Popen(guarded, cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        reap_descendants_on_kill()  # the server stops even when this process is killed with SIGKILL
+        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/health", proc, log, timeout_s)
@@ -92,6 +91,7 @@ def prefect_api() -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer  # what Prefect itself starts in ephemeral mode
 
+    reap_descendants_on_kill()
     server = SubprocessASGIServer()
     server.start()
     with temporary_settings({PREFECT_API_URL: server.api_url}):

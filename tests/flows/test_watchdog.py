@@ -1,4 +1,4 @@
-"""`flows.watchdog`: the tracking server stops when the process that started it is killed with SIGKILL."""
+"""`flows.watchdog`: the servers a command started stop when the command is killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -42,36 +42,66 @@ def _kill_any_running_in(folder: Path) -> None:
             pass
 
 
+def _kill_all(pids) -> None:
+    """SIGKILL what a failed run of a test would leave behind."""
+    for pid in pids:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _parent(tmp_path: Path, body: str) -> subprocess.Popen:
     """A Python process running `body`, in its own session so that killing it leaves this test alone."""
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.PIPE, text=True)
 
 
-def test_the_command_stops_when_the_parent_is_killed(tmp_path):
-    pidfile = tmp_path / "child.pid"
+def test_the_descendants_stop_when_the_parent_is_killed(tmp_path):
+    """A child in its own session (as the servers are started) and a grandchild both stop; nothing else does."""
+    pids = tmp_path / "pids"
+    grandchild = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
     parent = _parent(tmp_path, f"""
-        import os, subprocess, sys, time
-        cmd = [sys.executable, "-c", "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"]
-        subprocess.Popen([sys.executable, "-m", "flows.watchdog", str(os.getpid()), "--", *cmd], start_new_session=True)
+        import subprocess, sys, time
+        from flows.watchdog import reap_descendants_on_kill
+        reap_descendants_on_kill()
+        reap_descendants_on_kill()  # once per process
+        out = open({str(pids)!r}, "w")
+        subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                          "subprocess.Popen([sys.executable, '-c', {grandchild!r}]); time.sleep(600)"],
+                         start_new_session=True, stdout=out)
+        subprocess.Popen([sys.executable, "-c", {grandchild!r}], stdout=out)
         time.sleep(600)
     """)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    below: dict[int, int] = {}
     try:
-        assert _wait_for(lambda: pidfile.is_file() and pidfile.read_text(), 60), "the command did not start"
-        child = int(pidfile.read_text())
-        assert not _gone(child)
+        assert _wait_for(lambda: pids.is_file() and len(pids.read_text().split()) == 2, 60), "no children"
+        time.sleep(2)  # the watchdog notes the parent's descendants every second
+        from flows.watchdog import descendants
+
+        below = descendants(parent.pid)
+        watchdogs = [p for p in below if "flows.watchdog" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(watchdogs) == 1 and len(below) == 4, below  # the watchdog, 2 children, 1 grandchild
         os.kill(parent.pid, signal.SIGKILL)
-        assert _wait_for(lambda: _gone(child), 15), "the command outlived its parent"
+        assert _wait_for(lambda: all(_gone(p) for p in below), 20), "a descendant outlived its parent"
+        assert bystander.poll() is None  # not a descendant: left alone
     finally:
+        bystander.kill()
         parent.kill()
         parent.wait()
+        _kill_all(below)
 
 
-def test_the_command_runs_while_the_parent_lives_and_its_exit_code_is_kept(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "flows.watchdog", str(os.getpid()), "--", sys.executable, "-c",
-                        "import sys, time; time.sleep(1.5); sys.exit(7)"], timeout=60)
-    assert r.returncode == 7  # ran to its end (three polls) and kept its exit code
-    bad = subprocess.run([sys.executable, "-m", "flows.watchdog", "sleep", "1"], capture_output=True, text=True)
+def test_descendants_reads_the_process_tree_and_the_usage_is_checked(tmp_path):
+    from flows.watchdog import descendants
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        found = descendants(os.getpid())
+        assert child.pid in found and os.getpid() not in found and 1 not in found
+    finally:
+        child.kill()
+        child.wait()
+    bad = subprocess.run([sys.executable, "-m", "flows.watchdog", "x"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
@@ -104,3 +134,39 @@ def test_a_tracking_server_stops_when_the_benchmark_is_killed(tmp_path):
         parent.kill()
         parent.wait()
         _kill_any_running_in(tmp_path)  # what a failed run of this test would leave behind
+
+
+@pytest.mark.e2e
+def test_prefects_server_stops_when_gfkd_run_is_killed(tmp_path, tiny_root):
+    """SIGKILL to `gfkd run` (the OOM killer, a scheduler) used to leave Prefect's temporary API server running."""
+    from flows.watchdog import descendants
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    run = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", f"--data-root={tiny_root}", "data.dataset=TINY",
+                            "data.download=false", "teacher.epochs=500", f"run.runs_dir='{tmp_path / 'runs'}'"],
+                           cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+    def prefect_server() -> dict[int, int]:
+        below = descendants(run.pid)
+        return below if any(_cmdline(p).find("prefect.server.api.server") >= 0 for p in below) else {}
+
+    below: dict[int, int] = {}
+    try:
+        assert _wait_for(prefect_server, 240), "Prefect's server did not start"
+        time.sleep(2)  # the watchdog notes the descendants every second: one started just now may be missed
+        below = prefect_server()
+        os.kill(run.pid, signal.SIGKILL)  # the command alone, not its process group
+        assert _wait_for(lambda: all(_gone(p) for p in below), 30), \
+            [_cmdline(p)[:120] for p in below if not _gone(p)]
+    finally:
+        run.kill()
+        run.wait()
+        _kill_all(below)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
