@@ -1,10 +1,11 @@
-"""Stop a process's children when it is killed outright: `python -m flows.watchdog PARENT_PID`.
+"""Stop a process's children when it is killed outright: `python -I flows/watchdog.py PARENT_PID`.
 
-`gfkd run`, `group`, `benchmark`, `serve` and `ui` start servers as child processes: Prefect's temporary API,
+`gfkd run`, `benchmark`, `serve` and `ui` start servers as child processes: Prefect's temporary API,
 `mlflow server` and its workers, Dask workers. A command that ends normally stops them itself; one killed with
 SIGKILL (by the OOM killer, a scheduler, `kill -9`) cannot, and they would keep running, holding ports and database
-files, for good. `reap_descendants_on_kill()` starts this watchdog once per process. It notes the parent's
-descendants every POLL_S seconds; once the parent is gone (the watchdog is re-parented), it sends SIGTERM to those
+files, for good. `reap_descendants_on_kill()` starts this watchdog once per process (called in-process, as by a
+test or a notebook, it watches that process for the rest of its life; `GFKD_WATCHDOG=0` turns it off). It notes
+the parent's descendants every POLL_S seconds; once the parent is gone (the watchdog is re-parented), it sends SIGTERM to those
 of them that still run, then SIGKILL to what is left after GRACE_S. A process started less than POLL_S before the
 kill may be missed. Linux only (it reads /proc); elsewhere a no-op.
 """
@@ -20,26 +21,27 @@ from pathlib import Path
 
 POLL_S = 1.0
 GRACE_S = 10.0
-_started = False
+_watchdog: subprocess.Popen | None = None  # kept, so that it is not reported as a lost child
 
 
 def reap_descendants_on_kill() -> None:
     """Start the watchdog for this process (once; later calls do nothing)."""
-    global _started
-    if _started or not Path("/proc/self/stat").is_file():
+    global _watchdog
+    if _watchdog is not None or os.environ.get("GFKD_WATCHDOG") == "0" or not Path("/proc/self/stat").is_file():
         return
-    subprocess.Popen([sys.executable, "-m", "flows.watchdog", str(os.getpid())], start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _started = True
+    # run as a file in isolated mode (stdlib only): a `flows` package in the working directory cannot shadow it
+    _watchdog = subprocess.Popen([sys.executable, "-I", str(Path(__file__).resolve()), str(os.getpid())],
+                                 start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
     """(parent pid, start time in clock ticks) of a live process, or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    try:  # bytes: a process name is cut at 15 bytes, maybe inside a UTF-8 character
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return (int(fields[1]), int(fields[19])) if fields[0] != b"Z" else None  # fields[0] is the state
+    except (OSError, IndexError, ValueError):
         return None
-    return (int(fields[1]), int(fields[19])) if fields[0] != "Z" else None  # fields[0] is the state
 
 
 def descendants(root: int) -> dict[int, int]:
@@ -66,18 +68,21 @@ def _signal(procs: dict[int, int], sig: int) -> None:
     for pid in procs:
         try:
             os.kill(pid, sig)
-        except ProcessLookupError:
+        except OSError:  # gone meanwhile, or not ours to signal
             pass
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m flows.watchdog PARENT_PID", file=sys.stderr)
+        print("usage: python -I flows/watchdog.py PARENT_PID", file=sys.stderr)
         return 2
     parent, me = int(argv[0]), os.getpid()
     seen: dict[int, int] = {}
     while os.getppid() == parent:  # re-parented once the parent is gone
-        seen = {pid: start for pid, start in descendants(parent).items() if pid != me}
+        now = {pid: start for pid, start in descendants(parent).items() if pid != me}
+        if os.getppid() != parent:  # it died during the scan, which then missed its re-parented children
+            break
+        seen = now
         time.sleep(POLL_S)
     left = _still(seen)
     _signal(left, signal.SIGTERM)

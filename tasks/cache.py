@@ -9,6 +9,7 @@ the teacher, and no list of files can fall behind the imports.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -31,14 +32,29 @@ def _module_file(root: Path, module: str) -> Path | None:
     return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
 
 
-def _imports(root: Path, file: Path) -> set[Path]:
-    """The gfkd source files `file` imports, and the package __init__ files those imports run."""
+@functools.lru_cache(maxsize=None)
+def _imported_names(file: str, module: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """The gfkd module names a source file imports (`module` is its own dotted name); cached per file version."""
     names = set()
-    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+    for node in ast.walk(ast.parse(Path(file).read_text(), file)):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names if a.name.split(".")[0] == "gfkd"}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "gfkd":
-            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # from .x import y: relative to this file's package (an __init__ is its own package)
+                package = module.split(".") if file.endswith("__init__.py") else module.split(".")[:-1]
+                base = ".".join([*package[:len(package) - node.level + 1], *([base] if base else [])])
+            if base.split(".")[0] == "gfkd":
+                names |= {base, *(f"{base}.{a.name}" for a in node.names)}
+    return frozenset(names)
+
+
+def _imports(root: Path, file: Path) -> set[Path]:
+    """The gfkd source files `file` imports, and the package __init__ files those imports run."""
+    rel = file.relative_to(root).with_suffix("")
+    module = ".".join(["gfkd", *(rel.parts[:-1] if rel.name == "__init__" else rel.parts)])
+    st = file.stat()
+    names = _imported_names(str(file), module, st.st_mtime_ns, st.st_size)
     found = set()
     for name in names:
         parts = name.split(".")

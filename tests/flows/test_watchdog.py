@@ -79,7 +79,7 @@ def test_the_descendants_stop_when_the_parent_is_killed(tmp_path):
         from flows.watchdog import descendants
 
         below = descendants(parent.pid)
-        watchdogs = [p for p in below if "flows.watchdog" in Path(f"/proc/{p}/cmdline").read_text()]
+        watchdogs = [p for p in below if "flows/watchdog.py" in _cmdline(p)]
         assert len(watchdogs) == 1 and len(below) == 4, below  # the watchdog, 2 children, 1 grandchild
         os.kill(parent.pid, signal.SIGKILL)
         assert _wait_for(lambda: all(_gone(p) for p in below), 20), "a descendant outlived its parent"
@@ -89,6 +89,48 @@ def test_the_descendants_stop_when_the_parent_is_killed(tmp_path):
         parent.kill()
         parent.wait()
         _kill_all(below)
+
+
+def test_a_parent_that_dies_during_a_scan_keeps_the_last_full_list(monkeypatch):
+    """Found in review: the scan that ran while the parent died found its children already re-parented, replaced the
+    list with an empty one, and nothing was stopped."""
+    from flows import watchdog
+
+    alive = iter([True, True, True, False])  # dies during the second scan
+    scans = iter([{101: 7, 102: 8}, {}])
+    sent = []
+    monkeypatch.setattr(watchdog.os, "getppid", lambda: 42 if next(alive) else 1)
+    monkeypatch.setattr(watchdog, "descendants", lambda root: next(scans))
+    monkeypatch.setattr(watchdog, "_still", lambda procs: dict(procs))
+    monkeypatch.setattr(watchdog, "_signal", lambda procs, sig: sent.append((sorted(procs), sig)))
+    monkeypatch.setattr(watchdog.time, "sleep", lambda s: None)
+    monkeypatch.setattr(watchdog, "GRACE_S", 0.0)
+    assert watchdog.main(["42"]) == 0
+    assert sent[0] == ([101, 102], signal.SIGTERM) and sent[-1] == ([101, 102], signal.SIGKILL)
+
+
+def test_a_process_name_that_is_not_utf8_is_read(tmp_path):
+    """Found in review: the kernel cuts names at 15 bytes, maybe inside a character; reading them as text crashed
+    the watchdog, silently."""
+    from flows.watchdog import descendants
+
+    code = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'gfkd\\xe4\\xb8', 0, 0, 0); print('named', flush=True); "
+            "time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "named"
+        assert Path(f"/proc/{child.pid}/comm").read_bytes().startswith(b"gfkd\xe4")
+        assert child.pid in descendants(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_gfkd_watchdog_0_turns_it_off(tmp_path):
+    code = ("import os; os.environ['GFKD_WATCHDOG'] = '0'; from flows import watchdog; "
+            "watchdog.reap_descendants_on_kill(); print(watchdog._watchdog)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "None", r.stderr
 
 
 def test_descendants_reads_the_process_tree_and_the_usage_is_checked(tmp_path):

@@ -104,11 +104,13 @@ def test_a_stages_code_version_follows_its_imports(tmp_path, monkeypatch):
     # an import inside a function counts too, and so does the package __init__ it runs
     (root / "extra").mkdir()
     (root / "extra" / "__init__.py").write_text("")
-    (root / "extra" / "helper.py").write_text("X = 1\n")
+    (root / "extra" / "helper.py").write_text("from .rel import Y\nfrom .. import augment\nX = 1\n")
+    (root / "extra" / "rel.py").write_text("Y = 2\n")
     (root / "stages" / "evaluate.py").write_text((root / "stages" / "evaluate.py").read_text()
                                                   + "\ndef _later():\n    from gfkd.extra.helper import X\n")
     assert {"extra/__init__.py", "extra/helper.py"} <= set(cache.stage_files("evaluate", root))
-    assert changed_by("extra/helper.py") == {"evaluate"}
+    assert {"extra/rel.py", "augment.py"} <= set(cache.stage_files("evaluate", root))  # relative imports too
+    assert changed_by("extra/helper.py") == {"evaluate"} and changed_by("extra/rel.py") == {"evaluate"}
 
 
 def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_then(tmp_path):
