@@ -33,6 +33,7 @@ from gfkd.layout import RunLayout
 from flows.env import check_prefect_api, local_env, scratch_tmp
 from flows.watchdog import reap_descendants_on_kill
 
+
 def _flags_take_no_value() -> None:
     """Typer 0.29's --help labels flags `<bool>` (`--dask <bool>`), as if they took a value: show no type for them."""
     option = getattr(typer.core, "TyperOption", None)

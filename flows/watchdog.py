@@ -5,8 +5,8 @@
 SIGKILL (by the OOM killer, a scheduler, `kill -9`) cannot, and they would keep running, holding ports and database
 files, for good. `reap_descendants_on_kill()` starts this watchdog once per process (called in-process, as by a
 test or a notebook, it watches that process for the rest of its life; `GFKD_WATCHDOG=0` turns it off). It notes
-the parent's descendants every POLL_S seconds; once the parent is gone (the watchdog is re-parented), it sends SIGTERM to those
-of them that still run, then SIGKILL to what is left after GRACE_S. A process started less than POLL_S before the
+the parent's descendants every POLL_S seconds; once the parent is gone (the watchdog is re-parented), it sends SIGTERM
+to those of them that still run, then SIGKILL to what is left after GRACE_S. A process started less than POLL_S before the
 kill may be missed. Linux only (it reads /proc); elsewhere a no-op.
 """
 

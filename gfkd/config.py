@@ -742,13 +742,12 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
     except ValidationError as exc:
         errs = exc.errors()
         path = lambda e: _field_path(e["loc"])  # noqa: E731
-        loc = path(errs[0])
+        loc, field = _field_at(errs[0]["loc"])
         msgs = dict.fromkeys(e["msg"] for e in errs if path(e) == loc)  # a union field reports one error per member
         if isinstance(errs[0].get("ctx", {}).get("error"), CrossKeyError):
             raise ConfigError(str(errs[0]["ctx"]["error"])) from exc
-        field = _field_at(errs[0]["loc"])[1]
         n = _fixed_length(field)
-        if n is not None and errs[0]["type"] in ("missing", "too_long", "too_short", "tuple_type"):  # e.g. a pair given 1 item
+        if n is not None and errs[0]["type"] in ("missing", "too_long", "too_short", "tuple_type"):  # a pair given 1
             example = json.dumps(list(field.default)) if isinstance(field.default, tuple) else f"[{', '.join('…' * n)}]"
             raise ConfigError(f"config value {loc} takes exactly {n} items: write e.g. {loc}={example}") from exc
         msgs = [m.removeprefix("Value error, ") for m in msgs]

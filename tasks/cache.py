@@ -71,7 +71,7 @@ def stage_files(stage: str, root: Path | None = None) -> list[str]:
         if f not in seen:
             seen.add(f)
             todo += _imports(root, f)
-    return sorted(str(f.relative_to(root)) for f in seen if str(f.relative_to(root)) not in NOT_HASHED)
+    return sorted(rel for rel in (str(f.relative_to(root)) for f in seen) if rel not in NOT_HASHED)
 
 
 def code_version(stage: str) -> str:

@@ -16,10 +16,9 @@ import pytest
 
 def _gone(pid: int) -> bool:
     """True once `pid` has exited (a zombie counts: it holds no port, no file, no CPU)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
+    from flows.watchdog import _stat
+
+    return _stat(pid) is None
 
 
 def _wait_for(predicate, timeout_s: float) -> bool:
@@ -35,10 +34,10 @@ def _kill_any_running_in(folder: Path) -> None:
     """SIGKILL the process group of every process whose command line names `folder` (not this test's group)."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if str(folder) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+            if str(folder) in _cmdline(int(proc.name)):
                 group = os.getpgid(int(proc.name))
                 os.killpg(group, signal.SIGKILL) if group != os.getpgrp() else os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
+        except OSError:
             pass
 
 
