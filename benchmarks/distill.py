@@ -62,7 +62,8 @@ def group_folder(gg) -> str:
     return f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
         f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != GROUP_FOLDER_BASE[:2] else "") + (
         f"-sup{gg.sup_weight:g}" if gg.sup_weight != GROUP_FOLDER_BASE[2] else "") + (
-        "-curriculum" if gg.curriculum == "inherit" else "") + ("-real" if gg.data == "real" else "")
+        "-curriculum" if gg.curriculum == "inherit" else "") + ("-real" if gg.data == "real" else "") + (
+        "-tau" if gg.anchor_temperature == "inherit" else "")
 
 
 def group_label(folder: str) -> str:
@@ -72,7 +73,8 @@ def group_label(folder: str) -> str:
     label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
     label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
     return label.replace("-curriculum", ", curriculum inherited").replace(
-        "-real", ", on the real training graphs (with data, val-selected)")
+        "-real", ", on the real training graphs (with data, val-selected)").replace(
+        "-tau", ", anchor temperature inherited")
 
 
 def _folds(text: str) -> list[int]:

@@ -422,7 +422,10 @@ class GraphGroupConfig(_Frozen):
                               "oad.md §6's 1: with it the PROTEINS group fell 9.1 points below the single student, "
                               "without it +1.0 (folds 0-2), MUTAG level (docs/group.md)")
     teacher_anchor: float = Field(1.0, ge=0, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits")
-    anchor_tau: float = Field(2.0, gt=0, description="τ of the teacher anchor")
+    anchor_tau: float = Field(2.0, gt=0, description="τ of the teacher anchor (anchor_temperature = fixed)")
+    anchor_temperature: Literal["fixed", "inherit"] = Field("fixed", description="inherit: each student's anchor τ "
+                                                            "as the distill stage's student has it (distill.temperature:"
+                                                            " learnable and adversarial by default), one per student")
     label_source: Literal["teacher_argmax", "target"] = Field("teacher_argmax", description="ŷ of the CE term")
     local_level: Literal["node", "graph"] = Field("node", description="node: GCN discriminators over the batched "
                                                   "graphs; graph: MLP on mean-pooled embeddings")
@@ -518,7 +521,18 @@ class RunConfig(_Frozen):
             raise CrossKeyError("group.graph.curriculum=inherit inherits no curriculum when the distill stage trains "
                                 "without one (distill.curriculum.pace=off, or distill.recipe=plain): set "
                                 "group.graph.curriculum=off, or distill.recipe=acgkd with a pace")
+        if self.group.graph.anchor_temperature == "inherit" and self.group.graph.teacher_anchor == 0:
+            raise CrossKeyError("group.graph.anchor_temperature=inherit sets the τ of the teacher anchor, which "
+                                "group.graph.teacher_anchor=0 turns off: set teacher_anchor > 0, or "
+                                "anchor_temperature=fixed")
         return self
+
+    @property
+    def group_temperature(self) -> TemperatureConfig | None:
+        """The teacher anchor's temperature of the pipeline group under group.graph.anchor_temperature=inherit: the
+        distill stage's effective one (distill.recipe=plain: fixed at distill.temperature.value), else None (fixed
+        at group.graph.anchor_tau)."""
+        return self.distill.effective().temperature if self.group.graph.anchor_temperature == "inherit" else None
 
     @property
     def group_curriculum(self) -> CurriculumConfig | None:
@@ -582,6 +596,8 @@ class RunConfig(_Frozen):
                        if widened else {}),
                     **({"curriculum": self.group_curriculum.model_dump(mode="json")}
                        if self.group_curriculum is not None else {}),
+                    **({"temperature": self.group_temperature.model_dump(mode="json")}
+                       if self.group_temperature is not None else {}),
                     "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     **self._runtime_key}

@@ -118,6 +118,9 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     assert bench.group_label(folder()) == "oad_global, widened students, CE to ŷ × 0"
     assert bench.group_label(folder("group.graph.curriculum=inherit", "group.graph.sup_weight=1")) == \
         "oad_global, widened students, curriculum inherited"
+    tau = folder("group.graph.anchor_temperature=inherit")
+    assert tau == "acgkd-group-oad_global-widened-sup0-tau"
+    assert bench.group_label(tau) == "oad_global, widened students, CE to ŷ × 0, anchor temperature inherited"
     real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
     assert real == "oad_global, CE to ŷ × 0, on the real training graphs (with data, val-selected)"
 

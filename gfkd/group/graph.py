@@ -10,7 +10,8 @@ epochs use the supervised and anchor terms only. Data-free: the students train o
 only evaluated (no_grad). Primary numbers are the last epoch's; the picked student has the highest agreement with ŷ
 on a held-out `pick_holdout` share of the pseudo-graphs, never trained on. With `curriculum` (group.graph.curriculum
 = inherit) epoch e trains on the easiest ⌈q_e·M⌉ of the training pseudo-graphs, as the distill stage does, with
-E_c = until·(W + E).
+E_c = until·(W + E). With `temperature` (group.graph.anchor_temperature = inherit) each student's anchor τ is its own
+distill-stage temperature: learnable and adversarial (gradient reversal, its lr ramped in over the first epochs).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from torch_geometric.utils import scatter
 from tqdm import tqdm
 
 from gfkd import curriculum as pacing
-from gfkd.config import CurriculumConfig, GraphGroupConfig
+from gfkd.config import CurriculumConfig, GraphGroupConfig, TemperatureConfig
 from gfkd.distillation import feature_loss, graph_difficulty, teacher_outputs
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
 from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
-from gfkd.losses.kd import kd_kl
+from gfkd.losses.kd import Temperature, kd_kl, ramp
 from gfkd.models.classifier import GraphClassifier
 from gfkd.models.discriminator import GCNDiscriminator
 from gfkd.models.widened import PlainStudent, WidenedStudent
@@ -116,7 +117,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                       teacher: GraphClassifier | None = None,
                       on_epoch: Callable[[int, dict[str, float], list[dict[str, float]]], None] | None = None,
                       stage: str = "group", checkpoint: Path | None = None,
-                      checkpoint_every: int = 5, curriculum: CurriculumConfig | None = None) -> GroupResult:
+                      checkpoint_every: int = 5, curriculum: CurriculumConfig | None = None,
+                      temperature: TemperatureConfig | None = None) -> GroupResult:
     """Train K students together on pseudo-graphs; `graphs` carry teacher_logits, y (target) and graph_id.
 
     Widened students (reusing the teacher's frozen classifier) also match the teacher's node embeddings with weight
@@ -129,7 +131,9 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     result as an uninterrupted run (the batch order is drawn from (seed, epoch)). On a resume `on_epoch` is first
     called for every restored epoch. `curriculum` (the distill stage's, group.graph.curriculum = inherit): each
     epoch's batches come from the easiest ⌈q_e·M⌉ training pseudo-graphs under its fixed measure (ties by
-    graph_id); None trains on all of them every epoch.
+    graph_id); None trains on all of them every epoch. `temperature` (the distill stage's, group.graph.
+    anchor_temperature = inherit): student k's anchor τ_k = Temperature_k(z_T, z_k), stepped on its own Adam at lr
+    η_t·λ_e as in the distill stage; None: τ = gc.anchor_tau.
     """
     if gc.method not in METHODS:
         raise ValueError(f"group.graph.method must be one of {METHODS}")
@@ -170,6 +174,11 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     opt = torch.optim.Adam(students.parameters(), lr=gc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1 - e / total))
     d_opts = [torch.optim.Adam(dk.parameters(), lr=gc.lr, weight_decay=0.0) for dk in discs]
+    tc = temperature
+    temps = nn.ModuleList(Temperature(tc.mode, tc.value, tc.tau_min, tc.tau_range, tc.tau_init,
+                                      graphs[0].teacher_logits.numel()) for _ in range(K)).to(device) \
+        if tc is not None and gc.teacher_anchor > 0 else None
+    t_opt = torch.optim.Adam(temps.parameters(), lr=0.0) if temps is not None and temps[0].learnable else None
     history: list[dict[str, float]] = []
     per_student: list[list[dict[str, float]]] = [[] for _ in range(K)]
     best_val, best_states, best_epoch = math.inf, None, -1
@@ -182,6 +191,10 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         sched.load_state_dict(state["scheduler"])
         for d_opt, d_state in zip(d_opts, state["d_optimizers"]):
             d_opt.load_state_dict(d_state)
+        if temps is not None:
+            temps.load_state_dict(state["temperatures"])
+        if t_opt is not None:
+            t_opt.load_state_dict(state["t_optimizer"])
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():  # dropout draws from it on CUDA
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -201,6 +214,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         if curriculum is not None:
             frac = pacing.pace(epoch, curriculum.pace, curriculum.q0, until)
             pool = pacing.easiest(difficulty, ids, frac)
+        if t_opt is not None:
+            t_opt.param_groups[0]["lr"] = tc.lr * ramp(epoch, tc.lambda_max, tc.ramp_epochs)
         order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))]
         for b in DataLoader([train[i] for i in order], batch_size=gc.batch_size):
             b = b.to(device)
@@ -209,7 +224,10 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
             z_t = b.teacher_logits.view(b.num_graphs, -1)
             terms = {"sup": sum(F.cross_entropy(z[k], y_hat) for k in range(K))}
             if gc.teacher_anchor > 0:
-                terms["anchor"] = sum(kd_kl(z[k], z_t, gc.anchor_tau) for k in range(K))
+                taus = [temps[k](z_t, z[k]) for k in range(K)] if temps is not None else [gc.anchor_tau] * K
+                terms["anchor"] = sum(kd_kl(z[k], z_t, taus[k]) for k in range(K))
+                if temps is not None:
+                    terms["tau"] = torch.stack([t.detach().float().mean() for t in taus]).mean()
             loss = gc.sup_weight * terms["sup"] + gc.teacher_anchor * terms.get("anchor", 0.0)
             if use_feat:
                 h_t = teacher_outputs(teacher, b)[1]  # [ΣN, d_T], no grad
@@ -243,8 +261,12 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                 raise StageError(f"{stage}: non-finite loss term '{bad}' at epoch {epoch}, step {n // gc.batch_size}: "
                                  f"lower group.graph.lr (now {gc.lr}) or check the shards for NaN features")
             opt.zero_grad(set_to_none=True)
+            if t_opt is not None:
+                t_opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if t_opt is not None:
+                t_opt.step()
             for key, v in {**terms, "loss": loss}.items():
                 sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(v).detach()) * b.num_graphs
             n += b.num_graphs
@@ -279,6 +301,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                 "epoch": epoch, "students": students.state_dict(), "discriminators": discs.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "d_optimizers": [d.state_dict() for d in d_opts], "rng": torch.get_rng_state(),
+                "temperatures": temps.state_dict() if temps is not None else None,
+                "t_optimizer": t_opt.state_dict() if t_opt is not None else None,
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 "history": history, "per_student": per_student, "best_val": best_val,
                 "best_states": best_states, "best_epoch": best_epoch})

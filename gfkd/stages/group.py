@@ -86,7 +86,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     res = train_graph_group(students, graphs, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
                             test_loader=test_loader, teacher=teacher, on_epoch=on_epoch, stage=STAGE,
                             checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every,
-                            curriculum=cfg.group_curriculum)
+                            curriculum=cfg.group_curriculum, temperature=cfg.group_temperature)
     for child in children:
         child.end()
 
@@ -108,6 +108,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     write_json(staging / "results.json", {"numbers": n, "history": res.history, "per_student": res.per_student,
                                           "spec": spec, "fold_hash": split.fold_hash, "data": gc.data,
                                           "curriculum": gc.curriculum, "label_source": gc.label_source,
+                                          "anchor_temperature": cfg.group_temperature.model_dump(mode="json")
+                                          if cfg.group_temperature is not None else gc.anchor_tau,
                                           "train_graphs": len(graphs), "selection": selection})
     fig = group_curves(res.history, STAGE)
     fig.savefig(staging / "curves.png", dpi=110)

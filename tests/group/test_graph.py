@@ -254,6 +254,43 @@ def test_the_inherited_curriculum_enters_the_group_cache_key(tiny_root, tmp_path
     assert key() == key("distill.curriculum.q0=0.6")  # without the curriculum the group does not read it
 
 
+def test_inherited_anchor_temperature_is_learnt_per_student_and_fixed_mode_changes_nothing(tmp_path, tiny_root,
+                                                                                          tiny_teacher_dir, gen_dir):
+    """anchor_temperature=inherit gives each student the distill stage's temperature: adversarial by default (τ
+    leaves τ_init once its lr ramps in, logged as group/train/tau); under distill.temperature.mode=fixed it is
+    bitwise the fixed anchor at the same τ."""
+    def run(name, *extra):
+        layout = RunLayout(tmp_path / name)
+        group.run(_cfg(tiny_root, tmp_path, "group.graph.epochs=4", *extra), layout, "k",
+                  teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+        return json.loads((layout.stage_dir("group") / "results.json").read_text())
+
+    fixed = run("fixed", "group.graph.anchor_tau=3")
+    same = run("same", "group.graph.anchor_temperature=inherit", "distill.temperature.mode=fixed",
+               "distill.temperature.value=3")
+    assert same["numbers"] == fixed["numbers"] and same["per_student"] == fixed["per_student"]
+    adv = run("adv", "group.graph.anchor_temperature=inherit", "distill.temperature.ramp_epochs=1",
+              "distill.temperature.lr=0.5")
+    taus = [h["group/train/tau"] for h in adv["history"]]
+    assert taus[0] == pytest.approx(2.0, abs=1e-6)  # τ_init, its lr is 0 in epoch 0
+    assert abs(taus[-1] - 2.0) > 0.05 and adv["anchor_temperature"]["mode"] == "global"
+    assert "group/train/tau" not in fixed["history"][0]
+
+
+def test_the_inherited_anchor_temperature_enters_the_cache_key_and_needs_the_anchor(tiny_root, tmp_path):
+    from gfkd.config import ConfigError
+    from tasks.cache import stage_key
+
+    def key(*extra):
+        return stage_key(_cfg(tiny_root, tmp_path, *extra), "group", ("t", "g"))
+
+    inherit = ["group.graph.anchor_temperature=inherit"]
+    assert key(*inherit) != key() and key(*inherit) != key(*inherit, "distill.temperature.lr=0.1")
+    assert key() == key("distill.temperature.lr=0.1")  # a fixed anchor does not read it
+    with pytest.raises(ConfigError, match="teacher_anchor=0 turns off"):
+        _cfg(tiny_root, tmp_path, *inherit, "group.graph.teacher_anchor=0")
+
+
 def test_a_bank_of_one_pseudo_graph_trains_on_it_and_picks_no_student(tmp_path, tiny_root, tiny_teacher_dir):
     """The pick hold-out never takes the last training graph: generate.num_graphs=1 used to leave none and end in a
     KeyError ('group/train/loss') found by exploring the CLI."""

@@ -17,7 +17,8 @@ from gfkd.tracking import NullLogger
 BASE = ["data.dataset=TINY", "data.download=false", "teacher.epochs=12", "teacher.model.layers=3",
         "teacher.model.hidden=8", "teacher.batch_size=8", "run.checkpoint_every=4", "generate.banks=1",
         "generate.iterations=5", "distill.student.layers=2", "distill.student.hidden=8",
-        "group.graph.warmup_epochs=1", "group.graph.epochs=9", "group.graph.students=2"]
+        "group.graph.warmup_epochs=1", "group.graph.epochs=9", "group.graph.students=2",
+        "group.graph.anchor_temperature=inherit"]  # the group's state then carries learnable temperatures too
 
 
 class Stop(Exception):
