@@ -52,9 +52,9 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
 }
 
 
-# A group folder's name spells the settings that differ from these fixed values (W, E, sup_weight: the defaults when
-# the names were fixed), not from the current defaults, so a folder keeps its meaning if a default changes.
-GROUP_FOLDER_BASE = (30, 120, 1.0)
+# A group folder's name spells the settings that differ from these fixed values (W, E, sup_weight, anchor τ: the
+# defaults when the names were fixed), not from the current defaults, so a folder keeps its meaning if a default changes.
+GROUP_FOLDER_BASE = (30, 120, 1.0, 2.0)
 
 
 def group_folder(gg) -> str:
@@ -63,7 +63,9 @@ def group_folder(gg) -> str:
         f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != GROUP_FOLDER_BASE[:2] else "") + (
         f"-sup{gg.sup_weight:g}" if gg.sup_weight != GROUP_FOLDER_BASE[2] else "") + (
         "-curriculum" if gg.curriculum == "inherit" else "") + ("-real" if gg.data == "real" else "") + (
-        "-tau" if gg.anchor_temperature == "inherit" else "")
+        "-tau" if gg.anchor_temperature == "inherit" else "") + (
+        f"-anchor{gg.anchor_tau:g}" if gg.anchor_temperature == "fixed" and gg.anchor_tau != GROUP_FOLDER_BASE[3]
+        else "")
 
 
 def group_label(folder: str) -> str:
@@ -72,6 +74,7 @@ def group_label(folder: str) -> str:
     label = folder.removeprefix("acgkd-group-").replace("-widened", ", widened students")
     label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
     label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
+    label = re.sub(r"-anchor([\d.]+)", r", anchor τ \1", label)
     return label.replace("-curriculum", ", curriculum inherited").replace(
         "-real", ", on the real training graphs (with data, val-selected)").replace(
         "-tau", ", anchor temperature inherited")

@@ -121,6 +121,10 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     tau = folder("group.graph.anchor_temperature=inherit")
     assert tau == "acgkd-group-oad_global-widened-sup0-tau"
     assert bench.group_label(tau) == "oad_global, widened students, CE to ŷ × 0, anchor temperature inherited"
+    hot = folder("group.graph.anchor_tau=10")
+    assert hot == "acgkd-group-oad_global-widened-sup0-anchor10"
+    assert bench.group_label(hot) == "oad_global, widened students, CE to ŷ × 0, anchor τ 10"
+    assert folder("group.graph.anchor_tau=10", "group.graph.anchor_temperature=inherit") == tau  # τ is then learnt
     real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
     assert real == "oad_global, CE to ŷ × 0, on the real training graphs (with data, val-selected)"
 
