@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import threading
 from pathlib import Path
 
 import gfkd
@@ -24,6 +25,9 @@ COMMON_CODE = ("config.py",)
 # computes (a renamed output is not found by the next run, which redoes the stage anyway); gfkd's version, the one
 # line of __init__.py, is hashed on its own.
 NOT_HASHED = ("__init__.py", "errors.py", "layout.py", "tracking.py")
+# CPython 3.11's ast.parse is not safe to call from two threads at once: a threaded Dask benchmark (two cells keying
+# their stages together) failed with "SystemError: AST constructor recursion depth mismatch" in the clean-clone CI.
+_PARSE = threading.Lock()
 
 
 def _module_file(root: Path, module: str) -> Path | None:
@@ -36,7 +40,9 @@ def _module_file(root: Path, module: str) -> Path | None:
 def _imported_names(file: str, module: str, mtime_ns: int, size: int) -> frozenset[str]:
     """The gfkd module names a source file imports (`module` is its own dotted name); cached per file version."""
     names = set()
-    for node in ast.walk(ast.parse(Path(file).read_text(), file)):
+    with _PARSE:
+        tree = ast.parse(Path(file).read_text(), file)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names if a.name.split(".")[0] == "gfkd"}
         elif isinstance(node, ast.ImportFrom):
