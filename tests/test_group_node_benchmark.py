@@ -84,3 +84,19 @@ def test_local_term_ablations_show_only_where_they_ran_paired_by_seed():
     assert "| OAD, graph-agnostic D (MLP per node) | 75.00" in text and "‖h" not in text
     assert "graph-agnostic D (MLP per node) − OAD, mean over students, paired on seeds 1..1: +5.00 points" in text
     assert "− OAD global only (λ_adv = 0), mean over students, paired on seeds 1..1: +3.00 points" in text
+
+
+def test_global_on_all_rows_compare_with_independent_and_dml_on_all_nodes_paired_by_seed():
+    assert bench.all_of("all_dml") == "dml" and bench.all_of("dml") is None
+    assert bench.label("all_oad") == "OAD, KL on all nodes"
+    meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
+    avail = [_run("oad", 0, 0.7, 0.80), _run("independent", 0, 0.7, 0.79), _run("dml", 0, 0.7, 0.81),
+             _run("all_oad", 0, 0.7, 0.815), _run("all_dml", 0, 0.7, 0.80),
+             _run("all_oad", 1, 0.7, 0.10)]  # seed 1 ran only all_oad: left out of every difference
+    text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent", "dml"], all_methods=["oad", "dml"])
+    assert "| OAD, KL on all nodes | 45.75" in text and "| DML, KL on all nodes | 80.00" in text
+    assert "- OAD, KL on all nodes − independent students, mean over students, paired on seeds 0..0: +2.50 points → met" in text
+    assert "- OAD, KL on all nodes − DML, KL on all nodes, mean over students, paired on seeds 0..0: +1.50 points → met" in text
+    assert "- OAD, KL on all nodes − OAD, mean over students, paired on seeds 0..0: +1.50 points\n" in text
+    assert "- DML, KL on all nodes − DML, mean over students, paired on seeds 0..0: -1.00 points\n" in text
+    assert "all nodes" not in bench.render(avail[:3], meta, ["Cora"], ["gcn"], ["oad", "independent", "dml"])
