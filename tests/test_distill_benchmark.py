@@ -176,3 +176,13 @@ def test_new_folds_of_a_folder_already_collected_are_reruns_and_older_notes_on_o
     fourth = bench.add_run(_roundtrip(third), {"teacher": _row({1: 0.6, 2: 0.6})}, g12)  # collected again: no news
     assert fourth["reruns"] == third["reruns"]
     assert bench.cmd_folds(g12) == {1, 2} and bench.cmd_folds("`--runs /tmp/g`") is None
+
+
+def test_the_recipe_check_judges_on_val_selected_numbers_as_acgkd_md_says():
+    acgkd, plain = _row({0: 0.80, 1: 0.80}), _row({0: 0.70, 1: 0.70})  # ahead at the last epoch ...
+    acgkd["val_sel"], plain["val_sel"] = {0: 0.60, 1: float("nan")}, {0: 0.65, 1: 0.90}  # ... behind val-selected
+    [line] = [t for t in bench.targets({"ACGKD": acgkd, "ACGKD, plain recipe": plain}) if "distill.recipe" in t]
+    assert "below: the default should become plain (-5.0 points val-selected; +10.0 at the last epoch)" in line
+    acgkd["val_sel"][0] = 0.645  # within the −1 point of acgkd.md §8
+    [line] = [t for t in bench.targets({"ACGKD": acgkd, "ACGKD, plain recipe": plain}) if "distill.recipe" in t]
+    assert "level or better, default kept (-0.5 points val-selected" in line
