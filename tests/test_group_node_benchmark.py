@@ -100,3 +100,15 @@ def test_global_on_all_rows_compare_with_independent_and_dml_on_all_nodes_paired
     assert "- OAD, KL on all nodes − OAD, mean over students, paired on seeds 0..0: +1.50 points\n" in text
     assert "- DML, KL on all nodes − DML, mean over students, paired on seeds 0..0: -1.00 points\n" in text
     assert "all nodes" not in bench.render(avail[:3], meta, ["Cora"], ["gcn"], ["oad", "independent", "dml"])
+
+
+def test_schedule_ablations_are_rows_paired_with_oad_and_independent():
+    assert bench.label("oad_w0") == "OAD, no warm-up (W = 0)" and bench.label("oad_k6") == "OAD, K = 6"
+    assert bench.SCHEDULES["oad_k2"][1] == {"students": 2} and bench.SCHEDULES["oad_w0"][1] == {"warmup_epochs": 0}
+    meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
+    avail = [_run("oad", 0, 0.7, 0.80), _run("independent", 0, 0.7, 0.79), _run("oad_k2", 0, 0.7, 0.83)]
+    text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], schedules=["oad_k2"])
+    assert "| OAD, K = 2 | 83.00" in text
+    assert "- OAD, K = 2 − OAD, mean over students, paired on seeds 0..0: +3.00 points\n" in text
+    assert "- OAD, K = 2 − independent students, mean over students, paired on seeds 0..0: +4.00 points\n" in text
+    assert "K = 2" not in bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"])
