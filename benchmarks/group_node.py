@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from gfkd.config import GroupConfig  # noqa: E402
 from gfkd.data.datasets import check_available, resolve_data_root  # noqa: E402
 from gfkd.errors import DataError  # noqa: E402
-from gfkd.group.node import METHODS, load_citation, settings_from_config, train_group  # noqa: E402
+from gfkd.group.node import METHODS, GroupSettings, load_citation, settings_from_config, train_group  # noqa: E402
 from gfkd.group.report import markdown_table, summarize  # noqa: E402
 from gfkd.io.atomic import write_atomic, write_json  # noqa: E402
 
@@ -111,6 +111,20 @@ ALL_METHODS = ("oad", "oad_global", "dml")  # the methods whose KL term global_o
 def all_of(method: str) -> str | None:
     """'all_oad' → 'oad' (a run with group.global_on = all); others → None."""
     return method.removeprefix(ALL) if method.startswith(ALL) else None
+
+
+def settings_of(method: str, clean: GroupSettings, reference: GroupSettings) -> GroupSettings:
+    """The settings a method key runs with: a λ sweep, a parity-reference run, a run with the KL on all nodes, an OAD
+    schedule ablation, or a plain method of gfkd.group.node."""
+    if sweep := sweep_of(method):
+        return dataclasses.replace(clean, method="oad", **{sweep[0]: sweep[1]})
+    if parity_of(method):
+        return dataclasses.replace(reference, method=parity_of(method))
+    if all_of(method):
+        return dataclasses.replace(clean, method=all_of(method), global_on="all")
+    if method in SCHEDULES:
+        return dataclasses.replace(clean, method="oad", **SCHEDULES[method][1])
+    return dataclasses.replace(clean, method=method)
 
 
 def label(method: str) -> str:
@@ -229,7 +243,7 @@ def render(results: list[dict], meta: dict, datasets: list[str], backbones: list
                 pair = [{r["seed"]: r["report"]["mean_students"] for r in avail if r["method"] == m}
                         for m in (mine_m, other)]
                 seeds = sorted(set(pair[0]) & set(pair[1]))
-                if seeds:  # global_on = all against its own baseline, paired by seed
+                if seeds:  # a variant against its baselines, paired by seed
                     d = 100 * np.mean([pair[0][s] - pair[1][s] for s in seeds])
                     verdict = "" if target is None else " → " + ("met" if d >= target else
                                                                   f"missed by {target - d:.2f} points")
@@ -328,17 +342,7 @@ def main() -> None:
                     if (ds, bb, m, seed) in done:
                         continue
                     t0 = time.perf_counter()
-                    sweep = sweep_of(m)
-                    lam = {sweep[0]: sweep[1]} if sweep else {}
-                    base = reference if parity_of(m) else settings
-                    if all_of(m):
-                        base = dataclasses.replace(base, global_on="all")
-                    if m in SCHEDULES:
-                        base = dataclasses.replace(base, **SCHEDULES[m][1])
-                    run = train_group(g, dataclasses.replace(base, method="oad" if lam else
-                                                             parity_of(m) or all_of(m) or
-                                                             ("oad" if m in SCHEDULES else m), backbone=bb, **lam),
-                                      seed)
+                    run = train_group(g, dataclasses.replace(settings_of(m, settings, reference), backbone=bb), seed)
                     results.append({"dataset": ds, "backbone": bb, "method": m, "seed": seed, "report": run.report})
                     print(f"seed {seed} {ds} {bb} {m}: mean {run.report['mean_students']:.4f} "
                           f"val-best {run.report['val_best_student']:.4f} ens {run.report['ensemble']:.4f} "

@@ -112,3 +112,17 @@ def test_schedule_ablations_are_rows_paired_with_oad_and_independent():
     assert "- OAD, K = 2 − OAD, mean over students, paired on seeds 0..0: +3.00 points\n" in text
     assert "- OAD, K = 2 − independent students, mean over students, paired on seeds 0..0: +4.00 points\n" in text
     assert "K = 2" not in bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"])
+
+
+def test_each_method_key_runs_with_its_own_settings():
+    from gfkd.config import GroupConfig
+    from gfkd.group.node import settings_from_config
+    clean, ref = settings_from_config(GroupConfig()), settings_from_config(GroupConfig(parity="reference"))
+    of = lambda m: bench.settings_of(m, clean, ref)  # noqa: E731
+    assert of("dml") == clean.__class__(**{**clean.__dict__, "method": "dml"})
+    assert (of("oad_lg0.3").method, of("oad_lg0.3").lambda_global) == ("oad", 0.3)
+    assert (of("oad_la0.1").method, of("oad_la0.1").lambda_adv, of("oad_la0.1").lambda_global) == ("oad", 0.1, 1.0)
+    assert of("ref_independent") == ref.__class__(**{**ref.__dict__, "method": "independent"})
+    assert (of("all_dml").method, of("all_dml").global_on, clean.global_on) == ("dml", "all", "train")
+    assert (of("oad_k6").method, of("oad_k6").students, of("oad_w0").warmup_epochs) == ("oad", 6, 0)
+    assert of("oad_w0").epochs == clean.epochs and of("oad_k6").warmup_epochs == clean.warmup_epochs
