@@ -104,7 +104,8 @@ def test_global_on_all_rows_compare_with_independent_and_dml_on_all_nodes_paired
 
 def test_schedule_ablations_are_rows_paired_with_oad_and_independent():
     assert bench.label("oad_w0") == "OAD, no warm-up (W = 0)" and bench.label("oad_k6") == "OAD, K = 6"
-    assert bench.SCHEDULES["oad_k2"][1] == {"students": 2} and bench.SCHEDULES["oad_w0"][1] == {"warmup_epochs": 0}
+    assert bench.SCHEDULES["oad_k2"][1:] == ("oad", {"students": 2})
+    assert bench.SCHEDULES["independent_w0"][1:] == ("independent", {"warmup_epochs": 0})
     meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
     avail = [_run("oad", 0, 0.7, 0.80), _run("independent", 0, 0.7, 0.79), _run("oad_k2", 0, 0.7, 0.83)]
     text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], schedules=["oad_k2"])
@@ -126,3 +127,14 @@ def test_each_method_key_runs_with_its_own_settings():
     assert (of("all_dml").method, of("all_dml").global_on, clean.global_on) == ("dml", "all", "train")
     assert (of("oad_k6").method, of("oad_k6").students, of("oad_w0").warmup_epochs) == ("oad", 6, 0)
     assert of("oad_w0").epochs == clean.epochs and of("oad_k6").warmup_epochs == clean.warmup_epochs
+    assert (of("independent_w0").method, of("independent_w0").warmup_epochs) == ("independent", 0)
+
+
+def test_no_warm_up_is_also_paired_with_independent_students_trained_as_long():
+    meta = {"commands": ["a"], "device": "cpu", "settings": "s"}
+    avail = [_run("oad", 0, 0.7, 0.80), _run("independent", 0, 0.7, 0.79), _run("oad_w0", 0, 0.7, 0.70),
+             _run("independent_w0", 0, 0.7, 0.75)]
+    text = bench.render(avail, meta, ["Cora"], ["gcn"], ["oad", "independent"], schedules=["oad_w0", "independent_w0"])
+    assert "| independent students, W = 0 (100 epochs in all) | 75.00" in text
+    assert "- OAD, no warm-up (W = 0) − independent students, W = 0 (100 epochs in all), mean over students, paired on seeds 0..0: -5.00 points" in text
+    assert "- independent students, W = 0 (100 epochs in all) − OAD," not in text  # the control is no OAD ablation
