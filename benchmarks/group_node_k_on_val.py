@@ -10,6 +10,11 @@ seed. Test accuracy never chooses. Trains nothing.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the house habit of every benchmark script (tests/test_benchmark_scripts.py)
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import json
 from pathlib import Path
 
