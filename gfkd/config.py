@@ -92,8 +92,9 @@ class RunSection(_Frozen):
     checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
     deterministic: bool = Field(True, description="torch's deterministic kernels: with more than one thread, a rerun "
                                 "repeats bit for bit (docs/pipeline.md); the floats still depend on run.threads")
-    threads: Literal["auto"] | int = Field("auto", description="torch intra-op threads; auto: leave torch's setting "
-                                           "as it is (its default: the core count); the benchmarks use 1")
+    threads: Literal["auto"] | int = Field(1, description="torch intra-op threads [1, as the benchmarks]; auto: leave "
+                                           "torch's setting as it is (its default: the core count). Two threads "
+                                           "ran 7-24x slower beside other jobs (docs/pipeline.md)")
 
     @field_validator("name")
     @classmethod
