@@ -16,11 +16,15 @@ if __name__ == "__main__":  # the house habit of every benchmark script (tests/t
     private_tmp_until_exit()
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from group_node import on_validation  # noqa: E402  (the rule that chooses λ_G there chooses K here)
+
 KS = {2: "oad_k2", 3: "oad_k3", 4: "oad", 6: "oad_k6"}
 
 
@@ -35,8 +39,7 @@ def main() -> None:
         if any((ds, bb, m) not in by for m in need):
             continue
         seeds = sorted(set.intersection(*(set(by[(ds, bb, m)]) for m in need)))
-        val = {k: np.mean([by[(ds, bb, m)][s]["val_mean_students"] for s in seeds]) for k, m in KS.items()}
-        k = max(sorted(KS), key=lambda j: val[j])
+        k, val = on_validation({j: by[(ds, bb, m)] for j, m in KS.items()}, seeds)
         diff = {o: 100 * np.mean([by[(ds, bb, KS[k])][s]["mean_students"] - by[(ds, bb, o)][s]["mean_students"]
                                   for s in seeds]) for o in ("independent", "dml")}
         print(f"{ds} {bb.upper()}: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), validation chose K = {k} "

@@ -130,10 +130,10 @@ def main() -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, at commit {commit or '?'}, "
                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     command = ".venv/bin/python benchmarks/threads.py " + " ".join(map(shlex.quote, sys.argv[1:]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(render(rows, command, machine))
-    tmp.replace(args.out)
+    from gfkd.io.atomic import write_atomic
+
+    text = render(rows, command, machine)
+    write_atomic(args.out, lambda tmp: tmp.write_text(text))
     print(args.out)
 
 
