@@ -38,7 +38,8 @@ def run_trials() -> dict:
     work = Path(tempfile.mkdtemp(prefix="gfkd-reliability-"))
     log, junit = work / "records.jsonl", work / "junit.xml"
     env = {**os.environ, "GFKD_RUN_SLOW": "1", "GFKD_RELIABILITY_LOG": str(log), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS, f"--junitxml={junit}"]
+    # -n 0: one process, so the kill trials' timings are not shared with another worker
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *TESTS, f"--junitxml={junit}"]
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env)
     wall = time.time() - t0
@@ -53,7 +54,7 @@ def run_trials() -> dict:
                       "outcome": outcome})
     import torch
 
-    return {"command": "python benchmarks/reliability.py", "pytest": " ".join(["python -m pytest", *TESTS]),
+    return {"command": "python benchmarks/reliability.py", "pytest": " ".join(["python -m pytest -n 0", *TESTS]),
             "exit_code": proc.returncode, "wall_s": wall, "date": datetime.date.today().isoformat(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}, "
                        f"torch {torch.__version__}",

@@ -23,6 +23,24 @@ os.environ["TMPDIR"] = tempfile.tempdir = str(_TMP / "tmp")
 for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
     os.environ.pop(key, None)
 
+MAX_WORKERS = 4  # each worker starts its own Prefect servers; more than this gains little and costs memory
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): one pytest-xdist worker per core, at most MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def pytest_configure(config) -> None:
+    """Several workers share the cores: each runs torch on one thread, as `gfkd run` does by default (run.threads), so
+    no worker's thread pool waits on another's (docs/pipeline.md, "Threads": two threads beside one other job ran the
+    teacher 22-24 times slower)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
