@@ -110,6 +110,17 @@ def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, lis
     return names, res, counts
 
 
+def top_shares(cells: list[dict]) -> dict[str, list[float]]:
+    """Per model: each prediction's share of its most predicted class on the test graphs (one per cell and seed, in
+    cell order): how close the teacher and each student come to one class (collapse: ≥ 0.95)."""
+    out: dict[str, list[float]] = {}
+    for c in cells:
+        for model in ["teacher", *(k for k in c if k not in ("y", "n", "teacher", "density"))]:
+            for pred in c.get(model, []):
+                out.setdefault(model, []).append(float(np.bincount(pred).max() / len(pred)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, required=True, help="a --runs folder of benchmarks/distill.py")
@@ -145,6 +156,8 @@ def main() -> None:
         all_agr = sum(g * k for (_, g), k in zip(vals, counts) if k) / total
         out.append(f"| {model} | " + " | ".join(f"{a:.3f} / {g:.3f}" for a, g in vals)
                    + f" | {all_acc:.3f} / {all_agr:.3f} |")
+    out += ["", "Share of the most predicted class on the test graphs, per fold and seed (collapsed: ≥ 0.95):", ""]
+    out += [f"- {model}: " + ", ".join(f"{v:.3f}" for v in vals) for model, vals in top_shares(cells).items()]
     out += ["", "Mean edge density per bucket (graphs in brackets, pooled over folds):", "",
             "| graphs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label in cells[0]["density"]:

@@ -39,3 +39,11 @@ def test_table_keeps_extra_rows_of_other_folders():
     _, res, _ = bench.table([c], [15])
     assert list(res) == ["teacher", "ACGKD", "ACGKD, size-coupled degrees"]
     assert res["ACGKD, size-coupled degrees"][1] == (1.0, 1.0) and res["ACGKD"][1] == (0.0, 0.0)
+
+
+def test_top_shares_give_each_prediction_its_most_predicted_class_share():
+    c1 = {"n": np.array([10, 20, 30, 40]), "y": np.array([0, 1, 1, 0]), "teacher": [np.array([0, 0, 0, 1])],
+          "density": {}, "ACGKD": [np.array([1, 1, 1, 1]), np.array([0, 1, 0, 1])]}
+    c2 = {"n": np.array([12, 13]), "y": np.array([1, 1]), "teacher": [np.array([1, 1])], "density": {},
+          "ACGKD": [np.array([0, 1])]}
+    assert bench.top_shares([c1, c2]) == {"teacher": [0.75, 1.0], "ACGKD": [1.0, 0.5, 0.5]}
