@@ -87,6 +87,11 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
     return out
 
 
+def _models(cell: dict) -> list[str]:
+    """The rows of a cell with predictions: the teacher first, then the models in the cell's order."""
+    return ["teacher", *(k for k in cell if k not in ("y", "n", "teacher", "density"))]
+
+
 def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, list[tuple[float, float]]], list[int]]:
     """Per model and bucket: (accuracy, agreement with the teacher), pooled over cells and seeds; graphs per bucket."""
     names = bucket_names(edges)
@@ -97,7 +102,7 @@ def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, lis
         for k in range(len(names)):
             counts[k] += int((b == k).sum())
         t = c["teacher"][0]
-        for model in ["teacher", *(k for k in c if k not in ("y", "n", "teacher", "density"))]:
+        for model in _models(c):
             for pred in c.get(model, []):
                 acc = rows.setdefault(model, [[0, 0, 0] for _ in names])  # correct, agree, total
                 for k in range(len(names)):
@@ -115,7 +120,7 @@ def top_shares(cells: list[dict]) -> dict[str, list[float]]:
     cell order): how close the teacher and each student come to one class (collapse: ≥ 0.95)."""
     out: dict[str, list[float]] = {}
     for c in cells:
-        for model in ["teacher", *(k for k in c if k not in ("y", "n", "teacher", "density"))]:
+        for model in _models(c):
             for pred in c.get(model, []):
                 out.setdefault(model, []).append(float(np.bincount(pred).max() / len(pred)))
     return out
