@@ -7,6 +7,7 @@
     gfkd benchmark [CONFIG.toml] [key=value ...] [--datasets A,B] [--generators G,H] [--splits 0..2] [--workers N]
                    [--dask | --dask-address tcp://HOST:8786] [--out FILE.md]
     gfkd serve --cron "0 2 * * *" [the benchmark's arguments]
+    gfkd --version
 
 A `GfkdError` (bad config, missing data, invalid file) becomes one line on stderr and exit code 2.
 """
@@ -48,6 +49,35 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
+
+
+def _versions() -> str:
+    """`gfkd 0.1.0 (torch 2.13.0+cpu, torch_geometric 2.8.1, ...)`: read from the installed packages' metadata, so that
+    `--version` answers without importing torch, Prefect or MLflow."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import gfkd
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    deps = ", ".join(f"{n} {v(n)}" for n in ("torch", "torch_geometric", "prefect", "mlflow", "pyarrow", "pydantic"))
+    return f"gfkd {gfkd.__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print gfkd's version and its main dependencies' and exit.")) -> None:
+    pass
 
 
 def _one_line_errors(fn):

@@ -262,3 +262,20 @@ def test_what_the_cli_imports_before_it_knows_the_run_writes_no_temp_file(tmp_pa
                        text=True, env={**os.environ, "TMPDIR": str(system_tmp)}, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not list(system_tmp.iterdir())
+
+
+def test_version_names_gfkd_and_the_installed_dependencies(tmp_path):
+    """`gfkd --version` prints one line, exit 0, with the versions pip installed, and loads no torch to say so."""
+    from importlib.metadata import version
+
+    import gfkd as package
+
+    probe = ("import sys, runpy; sys.argv = ['gfkd', '--version']\n"
+             "try:\n    runpy.run_module('flows.cli', run_name='__main__')\n"
+             "except SystemExit as e:\n    print('torch' in sys.modules, 'prefect' in sys.modules, e.code)")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                       text=True, timeout=120)
+    line, loaded = r.stdout.splitlines()
+    assert line.startswith(f"gfkd {package.__version__} (") and f"torch {version('torch')}," in line, line
+    assert f"torch_geometric {version('torch_geometric')}," in line and f"mlflow {version('mlflow')}" in line
+    assert loaded == "False False 0" and r.stderr == "", (loaded, r.stderr)
