@@ -31,6 +31,7 @@ from gfkd.config import STAGES, RunConfig, resolve_config
 from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
+from gfkd.versions import versions_line
 from flows.env import check_prefect_api, local_env, scratch_tmp
 from flows.watchdog import reap_descendants_on_kill
 
@@ -51,26 +52,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
 
 
-def _versions() -> str:
-    """`gfkd 0.1.0 (torch 2.13.0+cpu, torch_geometric 2.8.1, ...)`: read from the installed packages' metadata, so that
-    `--version` answers without importing torch, Prefect or MLflow."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import gfkd
-
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    deps = ", ".join(f"{n} {v(n)}" for n in ("torch", "torch_geometric", "prefect", "mlflow", "pyarrow", "pydantic"))
-    return f"gfkd {gfkd.__version__} ({deps}; Python {sys.version.split()[0]})"
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(_versions())
+        typer.echo(versions_line())
         raise typer.Exit(0)
 
 

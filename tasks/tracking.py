@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 from gfkd.config import RunConfig
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
+from gfkd.versions import versions_line
 from tasks.stage import experiment_name
 
 
@@ -20,7 +21,8 @@ def open_pipeline_run(cfg: RunConfig, run_root: str) -> str:
     tracker = Tracker(layout, experiment_name(cfg))
     logger = tracker.start_run(cfg.run_name, tags={
         "gfkd.dataset": cfg.data.dataset, "gfkd.run": cfg.run_name, "gfkd.protocol": cfg.protocol.name,
-        "prefect.flow_run_id": flow_run.get_id() or "", "prefect.flow_run_name": flow_run.get_name() or ""})
+        "prefect.flow_run_id": flow_run.get_id() or "", "prefect.flow_run_name": flow_run.get_name() or "",
+        "gfkd.versions": versions_line()})
     logger.params(cfg.model_dump(mode="json"))
     if layout.config.is_file():
         logger.artifact(layout.config)

@@ -176,6 +176,7 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     stage_run = client.get_run(rec["mlflow_run_id"])
     parent_id = stage_run.data.tags["mlflow.parentRunId"]
     assert client.get_run(parent_id).data.tags["prefect.flow_run_id"]
+    assert client.get_run(parent_id).data.tags["gfkd.versions"].startswith("gfkd ")  # what `gfkd --version` prints
     assert len(client.get_metric_history(stage_run.info.run_id, "teacher/train/loss")) == 3
     arts = {a.path for a in client.list_artifacts(stage_run.info.run_id, "teacher")}
     assert {"teacher/teacher.pt", "teacher/teacher.json", "teacher/curve.png"} <= arts

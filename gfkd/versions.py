@@ -1,0 +1,24 @@
+"""The versions a result depends on, read from the installed packages' metadata (no torch, Prefect or MLflow import):
+`gfkd --version` prints them and every pipeline run's MLflow parent run carries them as the tag `gfkd.versions`."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import gfkd
+
+DEPENDENCIES = ("torch", "torch_geometric", "prefect", "mlflow", "pyarrow", "pydantic")
+
+
+def _installed(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def versions_line() -> str:
+    """`gfkd 0.1.0 (torch 2.13.0+cpu, torch_geometric 2.8.1, ...; Python 3.11.7)`."""
+    deps = ", ".join(f"{n} {_installed(n)}" for n in DEPENDENCIES)
+    return f"gfkd {gfkd.__version__} ({deps}; Python {sys.version.split()[0]})"
