@@ -40,6 +40,7 @@ from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import valid_manifest
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
+from gfkd.versions import versions_line
 from tasks.cache import stage_key
 from flows.pipeline import STAGE_TASKS, pipeline
 from flows.serve import tracking_server
@@ -209,7 +210,7 @@ def open_benchmark_run(spec: BenchmarkSpec, folder: str) -> str:
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     logger = Tracker(RunLayout(Path(folder)), EXPERIMENT).start_run(spec.name, tags={
-        "gfkd.benchmark": spec.name, "prefect.flow_run_id": flow_run.get_id() or ""})
+        "gfkd.benchmark": spec.name, "prefect.flow_run_id": flow_run.get_id() or "", "gfkd.versions": versions_line()})
     logger.params({"datasets": ",".join(spec.datasets), "generators": ",".join(spec.generators),
                    "splits": ",".join(map(str, spec.splits)), "overrides": " ".join(spec.overrides),
                    "config": spec.config or "", "workers": spec.workers, "dask": spec.dask or bool(spec.dask_address)})

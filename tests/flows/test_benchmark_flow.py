@@ -53,6 +53,7 @@ def test_dask_benchmark_logs_through_a_tracking_server(tmp_path, tiny_root):
     client = MlflowClient(f"sqlite:///{runs / 'benchmark' / 'mlflow.db'}")  # the server's backend
     (bench,) = client.search_runs([client.get_experiment_by_name("gfkd-benchmark").experiment_id])
     assert bench.info.status == "FINISHED" and bench.info.run_name == "benchmark"
+    assert bench.data.tags["gfkd.versions"].startswith("gfkd ")  # what `gfkd --version` prints
     assert bench.data.metrics["benchmark/TINY/teacher/test/acc_mean"] == pytest.approx(rows["teacher"]["mean"])
     arts = runs / "benchmark" / "mlartifacts"  # the server's artifact store, beside its database
     assert {p.name for p in arts.rglob(f"{bench.info.run_id}/artifacts/*")} == {"results.md", "results.json"}
