@@ -394,8 +394,11 @@ def command_line(args, wall: float | None) -> str:
     cmd = "`python benchmarks/distill.py " + " ".join(argv) + "`"
     if args.ran_with:
         cmd += f", cells produced by: `{args.ran_with}`"
-    if wall is not None:
-        cmd += f" (wall time {wall / 60:.1f} min, {args.jobs} cell{'s' if args.jobs > 1 else ''} at a time)"
+    if wall is not None:  # the cells were made here: say where, so a cell that moves on another machine can be told
+        from gfkd.versions import cpu_kernels, versions_line
+
+        cmd += (f" (wall time {wall / 60:.1f} min, {args.jobs} cell{'s' if args.jobs > 1 else ''} at a time; "
+                f"{versions_line()}, CPU kernels {cpu_kernels()})")
     return cmd
 
 

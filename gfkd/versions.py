@@ -22,3 +22,11 @@ def versions_line() -> str:
     """`gfkd 0.1.0 (torch 2.13.0+cpu, torch_geometric 2.8.1, ...; Python 3.11.7)`."""
     deps = ", ".join(f"{n} {_installed(n)}" for n in DEPENDENCIES)
     return f"gfkd {gfkd.__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
+def cpu_kernels() -> str:
+    """The vector instruction set torch's CPU kernels dispatch to on this machine (`AVX2`, `AVX512`, ...): the same
+    code and seeds can give other floats under another one (docs/pipeline.md, "Across machines")."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()

@@ -32,6 +32,7 @@ from gfkd.report import Row, markdown_report, markdown_table
 from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, prepare_runtime
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
+from gfkd.versions import cpu_kernels
 from gfkd.train import logits_of
 
 STAGE = "evaluate"
@@ -166,8 +167,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     facts = {"dataset": f"{cfg.data.dataset}, protocol {cfg.protocol.name}, "
                         f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
                         f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",
-             "device": f"{device.type} ({platform.machine()}), float32, torch {torch.__version__}, PyG "
-                       f"{torch_geometric.__version__}",
+             "device": f"{device.type} ({platform.machine()}"
+                       f"{', kernels ' + cpu_kernels() if device.type == 'cpu' else ''}), float32, torch "
+                       f"{torch.__version__}, PyG {torch_geometric.__version__}",
              "config hash": config_hash(cfg)[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
              "command": f"gfkd run (the run's resolved config: {layout.config.name})"}
     report = markdown_report(f"gfkd report: {cfg.run_name}", facts, rows, FIGURES)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from gfkd.config import resolve_config
 from gfkd.layout import RunLayout
@@ -46,6 +47,7 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     assert 0 <= m["evaluate/test/acc_teacher"] <= 1 and "evaluate/test/acc_group_ensemble" in m
     report = (layout.stage_dir("evaluate") / "report.md").read_text()
     assert "| majority class |" in report and "torch" in report and "![confusion.png]" in report
+    assert f"kernels {torch.backends.cpu.get_cpu_capability()})" in report  # which CPU kernels made the floats
     for f in evaluate.FIGURES:
         assert (layout.stage_dir("evaluate") / f).stat().st_size > 1000
 
