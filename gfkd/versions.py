@@ -1,5 +1,6 @@
-"""The versions a result depends on, read from the installed packages' metadata (no torch, Prefect or MLflow import):
-`gfkd --version` prints them and every pipeline run's MLflow parent run carries them as the tag `gfkd.versions`."""
+"""What a result depends on besides the code: the package versions, read from the installed packages' metadata (no
+torch, Prefect or MLflow import; `gfkd --version` prints them, and the pipeline's and the benchmark's MLflow runs carry
+them as the tag `gfkd.versions`), and the CPU kernels torch dispatches to (this one imports torch)."""
 
 from __future__ import annotations
 

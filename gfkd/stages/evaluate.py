@@ -32,8 +32,8 @@ from gfkd.report import Row, markdown_report, markdown_table
 from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, prepare_runtime
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
-from gfkd.versions import cpu_kernels
 from gfkd.train import logits_of
+from gfkd.versions import cpu_kernels
 
 STAGE = "evaluate"
 GENERATOR_ROWS = {"randg": "RandG", "deepinvg": "DeepInvG", "gfkd": "GFKD", "acgkd": "ACGKD"}

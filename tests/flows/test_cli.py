@@ -265,7 +265,7 @@ def test_what_the_cli_imports_before_it_knows_the_run_writes_no_temp_file(tmp_pa
     assert not list(system_tmp.iterdir())
 
 
-def test_version_names_gfkd_and_the_installed_dependencies(tmp_path):
+def test_version_names_gfkd_and_the_installed_dependencies():
     """`gfkd --version` prints one line, exit 0, with the versions pip installed, and loads no torch to say so."""
     from importlib.metadata import version
 
