@@ -167,12 +167,16 @@ def _check_writable(path: Path) -> None:
 @_one_line_errors
 def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
-        force: list[str] = typer.Option([], "--force", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}")) -> None:
+        force: list[str] = typer.Option([], "--force", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}"),
+        until: Optional[str] = typer.Option(None, "--until", help=f"stop after this stage, one of {', '.join(STAGES)} (the same command without it goes on from there)")) -> None:
     """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line."""
     cfg = _load(args, data_root)
-    for s in force:
+    for flag, s in [*(("--force", s) for s in force), *([("--until", until)] if until is not None else [])]:
         if s not in STAGES:
-            raise ConfigError(f"--force {s}: unknown stage, choose one of {', '.join(STAGES)}")
+            raise ConfigError(f"{flag} {s}: unknown stage, choose one of {', '.join(STAGES)}")
+    late = [s for s in force if until is not None and STAGES.index(s) > STAGES.index(until)]
+    if late:
+        raise ConfigError(f"--force {late[0]} comes after --until {until}, so it would not run: drop one of the two")
     _check_data(cfg)  # fail fast, before any folder is made
     _check_device(cfg)
     layout = RunLayout(cfg.run.runs_dir / cfg.run_name)
@@ -189,9 +193,9 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from flows.pipeline import pipeline
 
         logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
-        records = pipeline(cfg, str(layout.root.resolve()), list(force))
+        records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
-                   "wall_s": time.perf_counter() - t0, "stages": {r["stage"]: r for r in records}}
+                   "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}
         write_json(layout.summary, summary)
     for r in records:
         head = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()
@@ -202,6 +206,8 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         typer.echo(f"gfkd: error: stage {failed[0]['stage']} failed: {failed[0]['error']}", err=True)
         typer.echo(str(layout.root))
         raise typer.Exit(2 if failed[0].get("user_error") else 1)
+    if until is not None and until != STAGES[-1]:
+        typer.echo(f"gfkd: stopped after {until} (--until); the same command without --until goes on from there", err=True)
     typer.echo(str(layout.root))
 
 

@@ -1,7 +1,8 @@
 """The gfkd pipeline flow: wires the stage tasks in order; no torch, no file I/O, no loops over epochs.
 
 Each stage task is cached on (stage config, upstream manifests' digests, code version), so rerunning the same
-command skips finished stages; `force` names stages to redo. A failed stage stops the stages after it.
+command skips finished stages; `force` names stages to redo; `until` names the last stage to run. A failed stage
+stops the stages after it.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
 
 
 @flow(name="gfkd-pipeline", log_prints=True)
-def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run teacher → generate → distill → group → evaluate for one dataset and split."""
+def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None,
+             until: str | None = None) -> list[dict[str, Any]]:
+    """Run teacher → generate → distill → group → evaluate (or up to `until`) for one dataset and split."""
     force = set(force or ())
     parent = open_pipeline_run(cfg, run_root)
     records: list[dict[str, Any]] = []
@@ -52,5 +54,7 @@ def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None) -> l
         records.append(rec)
         upstream = (*upstream, rec["digest"])
         inputs[stage] = rec["manifest"]
+        if stage == until:
+            break
     close_pipeline_run(cfg, run_root, parent, records)
     return records

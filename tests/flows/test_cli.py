@@ -52,6 +52,8 @@ def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None
     (["a.toml", "b.toml"], "two config files, 'a.toml' and 'b.toml': pass one"),
     (["missing.toml"], "missing.toml"),
     (["--force", "generat"], "unknown stage"),
+    (["--until", "distil"], "--until distil: unknown stage"),
+    (["--force", "distill", "--until", "generate"], "--force distill comes after --until generate"),
     (["data.dataset=NOPE", "data.download=false"], "NOPE"),
     (["data.dataset=tiny", "data.download=false"], "did you mean 'TINY'?"),
     (["data.dataset=Cora"], "gfkd group --dataset Cora"),  # a node set: no download attempt, no TU parse
@@ -218,6 +220,30 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
         "cached", "ran", "ran", "ran", "ran"]
 
     _check_ui_serves_run(run_dir, rec["mlflow_run_id"], tmp_path)
+
+
+def test_until_stops_after_the_stage_and_the_same_command_goes_on(tmp_path, tiny_root):
+    runs = tmp_path / "runs"
+    args = ["run", *TINY, f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"]
+    first = gfkd(*args, "--until", "teacher", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "stopped after teacher (--until)" in first.stderr
+    run_dir = Path(first.stdout.strip().splitlines()[-1])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["until"] == "teacher" and list(summary["stages"]) == ["teacher"]
+    assert summary["stages"]["teacher"]["status"] == "ran" and not (run_dir / "generate").exists()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    parent = client.get_run(client.get_run(summary["stages"]["teacher"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and "gfkd.status.generate" not in parent.data.tags
+
+    second = gfkd(*args, "--until", "generate", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    stages = json.loads((run_dir / "summary.json").read_text())["stages"]
+    assert {s: r["status"] for s, r in stages.items()} == {"teacher": "cached", "generate": "ran"}
+    assert not (run_dir / "distill").exists()
 
 
 def _check_ui_serves_run(run_dir: Path, run_id: str, cwd: Path) -> None:
