@@ -57,7 +57,7 @@ class BenchmarkSpec(BaseModel):
     config: str | None = Field(None, description="TOML file of overrides for every cell")
     overrides: tuple[str, ...] = Field((), description="key=value overrides for every cell")
     datasets: tuple[str, ...] = Field(("MUTAG", "PROTEINS"), min_length=1)
-    generators: tuple[Literal["acgkd", "gfkd", "randg", "deepinvg"], ...] = Field(("acgkd", "gfkd", "randg"),
+    generators: tuple[Literal["acgkd", "gfkd", "randg", "deepinvg", "deepinv"], ...] = Field(("acgkd", "gfkd", "randg"),
                                                                                  min_length=1)
     splits: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="folds (cv10) or split seeds (holdout)")
     workers: int = Field(1, ge=1, description="cells at once (threads, or Dask workers of a local cluster)")

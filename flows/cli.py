@@ -94,10 +94,15 @@ def _split_args(args: list[str]) -> tuple[Optional[Path], list[str]]:
     return config, overrides
 
 
+def _toml_path(path: Path) -> str:
+    """A path as a TOML basic string (JSON's escaping is TOML's): a quote or backslash in it stays itself."""
+    return json.dumps(str(path), ensure_ascii=False)
+
+
 def _load(args: list[str], data_root: Optional[Path]) -> RunConfig:
     config, overrides = _split_args(args or [])
     if data_root is not None:
-        overrides.append(f"data.root='{data_root}'")
+        overrides.append(f"data.root={_toml_path(data_root)}")
     return resolve_config(config, overrides)
 
 
@@ -120,6 +125,31 @@ def _run_lock(layout: RunLayout) -> Iterator[None]:
             raise GfkdError(f"another gfkd run is writing to {layout.root}: wait for it to finish or choose "
                             f"another run.name") from None
         yield
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
+    """Say so when the run folder holds a run of other settings: the run name depends only on the dataset, protocol,
+    split and seed, so `gfkd run generate.method=gfkd` reuses the default run's folder and redoes the stages the
+    change reaches, over that run's results."""
+    try:
+        old = _flat(json.loads(layout.config.read_text()))
+    except (OSError, ValueError):
+        return
+    new = _flat(cfg.model_dump(mode="json"))
+    changed = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k)]
+    if changed:
+        more = f"; {len(changed) - 3} more" if len(changed) > 3 else ""
+        typer.echo(f"gfkd: note: {layout.root} holds a run of other settings ({', '.join(changed[:3])}{more}): the "
+                   f"stages they reach run again over its results; pass run.name=NAME to keep both", err=True)
 
 
 def _quiet_user_errors(record: logging.LogRecord) -> bool:
@@ -150,24 +180,30 @@ def _check_data(cfg: RunConfig, graphs: bool = True) -> None:
     cache = cfg.data.cache_dir
     if cache is not None and cache.exists() and not cache.is_dir():
         raise ConfigError(f"data.cache_dir '{cache}' is a file: set data.cache_dir to a folder (or leave it unset)")
+    given = cfg.data.root if cfg.data.root is not None else os.environ.get("GFKD_DATA_ROOT") or None
+    if given is not None and not Path(given).is_dir():  # a typo would go unnoticed while the cache holds the files
+        source = "data.root (or --data-root)" if cfg.data.root is not None else "GFKD_DATA_ROOT"
+        raise ConfigError(f"data root {given} from {source} is not a folder: give the folder that holds "
+                          f"<Dataset>/raw/, or leave it unset to use ./data or ../shared/datasets")
     check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download)
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, key: str = "run.runs_dir") -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-probe-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise GfkdError(f"run folder {path} is not writable ({exc.strerror}): set run.runs_dir to a writable folder") from exc
+        what = "run folder" if key == "run.runs_dir" else key
+        raise GfkdError(f"{what} {path} is not writable ({exc.strerror}): set {key} to a writable folder") from exc
 
 
 @app.command()
 @_one_line_errors
 def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
-        force: list[str] = typer.Option([], "--force", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}"),
+        force: list[str] = typer.Option([], "--force", metavar="STAGE", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}"),
         until: Optional[str] = typer.Option(None, "--until", help=f"stop after this stage, one of {', '.join(STAGES)} (the same command without it goes on from there)")) -> None:
     """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line."""
     cfg = _load(args, data_root)
@@ -185,7 +221,10 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     check_tracking(layout)  # the servers, if any: before the run folder and Prefect
     check_prefect_api()
     _check_writable(layout.root)
+    if cfg.data.cache_dir is not None:
+        _check_writable(cfg.data.cache_dir, "data.cache_dir")
     with _run_lock(layout), scratch_tmp(layout.scratch):
+        _note_other_settings(layout, cfg)
         write_json(layout.config, cfg.model_dump(mode="json"))
         _prefect_env(layout)
         logging.getLogger("gfkd").setLevel(logging.INFO)
@@ -244,6 +283,8 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 
     check_tracking(layout)  # before the folder's earlier results are cleared for a changed config
     _check_writable(layout.root)
+    if cfg.data.cache_dir is not None:
+        _check_writable(cfg.data.cache_dir, "data.cache_dir")
     with _run_lock(layout), scratch_tmp(layout.scratch):
         logging.basicConfig(format="%(message)s")
         logging.getLogger("gfkd").setLevel(logging.INFO)
@@ -259,14 +300,18 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 @app.command()
 @_one_line_errors
 def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
-           reference: bool = typer.Option(False, "--reference", help="print every key as a Markdown table")) -> None:
+           reference: bool = typer.Option(False, "--reference", help="print every key as a Markdown table"),
+           data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root, as `gfkd run` takes it")) -> None:
     """Print the resolved config as JSON (defaults ← file ← overrides)."""
     if reference:
+        if args or data_root is not None:
+            raise ConfigError("gfkd config --reference lists the keys of every config and takes no config file or "
+                              "overrides: drop them, or drop --reference to resolve them")
         from gfkd.config import config_reference
 
         typer.echo(config_reference(), nl=False)
         return
-    typer.echo(json.dumps(_load(args, None).model_dump(mode="json"), indent=2))
+    typer.echo(json.dumps(_load(args, data_root).model_dump(mode="json"), indent=2))
 
 
 @app.command()
@@ -282,7 +327,7 @@ def ui(run_dir: Path = typer.Argument(Path("."), help="a run folder made by `gfk
 
 
 _GRID_HELP = {
-    "datasets": "comma-separated datasets", "generators": "comma-separated generators (acgkd, gfkd, randg, deepinvg)",
+    "datasets": "comma-separated datasets", "generators": "comma-separated generators (acgkd, gfkd, randg, deepinvg or its alias deepinv)",
     "splits": "folds under protocol cv10, split seeds under holdout: 0..2, 0,3 or 4",
     "workers": "cells at once (threads, or Dask workers of --dask's local cluster)",
 }
@@ -290,15 +335,15 @@ _GRID_HELP = {
 
 def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, generators: str, splits: str,
                     workers: int, dask: bool, dask_address: Optional[str], retries: int, out: Optional[Path],
-                    name: str):
+                    name: str, serving: bool = False):
     """The BenchmarkSpec of the command line, with every path made absolute (a served flow runs elsewhere), and the
-    benchmark folder's layout."""
+    benchmark folder's layout; nothing is written until the input is valid."""
     config, overrides = _split_args(args or [])
     base = _load(args, data_root)
     _check_device(base)
-    overrides += [f"run.runs_dir='{base.run.runs_dir.resolve()}'"]
+    overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:
-        overrides.append(f"data.root='{data_root.resolve()}'")
+        overrides.append(f"data.root={_toml_path(data_root.resolve())}")
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give a file, e.g. --out {out / 'results.md'}")
     if out is not None and not out.resolve().parent.is_dir():
@@ -309,9 +354,14 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     from flows.benchmark import BenchmarkSpec, grid_cells
 
     items = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
+    splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
+    try:
+        split_list = tuple(parse_seeds(splits))
+    except ConfigError:
+        raise ConfigError(f"{splits_flag} {splits!r} is not a list of splits: write e.g. 0..2, 0,3 or 4") from None
     try:
         spec = BenchmarkSpec(name=name, config=str(config.resolve()) if config else None, overrides=tuple(overrides),
-                             datasets=items(datasets), generators=items(generators), splits=tuple(parse_seeds(splits)),
+                             datasets=items(datasets), generators=items(generators), splits=split_list,
                              workers=workers, dask=dask, dask_address=dask_address, retries=retries,
                              out=str(out.resolve()) if out else None, command=" ".join(["gfkd", *sys.argv[1:]]))
     except ValidationError as exc:
@@ -322,18 +372,27 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
             given = datasets if option == "datasets" else generators
             if err["type"] == "too_short":
                 msg = f"give at least one name, e.g. --{option} {'MUTAG' if option == 'datasets' else 'acgkd'}"
-        raise ConfigError(f"--{option.replace('_', '-')} {given!r} is invalid: {msg}") from None
-    bench = RunLayout(base.run.runs_dir / name)  # the name is one folder name now
-    _check_writable(bench.root)
-    _prefect_env(bench)
-    cells = grid_cells(spec)  # every cell's config resolves, or a one-line error
+        flag = splits_flag if option == "splits" else f"--{option.replace('_', '-')}"
+        raise ConfigError(f"{flag} {given!r} is invalid: {msg}") from None
+    try:
+        cells = grid_cells(spec)  # every cell's config resolves, or a one-line error
+    except ConfigError as exc:
+        if "protocol.fold=" in str(exc) or "protocol.seed=" in str(exc):
+            raise ConfigError(f"{splits_flag} {splits!r}: {exc}") from None
+        raise
     for cfg in {c.dataset: c.cfg for c in cells}.values():
         _check_data(cfg)
+    bench = RunLayout(base.run.runs_dir / name)  # the name is one folder name now
+    _check_writable(bench.root)
+    for cache in {c.cfg.data.cache_dir for c in cells} - {None}:
+        _check_writable(cache, "data.cache_dir")
+    _prefect_env(bench)
     from gfkd.tracking import check_tracking
 
     check_tracking(bench)  # the input is valid: now the servers
-    check_prefect_api()
+    check_prefect_api(local_fallback=not serving)
     return spec, bench
+
 
 
 @app.command()
@@ -395,7 +454,7 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 
     check_cron(cron)  # input first, then the server
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
-                                  out, name)
+                                  out, name, serving=True)
     with scratch_tmp(bench.scratch):
         serve_benchmark(spec, cron)
 

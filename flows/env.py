@@ -30,9 +30,10 @@ def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
     }
 
 
-def check_prefect_api(timeout: float = 3.0) -> None:
+def check_prefect_api(timeout: float = 3.0, local_fallback: bool = True) -> None:
     """Fail in seconds when $PREFECT_API_URL names a server that does not accept connections (Prefect itself
     retries, then dies with a long traceback); unset, the run starts a temporary local server in its folder.
+    `local_fallback=False` (`gfkd serve`, which needs a lasting server): the fix offered is only to start one.
 
     Raises:
         GfkdError: naming the URL and the fix.
@@ -42,12 +43,12 @@ def check_prefect_api(timeout: float = 3.0) -> None:
         return
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise GfkdError(f"PREFECT_API_URL={url} is not an http(s) URL: set it like http://127.0.0.1:4200/api, or "
-                        f"unset it")
+        raise GfkdError(f"PREFECT_API_URL={url} is not an http(s) URL: set it like http://127.0.0.1:4200/api"
+                        + (", or unset it" if local_fallback else ""))
     why = refusal(url, timeout)
     if why:
-        raise GfkdError(f"Prefect API {url} is unreachable ({why}): start it (prefect server start) or unset "
-                        f"PREFECT_API_URL to run on a temporary local server")
+        raise GfkdError(f"Prefect API {url} is unreachable ({why}): start it (prefect server start)"
+                        + (" or unset PREFECT_API_URL to run on a temporary local server" if local_fallback else ""))
 
 
 @contextmanager

@@ -70,6 +70,17 @@ class _Frozen(BaseModel):
             raise ValueError(f"text is not a value of this key: write {want}, without quotes")
         return v
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _paths_as_meant(cls, v: Any, info) -> Any:
+        """A path key: `~` expanded (the shell leaves `key=~/runs` alone), and an empty value refused (Path('') would
+        be the current folder)."""
+        if Path not in _leaf_types(cls.model_fields[info.field_name].annotation) or not isinstance(v, (str, Path)):
+            return v
+        if not str(v).strip():
+            raise ValueError("an empty path: give a folder, or leave the key unset for its default")
+        return Path(v).expanduser()
+
 
 def _leaf_types(ann: Any) -> set:
     """What a field's annotation admits, Annotated bounds and unions unwrapped: int, float, bool, NoneType, or
@@ -92,7 +103,7 @@ class RunSection(_Frozen):
     checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
     deterministic: bool = Field(True, description="torch's deterministic kernels: with more than one thread, a rerun "
                                 "repeats bit for bit (docs/pipeline.md); the floats still depend on run.threads")
-    threads: Literal["auto"] | int = Field(1, description="torch intra-op threads [1, as the benchmarks]; auto: leave "
+    threads: Literal["auto"] | int = Field(1, description="torch intra-op threads, 1..1024 [1, as the benchmarks]; auto: leave "
                                            "torch's setting as it is (its default: the core count). Two threads "
                                            "ran 7-24x slower beside other jobs (docs/pipeline.md)")
 
@@ -110,8 +121,8 @@ class RunSection(_Frozen):
             n = int(v)
         except (TypeError, ValueError):
             n = 0
-        if isinstance(v, bool) or n < 1 or str(n) != str(v).strip():
-            raise ValueError("run.threads must be auto or a positive integer, e.g. run.threads=1")
+        if isinstance(v, bool) or not 1 <= n <= 1024 or str(n) != str(v).strip():
+            raise ValueError("run.threads must be auto or an integer in 1..1024, e.g. run.threads=1")
         return n
 
 
@@ -346,7 +357,7 @@ class DistillConfig(_Frozen):
     student: StudentConfig = StudentConfig()
     head: Literal["reuse", "own"] = Field("reuse", description="reuse: the teacher's frozen classifier behind a projector")
     projector: Literal["gat", "linear"] = Field("gat", description="projector d_S → d_T in front of a reused head")
-    width_mult: Literal["teacher"] | int = Field(1, description="widen every student layer: 1, 2, or teacher (d_T)")
+    width_mult: Literal["teacher"] | int = Field(1, description="widen every student layer by this factor, 1..16, or to teacher (d_T)")
     feat_weight: float = Field(1.0, ge=0, description="γ: weight of the projected-embedding loss")
     feat_level: Literal["node", "graph"] = Field("node", description="match node or pooled embeddings")
     beta_ce: float = Field(0.0, ge=0, description="weight of CE to the generation targets")

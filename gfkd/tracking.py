@@ -248,7 +248,9 @@ def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> in
             fix = (f"pass another --port, e.g. --port {port + 1}" if exc.errno == errno.EADDRINUSE
                    else "pass --host 127.0.0.1 or an address of this machine")
             raise GfkdError(f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__}): {fix}") from exc
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", "1"]  # one reader: one worker, not mlflow's 4
+    cmd += ["--registry-store-uri", uri] if uri.startswith("sqlite:") else []  # as mlflow would, without its notice
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each launch leaves a huey folder in /dev/shm
            **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     print(f"MLflow UI for {layout.root} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr)

@@ -63,6 +63,9 @@ def test_overrides_are_typed():
     ("generate.node_range=[1, 2, 3]", "takes exactly 2 items"),
     ("generate.node_range=12", "takes exactly 2 items"),
     ("generate.node_range=[5, 3]", "node_range must be [lo, hi]"),
+    ("run.runs_dir=''", "run.runs_dir='' is invalid: an empty path"),  # Path('') would be the current folder
+    ("data.cache_dir=' '", "data.cache_dir"),
+    ("run.threads=1025", "run.threads must be auto or an integer in 1..1024"),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:
@@ -143,3 +146,9 @@ def test_docs_config_reference_is_current():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
     assert config_reference() in doc, "regenerate the table in docs/config.md with `gfkd config --reference`"
+
+
+def test_a_path_key_expands_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # `key=~/x` reaches us unexpanded: the shell expands only a leading ~
+    cfg = resolve_config(None, ["run.runs_dir='~/runs'", "data.root=~/data", "data.cache_dir='~/cache'"])
+    assert (cfg.run.runs_dir, cfg.data.root, cfg.data.cache_dir) == (tmp_path / "runs", tmp_path / "data", tmp_path / "cache")

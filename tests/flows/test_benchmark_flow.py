@@ -89,7 +89,7 @@ def test_rerun_after_a_failed_cell_runs_only_that_cell(tmp_path, tiny_root):
 
 @pytest.mark.parametrize("args,needle", [
     (["--generators", "acgkd,nope"], "--generators"),
-    (["--folds", "8..12"], "protocol.fold"),
+    (["--folds", "8..12"], "--folds '8..12': config value protocol.fold=10 is invalid"),
     (["--datasets", "NOPE"], "NOPE"),
     (["teacher.epoch=3"], "did you mean 'teacher.epochs'"),
 ])
@@ -116,6 +116,10 @@ def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, n
     (["--dask", "--dask-address", "tcp://127.0.0.1:9"], "give --dask (a local cluster) or --dask-address"),
     (["--datasets", ""], "--datasets '' is invalid: give at least one name, e.g. --datasets MUTAG"),
     (["--generators", " , "], "--generators ' , ' is invalid: give at least one name"),
+    # the option is named as the protocol calls its splits (it used to say --seeds), and no folder is made first
+    (["--folds", "x"], "--folds 'x' is not a list of splits"),
+    (["--splits", "0..12"], "--folds '0..12': config value protocol.fold=10 is invalid"),
+    (["--datasets", "NOPE"], "NOPE"),
 ])
 def test_benchmark_options_are_checked_before_anything_runs(tmp_path, tiny_root, monkeypatch, args, needle):
     """Found by exploring the CLI: these used to start training (or write outside run.runs_dir) and fail late."""

@@ -77,6 +77,44 @@ def test_a_data_cache_dir_that_is_a_file_is_named_before_anything_runs(tmp_path,
         _check_data(cfg)  # it used to fail in the teacher stage, after Prefect, blaming the dataset's raw files
 
 
+def test_a_data_root_that_is_not_a_folder_is_named_even_when_the_cache_has_the_data(tmp_path, tiny_root):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_root / "TINY", runs / "_cache" / "datasets" / "TINY")  # as an earlier run leaves it
+    r = gfkd("run", "data.dataset=TINY", "data.download=false", f"run.runs_dir='{runs}'",
+             f"--data-root={tmp_path / 'typo'}", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and f"data root {tmp_path / 'typo'} from data.root (or --data-root) is not a folder" in r.stderr
+
+
+def test_an_unwritable_cache_dir_is_one_line_before_any_stage(tmp_path, tiny_root):
+    (tmp_path / "a-file").write_text("")
+    r = gfkd("run", *TINY, f"run.runs_dir='{tmp_path / 'runs'}'", f"data.cache_dir='{tmp_path / 'a-file' / 'cache'}'",
+             f"--data-root={tiny_root}", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "data.cache_dir" in r.stderr and "set data.cache_dir to a writable folder" in r.stderr
+    assert "Traceback" not in r.stderr and not list((tmp_path / "runs").glob("*/teacher")), r.stderr
+
+
+def test_a_path_with_quotes_reaches_the_config_as_written(tmp_path):
+    from flows.cli import _load
+
+    odd = tmp_path / "it's \"q\" \\ é"
+    assert _load([], odd).data.root == odd  # --data-root used to be pasted into '...' and break on a quote
+
+
+def test_a_run_folder_of_other_settings_is_noted(tmp_path, capsys):
+    from flows.cli import _note_other_settings
+    from gfkd.config import resolve_config
+    from gfkd.layout import RunLayout
+
+    layout = RunLayout(tmp_path)
+    _note_other_settings(layout, resolve_config(None, []))  # a new folder: nothing to say
+    layout.config.write_text(json.dumps(resolve_config(None, []).model_dump(mode="json")))
+    _note_other_settings(layout, resolve_config(None, []))  # the same settings: nothing to say
+    assert capsys.readouterr().err == ""
+    _note_other_settings(layout, resolve_config(None, ["generate.method=gfkd"]))
+    err = capsys.readouterr().err
+    assert 'generate.method: "acgkd" → "gfkd"' in err and "pass run.name=NAME to keep both" in err
+
+
 def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_root, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the discard port: nothing listens
     for cmd in (["run"], ["benchmark", "--datasets", "TINY", "--generators", "acgkd", "--folds", "0"]):

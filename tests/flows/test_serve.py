@@ -37,6 +37,7 @@ def test_serve_with_an_unreachable_prefect_server_is_one_line_and_exit_2(tmp_pat
     proc = _serve(tmp_path, tiny_root, "http://127.0.0.1:9/api", "--cron", "0 2 * * *", stderr=subprocess.PIPE)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 2 and "Traceback" not in err and "Prefect API http://127.0.0.1:9/api is unreachable" in err, err
+    assert "unset PREFECT_API_URL" not in err  # serve needs a lasting server: no temporary one to fall back on
 
 
 @pytest.mark.e2e

@@ -156,7 +156,7 @@ def test_dataset_case_at_the_cli(case, tmp_path):
 
 def test_data_root_that_does_not_exist(tmp_path):
     r = _cli(["run", "data.download=false", f"run.runs_dir='{tmp_path / 'runs'}'", f"--data-root={tmp_path / 'nope'}"])
-    _check("data root missing", "--data-root=<missing folder>", r, [str(tmp_path / "nope"), "MUTAG"])
+    _check("data root missing", "--data-root=<missing folder>", r, [str(tmp_path / "nope"), "is not a folder", "leave it unset"])
 
 
 def test_node_set_in_the_graph_pipeline(tmp_path):
