@@ -1,8 +1,8 @@
 """The `gfkd` command line: run the pipeline, show the resolved config, open the MLflow UI.
 
-    gfkd run [CONFIG.toml] [key=value ...] [--data-root DIR] [--force STAGE]
+    gfkd run [CONFIG.toml] [key=value ...] [--data-root DIR] [--force STAGE] [--until STAGE]
     gfkd group --dataset Cora|CiteSeer|PubMed [--backbone B] [--method M] [--seeds 0..9] [key=value ...]
-    gfkd config [CONFIG.toml] [key=value ...]
+    gfkd config [CONFIG.toml] [key=value ...] [--data-root DIR] | --reference
     gfkd ui [RUN_DIR] [--port 5000]
     gfkd benchmark [CONFIG.toml] [key=value ...] [--datasets A,B] [--generators G,H] [--splits 0..2] [--workers N]
                    [--dask | --dask-address tcp://HOST:8786] [--out FILE.md]
