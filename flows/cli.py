@@ -96,7 +96,7 @@ def _split_args(args: list[str]) -> tuple[Optional[Path], list[str]]:
 
 def _toml_path(path: Path) -> str:
     """A path as a TOML basic string (JSON's escaping is TOML's): a quote or backslash in it stays itself."""
-    return json.dumps(str(path), ensure_ascii=False)
+    return json.dumps(str(path), ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML forbids a raw DEL
 
 
 def _load(args: list[str], data_root: Optional[Path]) -> RunConfig:
@@ -136,20 +136,24 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
-    """Say so when the run folder holds a run of other settings: the run name depends only on the dataset, protocol,
-    split and seed, so `gfkd run generate.method=gfkd` reuses the default run's folder and redoes the stages the
-    change reaches, over that run's results."""
+    """Say so when the run folder holds a run whose stages had other settings: the run name depends only on the
+    dataset, protocol, split and seed, so `gfkd run generate.method=gfkd` reuses the default run's folder and redoes
+    the stages the change reaches, over that run's results. Keys outside every stage's cache key (data.root,
+    run.runs_dir, ...) change no stage and are not worth a note."""
     try:
-        old = _flat(json.loads(layout.config.read_text()))
-    except (OSError, ValueError):
+        before = RunConfig.model_validate(json.loads(layout.config.read_text()))
+    except (OSError, ValueError):  # no earlier run, or a config.json of an older gfkd: nothing to compare
         return
-    new = _flat(cfg.model_dump(mode="json"))
+    first = next((s for s in STAGES if before.stage_config(s) != cfg.stage_config(s)), None)
+    if first is None:
+        return
+    old, new = _flat(before.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
     changed = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in sorted(old.keys() | new.keys())
                if old.get(k) != new.get(k)]
-    if changed:
-        more = f"; {len(changed) - 3} more" if len(changed) > 3 else ""
-        typer.echo(f"gfkd: note: {layout.root} holds a run of other settings ({', '.join(changed[:3])}{more}): the "
-                   f"stages they reach run again over its results; pass run.name=NAME to keep both", err=True)
+    more = f"; {len(changed) - 3} more" if len(changed) > 3 else ""
+    after = "" if first == STAGES[-1] else " and the stages after it"
+    typer.echo(f"gfkd: note: {layout.root} holds a run of other settings ({', '.join(changed[:3])}{more}): {first}"
+               f"{after} run again over its results; pass run.name=NAME to keep both", err=True)
 
 
 def _quiet_user_errors(record: logging.LogRecord) -> bool:
@@ -220,9 +224,9 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
 
     check_tracking(layout)  # the servers, if any: before the run folder and Prefect
     check_prefect_api()
-    _check_writable(layout.root)
-    if cfg.data.cache_dir is not None:
+    if cfg.data.cache_dir is not None:  # first: a refused run leaves no run folder
         _check_writable(cfg.data.cache_dir, "data.cache_dir")
+    _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         _note_other_settings(layout, cfg)
         write_json(layout.config, cfg.model_dump(mode="json"))
@@ -282,9 +286,9 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     from gfkd.tracking import check_tracking
 
     check_tracking(layout)  # before the folder's earlier results are cleared for a changed config
-    _check_writable(layout.root)
-    if cfg.data.cache_dir is not None:
+    if cfg.data.cache_dir is not None:  # first: a refused run leaves no run folder
         _check_writable(cfg.data.cache_dir, "data.cache_dir")
+    _check_writable(layout.root)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         logging.basicConfig(format="%(message)s")
         logging.getLogger("gfkd").setLevel(logging.INFO)
@@ -342,8 +346,8 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     base = _load(args, data_root)
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
-    if data_root is not None:
-        overrides.append(f"data.root={_toml_path(data_root.resolve())}")
+    if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute
+        overrides.append(f"data.root={_toml_path(base.data.root.resolve())}")
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a folder: give a file, e.g. --out {out / 'results.md'}")
     if out is not None and not out.resolve().parent.is_dir():
@@ -392,7 +396,6 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     check_tracking(bench)  # the input is valid: now the servers
     check_prefect_api(local_fallback=not serving)
     return spec, bench
-
 
 
 @app.command()

@@ -79,7 +79,10 @@ class _Frozen(BaseModel):
             return v
         if not str(v).strip():
             raise ValueError("an empty path: give a folder, or leave the key unset for its default")
-        return Path(v).expanduser()
+        try:
+            return Path(v).expanduser()
+        except RuntimeError:  # ~name of no user: pydantic reports only a ValueError as the key's error
+            raise ValueError(f"cannot expand {str(v).split('/')[0]}: no such user; write the folder out") from None
 
 
 def _leaf_types(ann: Any) -> set:

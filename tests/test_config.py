@@ -64,7 +64,8 @@ def test_overrides_are_typed():
     ("generate.node_range=12", "takes exactly 2 items"),
     ("generate.node_range=[5, 3]", "node_range must be [lo, hi]"),
     ("run.runs_dir=''", "run.runs_dir='' is invalid: an empty path"),  # Path('') would be the current folder
-    ("data.cache_dir=' '", "data.cache_dir"),
+    ("data.cache_dir=' '", "data.cache_dir=' ' is invalid: an empty path"),
+    ("data.root='~nosuchuser-gfkd/d'", "cannot expand ~nosuchuser-gfkd: no such user"),  # was a RuntimeError's traceback
     ("run.threads=1025", "run.threads must be auto or an integer in 1..1024"),
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):

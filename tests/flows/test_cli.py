@@ -96,7 +96,7 @@ def test_an_unwritable_cache_dir_is_one_line_before_any_stage(tmp_path, tiny_roo
 def test_a_path_with_quotes_reaches_the_config_as_written(tmp_path):
     from flows.cli import _load
 
-    odd = tmp_path / "it's \"q\" \\ é"
+    odd = tmp_path / "it's \"q\" \\ é \x7f"
     assert _load([], odd).data.root == odd  # --data-root used to be pasted into '...' and break on a quote
 
 
@@ -110,9 +110,12 @@ def test_a_run_folder_of_other_settings_is_noted(tmp_path, capsys):
     layout.config.write_text(json.dumps(resolve_config(None, []).model_dump(mode="json")))
     _note_other_settings(layout, resolve_config(None, []))  # the same settings: nothing to say
     assert capsys.readouterr().err == ""
+    _note_other_settings(layout, resolve_config(None, ["data.root='/elsewhere'", "run.checkpoint_every=2"]))
+    assert capsys.readouterr().err == ""  # keys in no stage's cache key rerun nothing
     _note_other_settings(layout, resolve_config(None, ["generate.method=gfkd"]))
     err = capsys.readouterr().err
     assert 'generate.method: "acgkd" → "gfkd"' in err and "pass run.name=NAME to keep both" in err
+    assert "generate and the stages after it run again" in err
 
 
 def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_root, monkeypatch):
