@@ -127,14 +127,6 @@ def _run_lock(layout: RunLayout) -> Iterator[None]:
         yield
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
-
-
 def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
     """Say so when the run folder holds a run whose stages had other settings: the run name depends only on the
     dataset, protocol, split and seed, so `gfkd run generate.method=gfkd` reuses the default run's folder and redoes
@@ -147,7 +139,9 @@ def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
     first = next((s for s in STAGES if before.stage_config(s) != cfg.stage_config(s)), None)
     if first is None:
         return
-    old, new = _flat(before.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    from gfkd.tracking import flatten
+
+    old, new = flatten(before.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
     changed = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in sorted(old.keys() | new.keys())
                if old.get(k) != new.get(k)]
     more = f"; {len(changed) - 3} more" if len(changed) > 3 else ""
@@ -203,6 +197,14 @@ def _check_writable(path: Path, key: str = "run.runs_dir") -> None:
         raise GfkdError(f"{what} {path} is not writable ({exc.strerror}): set {key} to a writable folder") from exc
 
 
+def _check_run_folders(layout: RunLayout, cfg: RunConfig) -> None:
+    """The data cache (when set) and the run folder are writable: the cache first, so that a refused run leaves no
+    run folder behind."""
+    if cfg.data.cache_dir is not None:
+        _check_writable(cfg.data.cache_dir, "data.cache_dir")
+    _check_writable(layout.root)
+
+
 @app.command()
 @_one_line_errors
 def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
@@ -224,9 +226,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
 
     check_tracking(layout)  # the servers, if any: before the run folder and Prefect
     check_prefect_api()
-    if cfg.data.cache_dir is not None:  # first: a refused run leaves no run folder
-        _check_writable(cfg.data.cache_dir, "data.cache_dir")
-    _check_writable(layout.root)
+    _check_run_folders(layout, cfg)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         _note_other_settings(layout, cfg)
         write_json(layout.config, cfg.model_dump(mode="json"))
@@ -286,9 +286,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     from gfkd.tracking import check_tracking
 
     check_tracking(layout)  # before the folder's earlier results are cleared for a changed config
-    if cfg.data.cache_dir is not None:  # first: a refused run leaves no run folder
-        _check_writable(cfg.data.cache_dir, "data.cache_dir")
-    _check_writable(layout.root)
+    _check_run_folders(layout, cfg)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         logging.basicConfig(format="%(message)s")
         logging.getLogger("gfkd").setLevel(logging.INFO)
