@@ -33,24 +33,17 @@ sys.path.insert(0, str(REPO))
 
 from gfkd.config import GroupConfig  # noqa: E402
 from gfkd.data.datasets import check_available, resolve_data_root  # noqa: E402
-from gfkd.errors import DataError  # noqa: E402
+from gfkd.errors import ConfigError, DataError  # noqa: E402
 from gfkd.group.node import METHODS, GroupSettings, load_citation, settings_from_config, train_group  # noqa: E402
 from gfkd.group.report import markdown_table, summarize  # noqa: E402
 from gfkd.io.atomic import write_atomic, write_json  # noqa: E402
+from gfkd.seed_list import parse_seeds  # noqa: E402
 
 EXTRA_ABLATIONS = ("oad_agnostic", "oad_l2")  # oad.md §7's two local-term ablations: rows only where they ran
 SANITY = {("Cora", "gcn"): 81.5, ("CiteSeer", "gcn"): 70.3, ("Cora", "gat"): 83.0, ("CiteSeer", "gat"): 72.5}
 LABEL = {"independent": "independent students", "dml": "DML", "kdcl": "KDCL-MinLogit", "oad": "OAD",
          "oad_global": "OAD global only (λ_adv = 0)", "oad_local": "OAD local only (λ_G = 0)",
          "oad_agnostic": "OAD, graph-agnostic D (MLP per node)", "oad_l2": "OAD, local term ‖h_{k−1} − sg h_k‖² (no D)"}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0..9' → [0, ..., 9]; '0,3,5' → [0, 3, 5]."""
-    if ".." in text:
-        lo, hi = text.split("..")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def _device_line() -> str:
@@ -296,7 +289,10 @@ def main() -> None:
                     help="also run these OAD ablations of oad.md §7 (no warm-up, with its control; K = 2, 3, 6), as "
                          "extra rows")
     args = ap.parse_args()
-    seeds = parse_seeds(args.seeds)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ConfigError as exc:
+        ap.error(str(exc))
     json_path = args.out.with_suffix(".json")
     settings = settings_from_config(GroupConfig())
     meta = {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/group_node.py "

@@ -265,7 +265,8 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           seeds: str = typer.Option("0..9", "--seeds", help="seeds: 0..9, 0,1,2 or 3"),
           data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)")) -> None:
     """Node-level online group distillation (OAD or a baseline) on a citation graph; print the run folder last."""
-    from gfkd.group.runner import check_node_dataset, parse_seeds, run_name, run_node_group, start_folder
+    from gfkd.group.runner import check_node_dataset, run_name, run_node_group, start_folder
+    from gfkd.seed_list import parse_seeds
 
     flagged = dataset is not None
     if dataset is None:  # a data.dataset of the file (or of an override) is not replaced silently by a default
@@ -352,8 +353,8 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
         raise ConfigError(f"--out {out}: its folder {out.resolve().parent} does not exist: create it or give another path")
     from pydantic import ValidationError
 
-    from gfkd.group.runner import parse_seeds
-    from flows.benchmark import BenchmarkSpec, grid_cells
+    from gfkd.seed_list import parse_seeds
+    from flows.grid import BenchmarkSpec, grid_cells  # not flows.benchmark: Prefect loads after the input is valid
 
     items = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
     splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
@@ -370,8 +371,8 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
         err = exc.errors()[0]
         option, given = str(err["loc"][0]), err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
-        if option in ("datasets", "generators"):  # name the text typed, not the parsed tuple
-            given = datasets if option == "datasets" else generators
+        if option in ("datasets", "generators", "splits"):  # name the text typed, not the parsed tuple
+            given = {"datasets": datasets, "generators": generators, "splits": splits}[option]
             if err["type"] == "too_short":
                 msg = f"give at least one name, e.g. --{option} {'MUTAG' if option == 'datasets' else 'acgkd'}"
         flag = splits_flag if option == "splits" else f"--{option.replace('_', '-')}"

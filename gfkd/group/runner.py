@@ -22,21 +22,6 @@ from gfkd.stages.common import prepare_runtime
 log = logging.getLogger(__name__)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0..9' → [0, ..., 9]; '0,3,5' → [0, 3, 5]; '4' → [4]. Raises ConfigError on anything else."""
-    try:
-        if ".." in text:
-            lo, hi = (int(t) for t in text.split(".."))
-            seeds = list(range(lo, hi + 1))
-        else:
-            seeds = [int(t) for t in text.split(",")]
-    except ValueError:
-        seeds = []
-    if not seeds or min(seeds) < 0:
-        raise ConfigError(f"--seeds '{text}' is not a seed list: write e.g. 0..9, 0,1,2 or 3")
-    return seeds
-
-
 def check_node_dataset(name: str) -> str:
     """The canonical Planetoid name, or a ConfigError naming the choices."""
     if name.lower() not in PLANETOID:

@@ -107,6 +107,18 @@ def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, n
 
 
 
+def test_benchmark_refuses_bad_options_before_prefect_loads(tmp_path):
+    """Refusing `--folds x` took 10 s while the flow module (Prefect, torch, PyG) loaded first; now it is input only."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom flows.cli import main\nsys.argv = ['gfkd', 'benchmark', '--folds', 'x']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, sorted({m.split('.')[0] for m in sys.modules} "
+            "& {'prefect', 'torch', 'mlflow'}))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "2 []" and "--folds 'x' is not a list of splits" in r.stderr, (r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--name", "../escaped-bench"], "--name '../escaped-bench' is invalid: the benchmark folder is one folder name"),
     (["--name", "a/b"], "no '/' or '..'"),
@@ -120,6 +132,10 @@ def test_bad_benchmark_input_is_one_line_and_exit_2(tmp_path, tiny_root, args, n
     (["--folds", "x"], "--folds 'x' is not a list of splits"),
     (["--splits", "0..12"], "--folds '0..12': config value protocol.fold=10 is invalid"),
     (["--datasets", "NOPE"], "NOPE"),
+    # a name given twice would run its cells twice, two writers on one folder
+    (["--generators", "deepinv,deepinvg"], "--generators 'deepinv,deepinvg' is invalid: deepinvg repeats deepinv"),
+    (["--datasets", "TINY,tiny"], "tiny repeats TINY: give each once"),
+    (["--folds", "0,0"], "--folds '0,0' is invalid: 0 repeats 0"),
 ])
 def test_benchmark_options_are_checked_before_anything_runs(tmp_path, tiny_root, monkeypatch, args, needle):
     """Found by exploring the CLI: these used to start training (or write outside run.runs_dir) and fail late."""

@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from gfkd.config import resolve_config
-from gfkd.errors import ConfigError
 from gfkd.group import runner
 from gfkd.layout import RunLayout
 
@@ -25,12 +24,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     assert r.exit_code == 2, r.output
     lines = [l for l in r.output.splitlines() if l.startswith("gfkd: error:")]
     assert len(lines) == 1 and needle in lines[0]
-
-
-def test_parse_seeds():
-    assert runner.parse_seeds("0..3") == [0, 1, 2, 3] and runner.parse_seeds("2,5") == [2, 5]
-    with pytest.raises(ConfigError, match=r"'3\.\.1' is not a seed list"):
-        runner.parse_seeds("3..1")
 
 
 def test_run_writes_per_seed_histories_and_the_summary(tmp_path, monkeypatch, graph):
