@@ -1,4 +1,4 @@
-"""Stop a process's children when it is killed outright: `python -I flows/watchdog.py PARENT_PID`.
+"""Stop a process's children when it is killed outright: `python -I flows/watchdog.py PARENT_PID [TAG]`.
 
 `gfkd run`, `benchmark`, `serve` and `ui` start servers as child processes: Prefect's temporary API,
 `mlflow server` and its workers, Dask workers. A command that ends normally stops them itself; one killed with
@@ -7,7 +7,9 @@ files, for good. `reap_descendants_on_kill()` starts this watchdog once per proc
 test or a notebook, it watches that process for the rest of its life; `GFKD_WATCHDOG=0` turns it off). It notes
 the parent's descendants every POLL_S seconds; once the parent is gone (the watchdog is re-parented), it sends SIGTERM
 to those of them that still run, then SIGKILL to what is left after GRACE_S. A process started less than POLL_S before the
-kill may be missed. Linux only (it reads /proc); elsewhere a no-op.
+kill, which no scan saw, is found by its environment: the parent sets TAG_VAR, which every program it starts
+inherits (a child forked without exec keeps the environment of the parent's own start, and is found by the scans
+only). Linux only (it reads /proc); elsewhere a no-op.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 POLL_S = 1.0
 GRACE_S = 10.0
+TAG_VAR = "GFKD_WATCHDOG_TAG"  # <parent pid>-<its start time>: unique while the machine runs
 _watchdog: subprocess.Popen | None = None  # kept, so that it is not reported as a lost child
 
 
@@ -30,9 +33,12 @@ def reap_descendants_on_kill() -> None:
     if _watchdog is not None or os.environ.get("GFKD_WATCHDOG") == "0" or not Path("/proc/self/stat").is_file():
         return
     # run as a file in isolated mode (stdlib only): a `flows` package in the working directory cannot shadow it
-    _watchdog = subprocess.Popen([sys.executable, "-I", str(Path(__file__).resolve()), str(os.getpid())],
+    me = _stat(os.getpid())
+    tag = f"{os.getpid()}-{me[1] if me else 0}"
+    _watchdog = subprocess.Popen([sys.executable, "-I", str(Path(__file__).resolve()), str(os.getpid()), tag],
                                  start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
+    os.environ[TAG_VAR] = tag  # after the Popen: the watchdog itself does not carry it
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -59,6 +65,20 @@ def descendants(root: int) -> dict[int, int]:
     return found
 
 
+def tagged(tag: str) -> dict[int, int]:
+    """{pid: start time} of every live process whose environment carries TAG_VAR=tag."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0"):
+                if (st := _stat(int(entry.name))) is not None:
+                    found[int(entry.name)] = st[1]
+        except OSError:  # gone meanwhile, or another user's
+            pass
+    return found
+
+
 def _still(procs: dict[int, int]) -> dict[int, int]:
     """Those of `procs` that still run as the same process (same start time: the pid was not reused)."""
     return {pid: start for pid, start in procs.items() if (st := _stat(pid)) is not None and st[1] == start}
@@ -73,10 +93,10 @@ def _signal(procs: dict[int, int], sig: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -I flows/watchdog.py PARENT_PID", file=sys.stderr)
+    if len(argv) not in (1, 2) or not argv[0].isdigit():
+        print("usage: python -I flows/watchdog.py PARENT_PID [TAG]", file=sys.stderr)
         return 2
-    parent, me = int(argv[0]), os.getpid()
+    parent, me, tag = int(argv[0]), os.getpid(), argv[1] if len(argv) == 2 else None
     seen: dict[int, int] = {}
     while os.getppid() == parent:  # re-parented once the parent is gone
         now = {pid: start for pid, start in descendants(parent).items() if pid != me}
@@ -84,7 +104,8 @@ def main(argv: list[str]) -> int:
             break
         seen = now
         time.sleep(POLL_S)
-    left = _still(seen)
+    late = {pid: start for pid, start in tagged(tag).items() if pid != me} if tag else {}  # started after the last scan
+    left = _still(seen | late)
     _signal(left, signal.SIGTERM)
     deadline = time.monotonic() + GRACE_S
     while (left := _still(left)) and time.monotonic() < deadline:

@@ -90,6 +90,30 @@ def test_the_descendants_stop_when_the_parent_is_killed(tmp_path):
         _kill_all(below)
 
 
+def test_a_child_started_just_before_the_kill_stops_too(tmp_path):
+    """The scans run every POLL_S: a server started in the last second before a SIGKILL was seen by none of them and
+    kept running. It carries the parent's tag in its environment, and is found by it."""
+    parent = _parent(tmp_path, """
+        import os, signal, subprocess, sys, time
+        from flows.watchdog import reap_descendants_on_kill
+        reap_descendants_on_kill()
+        time.sleep(1.5)  # the watchdog runs and scans, as it would in a long command
+        child = subprocess.Popen([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(600)"],
+                                 start_new_session=True, stdout=subprocess.PIPE, text=True)
+        print(child.stdout.readline().strip(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # a few ms after the child started: no scan in between, as a rule
+    """)
+    child = 0
+    try:
+        child = int(parent.stdout.readline().strip())
+        parent.wait(timeout=60)
+        assert _wait_for(lambda: _gone(child), 20), "the late child outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        _kill_all([child] if child else [])
+
+
 def test_a_parent_that_dies_during_a_scan_keeps_the_last_full_list(monkeypatch):
     """Found in review: the scan that ran while the parent died found its children already re-parented, replaced the
     list with an empty one, and nothing was stopped."""
