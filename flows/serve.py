@@ -24,6 +24,7 @@ from typing import Iterator
 
 from flows.watchdog import reap_descendants_on_kill
 from gfkd.errors import GfkdError
+from gfkd.tracking import server_env
 
 DEPLOYMENT = "scheduled"
 
@@ -60,11 +61,10 @@ def tracking_server(folder: Path, timeout_s: float = 180) -> Iterator[str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
            f"sqlite:///{(folder / 'mlflow.db').resolve()}", "--artifacts-destination",
            (folder / "mlartifacts").resolve().as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each server leaves a huey folder in /dev/shm
-           **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    reap_descendants_on_kill()  # the server stops even when this process is killed with SIGKILL
     with open(log, "ab") as fh:
-        reap_descendants_on_kill()  # the server stops even when this process is killed with SIGKILL
-        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=folder, env=server_env(), stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/health", proc, log, timeout_s)

@@ -7,9 +7,11 @@ files, for good. `reap_descendants_on_kill()` starts this watchdog once per proc
 test or a notebook, it watches that process for the rest of its life; `GFKD_WATCHDOG=0` turns it off). It notes
 the parent's descendants every POLL_S seconds; once the parent is gone (the watchdog is re-parented), it sends SIGTERM
 to those of them that still run, then SIGKILL to what is left after GRACE_S. A process started less than POLL_S before the
-kill, which no scan saw, is found by its environment: the parent sets TAG_VAR, which every program it starts
-inherits (a child forked without exec keeps the environment of the parent's own start, and is found by the scans
-only). Linux only (it reads /proc); elsewhere a no-op.
+kill, which no scan saw, is found by its environment and its start time: the parent sets TAG_VAR, which every
+program it starts inherits, and a tagged process that started since the last scan is stopped too (one that started
+before it and is no descendant now left on purpose: it is left alone). A child forked without exec keeps the
+environment of the parent's own start, and a program started with an environment of its own carries no tag: those
+are found by the scans only. Linux only (it reads /proc); elsewhere a no-op.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def reap_descendants_on_kill() -> None:
     tag = f"{os.getpid()}-{me[1] if me else 0}"
     _watchdog = subprocess.Popen([sys.executable, "-I", str(Path(__file__).resolve()), str(os.getpid()), tag],
                                  start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-    os.environ[TAG_VAR] = tag  # after the Popen: the watchdog itself does not carry it
+                                 stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != TAG_VAR})
+    os.environ[TAG_VAR] = tag  # the programs started from now on carry it; the watchdog carries no tag at all
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -65,18 +67,26 @@ def descendants(root: int) -> dict[int, int]:
     return found
 
 
-def tagged(tag: str) -> dict[int, int]:
-    """{pid: start time} of every live process whose environment carries TAG_VAR=tag."""
+def tagged(tag: str, since: int) -> dict[int, int]:
+    """{pid: start time} of every live process started at clock tick `since` or later whose environment carries
+    TAG_VAR=tag (a tagged process that started earlier and is no descendant now left the tree on purpose)."""
     needle = f"{TAG_VAR}={tag}".encode()
     found = {}
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (st := _stat(int(entry.name))) is None or st[1] < since:
+            continue
         try:
-            if entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0"):
-                if (st := _stat(int(entry.name))) is not None:
-                    found[int(entry.name)] = st[1]
+            carries = needle in (entry / "environ").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or another user's
-            pass
+            continue
+        if carries and _stat(int(entry.name)) == st:  # the same process before and after the read
+            found[int(entry.name)] = st[1]
     return found
+
+
+def _ticks() -> int:
+    """Now, in the clock ticks since boot of /proc/PID/stat's start times."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
 
 
 def _still(procs: dict[int, int]) -> dict[int, int]:
@@ -98,13 +108,15 @@ def main(argv: list[str]) -> int:
         return 2
     parent, me, tag = int(argv[0]), os.getpid(), argv[1] if len(argv) == 2 else None
     seen: dict[int, int] = {}
+    since = int(tag.rsplit("-", 1)[1]) if tag and tag.rsplit("-", 1)[-1].isdigit() else 0  # the parent's start
     while os.getppid() == parent:  # re-parented once the parent is gone
+        started = _ticks() - 1  # a tick of slack for the rounding of start times
         now = {pid: start for pid, start in descendants(parent).items() if pid != me}
         if os.getppid() != parent:  # it died during the scan, which then missed its re-parented children
             break
-        seen = now
+        seen, since = now, started
         time.sleep(POLL_S)
-    late = {pid: start for pid, start in tagged(tag).items() if pid != me} if tag else {}  # started after the last scan
+    late = tagged(tag, since) if tag else {}  # started since the last full scan, so seen by none
     left = _still(seen | late)
     _signal(left, signal.SIGTERM)
     deadline = time.monotonic() + GRACE_S

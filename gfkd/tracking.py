@@ -251,9 +251,14 @@ def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> in
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]  # one reader: one worker, not mlflow's 4
     cmd += ["--registry-store-uri", uri] if uri.startswith("sqlite:") else []  # as mlflow would, without its notice
-    quiet = "ignore:starlette.middleware.wsgi is deprecated"  # mlflow's own import, nothing a user can act on
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each launch leaves a huey folder in /dev/shm
-           **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))}
     print(f"MLflow UI for {layout.root} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr)
-    return subprocess.call(cmd, env=env, cwd=layout.root)
+    return subprocess.call(cmd, env=server_env(), cwd=layout.root)
+
+
+def server_env() -> dict[str, str]:
+    """The environment of an `mlflow ui` or `mlflow server` we start: no telemetry, no job-runner folder, and not
+    the deprecation warning of mlflow's own starlette import (nothing a user can act on; their filters are kept)."""
+    quiet = "ignore:starlette.middleware.wsgi is deprecated"
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else each launch leaves a huey folder in /dev/shm
+            **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+            "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))}

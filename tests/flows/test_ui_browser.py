@@ -79,8 +79,9 @@ def test_ui_shows_the_stage_runs_and_a_logged_figure(tmp_path, tiny_root, chromi
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "ui.log"
-    ui = subprocess.Popen([*cli, "ui", str(run_dir), "--port", str(port)], cwd=tmp_path, env=env,
-                          stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    with log.open("w") as err:
+        ui = subprocess.Popen([*cli, "ui", str(run_dir), "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

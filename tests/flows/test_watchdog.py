@@ -114,6 +114,33 @@ def test_a_child_started_just_before_the_kill_stops_too(tmp_path):
         _kill_all([child] if child else [])
 
 
+def test_a_tagged_process_that_left_the_tree_before_the_last_scan_is_left_alone(tmp_path):
+    """Found in review: the tag alone also matched a program the command had detached on purpose (a shell's
+    `sleep &` after the shell exits); only tagged processes started since the last scan are stopped."""
+    parent = _parent(tmp_path, """
+        import os, signal, subprocess, sys, time
+        from flows.watchdog import reap_descendants_on_kill
+        reap_descendants_on_kill()
+        detached = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True)
+        child = subprocess.Popen(["sleep", "300"])
+        print(detached.stdout.strip(), child.pid, flush=True)
+        time.sleep(2.5)  # the watchdog scans: the child is a descendant, the detached sleep is not
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    pids: list[int] = []
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        detached, child = pids
+        parent.wait(timeout=60)
+        assert _wait_for(lambda: _gone(child), 20), "the attached child outlived its parent"
+        time.sleep(1)
+        assert not _gone(detached), "the watchdog stopped a process that had left the tree before the last scan"
+    finally:
+        parent.kill()
+        parent.wait()
+        _kill_all(pids)
+
+
 def test_a_parent_that_dies_during_a_scan_keeps_the_last_full_list(monkeypatch):
     """Found in review: the scan that ran while the parent died found its children already re-parented, replaced the
     list with an empty one, and nothing was stopped."""
