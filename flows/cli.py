@@ -386,14 +386,14 @@ def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, g
     for cfg in {c.dataset: c.cfg for c in cells}.values():
         _check_data(cfg)
     bench = RunLayout(base.run.runs_dir / name)  # the name is one folder name now
+    from gfkd.tracking import check_tracking
+
+    check_tracking(bench)  # the input is valid: now the servers, then the folders (none is made for a refusal)
+    check_prefect_api(local_fallback=not serving)
     _check_writable(bench.root)
     for cache in {c.cfg.data.cache_dir for c in cells} - {None}:
         _check_writable(cache, "data.cache_dir")
     _prefect_env(bench)
-    from gfkd.tracking import check_tracking
-
-    check_tracking(bench)  # the input is valid: now the servers
-    check_prefect_api(local_fallback=not serving)
     return spec, bench
 
 

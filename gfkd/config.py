@@ -658,7 +658,7 @@ def _first_value_key(model: type[BaseModel]) -> str:
 def _unknown_key_error(key: str, source: str) -> ConfigError:
     valid = _valid_keys(RunConfig)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'?" if close else "run `gfkd config` to list the keys"
+    hint = f"did you mean '{close[0]}'?" if close else "run `gfkd config --reference` to list the keys"
     return ConfigError(f"unknown config key '{key}' in {source}: {hint}")
 
 

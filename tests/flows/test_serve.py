@@ -38,6 +38,7 @@ def test_serve_with_an_unreachable_prefect_server_is_one_line_and_exit_2(tmp_pat
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 2 and "Traceback" not in err and "Prefect API http://127.0.0.1:9/api is unreachable" in err, err
     assert "unset PREFECT_API_URL" not in err  # serve needs a lasting server: no temporary one to fall back on
+    assert not (tmp_path / "runs").exists()  # the servers are checked before any folder is made
 
 
 @pytest.mark.e2e
