@@ -79,7 +79,7 @@ def tagged(tag: str, since: int) -> dict[int, int]:
             carries = needle in (entry / "environ").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile, or another user's
             continue
-        if carries and _stat(int(entry.name)) == st:  # the same process before and after the read
+        if carries and (again := _stat(int(entry.name))) is not None and again[1] == st[1]:  # the same process
             found[int(entry.name)] = st[1]
     return found
 
