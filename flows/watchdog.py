@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         return 2
     parent, me, tag = int(argv[0]), os.getpid(), argv[1] if len(argv) == 2 else None
     seen: dict[int, int] = {}
-    since = int(tag.rsplit("-", 1)[1]) if tag and tag.rsplit("-", 1)[-1].isdigit() else 0  # the parent's start
+    since = 0  # before any scan: every tagged process, all of them started after the parent set the tag
     while os.getppid() == parent:  # re-parented once the parent is gone
         started = _ticks() - 1  # a tick of slack for the rounding of start times
         now = {pid: start for pid, start in descendants(parent).items() if pid != me}
