@@ -65,7 +65,9 @@ def group_folder(gg) -> str:
         "-curriculum" if gg.curriculum == "inherit" else "") + ("-real" if gg.data == "real" else "") + (
         "-tau" if gg.anchor_temperature == "inherit" else "") + (
         f"-anchor{gg.anchor_tau:g}" if gg.anchor_temperature == "fixed" and gg.anchor_tau != GROUP_FOLDER_BASE[3]
-        else "")
+        else "") + (f"-calibrated{gg.anchor_confidence:g}" + (
+            f"-from{gg.anchor_tau:g}" if gg.anchor_tau != GROUP_FOLDER_BASE[3] else "")
+        if gg.anchor_temperature == "calibrated" else "")
 
 
 def group_label(folder: str) -> str:
@@ -75,6 +77,8 @@ def group_label(folder: str) -> str:
     label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
     label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
     label = re.sub(r"-anchor([\d.]+)", r", anchor τ \1", label)
+    label = re.sub(r"-calibrated([\d.]+)", r", anchor τ calibrated to top-class probability \1", label)
+    label = re.sub(r"-from([\d.]+)", r" from τ \1", label)
     return label.replace("-curriculum", ", curriculum inherited").replace(
         "-real", ", on the real training graphs (with data, val-selected)").replace(
         "-tau", ", anchor temperature inherited")

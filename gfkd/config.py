@@ -49,6 +49,7 @@ class CrossKeyError(ValueError):
 STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that exist today, in pipeline order
 
 
+ANCHOR_TAU_MAX = 10.0  # the top of group.graph.anchor_temperature=calibrated's search: the distill temperature's bound
 SEED_MAX = 1_000_000  # the stages seed numpy with 1000 · (protocol seed + run seed) + k, which must stay below 2**32
 
 
@@ -437,10 +438,15 @@ class GraphGroupConfig(_Frozen):
                               "oad.md §6's 1: with it the PROTEINS group fell 9.1 points below the single student, "
                               "without it +1.0 (folds 0-2), MUTAG level (docs/group.md)")
     teacher_anchor: float = Field(1.0, ge=0, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits")
-    anchor_tau: float = Field(2.0, gt=0, description="τ of the teacher anchor (anchor_temperature = fixed)")
-    anchor_temperature: Literal["fixed", "inherit"] = Field("fixed", description="inherit: each student's anchor τ "
-                                                            "as the distill stage's student has it (distill.temperature:"
-                                                            " learnable and adversarial by default), one per student")
+    anchor_tau: float = Field(2.0, gt=0, description="τ of the teacher anchor (anchor_temperature = fixed; "
+                              "calibrated: the low end of its search)")
+    anchor_temperature: Literal["fixed", "inherit", "calibrated"] = Field(
+        "fixed", description="inherit: each student's anchor τ as the distill stage's student has it "
+        "(distill.temperature: learnable and adversarial by default), one per student; calibrated: one τ for all, "
+        "read from the teacher's logits on the training pseudo-graphs before training (anchor_confidence)")
+    anchor_confidence: float = Field(0.7, gt=0, lt=1, description="anchor_temperature = calibrated: τ is the "
+                                     "smallest in [anchor_tau, 10] at which the teacher's mean top-class probability "
+                                     "over the training pseudo-graphs is at most this (docs/group.md)")
     label_source: Literal["teacher_argmax", "target"] = Field("teacher_argmax", description="ŷ of the CE term")
     local_level: Literal["node", "graph"] = Field("node", description="node: GCN discriminators over the batched "
                                                   "graphs; graph: MLP on mean-pooled embeddings")
@@ -536,10 +542,15 @@ class RunConfig(_Frozen):
             raise CrossKeyError("group.graph.curriculum=inherit inherits no curriculum when the distill stage trains "
                                 "without one (distill.curriculum.pace=off, or distill.recipe=plain): set "
                                 "group.graph.curriculum=off, or distill.recipe=acgkd with a pace")
-        if self.group.graph.anchor_temperature == "inherit" and self.group.graph.teacher_anchor == 0:
-            raise CrossKeyError("group.graph.anchor_temperature=inherit sets the τ of the teacher anchor, which "
+        mode = self.group.graph.anchor_temperature
+        if mode != "fixed" and self.group.graph.teacher_anchor == 0:
+            raise CrossKeyError(f"group.graph.anchor_temperature={mode} sets the τ of the teacher anchor, which "
                                 "group.graph.teacher_anchor=0 turns off: set teacher_anchor > 0, or "
                                 "anchor_temperature=fixed")
+        if mode == "calibrated" and self.group.graph.anchor_tau > ANCHOR_TAU_MAX:
+            raise CrossKeyError(f"group.graph.anchor_temperature=calibrated searches τ in [anchor_tau, "
+                                f"{ANCHOR_TAU_MAX:g}]: set group.graph.anchor_tau <= {ANCHOR_TAU_MAX:g} (now "
+                                f"{self.group.graph.anchor_tau:g})")
         return self
 
     @property

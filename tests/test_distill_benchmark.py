@@ -125,6 +125,14 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     assert hot == "acgkd-group-oad_global-widened-sup0-anchor10"
     assert bench.group_label(hot) == "oad_global, widened students, CE to ŷ × 0, anchor τ 10"
     assert folder("group.graph.anchor_tau=10", "group.graph.anchor_temperature=inherit") == tau  # τ is then learnt
+    cal = folder("group.graph.anchor_temperature=calibrated")
+    assert cal == "acgkd-group-oad_global-widened-sup0-calibrated0.7"
+    assert bench.group_label(cal) == \
+        "oad_global, widened students, CE to ŷ × 0, anchor τ calibrated to top-class probability 0.7"
+    cal3 = folder("group.graph.anchor_temperature=calibrated", "group.graph.anchor_tau=3",
+                  "group.graph.anchor_confidence=0.8")
+    assert cal3 == "acgkd-group-oad_global-widened-sup0-calibrated0.8-from3"
+    assert bench.group_label(cal3).endswith("anchor τ calibrated to top-class probability 0.8 from τ 3")
     real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
     assert real == "oad_global, CE to ŷ × 0, on the real training graphs (with data, val-selected)"
 

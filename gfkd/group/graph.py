@@ -11,7 +11,8 @@ only evaluated (no_grad). Primary numbers are the last epoch's; the picked stude
 on a held-out `pick_holdout` share of the pseudo-graphs, never trained on. With `curriculum` (group.graph.curriculum
 = inherit) epoch e trains on the easiest ⌈q_e·M⌉ of the training pseudo-graphs, as the distill stage does, with
 E_c = until·(W + E). With `temperature` (group.graph.anchor_temperature = inherit) each student's anchor τ is its own
-distill-stage temperature: learnable and adversarial (gradient reversal, its lr ramped in over the first epochs).
+distill-stage temperature: learnable and adversarial (gradient reversal, its lr ramped in over the first epochs);
+with group.graph.anchor_temperature = calibrated one τ for all, read off the teacher's logits before training.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from torch_geometric.utils import scatter
 from tqdm import tqdm
 
 from gfkd import curriculum as pacing
-from gfkd.config import CurriculumConfig, GraphGroupConfig, TemperatureConfig
+from gfkd.config import ANCHOR_TAU_MAX, CurriculumConfig, GraphGroupConfig, TemperatureConfig
 from gfkd.distillation import feature_loss, graph_difficulty, teacher_outputs
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
 from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
-from gfkd.losses.kd import Temperature, kd_kl, ramp
+from gfkd.losses.kd import Temperature, calibrated_tau, kd_kl, ramp
 from gfkd.models.classifier import GraphClassifier
 from gfkd.models.discriminator import GCNDiscriminator
 from gfkd.models.widened import PlainStudent, WidenedStudent
@@ -98,6 +99,7 @@ class GroupResult:
     per_student: list[list[dict[str, float]]] = field(default_factory=list)
     selected_states: list[dict[str, Tensor]] | None = None  # the val-selected epoch's (None without validation)
     selected_numbers: dict[str, float] | None = None  # _numbers at that epoch
+    anchor_tau: float | None = None  # the τ every student's anchor used (None: learnt per student, or no anchor)
 
 
 @torch.no_grad()
@@ -133,7 +135,9 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     epoch's batches come from the easiest ⌈q_e·M⌉ training pseudo-graphs under its fixed measure (ties by
     graph_id); None trains on all of them every epoch. `temperature` (the distill stage's, group.graph.
     anchor_temperature = inherit): student k's anchor τ_k = Temperature_k(z_T, z_k), stepped on its own Adam at lr
-    η_t·λ_e as in the distill stage; None: τ = gc.anchor_tau.
+    η_t·λ_e as in the distill stage; None: τ = gc.anchor_tau, or under gc.anchor_temperature = calibrated the
+    smallest τ in [gc.anchor_tau, 10] at which the teacher's mean top-class probability over the training
+    pseudo-graphs (the pick hold-out left out) is at most gc.anchor_confidence, fixed before the first epoch.
     """
     if gc.method not in METHODS:
         raise ValueError(f"group.graph.method must be one of {METHODS}")
@@ -174,6 +178,10 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     opt = torch.optim.Adam(students.parameters(), lr=gc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1 - e / total))
     d_opts = [torch.optim.Adam(dk.parameters(), lr=gc.lr, weight_decay=0.0) for dk in discs]
+    anchor_tau = gc.anchor_tau  # group.graph.anchor_temperature = calibrated: read off the training graphs' logits
+    if gc.anchor_temperature == "calibrated":
+        anchor_tau = calibrated_tau(torch.cat([g.teacher_logits.view(1, -1) for g in train]), gc.anchor_confidence,
+                                    gc.anchor_tau, ANCHOR_TAU_MAX)
     tc = temperature
     temps = nn.ModuleList(Temperature(tc.mode, tc.value, tc.tau_min, tc.tau_range, tc.tau_init,
                                       graphs[0].teacher_logits.numel()) for _ in range(K)).to(device) \
@@ -224,7 +232,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
             z_t = b.teacher_logits.view(b.num_graphs, -1)
             terms = {"sup": sum(F.cross_entropy(z[k], y_hat) for k in range(K))}
             if gc.teacher_anchor > 0:
-                taus = [temps[k](z_t, z[k]) for k in range(K)] if temps is not None else [gc.anchor_tau] * K
+                taus = [temps[k](z_t, z[k]) for k in range(K)] if temps is not None else [anchor_tau] * K
                 terms["anchor"] = sum(kd_kl(z[k], z_t, taus[k]) for k in range(K))
                 if temps is not None:
                     terms["tau"] = torch.stack([t.detach().float().mean() for t in taus]).mean()
@@ -318,7 +326,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         numbers["val_selected_epoch"] = float(best_epoch)
         for s, st in zip(students, last_states):
             s.load_state_dict(st)
-    return GroupResult(numbers, last_states, history, per_student, best_states, sel)
+    return GroupResult(numbers, last_states, history, per_student, best_states, sel,
+                       anchor_tau if temps is None and gc.teacher_anchor > 0 else None)
 
 
 def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_loader: DataLoader,

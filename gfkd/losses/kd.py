@@ -106,6 +106,27 @@ class Temperature(nn.Module):
         return float(self.tau_min + self.tau_range * torch.sigmoid(self.t.detach()))
 
 
+def mean_top_probability(z_t: Tensor, tau: float) -> float:
+    """Mean over graphs of max_c softmax(z_t / τ)_c; z_t: [M, C]. Non-increasing in τ (from 1 towards 1/C)."""
+    return float(F.softmax(z_t.double() / tau, dim=-1).max(-1).values.mean())
+
+
+def calibrated_tau(z_t: Tensor, confidence: float, lo: float, hi: float, steps: int = 60) -> float:
+    """The smallest τ in [lo, hi] at which the teacher's mean top-class probability over `z_t` [M, C] is at most
+    `confidence`: lo when it already is, hi when even hi leaves it above (bisection, to 1e-12 of the bracket)."""
+    if not 0 < lo <= hi:
+        raise ValueError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
+    if mean_top_probability(z_t, lo) <= confidence:
+        return float(lo)
+    if mean_top_probability(z_t, hi) > confidence:
+        return float(hi)
+    a, b = lo, hi  # p(a) > confidence >= p(b)
+    for _ in range(steps):
+        mid = (a + b) / 2
+        a, b = (mid, b) if mean_top_probability(z_t, mid) > confidence else (a, mid)
+    return float(b)
+
+
 def class_balance_weights(pred: Tensor, num_classes: int) -> Tensor:
     """Inverse-frequency weight per class of the teacher's predictions `pred` [M] → [C] (mean weight 1 per graph).
     A class the teacher never predicted gets the largest weight of the others, not M/C: a graph of it redrawn later

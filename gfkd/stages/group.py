@@ -103,13 +103,15 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         files += [f"students/student-{k}.pt", f"students/student-{k}.json"]
     metrics = {f"{STAGE}/test/{k}": v for k, v in n.items() if k.startswith("acc")}
     metrics |= {f"{STAGE}/test/collapsed": n["collapsed"], f"{STAGE}/time/wall_s": time.perf_counter() - t0}
+    if gc.anchor_temperature == "calibrated":
+        metrics[f"{STAGE}/train/anchor_tau"] = res.anchor_tau
     if "pick_beat_mean" in n:
         metrics[f"{STAGE}/pick/beat_mean"] = n["pick_beat_mean"]
     write_json(staging / "results.json", {"numbers": n, "history": res.history, "per_student": res.per_student,
                                           "spec": spec, "fold_hash": split.fold_hash, "data": gc.data,
                                           "curriculum": gc.curriculum, "label_source": gc.label_source,
                                           "anchor_temperature": cfg.group_temperature.model_dump(mode="json")
-                                          if cfg.group_temperature is not None else gc.anchor_tau,
+                                          if cfg.group_temperature is not None else res.anchor_tau,
                                           "train_graphs": len(graphs), "selection": selection})
     fig = group_curves(res.history, STAGE)
     fig.savefig(staging / "curves.png", dpi=110)

@@ -11,6 +11,7 @@ from gfkd.config import resolve_config
 from gfkd.data import datasets
 from gfkd.group.graph import normalized_adjacency
 from gfkd.layout import RunLayout
+from gfkd.losses.kd import mean_top_probability
 from gfkd.stages import generate, group
 
 GEN = ["generate.iterations=5", "generate.banks=1", "generate.batch_size=40", "generate.num_graphs=40"]
@@ -289,6 +290,42 @@ def test_the_inherited_anchor_temperature_enters_the_cache_key_and_needs_the_anc
     assert key() == key("distill.temperature.lr=0.1")  # a fixed anchor does not read it
     with pytest.raises(ConfigError, match="teacher_anchor=0 turns off"):
         _cfg(tiny_root, tmp_path, *inherit, "group.graph.teacher_anchor=0")
+
+
+def test_the_calibrated_anchor_is_the_fixed_anchor_at_the_tau_read_off_the_teachers_logits(tmp_path, tiny_root,
+                                                                                           tiny_teacher_dir, gen_dir):
+    """anchor_temperature=calibrated fixes one τ before training (logged, saved), and trains bitwise as the fixed
+    anchor at that τ; a level no τ in [anchor_tau, 10] reaches gives 10."""
+    from gfkd.config import ConfigError
+    from tasks.cache import stage_key
+
+    def run(name, *extra):
+        layout = RunLayout(tmp_path / name)
+        out = group.run(_cfg(tiny_root, tmp_path, *extra), layout, "k", teacher_dir=tiny_teacher_dir,
+                        generate_dir=gen_dir)
+        return out.manifest.metrics, json.loads((layout.stage_dir("group") / "results.json").read_text())
+
+    graphs = torch.cat([g.teacher_logits.view(1, -1) for g in group.load_pseudo_graphs(gen_dir / "shards")])
+    level = mean_top_probability(graphs, 4.0)  # a level that some τ between 2 and 10 reaches on these graphs
+    cal_metrics, cal = run("cal", "group.graph.anchor_temperature=calibrated", f"group.graph.anchor_confidence={level!r}")
+    tau = cal["anchor_temperature"]
+    assert cal_metrics["group/train/anchor_tau"] == tau and 2.0 < tau < 10.0
+    assert mean_top_probability(graphs, tau) == pytest.approx(level, abs=0.05)  # the hold-out is left out
+    _, fixed = run("fixed", f"group.graph.anchor_tau={tau!r}")
+    assert fixed["numbers"] == cal["numbers"] and fixed["per_student"] == cal["per_student"]
+    assert "group/train/anchor_tau" not in run("plain")[0]
+    assert run("cold", "group.graph.anchor_temperature=calibrated", "group.graph.anchor_confidence=0.5000001")[1][
+        "anchor_temperature"] == 10.0
+
+    def key(*extra):
+        return stage_key(_cfg(tiny_root, tmp_path, *extra), "group", ("t", "g"))
+
+    cal = ["group.graph.anchor_temperature=calibrated"]
+    assert key(*cal) != key() and key(*cal) != key(*cal, "group.graph.anchor_confidence=0.8")
+    with pytest.raises(ConfigError, match="teacher_anchor=0 turns off"):
+        _cfg(tiny_root, tmp_path, *cal, "group.graph.teacher_anchor=0")
+    with pytest.raises(ConfigError, match="anchor_tau <= 10"):
+        _cfg(tiny_root, tmp_path, *cal, "group.graph.anchor_tau=12")
 
 
 def test_a_bank_of_one_pseudo_graph_trains_on_it_and_picks_no_student(tmp_path, tiny_root, tiny_teacher_dir):

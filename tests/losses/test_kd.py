@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from gfkd.losses.kd import Temperature, class_balance_weights, grad_reverse, kd_kl, ramp
+from gfkd.losses.kd import (Temperature, calibrated_tau, class_balance_weights, grad_reverse, kd_kl,
+                            mean_top_probability, ramp)
 
 
 def test_kd_kl_is_zero_on_equal_logits_and_tau_squared_scaled():
@@ -78,3 +79,18 @@ def test_class_balance_weights_equalise_classes():
     w = class_balance_weights(torch.tensor([0, 0, 0, 1]), 2)
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))
     assert math.isclose(float(w[torch.tensor([0, 0, 0, 1])].sum()), 4.0)
+
+
+def test_calibrated_tau_is_the_smallest_tau_that_brings_the_mean_top_probability_down_to_the_level():
+    z = torch.tensor([[4.0, 0.0], [3.0, 0.0], [0.5, 0.0]])  # [M, C]: two confident graphs, one unsure
+    assert mean_top_probability(z, 1e6) == pytest.approx(0.5, abs=1e-5)
+    taus = [0.5, 1.0, 2.0, 4.0, 8.0]
+    probs = [mean_top_probability(z, t) for t in taus]
+    assert probs == sorted(probs, reverse=True)  # hotter, less sure
+    tau = calibrated_tau(z, 0.7, 1.0, 10.0)
+    assert 1.0 < tau < 10.0 and mean_top_probability(z, tau) == pytest.approx(0.7, abs=1e-9)
+    assert mean_top_probability(z, tau * 0.99) > 0.7  # the smallest such τ
+    assert calibrated_tau(z, 0.99, 2.0, 10.0) == 2.0  # already below the level at the low end
+    assert calibrated_tau(z, 0.51, 2.0, 10.0) == 10.0  # not reachable: the high end
+    with pytest.raises(ValueError, match="lo <= hi"):
+        calibrated_tau(z, 0.7, 3.0, 2.0)
