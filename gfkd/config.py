@@ -446,7 +446,8 @@ class GraphGroupConfig(_Frozen):
         "read from the teacher's logits on the training pseudo-graphs before training (anchor_confidence)")
     anchor_confidence: float = Field(0.7, gt=0, lt=1, description="anchor_temperature = calibrated: τ is the "
                                      "smallest in [anchor_tau, 10] at which the teacher's mean top-class probability "
-                                     "over the training pseudo-graphs is at most this (docs/group.md)")
+                                     "over the group's training graphs (the pseudo-graphs; the real ones under "
+                                     "data = real) is at most this (docs/group.md)")
     label_source: Literal["teacher_argmax", "target"] = Field("teacher_argmax", description="ŷ of the CE term")
     local_level: Literal["node", "graph"] = Field("node", description="node: GCN discriminators over the batched "
                                                   "graphs; graph: MLP on mean-pooled embeddings")

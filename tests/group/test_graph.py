@@ -2,6 +2,7 @@
 epoch, repeats bitwise, never opens the real training split, and its ring is wired student k − 1 → D_k."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from gfkd.config import resolve_config
 from gfkd.data import datasets
 from gfkd.group.graph import normalized_adjacency
 from gfkd.layout import RunLayout
-from gfkd.losses.kd import mean_top_probability
+from gfkd.losses.kd import calibrated_tau, mean_top_probability
 from gfkd.stages import generate, group
 
 GEN = ["generate.iterations=5", "generate.banks=1", "generate.batch_size=40", "generate.num_graphs=40"]
@@ -310,7 +311,10 @@ def test_the_calibrated_anchor_is_the_fixed_anchor_at_the_tau_read_off_the_teach
     cal_metrics, cal = run("cal", "group.graph.anchor_temperature=calibrated", f"group.graph.anchor_confidence={level!r}")
     tau = cal["anchor_temperature"]
     assert cal_metrics["group/train/anchor_tau"] == tau and 2.0 < tau < 10.0
-    assert mean_top_probability(graphs, tau) == pytest.approx(level, abs=0.05)  # the hold-out is left out
+    cfg = _cfg(tiny_root, tmp_path)
+    perm = torch.randperm(len(graphs), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_hold = math.ceil(cfg.group.graph.pick_holdout * len(graphs))  # the pick hold-out, left out of the reading
+    assert tau == calibrated_tau(graphs[perm[n_hold:]], level, 2.0, 10.0) != calibrated_tau(graphs, level, 2.0, 10.0)
     _, fixed = run("fixed", f"group.graph.anchor_tau={tau!r}")
     assert fixed["numbers"] == cal["numbers"] and fixed["per_student"] == cal["per_student"]
     assert "group/train/anchor_tau" not in run("plain")[0]
