@@ -135,6 +135,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         gm = load_manifest(dirs["group"] / "manifest.json")
         info = gm.info if gm else {"method": cfg.group.graph.method, "data": cfg.group.graph.data}
         label = f"group ({info.get('method', cfg.group.graph.method)}" + (
+            f", anchor τ {info['anchor_tau']:.1f} calibrated" if info.get("anchor_tau") is not None else "") + (
             ", on the real training graphs, with data; val-selected)" if info.get("data") == "real" else ")")
         rows += [Row(f"{label}: mean over students", "group_mean", g_accs, gparams, gwall),
                  Row(f"{label}: picked student", "group_picked", [g_accs[pick]], gparams, gwall),

@@ -121,7 +121,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     (staging / TRAIN_STATE).unlink(missing_ok=True)
     manifest = Manifest.build(STAGE, cache_key, staging, [*files, "results.json", "curves.png"], metrics=metrics,
                               info={"method": gc.method, "students": gc.students, "data": gc.data,
-                                    "selection": selection},
+                                    "selection": selection} | ({"anchor_tau": res.anchor_tau}
+                                                               if gc.anchor_temperature == "calibrated" else {}),
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
 

@@ -100,3 +100,16 @@ def test_a_with_data_group_is_labelled_so(run_dirs, tiny_teacher_dir, tmp_path):
     names = [r["name"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
     assert "group (oad_global, on the real training graphs, with data; val-selected): ensemble" in names
     assert not any(n.startswith("group (oad_global):") for n in names)
+
+
+def test_a_calibrated_group_names_its_anchor_tau(run_dirs, tiny_teacher_dir, tmp_path):
+    cfg, _, dirs = run_dirs
+    cfg = cfg.model_copy(update={"group": cfg.group.model_copy(update={
+        "graph": cfg.group.graph.model_copy(update={"anchor_temperature": "calibrated"})})})
+    layout = RunLayout(tmp_path / "cal")
+    out = group.run(cfg, layout, "gr-cal", teacher_dir=tiny_teacher_dir, generate_dir=dirs["generate"])
+    tau = out.manifest.info["anchor_tau"]
+    assert tau == json.loads((layout.stage_dir("group") / "results.json").read_text())["anchor_temperature"]
+    evaluate.run(cfg, layout, "e-cal", stage_dirs={**dirs, "group": layout.stage_dir("group")})
+    names = [r["name"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
+    assert f"group (oad_global, anchor τ {tau:.1f} calibrated): ensemble" in names
