@@ -49,7 +49,6 @@ class CrossKeyError(ValueError):
 STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that exist today, in pipeline order
 
 
-ANCHOR_TAU_MAX = 10.0  # the top of group.graph.anchor_temperature=calibrated's search: the distill temperature's bound
 SEED_MAX = 1_000_000  # the stages seed numpy with 1000 · (protocol seed + run seed) + k, which must stay below 2**32
 
 
@@ -317,6 +316,10 @@ class TemperatureConfig(_Frozen):
     lambda_max: float = Field(1.0, ge=0, description="full strength of the adversary after the ramp")
     ramp_epochs: int = Field(10, ge=1, description="E_λ: epochs of the cosine ramp from 0 to lambda_max")
     lr: float = Field(0.01, gt=0, description="η_t: Adam lr of t, scaled by λ_e each epoch")
+
+
+# the top of group.graph.anchor_temperature=calibrated's search: the distill temperature's default upper bound (10)
+ANCHOR_TAU_MAX = TemperatureConfig.model_fields["tau_min"].default + TemperatureConfig.model_fields["tau_range"].default
 
 
 class CurriculumConfig(_Frozen):
