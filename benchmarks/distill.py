@@ -37,6 +37,8 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
     # screening variants (docs/distill.md)
     "augment": ["distill.augment.edge_flip=0.1", "distill.augment.node_noise=0.1"],
     "augment strong": ["distill.augment.edge_flip=0.25", "distill.augment.node_noise=0.25"],
+    "densify": ["distill.augment.edge_add=0.35"],  # IMDB-BINARY's banks sit at 0.74 of the metadata density
+    "densify strong": ["distill.augment.edge_add=0.7"],
     "temperature 6": ["distill.temperature.mode=fixed", "distill.temperature.value=6"],
     "balanced KD": ["distill.class_weight=balanced"],
     "adversarial rounds": ["distill.adversarial.rounds=true"],

@@ -4,6 +4,11 @@ also sees graphs between the generator's (often over-confident) samples and the 
     edge_flip p: in each graph, every undirected edge is dropped with probability p and as many random node pairs
                  of the same graph are added (the expected edge count is kept; collisions and self-pairs are
                  discarded, so it can fall slightly);
+    edge_add a:  then each graph g gains about f_g·m_g new edges, m_g its edge count and f_g ~ U(0, 2a) drawn per
+                 graph (a on average): random pairs of the same graph, drawn 1 / (1 − density_g) times as often so
+                 that the pairs that were already edges are made up for (self-pairs and repeats are discarded, so
+                 it can fall a little short); a densifies the bank on average, the spread keeps graphs near their
+                 own density too;
     node_noise q: on one-hot node-label features, each node's type is redrawn uniformly with probability q.
 
 Degree-feature sets (featureless datasets, x = one-hot(min(deg, D))) get their features recomputed from the perturbed
@@ -18,8 +23,20 @@ from torch import Tensor
 from torch_geometric.utils import coalesce, degree, scatter
 
 
+def _random_pairs(per_graph: Tensor, batch: Tensor, num_graphs: int, generator: torch.Generator) -> Tensor:
+    """per_graph[g] uniform random node pairs (i < j) inside graph g of the batch, self-pairs dropped: [2, P]."""
+    dev = batch.device
+    counts = degree(batch, num_graphs, dtype=torch.long)
+    ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+    g = torch.repeat_interleave(torch.arange(num_graphs, device=dev), per_graph)
+    u = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
+    v = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
+    pairs = torch.stack([ptr[g] + torch.minimum(u, v), ptr[g] + torch.maximum(u, v)])
+    return pairs[:, pairs[0] != pairs[1]]
+
+
 def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, edge_flip: float, node_noise: float,
-            generator: torch.Generator, degree_features: bool) -> tuple[Tensor, Tensor]:
+            generator: torch.Generator, degree_features: bool, edge_add: float = 0.0) -> tuple[Tensor, Tensor]:
     """A perturbed copy of a batched graph. x: [N, F] one-hot, edge_index: [2, E] undirected (both directions),
     batch: [N]. Returns (x' [N, F], edge_index' [2, E'] undirected, coalesced, no self-loops, no cross-graph pairs)."""
     n = x.size(0)
@@ -29,17 +46,17 @@ def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, ed
         und = edge_index[:, row < col]
         keep = torch.rand(und.size(1), generator=generator).to(dev) >= edge_flip
         dropped = scatter((~keep).long(), batch[und[0]], dim=0, dim_size=num_graphs, reduce="sum")
-        counts = degree(batch, num_graphs, dtype=torch.long)
-        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
-        g = torch.repeat_interleave(torch.arange(num_graphs, device=dev), dropped)
-        if g.numel():
-            u = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
-            v = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
-            add = torch.stack([ptr[g] + torch.minimum(u, v), ptr[g] + torch.maximum(u, v)])
-            add = add[:, add[0] != add[1]]
-        else:
-            add = und.new_zeros(2, 0)
-        und = torch.cat([und[:, keep], add], 1)
+        und = torch.cat([und[:, keep], _random_pairs(dropped, batch, num_graphs, generator)], 1)
+        edge_index = coalesce(torch.cat([und, und.flip(0)], 1), num_nodes=n)
+    if edge_add > 0:
+        row, col = edge_index
+        und = edge_index[:, row < col]
+        m = scatter(torch.ones_like(und[0]), batch[und[0]], dim=0, dim_size=num_graphs, reduce="sum").double()
+        nodes = degree(batch, num_graphs, dtype=torch.double)
+        density = m / (nodes * (nodes - 1) / 2).clamp(min=1)
+        frac = torch.rand(num_graphs, generator=generator, dtype=torch.double).to(dev) * (2 * edge_add)
+        draws = (frac * m / (1 - density).clamp(min=0.05)).round().long()
+        und = torch.cat([und, _random_pairs(draws, batch, num_graphs, generator)], 1)
         edge_index = coalesce(torch.cat([und, und.flip(0)], 1), num_nodes=n)
     if degree_features:
         width = x.size(1)

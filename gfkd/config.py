@@ -337,6 +337,8 @@ class AugmentConfig(_Frozen):
 
     edge_flip: float = Field(0.0, ge=0, lt=1, description="p: drop each edge with probability p, add as many random pairs")
     node_noise: float = Field(0.0, ge=0, lt=1, description="q: redraw each node's one-hot type with probability q")
+    edge_add: float = Field(0.0, ge=0, le=2, description="a: then add about f·m random pairs to each graph of m edges, "
+                            "f ~ U(0, 2a) per graph (densifies by a on average)")
 
 
 class AdversarialConfig(_Frozen):

@@ -49,3 +49,40 @@ def test_degree_features_follow_the_perturbed_structure():
                         degree_features=True)
         deg = torch.bincount(ei[0], minlength=7).clamp(max=3)
         assert torch.equal(x.argmax(1), deg)
+
+
+def test_edge_add_keeps_every_edge_and_adds_pairs_inside_their_graph():
+    grew = False
+    for seed in range(20):
+        _, ei = _run(seed, edge_add=1.0)
+        pairs = {tuple(e) for e in ei.t().tolist()}
+        assert {tuple(e) for e in EI.t().tolist()} <= pairs  # nothing dropped
+        assert all((j, i) in pairs for i, j in pairs) and all(i != j for i, j in pairs)
+        assert all(BATCH[i] == BATCH[j] for i, j in pairs)
+        grew |= len(pairs) > EI.size(1)
+    assert grew  # (the triangle is complete: only the 4-cycle can gain its two diagonals)
+
+
+def test_edge_add_densifies_by_a_on_average_despite_pairs_that_were_edges():
+    """200 graphs of 20 nodes at density 0.3: a = 0.3 adds 30 % more edges on average, not 0.3 · (1 − 0.3)."""
+    gen = torch.Generator().manual_seed(0)
+    n, graphs = 20, 200
+    iu = torch.triu_indices(n, n, 1)
+    und = torch.cat([iu[:, torch.rand(iu.size(1), generator=gen) < 0.3] + g * n for g in range(graphs)], 1)
+    ei = torch.cat([und, und.flip(0)], 1)
+    batch = torch.arange(graphs).repeat_interleave(n)
+    x = torch.ones(n * graphs, 1)
+    _, out = perturb(x, ei, batch, graphs, edge_flip=0.0, node_noise=0.0, edge_add=0.3, degree_features=False,
+                     generator=torch.Generator().manual_seed(1))
+    growth = out.size(1) / ei.size(1) - 1
+    assert 0.26 < growth < 0.34, growth
+    per_graph = torch.bincount(batch[out[0]], minlength=graphs) / torch.bincount(batch[ei[0]], minlength=graphs) - 1
+    assert per_graph.min() < 0.1 and per_graph.max() > 0.45  # f ~ U(0, 2a): some graphs barely change, some gain 2a
+
+
+def test_edge_add_recomputes_degree_features():
+    x0 = torch.nn.functional.one_hot(torch.tensor([2, 2, 2, 2, 2, 2, 2]), 4).float()
+    for seed in range(5):
+        x, ei = perturb(x0, EI, BATCH, 2, edge_flip=0.0, node_noise=0.0, edge_add=1.0, degree_features=True,
+                        generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(x.argmax(1), torch.bincount(ei[0], minlength=7).clamp(max=3))

@@ -133,14 +133,17 @@ def test_augmented_students_see_perturbed_graphs_relabelled_by_the_teacher(tmp_p
     aug = ["distill.augment.edge_flip=0.3", "distill.augment.node_noise=0.3"]
     plain_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1")
     aug_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", *aug)
+    add_cfg = _cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", "distill.augment.edge_add=0.5")
     assert aug_cfg.distill.model_copy(update={"recipe": "plain"}).effective().augment.edge_flip == 0  # plain: off
+    assert add_cfg.distill.model_copy(update={"recipe": "plain"}).effective().augment.edge_add == 0
     hist = {}
-    for name, cfg in [("plain", plain_cfg), ("aug", aug_cfg)]:
+    for name, cfg in [("plain", plain_cfg), ("aug", aug_cfg), ("add", add_cfg)]:
         layout = RunLayout(tmp_path / name)
         distill.run(cfg, layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
         hist[name] = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
-    kd = [[h["distill/train/kd"] for h in hist[n]["history"]] for n in ("plain", "aug")]
-    assert all(math.isfinite(v) for v in kd[1]) and kd[0] != kd[1]  # other graphs, other teacher targets
+    kd = {n: [h["distill/train/kd"] for h in hist[n]["history"]] for n in hist}
+    for n in ("aug", "add"):
+        assert all(math.isfinite(v) for v in kd[n]) and kd[n] != kd["plain"]  # other graphs, other teacher targets
 
 
 def test_adversarial_rounds_run_data_free_and_are_logged(tmp_path, tiny_root, tiny_teacher_dir, shard_dir,
