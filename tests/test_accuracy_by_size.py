@@ -47,3 +47,12 @@ def test_top_shares_give_each_prediction_its_most_predicted_class_share():
     c2 = {"n": np.array([12, 13]), "y": np.array([1, 1]), "teacher": [np.array([1, 1])], "density": {},
           "ACGKD": [np.array([0, 1])]}
     assert bench.top_shares([c1, c2]) == {"teacher": [0.75, 1.0], "ACGKD": [1.0, 0.5, 0.5]}
+
+
+def test_graphs_all_scores_every_graph_of_the_dataset(tiny_root, tiny_teacher_dir, tmp_path):
+    """--graphs all: every graph of the dataset, not the fold's test graphs (a cell with a teacher and nothing else)."""
+    root = tiny_teacher_dir.parent
+    test = bench.cell_predictions(root, tiny_root, tmp_path / "cache")
+    every = bench.cell_predictions(root, tiny_root, tmp_path / "cache", graphs="all")
+    assert len(every["y"]) == 40 and len(test["y"]) < 40  # TINY has 40 graphs; a CV fold tests on a tenth
+    assert len(every["teacher"][0]) == 40 and bench._models(every) == ["teacher"]
