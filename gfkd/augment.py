@@ -23,12 +23,12 @@ from torch import Tensor
 from torch_geometric.utils import coalesce, degree, scatter
 
 
-def _random_pairs(per_graph: Tensor, batch: Tensor, num_graphs: int, generator: torch.Generator) -> Tensor:
-    """per_graph[g] uniform random node pairs (i < j) inside graph g of the batch, self-pairs dropped: [2, P]."""
-    dev = batch.device
-    counts = degree(batch, num_graphs, dtype=torch.long)
+def _random_pairs(per_graph: Tensor, counts: Tensor, generator: torch.Generator) -> Tensor:
+    """per_graph[g] uniform random node pairs (i < j) inside graph g of a batch whose graphs have counts: [G] nodes,
+    self-pairs dropped: [2, P]."""
+    dev = counts.device
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
-    g = torch.repeat_interleave(torch.arange(num_graphs, device=dev), per_graph)
+    g = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), per_graph)
     u = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
     v = (torch.rand(g.numel(), generator=generator).to(dev) * counts[g]).long()
     pairs = torch.stack([ptr[g] + torch.minimum(u, v), ptr[g] + torch.maximum(u, v)])
@@ -41,22 +41,22 @@ def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, ed
     batch: [N]. Returns (x' [N, F], edge_index' [2, E'] undirected, coalesced, no self-loops, no cross-graph pairs)."""
     n = x.size(0)
     dev = x.device
+    counts = degree(batch, num_graphs, dtype=torch.long)  # nodes per graph
     if edge_flip > 0:
         row, col = edge_index
         und = edge_index[:, row < col]
         keep = torch.rand(und.size(1), generator=generator).to(dev) >= edge_flip
         dropped = scatter((~keep).long(), batch[und[0]], dim=0, dim_size=num_graphs, reduce="sum")
-        und = torch.cat([und[:, keep], _random_pairs(dropped, batch, num_graphs, generator)], 1)
+        und = torch.cat([und[:, keep], _random_pairs(dropped, counts, generator)], 1)
         edge_index = coalesce(torch.cat([und, und.flip(0)], 1), num_nodes=n)
     if edge_add > 0:
         row, col = edge_index
         und = edge_index[:, row < col]
         m = scatter(torch.ones_like(und[0]), batch[und[0]], dim=0, dim_size=num_graphs, reduce="sum").double()
-        nodes = degree(batch, num_graphs, dtype=torch.double)
-        density = m / (nodes * (nodes - 1) / 2).clamp(min=1)
+        density = m / (counts * (counts - 1) / 2).clamp(min=1)
         frac = torch.rand(num_graphs, generator=generator, dtype=torch.double).to(dev) * (2 * edge_add)
         draws = (frac * m / (1 - density).clamp(min=0.05)).round().long()
-        und = torch.cat([und, _random_pairs(draws, batch, num_graphs, generator)], 1)
+        und = torch.cat([und, _random_pairs(draws, counts, generator)], 1)
         edge_index = coalesce(torch.cat([und, und.flip(0)], 1), num_nodes=n)
     if degree_features:
         width = x.size(1)
