@@ -210,6 +210,8 @@ def train_group(g: NodeGraph, s: GroupSettings, seed: int,
     if s.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
     models = models or build_models(s, g.num_features, g.num_classes, seed)
+    models.students.to(g.y.device)  # built on the CPU, trained where the graph is (run.device)
+    models.discriminators.to(g.y.device)
     seed_everything(seed)
     opt = torch.optim.Adam(models.students.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     d_opts = [torch.optim.Adam(d.parameters(), lr=s.lr, weight_decay=0.0) for d in models.discriminators]
