@@ -21,6 +21,7 @@ if __name__ == "__main__":  # PyG's import writes compiled templates into the te
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -58,7 +59,8 @@ def machine_line(device: str) -> str:
     except (OSError, StopIteration):
         pass
     where = f"{torch.cuda.get_device_name(0)}, " if device == "cuda" else ""
-    return (f"{where}CPU {cpu} ({torch.get_num_threads()} torch threads); torch {torch.__version__}, "
+    kernels = torch.backends.cpu.get_cpu_capability()  # the CPU's float kernels: their results differ (pipeline.md)
+    return (f"{where}CPU {cpu} ({os.cpu_count()} cores, kernels {kernels}); torch {torch.__version__}, "
             f"PyG {torch_geometric.__version__}, Python {platform.python_version()}")
 
 
@@ -135,18 +137,25 @@ def _num(v, digits: int = 4) -> str:
     return "—" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _label(i: int, run: dict) -> str:
+    return f"[{i}] {run['device'].upper()}"
+
+
 def render(runs: list[dict], command: str) -> str:
-    """Side by side: one column per run (device)."""
-    head = "| | " + " | ".join(r["device"].upper() for r in runs) + " |\n|---|" + "---|" * len(runs)
-    lines = [f"# The pipeline on CPU and CUDA\n\nWritten by `{command}` from these runs:\n"]
-    for r in runs:
-        lines.append(f"- **{r['device'].upper()}**: `{r['command']}` at {r['commit']}, {r['date']}; {r['machine']}"
-                     + (f"; stopped early: {r['error']}" if r.get("error") else ""))
-    cfg = runs[0].get("config", {})
-    lines += [f"\nConfig: the defaults on {cfg.get('dataset')} fold {cfg.get('fold')}"
-              + (f" with `{' '.join(cfg['overrides'])}`" if cfg.get("overrides") else "")
-              + ", `run.device` as the column says. Wall times are the stage's own (no Prefect or MLflow around it).\n",
-              "## Stages\n", head]
+    """Side by side: one column per run, numbered as in the list of runs above the tables."""
+    labels = [_label(i, r) for i, r in enumerate(runs, 1)]
+    head = "| | " + " | ".join(labels) + " |\n|---|" + "---|" * len(runs)
+    lines = [f"# The pipeline on CPU and CUDA\n\nWritten by `{command}` from these runs (wall times are the stages' own, "
+             "without Prefect or MLflow around them; `—`: not run or not reached):\n"]
+    for label, r in zip(labels, runs):
+        cfg = r.get("config", {})
+        over = f", with `{' '.join(cfg['overrides'])}`" if cfg.get("overrides") else ""
+        missing = [s for s in STAGES if s not in {x["stage"] for x in r["stages"]}]
+        lines.append(f"- **{label}**: the default config on {cfg.get('dataset')} fold {cfg.get('fold')}{over}, "
+                     f"`run.device={r['device']}`; `{r['command']}` at {r['commit']}, {r['date']}; {r['machine']}"
+                     + (f"; stopped by: {r['error']}" if r.get("error") else "")
+                     + (f"; stages not reached: {', '.join(missing)}" if missing else ""))
+    lines += ["\n## Stages\n", head]
     by = [{s["stage"]: s for s in r["stages"]} for r in runs]
     for stage in STAGES:
         lines.append(f"| {stage}: wall time (s) | " + " | ".join(_num(b[stage]["wall_s"], 1) if stage in b else "—"
@@ -162,15 +171,14 @@ def render(runs: list[dict], command: str) -> str:
     node = sorted({(n["dataset"], n["backbone"]) for r in runs for n in r["node"]})
     if node:
         lines += ["\n## Node-level group (OAD, group defaults, K = 4)\n",
-                  "| dataset, backbone | " + " | ".join(f"{r['device'].upper()}: wall s / mean over students / "
-                                                        "ensemble" for r in runs) + " |",
-                  "|---|" + "---|" * len(runs)]
+                  "Per seed: wall time (s) / mean test accuracy over students / the ensemble's, at the epoch chosen on "
+                  "validation.\n", head]
         for ds, bb in node:
             cells = []
             for r in runs:
                 rows = [n for n in r["node"] if (n["dataset"], n["backbone"]) == (ds, bb)]
-                cells.append("; ".join(f"seed {n['seed']}: {n['wall_s']:.1f} / {n['mean_students']:.2f} / "
-                                       f"{n['ensemble']:.2f}" for n in rows) or "—")
+                cells.append("; ".join(f"seed {n['seed']}: {n['wall_s']:.1f} / {n['mean_students']:.4f} / "
+                                       f"{n['ensemble']:.4f}" for n in rows) or "—")
             lines.append(f"| {ds}, {bb.upper()} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
