@@ -408,13 +408,21 @@ def command_line(args, wall: float | None) -> str:
     return cmd
 
 
-def render(sections: dict) -> str:
-    """docs/results.md from {dataset: {"commands": [...], "rows": {...}, "reruns": [...]}}."""
+def _shown(path: Path) -> str:
+    """A path as the docs name it: relative to the repository where it lies inside, else as given."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
+    """docs/results.md from {dataset: {"commands": [...], "rows": {...}, "reruns": [...]}} stored in `store`."""
     import torch
     import torch_geometric
 
     out = ["# Distill results: data-free students against the real-data rows", "",
-           "Written by `benchmarks/distill.py` from docs/results.json; do not edit by hand. Each dataset's runs are "
+           f"Written by `benchmarks/distill.py` from {_shown(store)}; do not edit by hand. Each dataset's runs are "
            "listed under its heading and each row names the runs its folds come from: a new run adds or replaces "
            "folds and keeps the rest.", "",
            f"CPU ({platform.machine()}, {os.cpu_count()} cores, one thread per cell), float32, torch "
@@ -483,7 +491,8 @@ def main() -> None:
     p.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON; collect nothing")
     args = p.parse_args()
     if args.render_only:
-        _write(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
+        store = args.out.with_suffix(".json")
+        _write(args.out, render(json.loads(store.read_text()), store))
         print(args.out)
         return
     _run(args)  # temp files (PyG's templates, the workers') go to the private folder set up at the top
@@ -523,7 +532,7 @@ def _run(args: argparse.Namespace) -> None:
         if fresh:
             sections[ds] = add_run(sections.get(ds), fresh, cmd)
     _write(store, json.dumps(sections, indent=1, default=float))
-    _write(args.out, render(sections))
+    _write(args.out, render(sections, store))
     print(args.out)
 
 

@@ -56,6 +56,8 @@ def test_partial_overlap_takes_the_new_values_and_keeps_the_other_folds():
     text = bench.render({"MUTAG": second})
     assert "1. `run a`" in text and "2. `run b`" in text and "| ACGKD | 0.662 ± 0.108 | 4 |" in text
     assert "[1, 2] |" in text and "(stored from run [1]): folds 2 rerun" in text
+    assert "from docs/results.json;" in text  # the store the page was written from, also when it is elsewhere
+    assert "from /elsewhere/rerun.json;" in bench.render({"MUTAG": second}, bench.Path("/elsewhere/rerun.json"))
 
 
 def test_collecting_the_same_runs_folder_again_is_not_a_rerun():
