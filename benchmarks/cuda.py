@@ -9,7 +9,9 @@ The stages (teacher → generate → distill → group → evaluate) run through
 as `gfkd run` runs them but without Prefect or MLflow (so the script needs only gfkd's library dependencies: a GPU
 image with torch and PyG needs pydantic alone), under the default config plus `--extra` and `run.device`. Then the
 node-level group (`--node`: dataset:backbone,backbone...) trains OAD with the group defaults, one group per seed.
-The JSON is rewritten after every step, so a run stopped at a time limit keeps what it finished.
+The JSON is rewritten after every step, so a run stopped at a time limit keeps what it finished. Each stage's record
+holds its manifest digest (the checksums of its outputs), so two runs of one config show whether they repeat byte for
+byte.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def run_pipeline(args, record: dict, save) -> None:
             out = runners[stage](stage_key(cfg, stage, upstream))
             if args.device == "cuda":
                 torch.cuda.synchronize()
-            rec = {"stage": stage, "wall_s": time.perf_counter() - t0, "metrics": out.manifest.metrics}
+            rec = {"stage": stage, "wall_s": time.perf_counter() - t0, "metrics": out.manifest.metrics,
+                   "digest": out.manifest.digest}  # the outputs' checksums: equal digests = a byte-identical rerun
             if args.device == "cuda":
                 rec["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
             record["stages"].append(rec)
@@ -164,6 +167,9 @@ def render(runs: list[dict], command: str) -> str:
             lines.append(f"| {stage}: {label} | " + " | ".join(
                 _num(b[stage]["metrics"].get(key), 1 if key.endswith("_s") else 4) if stage in b else "—"
                 for b in by) + " |")
+        if any(stage in b and "digest" in b[stage] for b in by):
+            lines.append(f"| {stage}: outputs' digest | " + " | ".join(
+                f"`{b[stage]['digest'][:12]}`" if stage in b and "digest" in b[stage] else "—" for b in by) + " |")
         if any(stage in b and "peak_gpu_bytes" in b[stage] for b in by):
             lines.append(f"| {stage}: peak GPU memory (MiB) | " + " | ".join(
                 _num(b[stage]["peak_gpu_bytes"] / 2**20, 0) if stage in b and "peak_gpu_bytes" in b[stage] else "—"

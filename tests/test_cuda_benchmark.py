@@ -42,3 +42,5 @@ def test_a_cpu_run_records_every_stage_and_the_report_sets_runs_side_by_side(tmp
     acc = f"{rec['stages'][0]['metrics']['teacher/test/acc']:.4f}"
     assert f"| teacher: teacher test accuracy | {acc} | {acc} |" in text
     assert "| group: wall time (s) | " in text and text.count("—") >= 4  # the stopped run's group and evaluate
+    digest = rec["stages"][1]["digest"]
+    assert len(digest) == 64 and f"| generate: outputs' digest | `{digest[:12]}` | `{digest[:12]}` |" in text
