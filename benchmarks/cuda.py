@@ -111,12 +111,12 @@ def run_node(args, record: dict, save) -> None:
     """OAD (group defaults) on each dataset × backbone of `--node`, one group per seed."""
     import torch
 
-    from gfkd.config import GroupConfig
+    from gfkd.config import GroupConfig, RunSection
     from gfkd.data.datasets import resolve_data_root
     from gfkd.group.node import load_citation, settings_from_config, train_group
-    from gfkd.stages.common import resolve_device
+    from gfkd.stages.common import prepare_runtime
 
-    device = resolve_device(args.device)
+    device = prepare_runtime(RunSection(device=args.device))  # as `gfkd group` does: threads, deterministic kernels
     with tempfile.TemporaryDirectory() as cache:
         for spec in args.node:
             dataset, _, backbones = spec.partition(":")
