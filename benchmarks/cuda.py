@@ -153,8 +153,9 @@ def render(runs: list[dict], command: str) -> str:
     for label, r in zip(labels, runs):
         cfg = r.get("config", {})
         over = f", with `{' '.join(cfg['overrides'])}`" if cfg.get("overrides") else ""
-        missing = [s for s in STAGES if s not in {x["stage"] for x in r["stages"]}]
-        lines.append(f"- **{label}**: the default config on {cfg.get('dataset')} fold {cfg.get('fold')}{over}, "
+        missing = [s for s in STAGES if s not in {x["stage"] for x in r["stages"]}] if cfg else []
+        what = (f"the default config on {cfg['dataset']} fold {cfg['fold']}{over}" if cfg else "the node groups only")
+        lines.append(f"- **{label}**: {what}, "
                      f"`run.device={r['device']}`; `{r['command']}` at {r['commit']}, {r['date']}; {r['machine']}"
                      + (f"; stopped by: {r['error']}" if r.get("error") else "")
                      + (f"; stages not reached: {', '.join(missing)}" if missing else ""))
