@@ -76,7 +76,7 @@ def run_pipeline(args, record: dict, save) -> None:
     from tasks.cache import stage_key
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = resolve_config(None, [f"run.device={args.device}", f"run.runs_dir='{d}'", f"run.name=cuda-check",
+        cfg = resolve_config(None, [f"run.device={args.device}", f"run.runs_dir='{d}'", "run.name=cuda-check",
                                     *([f"data.root='{args.data_root}'"] if args.data_root else []), *args.extra])
         record["config"] = {"dataset": cfg.data.dataset, "fold": cfg.protocol.fold, "overrides": args.extra}
         layout = RunLayout(Path(d) / "run")
