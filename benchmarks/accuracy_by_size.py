@@ -130,6 +130,23 @@ def top_shares(cells: list[dict]) -> dict[str, list[float]]:
     return out
 
 
+def by_class(cells: list[dict]) -> tuple[list[float], dict[str, tuple[list[float], list[float]]]]:
+    """Per class c, pooled over cells and seeds: the share of graphs labelled c, and per model the share it predicts
+    as c and its recall on c (accuracy on the graphs labelled c). Which way does a model's error lean?"""
+    C = int(max(max(c["y"].max(), *(p.max() for m in _models(c) for p in c.get(m, []))) for c in cells)) + 1
+    y = np.concatenate([c["y"] for c in cells])
+    true_share = [float((y == k).mean()) for k in range(C)]
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for model in dict.fromkeys(m for c in cells for m in _models(c)):
+        pairs = [(c["y"], p) for c in cells for p in c.get(model, [])]
+        if not pairs:
+            continue
+        ys, ps = np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])
+        out[model] = ([float((ps == k).mean()) for k in range(C)],
+                      [float((ps[ys == k] == k).mean()) if (ys == k).any() else float("nan") for k in range(C)])
+    return true_share, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, required=True, help="a --runs folder of benchmarks/distill.py")
@@ -176,6 +193,15 @@ def main() -> None:
     out += ["", f"Share of the most predicted class on the {'test ' if args.graphs == 'test' else ''}graphs, per fold "
             "and seed (collapsed: ≥ 0.95):", ""]
     out += [f"- {model}: " + ", ".join(f"{v:.3f}" for v in vals) for model, vals in top_shares(cells).items()]
+    true_share, classes = by_class(cells)
+    C = len(true_share)
+    out += ["", "By class, pooled over the folds and seeds: the share of graphs each model puts in class c, and its "
+            "recall on class c (the true shares in the first row):", "",
+            "| model | " + " | ".join(f"predicted as {k}" for k in range(C)) + " | "
+            + " | ".join(f"recall of {k}" for k in range(C)) + " |", "|---|" + "---|" * (2 * C),
+            "| (true labels) | " + " | ".join(f"{v:.3f}" for v in true_share) + " |" + " — |" * C]
+    out += [f"| {model} | " + " | ".join(f"{v:.3f}" for v in shares) + " | " + " | ".join(f"{v:.3f}" for v in rec)
+            + " |" for model, (shares, rec) in classes.items()]
     out += ["", "Mean edge density per bucket (graphs in brackets, pooled over folds):", "",
             "| graphs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label in cells[0]["density"]:

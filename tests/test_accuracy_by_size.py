@@ -56,3 +56,13 @@ def test_graphs_all_scores_every_graph_of_the_dataset(tiny_root, tiny_teacher_di
     every = bench.cell_predictions(root, tiny_root, tmp_path / "cache", graphs="all")
     assert len(every["y"]) == 40 and len(test["y"]) < 40  # TINY has 40 graphs; a CV fold tests on a tenth
     assert len(every["teacher"][0]) == 40 and bench._models(every) == ["teacher"]
+
+
+def test_by_class_says_which_way_the_errors_lean():
+    # labels 0 1 1 1 over two cells, two student seeds each: its errors all call a class-1 graph class 0
+    c1 = {"y": np.array([0, 1]), "teacher": [np.array([0, 1])], "ACGKD": [np.array([0, 0]), np.array([0, 1])]}
+    c2 = {"y": np.array([1, 1]), "teacher": [np.array([1, 0])], "ACGKD": [np.array([0, 1]), np.array([1, 1])]}
+    true_share, res = bench.by_class([c1, c2])
+    assert true_share == [0.25, 0.75]
+    assert res["ACGKD"] == ([0.5, 0.5], [1.0, 4 / 6])  # 4 of 8 predictions are 0 (true: 1 in 4); class 1 recalled 4 of 6
+    assert res["teacher"] == ([0.5, 0.5], [1.0, 2 / 3])
