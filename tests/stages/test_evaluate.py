@@ -113,3 +113,23 @@ def test_a_calibrated_group_names_its_anchor_tau(run_dirs, tiny_teacher_dir, tmp
     evaluate.run(cfg, layout, "e-cal", stage_dirs={**dirs, "group": layout.stage_dir("group")})
     names = [r["name"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
     assert f"group (oad_global, anchor τ {tau:.1f} calibrated): ensemble" in names
+
+
+def test_a_rerun_repeats_the_digest_though_the_wall_times_differ(run_dirs, tmp_path):
+    """Wall times (report, table, results, the time plot) are volatile: out of the digest, still checked on disk."""
+    import shutil
+
+    cfg, _, dirs = run_dirs
+    slower = tmp_path / "distill"  # the same students, as a rerun that took longer leaves them
+    shutil.copytree(dirs["distill"], slower)
+    man = json.loads((slower / "manifest.json").read_text())
+    for key in [k for k in man["metrics"] if k.startswith("distill/time/wall_s")]:
+        man["metrics"][key] += 1.0
+    (slower / "manifest.json").write_text(json.dumps(man))
+    a = evaluate.run(cfg, RunLayout(tmp_path / "a"), "e", stage_dirs=dirs)
+    b = evaluate.run(cfg, RunLayout(tmp_path / "b"), "e", stage_dirs=dirs | {"distill": slower})
+    assert a.manifest.files["report.md"].sha256 != b.manifest.files["report.md"].sha256  # the wall times moved
+    assert a.manifest.digest == b.manifest.digest
+    files = a.manifest.files
+    assert {f for f, e in files.items() if e.volatile} == set(evaluate.TIMED)
+    assert files["confusion.png"].sha256 == b.manifest.files["confusion.png"].sha256
