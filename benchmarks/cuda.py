@@ -54,15 +54,10 @@ def machine_line(device: str) -> str:
     import torch
     import torch_geometric
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from gfkd.versions import cpu_kernels, cpu_model
+
     where = f"{torch.cuda.get_device_name(0)}, " if device == "cuda" else ""
-    kernels = torch.backends.cpu.get_cpu_capability()  # the CPU's float kernels: their results differ (pipeline.md)
-    return (f"{where}CPU {cpu} ({os.cpu_count()} cores, kernels {kernels}); torch {torch.__version__}, "
+    return (f"{where}CPU {cpu_model()} ({os.cpu_count()} cores, kernels {cpu_kernels()}); torch {torch.__version__}, "
             f"PyG {torch_geometric.__version__}, Python {platform.python_version()}")
 
 

@@ -38,6 +38,7 @@ from gfkd.group.node import METHODS, GroupSettings, load_citation, settings_from
 from gfkd.group.report import markdown_table, summarize  # noqa: E402
 from gfkd.io.atomic import write_atomic, write_json  # noqa: E402
 from gfkd.seed_list import parse_seeds  # noqa: E402
+from gfkd.versions import cpu_model  # noqa: E402
 
 EXTRA_ABLATIONS = ("oad_agnostic", "oad_l2")  # oad.md §7's two local-term ablations: rows only where they ran
 SANITY = {("Cora", "gcn"): 81.5, ("CiteSeer", "gcn"): 70.3, ("Cora", "gat"): 83.0, ("CiteSeer", "gat"): 72.5}
@@ -47,15 +48,7 @@ LABEL = {"independent": "independent students", "dml": "DML", "kdcl": "KDCL-MinL
 
 
 def _device_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU ({cpu}), torch threads {torch.get_num_threads()}"
+    return f"CPU ({cpu_model()}), torch threads {torch.get_num_threads()}"
 
 
 def _seed_counts(results: list[dict]) -> str:

@@ -4,6 +4,7 @@ them as the tag `gfkd.versions`), and the CPU kernels torch dispatches to (this 
 
 from __future__ import annotations
 
+import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -23,6 +24,17 @@ def versions_line() -> str:
     """`gfkd 0.1.0 (torch 2.13.0+cpu, torch_geometric 2.8.1, ...; Python 3.11.7)`."""
     deps = ", ".join(f"{n} {_installed(n)}" for n in DEPENDENCIES)
     return f"gfkd {gfkd.__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
+def cpu_model() -> str:
+    """The processor's model name (`/proc/cpuinfo`), else what `platform` knows of it (`x86_64`)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_kernels() -> str:

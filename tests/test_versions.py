@@ -21,3 +21,17 @@ def test_cpu_kernels_is_the_capability_torch_dispatches_to():
 
     assert versions.cpu_kernels() == torch.backends.cpu.get_cpu_capability()
     assert versions.cpu_kernels() in torch.__config__.show()  # "CPU capability usage: AVX2"
+
+
+def test_cpu_model_reads_the_model_name_or_falls_back(monkeypatch, tmp_path):
+    import builtins
+    import platform
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU @ 1.00GHz\nflags\t: fpu\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path,
+                                                                           *a, **k))
+    assert versions.cpu_model() == "Test CPU @ 1.00GHz"
+    info.unlink()  # no /proc/cpuinfo (macOS): what platform knows
+    assert versions.cpu_model() == (platform.processor() or platform.machine())
