@@ -41,6 +41,7 @@ ABLATIONS = {  # name -> distill overrides on the ACGKD banks (acgkd.md §12)
     "densify strong": ["distill.augment.edge_add=0.7"],
     "temperature 6": ["distill.temperature.mode=fixed", "distill.temperature.value=6"],
     "balanced KD": ["distill.class_weight=balanced"],
+    "prior KD weights": ["distill.class_weight=prior"],  # not in acgkd.md §12: docs/distill.md, "The class lean"
     "adversarial rounds": ["distill.adversarial.rounds=true"],
     "resample": ["distill.resample=true"],
 }
@@ -51,6 +52,7 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
     "running BN targets": ["generate.bn_target=running"],
     "finalize mode": ["generate.acgkd.finalize=mode"],
     "size-coupled degrees": ["generate.acgkd.degree_coupling=0.5"],  # not in acgkd.md §12: docs/generate.md
+    "prior targets": ["generate.targets=prior"],  # not in acgkd.md §12: docs/distill.md, "The class lean"
 }
 
 

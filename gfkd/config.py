@@ -274,7 +274,8 @@ class GenerateConfig(_Frozen):
                                                             "histogram; uniform: [0.5, 1.5] x mean; range: node_range")
     node_range: tuple[int, int] = Field((10, 29), description="nodes = range: n ~ Uniform{lo..hi}")
     max_nodes: int = Field(256, ge=2, description="node counts above are clamped (and counted)")
-    targets: Literal["balanced", "uniform"] = Field("balanced", description="target labels of the pseudo-graphs")
+    targets: Literal["balanced", "uniform", "prior"] = Field("balanced", description="target labels of the pseudo-graphs; "
+                                                             "prior: in the teacher's training class shares (metadata)")
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
     batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
@@ -370,7 +371,9 @@ class DistillConfig(_Frozen):
     feat_weight: float = Field(1.0, ge=0, description="γ: weight of the projected-embedding loss")
     feat_level: Literal["node", "graph"] = Field("node", description="match node or pooled embeddings")
     beta_ce: float = Field(0.0, ge=0, description="weight of CE to the generation targets")
-    class_weight: Literal["auto", "none", "balanced"] = Field("auto", description="auto: balanced on featureless sets")
+    class_weight: Literal["auto", "none", "balanced", "prior"] = Field(
+        "auto", description="auto: balanced on featureless sets; prior: the teacher's predicted classes reweighted to "
+        "its training class shares (metadata)")
     temperature: TemperatureConfig = TemperatureConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -3,7 +3,8 @@
 Node counts come from the teacher's metadata (never from the dataset): drawn with replacement from the training
 node-count histogram (`empirical`), uniform on [max(4, ⌊0.5·n̄⌋), ⌈1.5·n̄⌉] (`uniform`) or on an explicit
 range (`range`, GFKD's MUTAG parity [10, 29]); counts above `max_nodes` are clamped.
-Targets are balanced (g mod C, then a seeded shuffle) or i.i.d. uniform. A bank of M graphs is cut into
+Targets are balanced (g mod C, then a seeded shuffle), i.i.d. uniform, or `prior`: the class shares of the teacher's
+training set (the metadata's class counts, apportioned to M by largest remainder, then a seeded shuffle). A bank of M graphs is cut into
 ⌈M / batch_size⌉ chunks that each mix node counts (graphs sorted by size are dealt round-robin) and are sorted
 inside, so padding stays small while each chunk's BN statistics span all sizes. Every random draw comes from a
 torch.Generator seeded by `derive_seed(seed, bank, ...)`.
@@ -37,6 +38,21 @@ class BankPlan:
     clamped: int  # how many counts were clamped to max_nodes
 
 
+def prior_counts(meta: dict, total: int) -> Tensor:
+    """`total` split over the classes in the shares of the metadata's training class counts [C] (largest remainder;
+    ties to the lower class), so the counts sum to `total` and each is within 1 of its share."""
+    if "class_counts" not in meta:
+        raise ValueError("targets = prior needs class_counts in the teacher's metadata: retrain the teacher")
+    counts = torch.tensor(meta["class_counts"], dtype=torch.float64)
+    share = counts / counts.sum() * total
+    n = share.floor().long()
+    rest = total - int(n.sum())
+    if rest:
+        order = sorted(range(len(n)), key=lambda c: (-(share[c] - n[c]).item(), c))
+        n[order[:rest]] += 1
+    return n
+
+
 def plan_bank(meta: dict, num_graphs: int, seed: int, bank: int, nodes: str = "empirical", targets: str = "balanced",
               max_nodes: int = 256, batch_size: int = 256, node_range: tuple[int, int] = (10, 29)) -> BankPlan:
     """Node counts, targets and chunks of bank `bank` from the teacher's data metadata `meta`."""
@@ -55,6 +71,9 @@ def plan_bank(meta: dict, num_graphs: int, seed: int, bank: int, nodes: str = "e
     C = int(meta["num_classes"])
     if targets == "balanced":
         y = torch.arange(num_graphs) % C
+        y = y[torch.randperm(num_graphs, generator=g)]
+    elif targets == "prior":
+        y = torch.repeat_interleave(torch.arange(C), prior_counts(meta, num_graphs))
         y = y[torch.randperm(num_graphs, generator=g)]
     else:
         y = torch.randint(0, C, (num_graphs,), generator=g)

@@ -127,11 +127,15 @@ def calibrated_tau(z_t: Tensor, confidence: float, lo: float, hi: float, steps: 
     return float(b)
 
 
-def class_balance_weights(pred: Tensor, num_classes: int) -> Tensor:
-    """Inverse-frequency weight per class of the teacher's predictions `pred` [M] → [C] (mean weight 1 per graph).
-    A class the teacher never predicted gets the largest weight of the others, not M/C: a graph of it redrawn later
-    (adversarial rounds, augmentation) must not outweigh its whole batch."""
+def class_balance_weights(pred: Tensor, num_classes: int, prior: Tensor | None = None) -> Tensor:
+    """Weight per class of the teacher's predictions `pred` [M] → [C] (mean weight 1 per graph) that gives each class
+    the share `prior` [C] of the total weight (default 1/C: inverse frequency). A class the teacher never predicted gets
+    the largest weight of the others, not M/C: a graph of it redrawn later (adversarial rounds, augmentation) must not
+    outweigh its whole batch."""
     counts = torch.bincount(pred, minlength=num_classes).float()
-    w = counts.sum() / (num_classes * counts.clamp_min(1))
+    if prior is None:
+        w = counts.sum() / (num_classes * counts.clamp_min(1))
+    else:
+        w = counts.sum() * (prior.float() / prior.float().sum()) / counts.clamp_min(1)
     seen = counts > 0
     return torch.where(seen, w, w[seen].max() if seen.any() else torch.ones(()))

@@ -30,6 +30,7 @@ from torch_geometric.loader import DataLoader
 from gfkd.config import DistillConfig, RunConfig
 from gfkd.data.splits import make_split
 from gfkd.distillation import distill_student
+from gfkd.errors import ConfigError
 from gfkd.generators.rounds import AdversarialRounds, load_states
 from gfkd.io.atomic import write_json
 from gfkd.io.checkpoint import save_checkpoint
@@ -115,6 +116,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     balanced = dc.class_weight == "balanced" or (dc.class_weight == "auto" and featureless)
     pseudo_pred = torch.cat([g.teacher_logits for g in pseudo]).argmax(-1)
     class_weights = class_balance_weights(pseudo_pred, teacher.num_classes) if balanced else None
+    if dc.class_weight == "prior":  # the teacher's training class shares, from its metadata (protocol.md §1)
+        if "class_counts" not in meta["data"]:
+            raise ConfigError(f"distill.class_weight=prior: {teacher_pt} has no class_counts in its metadata; "
+                              "retrain the teacher or use distill.class_weight=none")
+        class_weights = class_balance_weights(pseudo_pred, teacher.num_classes,
+                                              torch.tensor(meta["data"]["class_counts"]))
     logger.params({"distill": cfg.distill.model_dump(mode="json"), "effective": dc.model_dump(mode="json"),
                    "pseudo_graphs": len(pseudo), "banks": banks, "class_weights": class_weights.tolist()
                    if class_weights is not None else "none", "teacher_dir": str(teacher_dir),

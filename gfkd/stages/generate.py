@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from gfkd.config import RunConfig
+from gfkd.errors import ConfigError
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import make_generator, plan_bank
 from gfkd.generators.base import GenContext, sidecar_name, state_name, teacher_verdict
@@ -74,6 +75,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         targets = "uniform"
         if data_meta.get("dataset") == "MUTAG":
             nodes, node_range = "range", (10, 29)
+    if targets == "prior" and "class_counts" not in data_meta:
+        raise ConfigError(f"generate.targets=prior: the teacher's metadata has no class_counts; retrain the teacher or "
+                          "use generate.targets=balanced")
     plans = [plan_bank(data_meta, M, cfg.split_seed, bank, nodes, targets, gc.max_nodes, gc.batch_size, node_range)
              for bank in range(gc.banks)]
     jobs = [(bank, c, idx) for bank, plan in enumerate(plans) for c, idx in enumerate(plan.chunks)]

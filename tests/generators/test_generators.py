@@ -7,7 +7,7 @@ import torch
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
-from gfkd.generators.bank import make_generator, plan_bank
+from gfkd.generators.bank import make_generator, plan_bank, prior_counts
 from gfkd.generators.base import dense_logits, teacher_verdict
 from gfkd.generators.concrete import real_pairs
 
@@ -138,6 +138,18 @@ def test_bank_plan_is_data_free_balanced_and_chunked():
     again = plan_bank(meta, 100, seed=0, bank=2, batch_size=30)
     other = plan_bank(meta, 100, seed=0, bank=3, batch_size=30)
     assert torch.equal(plan.targets, again.targets) and not torch.equal(plan.targets, other.targets)
+
+
+def test_prior_targets_follow_the_metadata_class_shares():
+    meta = {"node_count_hist": {"5": 3}, "num_classes": 3, "nodes_mean": 5.0, "class_counts": [63, 125, 0]}
+    plan = plan_bank(meta, 151, seed=0, bank=0, targets="prior")
+    assert torch.bincount(plan.targets, minlength=3).tolist() == [51, 100, 0]  # 50.4 and 99.6: the larger remainder
+    assert prior_counts({"class_counts": [1, 1]}, 5).tolist() == [3, 2]  # a tie goes to the lower class
+    assert prior_counts({"class_counts": [2, 1, 1]}, 4).tolist() == [2, 1, 1]
+    again = plan_bank(meta, 151, seed=0, bank=0, targets="prior")
+    assert torch.equal(plan.targets, again.targets) and not torch.equal(plan.targets, plan.targets.sort().values)
+    with pytest.raises(ValueError, match="class_counts"):
+        plan_bank({"node_count_hist": {"5": 1}, "num_classes": 2}, 10, 0, 0, targets="prior")
 
 
 @pytest.mark.parametrize("mode", ["none", "budget"])

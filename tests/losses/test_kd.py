@@ -81,6 +81,16 @@ def test_class_balance_weights_equalise_classes():
     assert math.isclose(float(w[torch.tensor([0, 0, 0, 1])].sum()), 4.0)
 
 
+def test_prior_class_weights_give_each_class_its_prior_share_of_the_total_weight():
+    pred = torch.tensor([0, 0, 0, 1])  # the teacher says class 0 for 3 of 4 graphs; the prior says 1 in 3
+    w = class_balance_weights(pred, 2, torch.tensor([1, 2]))
+    assert torch.allclose(w, torch.tensor([4 / 9, 8 / 3]))
+    per_graph = w[pred]
+    assert math.isclose(float(per_graph.sum()), 4.0, rel_tol=1e-6)  # mean weight 1 per graph
+    assert math.isclose(float(per_graph[pred == 0].sum() / per_graph.sum()), 1 / 3, rel_tol=1e-6)
+    assert torch.equal(class_balance_weights(pred, 2, torch.tensor([5, 5])), class_balance_weights(pred, 2))
+
+
 def test_calibrated_tau_is_the_smallest_tau_that_brings_the_mean_top_probability_down_to_the_level():
     z = torch.tensor([[4.0, 0.0], [3.0, 0.0], [0.5, 0.0]])  # [M, C]: two confident graphs, one unsure
     assert mean_top_probability(z, 1e6) == pytest.approx(0.5, abs=1e-5)
