@@ -4,6 +4,8 @@ the same inputs under torch's deterministic kernels, as `run.deterministic` sets
     python benchmarks/determinism.py --device cuda --dataset Cora --out /tmp/cuda.json
     python benchmarks/determinism.py --report /tmp/cpu.json /tmp/cuda.json --out docs/benchmarks/determinism.md
 
+The rows "sparse x · W" and "sparse adj · h" are the products gfkd's students compute (`gfkd.models.spmm`: since
+the first CUDA run, a gather and an index_add_ on CUDA; before it, torch.sparse.mm, which the cuSPARSE rows measure).
 Each probe runs `--repeats` times; a probe repeats when every tensor it returns (outputs, then gradients) is equal to
 the first run's, bit for bit. The strict check runs one GAT student's forward and backward with
 `torch.use_deterministic_algorithms(True)` (no warn_only): an op without a deterministic kernel raises there, by name.
@@ -32,6 +34,7 @@ def probes(g, device):
     from gfkd.config import GroupConfig
     from gfkd.group.node import build_models, settings_from_config, train_group
     from gfkd.models.node_students import GATLayer, NodeStudent, _mm
+    from gfkd.models.spmm import spmm
 
     cpu = torch.Generator().manual_seed(0)
 
@@ -78,6 +81,10 @@ def probes(g, device):
         return run
 
     return {
+        "torch.sparse.mm(x, W) (cuSPARSE)": lambda: with_grad(lambda w: torch.sparse.mm(g.x, w), [leaf("w")],
+                                                               fixed["up_nw"]),
+        "torch.sparse.mm(adj, h) (cuSPARSE)": lambda: with_grad(lambda h: torch.sparse.mm(g.adj, h), [leaf("h")],
+                                                                 fixed["up_h"]),
         "sparse x · W (GAT and GCN input layer)": lambda: with_grad(lambda w: _mm(g.x, w), [leaf("w")], fixed["up_nw"]),
         "gather a[src] (GAT attention scores)": lambda: with_grad(lambda a: a[src], [leaf("a")], fixed["up_e"]),
         "PyG softmax over dst (GAT attention)": lambda: with_grad(lambda t: softmax(t, dst, num_nodes=n),
@@ -88,8 +95,8 @@ def probes(g, device):
                                                                       fixed["up_nw"]),
         "index_add_ over dst (the same sum)": lambda: with_grad(
             lambda m: m.new_zeros(n, heads, out).index_add_(0, dst, m), [leaf("msg")], fixed["up_n"]),
-        "sparse adj · h (GCN, discriminator)": lambda: with_grad(lambda h: torch.sparse.mm(g.adj, h), [leaf("h")],
-                                                                  fixed["up_h"]),
+        "sparse adj · h (GCN, SAGE, discriminator)": lambda: with_grad(lambda h: spmm(g.adj, h), [leaf("h")],
+                                                                        fixed["up_h"]),
         "GAT layer (no dropout)": gat_layer,
         "GAT student (train mode)": student("gat"),
         "GCN student (train mode)": student("gcn"),

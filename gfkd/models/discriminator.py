@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from gfkd.models.spmm import spmm
+
 
 class GCNDiscriminator(nn.Module):
     """Args: in_dim d, hidden d_D, layers 2 (or 1), out_relu: ReLU before the sigmoid."""
@@ -35,7 +37,7 @@ class GCNDiscriminator(nn.Module):
         """h: [N, d], adj: [N, N] sparse normalised adjacency, or None for the graph-agnostic D (the same layers
         on each node alone, an MLP) → logits s: [N]."""
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = (h @ w if adj is None else torch.sparse.mm(adj, h @ w)) + b
+            h = (h @ w if adj is None else spmm(adj, h @ w)) + b
             if i < len(self.weights) - 1:
                 h = h.relu()
         s = h.squeeze(-1)

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import add_remaining_self_loops, remove_self_loops, scatter, softmax
 
+from gfkd.models.spmm import spmm
+
 BACKBONES = ("gcn", "gat", "sage")
 DEFAULT_DROPOUT = {"gcn": 0.5, "gat": 0.6, "sage": 0.5}
 
@@ -122,7 +124,7 @@ def sparse_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 def _mm(x: Tensor, w: Tensor) -> Tensor:
     """x: [N, F] sparse or dense, w: [F, H] → x·w: [N, H]."""
-    return torch.sparse.mm(x, w) if x.is_sparse else x @ w
+    return spmm(x, w) if x.is_sparse else x @ w
 
 
 def _glorot(*shape: int) -> nn.Parameter:
@@ -197,17 +199,17 @@ class NodeStudent(nn.Module):
         p, train = self.dropout, self.training
         if self.backbone == "gcn":
             a = self.adjacency(g)
-            pre = torch.sparse.mm(a, _mm(g.x, self.w1)) + self.b1  # [N, 16]
+            pre = spmm(a, _mm(g.x, self.w1)) + self.b1  # [N, 16]
             act = pre.relu()
             if self.gcn_reference:
-                return torch.sparse.mm(a, act @ self.w2) + self.b2, pre
-            return torch.sparse.mm(a, dropout(act, p, train) @ self.w2) + self.b2, act
+                return spmm(a, act @ self.w2) + self.b2, pre
+            return spmm(a, dropout(act, p, train) @ self.w2) + self.b2, act
         if self.backbone == "gat":
             ei = g.edge_index_loops if self.gat_self_loops else g.edge_index
             h = self.conv1(sparse_dropout(g.x, p, train), ei).relu()  # [N, 8·16]
             return self.conv2(dropout(h, p, train), ei), h
         x = sparse_dropout(g.x, p, train)
-        h = (torch.sparse.mm(g.adj_mean, _mm(x, self.l1)) + _mm(x, self.r1) + self.b1).relu()  # [N, 16]
+        h = (spmm(g.adj_mean, _mm(x, self.l1)) + _mm(x, self.r1) + self.b1).relu()  # [N, 16]
         hd = dropout(h, p, train)
-        z = torch.sparse.mm(g.adj_mean, hd @ self.l2) + hd @ self.r2 + self.b2
+        z = spmm(g.adj_mean, hd @ self.l2) + hd @ self.r2 + self.b2
         return z, (hd if self.sage_h == "after_dropout" else h)
