@@ -274,8 +274,9 @@ class GenerateConfig(_Frozen):
                                                             "histogram; uniform: [0.5, 1.5] x mean; range: node_range")
     node_range: tuple[int, int] = Field((10, 29), description="nodes = range: n ~ Uniform{lo..hi}")
     max_nodes: int = Field(256, ge=2, description="node counts above are clamped (and counted)")
-    targets: Literal["balanced", "uniform", "prior"] = Field("balanced", description="target labels of the pseudo-graphs; "
-                                                             "prior: in the teacher's training class shares (metadata)")
+    targets: Literal["balanced", "uniform", "prior"] = Field(
+        "balanced", description="target labels of the pseudo-graphs; prior: in the training class shares (metadata "
+        "class_counts: not data-free, protocol.md §1; a diagnostic)")
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
     batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
@@ -373,7 +374,7 @@ class DistillConfig(_Frozen):
     beta_ce: float = Field(0.0, ge=0, description="weight of CE to the generation targets")
     class_weight: Literal["auto", "none", "balanced", "prior"] = Field(
         "auto", description="auto: balanced on featureless sets; prior: the teacher's predicted classes reweighted to "
-        "its training class shares (metadata)")
+        "the training class shares (metadata class_counts: not data-free, protocol.md §1; a diagnostic)")
     temperature: TemperatureConfig = TemperatureConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     augment: AugmentConfig = AugmentConfig()

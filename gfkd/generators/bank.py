@@ -4,7 +4,8 @@ Node counts come from the teacher's metadata (never from the dataset): drawn wit
 node-count histogram (`empirical`), uniform on [max(4, ⌊0.5·n̄⌋), ⌈1.5·n̄⌉] (`uniform`) or on an explicit
 range (`range`, GFKD's MUTAG parity [10, 29]); counts above `max_nodes` are clamped.
 Targets are balanced (g mod C, then a seeded shuffle), i.i.d. uniform, or `prior`: the class shares of the teacher's
-training set (the metadata's class counts, apportioned to M by largest remainder, then a seeded shuffle). A bank of M graphs is cut into
+training set (the metadata's class counts, apportioned to M by largest remainder, then a seeded shuffle; the class
+counts are outside protocol.md §1's data-free list, so `prior` is a diagnostic, not a data-free setting). A bank of M graphs is cut into
 ⌈M / batch_size⌉ chunks that each mix node counts (graphs sorted by size are dealt round-robin) and are sorted
 inside, so padding stays small while each chunk's BN statistics span all sizes. Every random draw comes from a
 torch.Generator seeded by `derive_seed(seed, bank, ...)`.

@@ -116,7 +116,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     balanced = dc.class_weight == "balanced" or (dc.class_weight == "auto" and featureless)
     pseudo_pred = torch.cat([g.teacher_logits for g in pseudo]).argmax(-1)
     class_weights = class_balance_weights(pseudo_pred, teacher.num_classes) if balanced else None
-    if dc.class_weight == "prior":  # the teacher's training class shares, from its metadata (protocol.md §1)
+    if dc.class_weight == "prior":  # the training class shares: outside protocol.md §1's data-free list, a diagnostic
         if "class_counts" not in meta["data"]:
             raise ConfigError(f"distill.class_weight=prior: {teacher_pt} has no class_counts in its metadata; "
                               "retrain the teacher or use distill.class_weight=none")
@@ -192,7 +192,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     metrics = summarise(records)
     metrics[f"{STAGE}/time/stage_s"] = time.perf_counter() - t_stage
     results = {"records": {k: {kk: vv for kk, vv in r.items() if kk != "history"} for k, r in records.items()},
-               "summary": metrics, "pseudo_graphs": len(pseudo), "banks": banks, "fold_hash": split.fold_hash}
+               "summary": metrics, "pseudo_graphs": len(pseudo), "banks": banks, "fold_hash": split.fold_hash,
+               "class_weights": class_weights.tolist() if class_weights is not None else None}
     write_json(staging / "results.json", results)
     fig = distill_curves(records["pseudo-s0"]["history"], STAGE)
     fig.savefig(staging / "curves.png", dpi=110)

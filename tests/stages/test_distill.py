@@ -10,6 +10,7 @@ import torch
 
 from gfkd.config import resolve_config
 from gfkd.data import datasets
+from gfkd.errors import ConfigError
 from gfkd.io.manifest import valid_manifest
 from gfkd.layout import RunLayout
 from gfkd.stages import distill, generate
@@ -99,6 +100,36 @@ def test_plain_recipe_uses_an_own_head_and_fixed_temperature(tmp_path, tiny_root
     assert rec["spec"]["kind"] == "plain" and out.manifest.metrics["distill/params/projector"] == 0
     assert {h["distill/train/tau"] for h in rec["history"]} == {2.0}
     assert {h["distill/train/fraction"] for h in rec["history"]} == {1.0}
+
+
+def test_prior_class_weights_give_the_teacher_classes_the_training_shares(tmp_path, tiny_root, tiny_teacher_dir,
+                                                                           shard_dir):
+    import shutil
+
+    from gfkd.io.shards import read_shard_set, table_to_graphs
+
+    teacher = tmp_path / "teacher"  # the tiny set is balanced: give the copy's metadata a 3 : 1 training split
+    shutil.copytree(tiny_teacher_dir, teacher)
+    meta = json.loads((teacher / "teacher.json").read_text())
+    meta["data"]["class_counts"] = [24, 8]
+    (teacher / "teacher.json").write_text(json.dumps(meta))
+    layout = RunLayout(tmp_path / "run")
+    distill.run(_cfg(tiny_root, tmp_path, "distill.class_weight=prior", "distill.baselines=[]", "distill.seeds=1"),
+                layout, "k", teacher_dir=teacher, generate_dir=shard_dir)
+    w = torch.tensor(json.loads((layout.stage_dir("distill") / "results.json").read_text())["class_weights"])
+    graphs = [g for t in read_shard_set(shard_dir / "shards") for g in table_to_graphs(t)]
+    pred = torch.cat([g.teacher_logits.view(1, -1) for g in graphs]).argmax(-1)
+    per_class = torch.bincount(pred, minlength=2).float() * w  # total weight of each predicted class
+    assert torch.allclose(per_class / per_class.sum(), torch.tensor([0.75, 0.25]), atol=1e-6)
+    plain = RunLayout(tmp_path / "plain")
+    distill.run(_cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1"), plain, "k2",
+                teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    assert json.loads((plain.stage_dir("distill") / "results.json").read_text())["class_weights"] is None
+    del meta["data"]["class_counts"]  # a teacher saved before the field: a one-line error naming the fix
+    (teacher / "teacher.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="class_counts"):
+        distill.run(_cfg(tiny_root, tmp_path, "distill.class_weight=prior", "distill.baselines=[]"),
+                    RunLayout(tmp_path / "old"), "k3", teacher_dir=teacher, generate_dir=shard_dir)
 
 
 def test_the_curriculum_admits_every_graph_by_the_last_epoch_even_at_until_1(tmp_path, tiny_root, tiny_teacher_dir,
