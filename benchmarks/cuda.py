@@ -152,6 +152,7 @@ def render(runs: list[dict], command: str) -> str:
         what = (f"the default config on {cfg['dataset']} fold {cfg['fold']}{over}" if cfg else "the node groups only")
         lines.append(f"- **{label}**: {what}, "
                      f"`run.device={r['device']}`; `{r['command']}` at {r['commit']}, {r['date']}; {r['machine']}"
+                     + (f" ({r['note']})" if r.get("note") else "")
                      + (f"; stopped by: {r['error']}" if r.get("error") else "")
                      + (f"; stages not reached: {', '.join(missing)}" if missing else ""))
     lines += ["\n## Stages\n", head]
