@@ -32,13 +32,15 @@ def test_a_cpu_run_records_every_stage_and_the_report_sets_runs_side_by_side(tmp
     assert [s["stage"] for s in rec["stages"]] == ["teacher", "generate", "distill", "group", "evaluate"]
     assert all(s["wall_s"] > 0 and s["metrics"] for s in rec["stages"])
     assert "teacher/test/acc" in rec["stages"][0]["metrics"] and rec["node"] == [] and "error" not in rec
-    stopped = dict(rec, device="cuda", stages=rec["stages"][:3])  # as a run killed at a time limit leaves it
+    stopped = dict(rec, device="cuda", stages=rec["stages"][:3], note="commit corrected")  # as a run killed at a
+    # time limit leaves it, with a note added by hand
     (tmp_path / "stopped.json").write_text(json.dumps(stopped))
     page = tmp_path / "page.md"
     r = _run("--report", str(out), str(tmp_path / "stopped.json"), "--out", str(page), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     text = page.read_text()
     assert "| | [1] CPU | [2] CUDA |" in text and "stages not reached: group, evaluate" in text
+    assert text.count("(commit corrected)") == 1
     acc = f"{rec['stages'][0]['metrics']['teacher/test/acc']:.4f}"
     assert f"| teacher: teacher test accuracy | {acc} | {acc} |" in text
     assert "| group: wall time (s) | " in text and text.count("—") >= 4  # the stopped run's group and evaluate
