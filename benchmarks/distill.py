@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -399,7 +400,7 @@ def command_line(args, wall: float | None) -> str:
     if "--ran-with" in argv:  # the producing command is printed on its own line
         i = argv.index("--ran-with")
         argv = argv[:i] + argv[i + 2:]
-    cmd = "`python benchmarks/distill.py " + " ".join(argv) + "`"
+    cmd = "`python benchmarks/distill.py " + shlex.join(argv) + "`"  # quoted: a name with spaces stays one argument
     if args.ran_with:
         cmd += f", cells produced by: `{args.ran_with}`"
     if wall is not None:  # the cells were made here: say where, so a cell that moves on another machine can be told

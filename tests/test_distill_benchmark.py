@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,3 +197,14 @@ def test_the_recipe_check_judges_on_val_selected_numbers_as_acgkd_md_says():
     acgkd["val_sel"][0] = 0.645  # within the −1 point of acgkd.md §8
     [line] = [t for t in bench.targets({"ACGKD": acgkd, "ACGKD, plain recipe": plain}) if "distill.recipe" in t]
     assert "level or better, default kept (-0.5 points val-selected" in line
+
+
+def test_the_recorded_command_keeps_a_name_with_spaces_one_argument(monkeypatch):
+    import argparse
+    import shlex
+
+    argv = ["benchmarks/distill.py", "--ablation-set", "prior targets", "no curriculum", "--runs", "/tmp/r"]
+    monkeypatch.setattr(sys, "argv", argv)
+    cmd = bench.command_line(argparse.Namespace(ran_with="", jobs=1), None)
+    assert cmd == "`python benchmarks/distill.py --ablation-set 'prior targets' 'no curriculum' --runs /tmp/r`"
+    assert shlex.split(cmd.strip("`"))[3] == "prior targets"
