@@ -38,7 +38,7 @@ from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from benchmarks.generation_trace import bucket_names, density_cells  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
-from gfkd.io.shards import read_shard_set  # noqa: E402
+from gfkd.io.shards import read_shard_set, table_to_graphs  # noqa: E402
 from gfkd.models.widened import build_student  # noqa: E402
 from gfkd.stages.teacher import load_teacher  # noqa: E402
 from gfkd.train import logits_of  # noqa: E402
@@ -79,21 +79,32 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
             out["density"][label] = (nb, np.array(mb) / (nb * (nb - 1)))
     models = {name: (root / gen, variant) for name, (gen, variant) in MODELS.items() if name not in drop}
     models |= {label: (path, "pseudo") for label, path in (also or {}).items()}
+    out["bank"] = {}  # data-free rows: (the teacher's class of each pseudo-graph of the bank, each student's)
     for name, (folder, variant) in models.items():
-        preds = []
+        preds, bank_preds = [], []
+        shards = folder / "generate" / "shards"
+        if not shards.is_dir():  # a distill-only ablation (acgkd-<name>) trained on its cell's ACGKD banks
+            shards = folder.parent / "acgkd" / "generate" / "shards"
+        bank = DataLoader([g for t in read_shard_set(shards) for g in table_to_graphs(t)], batch_size=256) \
+            if variant == "pseudo" and shards.is_dir() else None
         for ckpt in sorted((folder / "distill" / "students").glob(f"{variant}-s*.pt")):
             state, cmeta, _ = load_checkpoint(ckpt)
             student = build_student(cmeta["spec"], teacher)
             student.load_state_dict(state)
             preds.append(logits_of(student, loader, cpu)[0].argmax(-1).numpy())
+            if bank is not None:
+                bank_preds.append(logits_of(student, bank, cpu)[0].argmax(-1).numpy())
         if preds:
             out[name] = preds
+        if bank_preds:
+            t_bank = torch.cat([b.teacher_logits.view(b.num_graphs, -1) for b in bank]).argmax(-1).numpy()
+            out["bank"][name] = (t_bank, bank_preds)
     return out
 
 
 def _models(cell: dict) -> list[str]:
     """The rows of a cell with predictions: the teacher first, then the models in the cell's order."""
-    return ["teacher", *(k for k in cell if k not in ("y", "n", "teacher", "density"))]
+    return ["teacher", *(k for k in cell if k not in ("y", "n", "teacher", "density", "bank"))]
 
 
 def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, list[tuple[float, float]]], list[int]]:
@@ -145,6 +156,28 @@ def by_class(cells: list[dict]) -> tuple[list[float], dict[str, tuple[list[float
         out[model] = ([float((ps == k).mean()) for k in range(C)],
                       [float((ps[ys == k] == k).mean()) if (ys == k).any() else float("nan") for k in range(C)])
     return true_share, out
+
+
+def teacher_class_agreement(cells: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Per data-free model and teacher class c, pooled over cells and seeds: (the share of its bank's pseudo-graphs of
+    teacher class c that the student also puts in c, the same share on the real graphs scored). Is a class the
+    student misses on real graphs one it already missed on its own bank, or one the bank does not carry over?"""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for model in dict.fromkeys(m for c in cells for m in c.get("bank", {})):
+        tb, sb, tr, sr = [], [], [], []
+        for c in cells:
+            if model not in c.get("bank", {}):
+                continue
+            t_bank, bank_preds = c["bank"][model]
+            tb += [t_bank] * len(bank_preds)
+            sb += bank_preds
+            tr += [c["teacher"][0]] * len(c[model])
+            sr += c[model]
+        tb, sb, tr, sr = map(np.concatenate, (tb, sb, tr, sr))
+        C = int(max(tb.max(), tr.max())) + 1
+        out[model] = [(float((sb[tb == k] == k).mean()) if (tb == k).any() else float("nan"),
+                       float((sr[tr == k] == k).mean()) if (tr == k).any() else float("nan")) for k in range(C)]
+    return out
 
 
 def main() -> None:
@@ -202,6 +235,17 @@ def main() -> None:
             "| (true labels) | " + " | ".join(f"{v:.3f}" for v in true_share) + " |" + " — |" * C]
     out += [f"| {model} | " + " | ".join(f"{v:.3f}" for v in shares) + " | " + " | ".join(f"{v:.3f}" for v in rec)
             + " |" for model, (shares, rec) in classes.items()]
+    agree = teacher_class_agreement(cells)
+    if agree:
+        C = max(len(v) for v in agree.values())
+        where = "test graphs" if args.graphs == "test" else "graphs of the dataset"
+        out += ["", "Agreement with the teacher by the teacher's class, pooled over the folds and seeds: of the graphs "
+                f"the teacher puts in class c, the share the student puts there too, on its own bank (the "
+                f"pseudo-graphs it trained on) and on the real {where}:", "",
+                "| model | " + " | ".join(f"class {k}: bank | class {k}: real" for k in range(C)) + " |",
+                "|---|" + "---|" * (2 * C)]
+        out += [f"| {model} | " + " | ".join(f"{b:.3f} | {r:.3f}" for b, r in vals) + " |"
+                for model, vals in agree.items()]
     out += ["", "Mean edge density per bucket (graphs in brackets, pooled over folds):", "",
             "| graphs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label in cells[0]["density"]:

@@ -66,3 +66,15 @@ def test_by_class_says_which_way_the_errors_lean():
     assert true_share == [0.25, 0.75]
     assert res["ACGKD"] == ([0.5, 0.5], [1.0, 4 / 6])  # 4 of 8 predictions are 0 (true: 1 in 4); class 1 recalled 4 of 6
     assert res["teacher"] == ([0.5, 0.5], [1.0, 2 / 3])
+
+
+def test_teacher_class_agreement_sets_the_bank_beside_the_real_graphs():
+    # one cell, two seeds: on the bank the student follows the teacher in both classes; on the real graphs it
+    # misses half of the teacher's class-1 graphs
+    bank = (np.array([0, 0, 1, 1]), [np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])])
+    cell = {"y": np.array([0, 1, 1]), "teacher": [np.array([0, 1, 1])], "ACGKD": [np.array([0, 0, 1]),
+                                                                                 np.array([0, 1, 0])],
+            "bank": {"ACGKD": bank}}
+    res = bench.teacher_class_agreement([cell])
+    assert res == {"ACGKD": [(0.75, 1.0), (1.0, 0.5)]}
+    assert bench._models(cell) == ["teacher", "ACGKD"]  # the banks are no row of their own
