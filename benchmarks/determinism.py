@@ -13,6 +13,11 @@ the first run's, bit for bit. The strict check runs one GAT student's forward an
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
 import argparse
 import json
 import os
