@@ -62,7 +62,8 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
     loader = DataLoader(test, batch_size=256)
     cpu = torch.device("cpu")
     z_t, y = logits_of(teacher, loader, cpu)
-    out = {"y": y.numpy(), "n": np.array([g.num_nodes for g in test]), "teacher": [z_t.argmax(-1).numpy()]}
+    out = {"y": y.numpy(), "n": np.array([g.num_nodes for g in test]), "teacher": [z_t.argmax(-1).numpy()],
+           "teacher_p": z_t.softmax(-1).max(-1).values.numpy()}  # the teacher's top-class probability per graph
     train = ds.subset(split.train)
     n = np.array([g.num_nodes for g in train])
     out["density"] = {"real training graphs": (n, np.array([g.edge_index.size(1) for g in train]) / (n * (n - 1)))}
@@ -104,7 +105,7 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
 
 def _models(cell: dict) -> list[str]:
     """The rows of a cell with predictions: the teacher first, then the models in the cell's order."""
-    return ["teacher", *(k for k in cell if k not in ("y", "n", "teacher", "density", "bank"))]
+    return ["teacher", *(k for k in cell if k not in ("y", "n", "teacher", "teacher_p", "density", "bank"))]
 
 
 def table(cells: list[dict], edges: list[int]) -> tuple[list[str], dict[str, list[tuple[float, float]]], list[int]]:
@@ -156,6 +157,30 @@ def by_class(cells: list[dict]) -> tuple[list[float], dict[str, tuple[list[float
         out[model] = ([float((ps == k).mean()) for k in range(C)],
                       [float((ps[ys == k] == k).mean()) if (ys == k).any() else float("nan") for k in range(C)])
     return true_share, out
+
+
+def teacher_confidence_split(cells: list[dict]) -> dict[str, list[tuple[float, float, int, int]]]:
+    """Per data-free model and teacher class c, pooled over cells and seeds: the teacher's mean top-class probability
+    on the real graphs of class c that the student follows, and on those it misses, with their counts. Does the
+    student miss the graphs the teacher is unsure of, or confident ones?"""
+    out: dict[str, list[tuple[float, float, int, int]]] = {}
+    for model in dict.fromkeys(m for c in cells for m in c.get("bank", {})):
+        t, p, s = [], [], []
+        for c in cells:
+            for pred in c.get(model, []) if "teacher_p" in c else []:
+                t.append(c["teacher"][0])
+                p.append(c["teacher_p"])
+                s.append(pred)
+        if not t:
+            continue
+        t, p, s = map(np.concatenate, (t, p, s))
+        rows = []
+        for k in range(int(t.max()) + 1):
+            follow, miss = (t == k) & (s == k), (t == k) & (s != k)
+            rows.append((float(p[follow].mean()) if follow.any() else float("nan"),
+                         float(p[miss].mean()) if miss.any() else float("nan"), int(follow.sum()), int(miss.sum())))
+        out[model] = rows
+    return out
 
 
 def teacher_class_agreement(cells: list[dict]) -> dict[str, list[tuple[float, float]]]:
@@ -246,6 +271,13 @@ def main() -> None:
                 "|---|" + "---|" * (2 * C)]
         out += [f"| {model} | " + " | ".join(f"{b:.3f} | {r:.3f}" for b, r in vals) + " |"
                 for model, vals in agree.items()]
+        conf = teacher_confidence_split(cells)
+        out += ["", f"The teacher's mean top-class probability on the real {where} of its class c that the student "
+                "follows and that it misses (how many, pooled over the folds and seeds, in brackets):", "",
+                "| model | " + " | ".join(f"class {k}: followed | class {k}: missed" for k in range(C)) + " |",
+                "|---|" + "---|" * (2 * C)]
+        out += [f"| {model} | " + " | ".join(f"{f:.3f} ({nf}) | {m:.3f} ({nm})" for f, m, nf, nm in vals) + " |"
+                for model, vals in conf.items()]
     out += ["", "Mean edge density per bucket (graphs in brackets, pooled over folds):", "",
             "| graphs | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label in cells[0]["density"]:

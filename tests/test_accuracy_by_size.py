@@ -78,3 +78,13 @@ def test_teacher_class_agreement_sets_the_bank_beside_the_real_graphs():
     res = bench.teacher_class_agreement([cell])
     assert res == {"ACGKD": [(0.75, 1.0), (1.0, 0.5)]}
     assert bench._models(cell) == ["teacher", "ACGKD"]  # the banks are no row of their own
+
+
+def test_teacher_confidence_split_compares_followed_and_missed_graphs():
+    cell = {"y": np.array([0, 1, 1]), "teacher": [np.array([0, 1, 1])], "teacher_p": np.array([0.9, 0.6, 0.8]),
+            "ACGKD": [np.array([0, 0, 1]), np.array([0, 0, 1])], "bank": {"ACGKD": (np.array([0]), [np.array([0])])}}
+    res = bench.teacher_confidence_split([cell])
+    followed, missed, n_followed, n_missed = res["ACGKD"][0]
+    assert followed == 0.9 and np.isnan(missed) and (n_followed, n_missed) == (2, 0)
+    assert res["ACGKD"][1] == (0.8, 0.6, 2, 2)  # both seeds miss the unsure class-1 graph, follow the confident one
+    assert bench._models(cell) == ["teacher", "ACGKD"]
