@@ -11,7 +11,8 @@ kill, which no scan saw, is found by its environment and its start time: the par
 program it starts inherits, and a tagged process that started since the last scan is stopped too (one that started
 before it and is no descendant now left on purpose: it is left alone). A child forked without exec keeps the
 environment of the parent's own start, and a program started with an environment of its own carries no tag: those
-are found by the scans only. Linux only (it reads /proc); elsewhere a no-op.
+are found by the scans only. While it waits for them to stop it keeps searching for tagged processes, so one started
+by a process that is being stopped is stopped too. Linux only (it reads /proc); elsewhere a no-op.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def main(argv: list[str]) -> int:
     deadline = time.monotonic() + GRACE_S
     while (left := _still(left)) and time.monotonic() < deadline:
         time.sleep(0.2)
+        # a process still stopping may start another (a server's shutdown hook, a worker being replaced): tagged,
+        # it is found by the same search, stopped too, and waited for with the rest
+        new = {pid: start for pid, start in (tagged(tag, since) if tag else {}).items() if pid not in left}
+        _signal(new, signal.SIGTERM)
+        left |= new
     _signal(left, signal.SIGKILL)
     return 0
 

@@ -114,6 +114,39 @@ def test_a_child_started_just_before_the_kill_stops_too(tmp_path):
         _kill_all([child] if child else [])
 
 
+def test_a_process_started_by_a_child_while_it_is_being_stopped_stops_too(tmp_path):
+    """The child answers SIGTERM by starting another program (as a server's shutdown hook might), after the watchdog's
+    search for late tagged processes: the watchdog keeps searching while it waits, and stops that one too."""
+    pids = tmp_path / "pids"
+    on_term = (f"import signal, subprocess, sys, time\n"
+               f"def term(*_):\n"
+               f"    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+               f"    open({str(pids)!r}, 'a').write(str(p.pid) + chr(10))\n"
+               f"signal.signal(signal.SIGTERM, term)\n"
+               f"open({str(pids)!r}, 'a').write('ready' + chr(10))\n"
+               f"while True: time.sleep(0.1)\n")
+    parent = _parent(tmp_path, f"""
+        import subprocess, sys, time
+        from flows.watchdog import reap_descendants_on_kill
+        reap_descendants_on_kill()
+        subprocess.Popen([sys.executable, "-c", {on_term!r}], start_new_session=True)
+        time.sleep(600)
+    """)
+    late = 0
+    try:
+        assert _wait_for(lambda: pids.is_file() and "ready" in pids.read_text(), 60), "no child"
+        time.sleep(2)  # seen by a scan
+        os.kill(parent.pid, signal.SIGKILL)
+        assert _wait_for(lambda: len(pids.read_text().split()) == 2, 20), "the child was not told to stop"
+        late = int(pids.read_text().split()[1])
+        assert _wait_for(lambda: _gone(late), 20), "the process started while stopping outlived the parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        _kill_all([late] if late else [])
+        _kill_any_running_in(tmp_path)
+
+
 def test_a_tagged_process_that_left_the_tree_before_the_last_scan_is_left_alone(tmp_path):
     """Found in review: the tag alone also matched a program the command had detached on purpose (a shell's
     `sleep &` after the shell exits); only tagged processes started since the last scan are stopped."""
