@@ -92,7 +92,8 @@ def run_pipeline(args, record: dict, save) -> None:
             if args.device == "cuda":
                 torch.cuda.synchronize()
             rec = {"stage": stage, "wall_s": time.perf_counter() - t0, "metrics": out.manifest.metrics,
-                   "digest": out.manifest.digest}  # the outputs' checksums: equal digests = a byte-identical rerun
+                   "digest": out.manifest.digest,  # the outputs' checksums: equal digests = a byte-identical rerun
+                   "bytes": sum(f.stat().st_size for f in layout.stage_dir(stage).rglob("*") if f.is_file())}
             if args.device == "cuda":
                 rec["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
             record["stages"].append(rec)
@@ -167,6 +168,9 @@ def render(runs: list[dict], command: str) -> str:
         if any(stage in b and "digest" in b[stage] for b in by):
             lines.append(f"| {stage}: outputs' digest | " + " | ".join(
                 f"`{b[stage]['digest'][:12]}`" if stage in b and "digest" in b[stage] else "—" for b in by) + " |")
+        if any(stage in b and "bytes" in b[stage] for b in by):
+            lines.append(f"| {stage}: outputs' size (MiB) | " + " | ".join(
+                _num(b[stage]["bytes"] / 2**20, 1) if stage in b and "bytes" in b[stage] else "—" for b in by) + " |")
         if any(stage in b and "peak_gpu_bytes" in b[stage] for b in by):
             lines.append(f"| {stage}: peak GPU memory (MiB) | " + " | ".join(
                 _num(b[stage]["peak_gpu_bytes"] / 2**20, 0) if stage in b and "peak_gpu_bytes" in b[stage] else "—"

@@ -30,7 +30,7 @@ def test_a_cpu_run_records_every_stage_and_the_report_sets_runs_side_by_side(tmp
     assert r.returncode == 0, r.stderr[-3000:]
     rec = json.loads(out.read_text())
     assert [s["stage"] for s in rec["stages"]] == ["teacher", "generate", "distill", "group", "evaluate"]
-    assert all(s["wall_s"] > 0 and s["metrics"] for s in rec["stages"])
+    assert all(s["wall_s"] > 0 and s["metrics"] and s["bytes"] > 0 for s in rec["stages"])
     assert "teacher/test/acc" in rec["stages"][0]["metrics"] and rec["node"] == [] and "error" not in rec
     stopped = dict(rec, device="cuda", stages=rec["stages"][:3], note="commit corrected")  # as a run killed at a
     # time limit leaves it, with a note added by hand
@@ -43,6 +43,6 @@ def test_a_cpu_run_records_every_stage_and_the_report_sets_runs_side_by_side(tmp
     assert text.count("(commit corrected)") == 1
     acc = f"{rec['stages'][0]['metrics']['teacher/test/acc']:.4f}"
     assert f"| teacher: teacher test accuracy | {acc} | {acc} |" in text
-    assert "| group: wall time (s) | " in text and text.count("—") >= 4  # the stopped run's group and evaluate
+    assert "| generate: outputs' size (MiB) | " in text and "| group: wall time (s) | " in text and text.count("—") >= 4  # the stopped run's group and evaluate
     digest = rec["stages"][1]["digest"]
     assert len(digest) == 64 and f"| generate: outputs' digest | `{digest[:12]}` | `{digest[:12]}` |" in text
