@@ -41,7 +41,7 @@ FIGURES = {  # stage → (manifest metric, label) shown in the report
     "teacher": [("teacher/test/acc", "teacher test accuracy")],
     "generate": [("generate/time/wall_s", "generation wall time (s)"),
                  ("generate/quality/teacher_agreement", "teacher agreement with the targets")],
-    "distill": [("distill/test/acc", "ACGKD student test accuracy (mean over seeds)"),
+    "distill": [("distill/test/acc", "data-free student test accuracy (generate.method's; mean over seeds)"),
                 ("distill/test/acc_kd_real", "kd_real test accuracy"),
                 ("distill/test/acc_student_real", "student_real test accuracy"),
                 ("distill/test/collapsed", "collapsed ACGKD students")],
