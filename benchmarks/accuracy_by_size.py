@@ -81,25 +81,31 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
     models = {name: (root / gen, variant) for name, (gen, variant) in MODELS.items() if name not in drop}
     models |= {label: (path, "pseudo") for label, path in (also or {}).items()}
     out["bank"] = {}  # data-free rows: (the teacher's class of each pseudo-graph of the bank, each student's)
-    for name, (folder, variant) in models.items():
-        preds, bank_preds = [], []
+    banks: dict[Path, tuple[DataLoader, np.ndarray]] = {}  # read once per cell: ablations share their cell's banks
+
+    def bank_of(folder: Path) -> tuple[DataLoader, np.ndarray] | None:
         shards = folder / "generate" / "shards"
         if not shards.is_dir():  # a distill-only ablation (acgkd-<name>) trained on its cell's ACGKD banks
             shards = folder.parent / "acgkd" / "generate" / "shards"
-        bank = DataLoader([g for t in read_shard_set(shards) for g in table_to_graphs(t)], batch_size=256) \
-            if variant == "pseudo" and shards.is_dir() else None
+        if shards not in banks and shards.is_dir():
+            graphs = [g for t in read_shard_set(shards) for g in table_to_graphs(t)]
+            banks[shards] = (DataLoader(graphs, batch_size=256),
+                             torch.cat([g.teacher_logits.view(1, -1) for g in graphs]).argmax(-1).numpy())
+        return banks.get(shards)
+
+    for name, (folder, variant) in models.items():
+        preds, bank_preds = [], []
         for ckpt in sorted((folder / "distill" / "students").glob(f"{variant}-s*.pt")):
             state, cmeta, _ = load_checkpoint(ckpt)
             student = build_student(cmeta["spec"], teacher)
             student.load_state_dict(state)
             preds.append(logits_of(student, loader, cpu)[0].argmax(-1).numpy())
-            if bank is not None:
-                bank_preds.append(logits_of(student, bank, cpu)[0].argmax(-1).numpy())
+            if variant == "pseudo" and (bank := bank_of(folder)) is not None:
+                bank_preds.append(logits_of(student, bank[0], cpu)[0].argmax(-1).numpy())
         if preds:
             out[name] = preds
         if bank_preds:
-            t_bank = torch.cat([b.teacher_logits.view(b.num_graphs, -1) for b in bank]).argmax(-1).numpy()
-            out["bank"][name] = (t_bank, bank_preds)
+            out["bank"][name] = (bank[1], bank_preds)
     return out
 
 
@@ -167,7 +173,7 @@ def teacher_confidence_split(cells: list[dict]) -> dict[str, list[tuple[float, f
     for model in dict.fromkeys(m for c in cells for m in c.get("bank", {})):
         t, p, s = [], [], []
         for c in cells:
-            for pred in c.get(model, []) if "teacher_p" in c else []:
+            for pred in c.get(model, []):
                 t.append(c["teacher"][0])
                 p.append(c["teacher_p"])
                 s.append(pred)
