@@ -277,6 +277,8 @@ class GenerateConfig(_Frozen):
     targets: Literal["balanced", "uniform", "prior"] = Field(
         "balanced", description="target labels of the pseudo-graphs; prior: in the training class shares (metadata "
         "class_counts: not data-free, protocol.md §1; a diagnostic)")
+    confidence_low: float = Field(1.0, ge=0, le=1, description="acgkd: 1 = hard targets; below 1, soft targets: each "
+                                  "graph's label gets teacher probability c ~ U(max(this, 1/C), 1) (docs/generate.md)")
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
     batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from gfkd.errors import StageError
 from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, best_draw, cosine_factor, degree_features,
-                                  degree_input, dense_logits, node_mask)
+                                  degree_input, dense_logits, draw_score, node_mask, target_loss)
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import (concrete_sample, geometric_kappa, logistic_noise, pairs_to_adjacency,
                                       real_pairs, triu_pairs)
@@ -206,11 +206,13 @@ def histogram_weight(ctx: GenContext, teacher_start: bool) -> float:
 
 
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
-             step_offset: int = 0) -> FinalGraphs:
-    """Optimise one chunk of pseudo-graphs (num_nodes, targets: [B]) and finalise it."""
+             step_offset: int = 0, confidence: Tensor | None = None) -> FinalGraphs:
+    """Optimise one chunk of pseudo-graphs (num_nodes, targets: [B]; confidence: [B] for soft targets, None for
+    hard ones) and finalise it."""
     cfg, a = ctx.cfg, ctx.cfg.acgkd
     dev = ctx.device
     num_nodes, targets = num_nodes.to(dev), targets.to(dev)
+    confidence = None if confidence is None else confidence.to(dev)
     mask = node_mask(num_nodes)  # [B, N]
     B, N = mask.shape
     mode, xi = resolve_xi(ctx, N)
@@ -234,7 +236,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                 st.refresh()
             alpha = st.logits()  # [B, P]
             logits, x = _forward(ctx, st, alpha, phi, mask, num_nodes, kappa, gen, hard=a.sample == "st")
-            loss, terms = objective(ctx, st, alpha, logits, x, mask, targets, matcher)
+            loss, terms = objective(ctx, st, alpha, logits, x, mask, targets, matcher, confidence)
             if not torch.isfinite(loss):
                 bad = next(k for k, v in terms.items() if not torch.isfinite(v))
                 raise StageError(f"generate: non-finite loss term '{bad}' at step {t}: lower generate.acgkd.lr_structure "
@@ -252,15 +254,16 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
         matcher.remove()
     del sched, opt  # Adam's moments are not needed to finalise
     with torch.no_grad():
-        return _finalise(ctx, st, phi, mask, num_nodes, targets, gen, num_params, mode, xi)
+        return _finalise(ctx, st, phi, mask, num_nodes, targets, gen, num_params, mode, xi, confidence)
 
 
 def objective(ctx: GenContext, st: _Structure, alpha: Tensor, logits: Tensor, x: Tensor | None, mask: Tensor,
-              targets: Tensor, matcher: BNMatcher) -> tuple[Tensor, dict[str, Tensor]]:
+              targets: Tensor, matcher: BNMatcher, confidence: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The generation loss of acgkd.md §7 on one relaxed sample and its terms: CE(z_T, y) + β_BN·R_BN, plus the
-    one-hot prior (featureful sets: x is not None) and the degree prior (β_deg, auto: 1 on featureless sets)."""
+    one-hot prior (featureful sets: x is not None) and the degree prior (β_deg, auto: 1 on featureless sets). With
+    confidence c: [B] the CE is to soft targets (c on y; generate.confidence_low)."""
     a, cfg = ctx.cfg.acgkd, ctx.cfg
-    ce = F.cross_entropy(logits, targets)
+    ce = target_loss(logits, targets, confidence)
     r_bn = matcher.loss()
     loss = ce + cfg.beta_bn * r_bn
     terms = {"ce": ce, "bn": r_bn}
@@ -310,8 +313,9 @@ def node_features(ctx: GenContext, phi: Tensor | None, gen: torch.Generator, fin
 
 
 def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor, num_nodes: Tensor, targets: Tensor,
-              gen: torch.Generator, num_params: int, mode: str, xi: float) -> FinalGraphs:
-    """best_of_k: k hard draws per graph, keep the one the teacher gives the highest target probability."""
+              gen: torch.Generator, num_params: int, mode: str, xi: float, confidence: Tensor | None = None) -> FinalGraphs:
+    """best_of_k: k hard draws per graph, keep the one the teacher gives the highest target probability (soft
+    targets: the lowest CE to them)."""
     a = ctx.cfg.acgkd
     alpha = st.logits()
     N = mask.size(1)
@@ -324,7 +328,7 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
             draws = [(cand_alpha + logistic_noise(cand_alpha.shape, gen, ctx.device) > 0).float() for _ in range(k)]
         feats = [node_features(ctx, phi, gen, final=True) for _ in draws]  # one feature draw per structure draw
         feats = [None if x is None else x * mask.unsqueeze(-1) for x in feats]
-        best_w, best_x = _best_sparse_draw(ctx, st, draws, feats, mask, targets)
+        best_w, best_x = _best_sparse_draw(ctx, st, draws, feats, mask, targets, confidence)
         best_adj = st.to_adjacency(best_w)
         prob = st.to_adjacency(torch.sigmoid(cand_alpha))
         candidates = st.flat.numel() / len(num_nodes)
@@ -337,7 +341,7 @@ def _finalise(ctx: GenContext, st: _Structure, phi: Tensor | None, mask: Tensor,
         feats = [node_features(ctx, phi, gen, final=True) for _ in draws]
         feats = [None if x is None else x * mask.unsqueeze(-1) for x in feats]
         best_adj, best_x = best_draw(ctx, [(pairs_to_adjacency(d * st.pmask, N), x) for d, x in zip(draws, feats)],
-                                     mask, targets)
+                                     mask, targets, confidence)
         candidates = float(st.pmask.sum(1).float().mean())
     best_x = best_x if best_x is not None else degree_features(best_adj, mask, ctx.max_degree)
     info = {"xi": xi, "xi_mode_budget": float(mode == "budget"), "xi_mode_lowrank": float(mode == "lowrank"),
@@ -366,13 +370,14 @@ def _sparse_logits(ctx: GenContext, st: _Structure, w: Tensor, x: Tensor | None,
 
 
 def _best_sparse_draw(ctx: GenContext, st: _Structure, draws: list[Tensor], feats: list[Tensor | None],
-                      mask: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+                      mask: Tensor, targets: Tensor, confidence: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """Per graph, the draw (candidate pair values [K], features [B, N, F] or None) with the highest teacher
-    probability of the target, scored by the weighted sparse teacher on the candidate edges."""
+    probability of the target (soft targets: `draw_score`), scored by the weighted sparse teacher on the candidate
+    edges."""
     best, best_x, best_p = None, None, None
     for d, x_dense in zip(draws, feats):
         logits = _sparse_logits(ctx, st, d, x_dense, mask)
-        prob = F.softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
+        prob = draw_score(logits, targets, confidence)  # [B]
         if best is None:
             best, best_x, best_p = d, x_dense, prob
             continue

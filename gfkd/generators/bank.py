@@ -5,7 +5,10 @@ node-count histogram (`empirical`), uniform on [max(4, ⌊0.5·n̄⌋), ⌈1.5·
 range (`range`, GFKD's MUTAG parity [10, 29]); counts above `max_nodes` are clamped.
 Targets are balanced (g mod C, then a seeded shuffle), i.i.d. uniform, or `prior`: the class shares of the teacher's
 training set (the metadata's class counts, apportioned to M by largest remainder, then a seeded shuffle; the class
-counts are outside protocol.md §1's data-free list, so `prior` is a diagnostic, not a data-free setting). A bank of M graphs is cut into
+counts are outside protocol.md §1's data-free list, so `prior` is a diagnostic, not a data-free setting). With
+`confidence_low` below 1, each graph also gets a target confidence c ~ U(max(confidence_low, 1/C), 1), the teacher
+probability its label should reach (soft targets; drawn from a generator of its own, so the rest of the plan is the
+same as with hard targets). A bank of M graphs is cut into
 ⌈M / batch_size⌉ chunks that each mix node counts (graphs sorted by size are dealt round-robin) and are sorted
 inside, so padding stays small while each chunk's BN statistics span all sizes. Every random draw comes from a
 torch.Generator seeded by `derive_seed(seed, bank, ...)`.
@@ -37,6 +40,7 @@ class BankPlan:
     targets: Tensor  # [M] long in 0..C-1
     chunks: list[Tensor]  # index lists into the bank, each sorted by node count
     clamped: int  # how many counts were clamped to max_nodes
+    confidence: Tensor | None = None  # [M] float in [1/C, 1]: soft-target confidence; None: hard targets
 
 
 def prior_counts(meta: dict, total: int) -> Tensor:
@@ -55,7 +59,8 @@ def prior_counts(meta: dict, total: int) -> Tensor:
 
 
 def plan_bank(meta: dict, num_graphs: int, seed: int, bank: int, nodes: str = "empirical", targets: str = "balanced",
-              max_nodes: int = 256, batch_size: int = 256, node_range: tuple[int, int] = (10, 29)) -> BankPlan:
+              max_nodes: int = 256, batch_size: int = 256, node_range: tuple[int, int] = (10, 29),
+              confidence_low: float = 1.0) -> BankPlan:
     """Node counts, targets and chunks of bank `bank` from the teacher's data metadata `meta`."""
     g = make_generator(seed, bank, "plan")
     if nodes == "empirical":
@@ -84,4 +89,8 @@ def plan_bank(meta: dict, num_graphs: int, seed: int, bank: int, nodes: str = "e
     for c in range(num_chunks):
         idx = order[c::num_chunks]
         chunks.append(idx[torch.argsort(n[idx], stable=True)])
-    return BankPlan(num_nodes=n, targets=y, chunks=chunks, clamped=clamped)
+    confidence = None
+    if confidence_low < 1:
+        lo = max(confidence_low, 1 / C)
+        confidence = lo + (1 - lo) * torch.rand(num_graphs, generator=make_generator(seed, bank, "confidence"))
+    return BankPlan(num_nodes=n, targets=y, chunks=chunks, clamped=clamped, confidence=confidence)

@@ -139,13 +139,36 @@ def cosine_factor(total: int, floor: float = 0.01) -> Callable[[int], float]:
     return lambda t: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
 
 
+def soft_targets(targets: Tensor, confidence: Tensor, num_classes: int) -> Tensor:
+    """[B, C] target distributions: confidence c: [B] on the label targets: [B], (1 − c)/(C − 1) on each other class."""
+    rest = ((1 - confidence) / (num_classes - 1)).unsqueeze(1)  # [B, 1]
+    return rest.expand(-1, num_classes).scatter(1, targets.unsqueeze(1), confidence.unsqueeze(1))
+
+
+def target_loss(logits: Tensor, targets: Tensor, confidence: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """The generator's CE term: CE(z [B, C], y [B]), or with per-graph confidence c: [B] the CE to the soft targets,
+    whose minimum is the teacher giving the label probability c (generate.confidence_low)."""
+    if confidence is None:
+        return F.cross_entropy(logits, targets, reduction=reduction)
+    return F.cross_entropy(logits, soft_targets(targets, confidence.to(logits), logits.size(1)), reduction=reduction)
+
+
+def draw_score(logits: Tensor, targets: Tensor, confidence: Tensor | None = None) -> Tensor:
+    """[B], higher is better: the teacher's target probability (hard targets), or minus the CE to the soft targets,
+    so best-of-k keeps the draw closest to the confidence asked for."""
+    if confidence is None:
+        return F.softmax(logits, -1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    return -target_loss(logits, targets, confidence, reduction="none")
+
+
 @torch.no_grad()
-def best_draw(ctx: GenContext, draws: list[tuple[Tensor, Tensor]], mask: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def best_draw(ctx: GenContext, draws: list[tuple[Tensor, Tensor]], mask: Tensor, targets: Tensor,
+              confidence: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per graph, the (adj [B, N, N], x [B, N, F] or None for degree features) draw to which the teacher gives the
-    highest target probability."""
+    highest target probability (with soft targets: the lowest CE to them, `draw_score`)."""
     best_adj, best_x, best_p = None, None, None
     for adj, x in draws:
-        p = F.softmax(dense_logits(ctx, x, adj, mask), -1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [B]
+        p = draw_score(dense_logits(ctx, x, adj, mask), targets, confidence)  # [B]
         if best_adj is None:
             best_adj, best_x, best_p = adj, x, p
             continue

@@ -78,8 +78,11 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     if targets == "prior" and "class_counts" not in data_meta:
         raise ConfigError(f"generate.targets=prior: the teacher's metadata has no class_counts; retrain the teacher or "
                           "use generate.targets=balanced")
-    plans = [plan_bank(data_meta, M, cfg.split_seed, bank, nodes, targets, gc.max_nodes, gc.batch_size, node_range)
-             for bank in range(gc.banks)]
+    if gc.confidence_low < 1 and method != "acgkd":
+        raise ConfigError(f"generate.confidence_low={gc.confidence_low}: soft targets are built for generate.method=acgkd "
+                          f"only, not {method}; set generate.confidence_low=1")
+    plans = [plan_bank(data_meta, M, cfg.split_seed, bank, nodes, targets, gc.max_nodes, gc.batch_size, node_range,
+                       confidence_low=gc.confidence_low) for bank in range(gc.banks)]
     jobs = [(bank, c, idx) for bank, plan in enumerate(plans) for c, idx in enumerate(plan.chunks)]
     files, written, gen_wall = [], 0, 0.0
     bar = tqdm(jobs, desc=f"generate ({method})", unit="shard", disable=not sys.stderr.isatty())
@@ -93,8 +96,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         offset = (bank * len(plan.chunks) + c) * steps
         _sync(device)
         t0 = time.perf_counter()
+        soft = {} if plan.confidence is None else {"confidence": plan.confidence[idx]}
         final = generate(ctx, plan.num_nodes[idx], plan.targets[idx], gen, log=lambda s, m: logger.metrics(m, step=s),
-                         step_offset=offset)
+                         step_offset=offset, **soft)
         _sync(device)
         wall = time.perf_counter() - t0
         gen_wall += wall

@@ -71,6 +71,22 @@ def test_acgkd_lowers_the_loss_and_learns_targets(tiny_teacher_dir):
     assert torch.all((difficulty >= 0) & (difficulty <= 1))
 
 
+@pytest.mark.parametrize("mode", ["none", "budget"])
+def test_acgkd_soft_targets_stop_at_the_confidence(tiny_teacher_dir, mode):
+    """Soft targets (generate.confidence_low): the teacher's label probability ends near c instead of near 1."""
+    n, y = torch.full((16,), 6), torch.arange(16) % 2
+    probs = {}
+    for c in (None, 0.6):
+        ctx = make_ctx(tiny_teacher_dir, "generate.iterations=60", "generate.beta_bn=0", f"generate.acgkd.xi_mode={mode}",
+                       "generate.acgkd.xi=0.6")
+        conf = None if c is None else torch.full((16,), c)
+        g = acgkd.generate(ctx, n, y, make_generator(0, 0, 0), confidence=conf)
+        logits, _ = teacher_verdict(ctx, g)
+        probs[c] = logits.softmax(-1).gather(1, y.unsqueeze(1)).squeeze(1)  # [16]
+    assert (probs[0.6] - 0.6).abs().mean() < 0.5 * (probs[None] - 0.6).abs().mean()
+    assert probs[None].mean() > 0.8
+
+
 def test_acgkd_featureless_uses_degree_features(tiny_deg_teacher_dir):
     ctx = make_ctx(tiny_deg_teacher_dir, "generate.iterations=10")
     g = acgkd.generate(ctx, N, Y, make_generator(0, 0, 0))
@@ -150,6 +166,21 @@ def test_prior_targets_follow_the_metadata_class_shares():
     assert torch.equal(plan.targets, again.targets) and not torch.equal(plan.targets, plan.targets.sort().values)
     with pytest.raises(ValueError, match="class_counts"):
         plan_bank({"node_count_hist": {"5": 1}, "num_classes": 2}, 10, 0, 0, targets="prior")
+
+
+def test_soft_target_confidences_are_seeded_bounded_and_leave_the_rest_of_the_plan():
+    meta = {"node_count_hist": {"5": 3, "9": 1}, "num_classes": 3, "nodes_mean": 6.0}
+    hard = plan_bank(meta, 200, seed=0, bank=1, batch_size=64)
+    assert hard.confidence is None
+    soft = plan_bank(meta, 200, seed=0, bank=1, batch_size=64, confidence_low=0.7)
+    assert torch.equal(soft.num_nodes, hard.num_nodes) and torch.equal(soft.targets, hard.targets)
+    assert all(torch.equal(a, b) for a, b in zip(soft.chunks, hard.chunks))
+    assert soft.confidence.shape == (200,) and 0.7 <= soft.confidence.min() and soft.confidence.max() <= 1
+    assert soft.confidence.std() > 0.05  # spread over [0.7, 1], not one value
+    assert torch.equal(soft.confidence, plan_bank(meta, 200, 0, 1, batch_size=64, confidence_low=0.7).confidence)
+    assert not torch.equal(soft.confidence, plan_bank(meta, 200, 0, 2, batch_size=64, confidence_low=0.7).confidence)
+    low = plan_bank(meta, 200, seed=0, bank=1, confidence_low=0.0).confidence  # clamped to 1/C: never below chance
+    assert low.min() >= 1 / 3 and low.min() < 0.4
 
 
 @pytest.mark.parametrize("mode", ["none", "budget"])

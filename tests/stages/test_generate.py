@@ -8,6 +8,7 @@ import torch
 
 from gfkd.config import resolve_config
 from gfkd.data import datasets
+from gfkd.errors import ConfigError
 from gfkd.io.manifest import valid_manifest
 from gfkd.io.shards import read_shard_set, table_to_graphs
 from gfkd.layout import RunLayout
@@ -55,6 +56,17 @@ def test_each_generator_writes_a_readable_shard_set(tmp_path, tiny_teacher_dir, 
         state = torch.load(states[0], weights_only=True)
         key = {"acgkd": "alpha", "gfkd": "theta", "deepinvg": "phi"}[method]
         assert key in state and state["num_nodes"].numel() == state["targets"].numel() > 0
+
+
+def test_soft_targets_reach_the_shards_and_are_acgkd_only(tmp_path, tiny_teacher_dir):
+    hard = generate.run(resolve_config(None, FAST), RunLayout(tmp_path / "hard"), "key", teacher_dir=tiny_teacher_dir)
+    cfg = resolve_config(None, [*FAST, "generate.confidence_low=0.5"])
+    soft = generate.run(cfg, RunLayout(tmp_path / "soft"), "key", teacher_dir=tiny_teacher_dir)
+    digests = [{k: f.sha256 for k, f in out.manifest.files.items()} for out in (hard, soft)]
+    assert any(digests[0][k] != digests[1][k] for k in digests[0] if k.startswith("shards/shard-"))
+    with pytest.raises(ConfigError, match="generate.confidence_low"):
+        generate.run(resolve_config(None, [*FAST, "generate.confidence_low=0.5", "generate.method=gfkd"]),
+                     RunLayout(tmp_path / "gfkd"), "key", teacher_dir=tiny_teacher_dir)
 
 
 def test_kill_and_resume_writes_only_missing_shards_and_matches(tmp_path, tiny_teacher_dir):
@@ -105,7 +117,7 @@ def test_gfkd_reference_parity_plans_the_reference_bank(tmp_path, tiny_teacher_d
         teacher, meta, bn = real_load(path)
         return teacher, {**meta, "data": {**meta["data"], "dataset": dataset}}, bn
 
-    def spy(meta, M, seed, bank, nodes, targets, max_nodes, batch_size, node_range):
+    def spy(meta, M, seed, bank, nodes, targets, max_nodes, batch_size, node_range, confidence_low=1.0):
         seen.append((nodes, targets, tuple(node_range)))
         raise _Planned
 
