@@ -3,7 +3,8 @@
     python benchmarks/bank_stats.py --runs /tmp/distill-runs:'bn_first_weight 1' /tmp/distill-runs2:'bn_first_weight 10' \
         --dataset MUTAG --folds 0-9
 
-For each runs folder of benchmarks/distill.py (cells `<runs>/<dataset>-fold<i>/{teacher,acgkd}`) and fold: the node-type
+For each runs folder of benchmarks/distill.py (cells `<runs>/<dataset>-fold<i>/{teacher,acgkd}`; `PATH:LABEL:CELL` reads
+another cell than `acgkd`, such as a generate ablation's `acgkd-soft-targets`) and fold: the node-type
 marginals of the ACGKD bank union and their total variation against the fold's real training graphs (featureful
 sets), mean degree, the teacher's mean |logit| on pseudo and real graphs, the relative R_BN of the first BN layer
 (the one that sees the node types) and of the last, both over the whole union against the teacher's stored
@@ -47,10 +48,10 @@ def relative_rbn(stats: dict, mu: torch.Tensor, var: torch.Tensor, name: str, ep
     return float(relative_term(stats[f"{name}.mean"], stats[f"{name}.var"], mu, var, eps))
 
 
-def fold_row(runs: Path, dataset: str, fold: int, data_root: str | None) -> dict | None:
-    """The diagnostics of one fold's ACGKD banks, or None when the cell is not finished."""
+def fold_row(runs: Path, dataset: str, fold: int, data_root: str | None, cell: str = "acgkd") -> dict | None:
+    """The diagnostics of one fold's banks in `cell`, or None when the cell is not finished."""
     root = runs / f"{dataset.lower()}-fold{fold}"
-    shards, res = root / "acgkd" / "generate" / "shards", root / "acgkd" / "distill" / "results.json"
+    shards, res = root / cell / "generate" / "shards", root / cell / "distill" / "results.json"
     if not (shards / "_manifest.json").is_file() or not res.is_file():
         return None
     teacher, meta, eval_stats = load_teacher(root / "teacher" / "teacher.pt")
@@ -104,9 +105,17 @@ def render(tables: dict[str, list[dict]], dataset: str, command: str) -> str:
     return "\n".join(out)
 
 
+def parse_runs_spec(spec: str) -> tuple[Path, str, str]:
+    """`PATH[:LABEL[:CELL]]` -> (runs folder, table label (default: the path), cell folder (default: acgkd))."""
+    path, _, rest = spec.partition(":")
+    label, _, cell = rest.partition(":")
+    return Path(path), label or path, cell or "acgkd"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", nargs="+", required=True, help="PATH:LABEL per runs folder of benchmarks/distill.py")
+    ap.add_argument("--runs", nargs="+", required=True,
+                    help="PATH:LABEL[:CELL] per runs folder of benchmarks/distill.py (CELL: default acgkd)")
     ap.add_argument("--dataset", default="MUTAG")
     ap.add_argument("--folds", default="0-9")
     ap.add_argument("--data-root", default=None)
@@ -116,10 +125,10 @@ def main() -> None:
     folds = list(range(int(lo), int(hi or lo) + 1))
     tables = {}
     for spec in args.runs:
-        path, _, label = spec.partition(":")
-        rows = [r for f in folds if (r := fold_row(Path(path), args.dataset, f, args.data_root)) is not None]
-        tables[label or path] = rows
-        print(f"{label or path}: {len(rows)} folds", file=sys.stderr)
+        path, label, cell = parse_runs_spec(spec)
+        rows = [r for f in folds if (r := fold_row(path, args.dataset, f, args.data_root, cell)) is not None]
+        tables[label] = rows
+        print(f"{label}: {len(rows)} folds", file=sys.stderr)
     command = "python benchmarks/bank_stats.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     text = render(tables, args.dataset, command)
     write_atomic(args.out, lambda tmp: tmp.write_text(text))
