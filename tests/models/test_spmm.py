@@ -7,7 +7,7 @@ from gfkd.models.spmm import spmm
 def _pair():
     # a: [3, 4] with a repeated row (two entries in row 0) and an empty row (row 2)
     idx = torch.tensor([[0, 0, 1], [1, 3, 0]])
-    a = torch.sparse_coo_tensor(idx, torch.tensor([0.5, -2.0, 1.5]), (3, 4)).coalesce()
+    a = torch.sparse_coo_tensor(idx, torch.tensor([0.5, -2.0, 1.5]), (3, 4), check_invariants=True).coalesce()
     h = torch.arange(8.0).view(4, 2).requires_grad_(True)
     return a, h
 
