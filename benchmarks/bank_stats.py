@@ -100,8 +100,11 @@ def render(tables: dict[str, list[dict]], dataset: str, command: str) -> str:
                        f"{r['student_acc']:.3f} |")
         tv, acc = np.array([r["type_tv"] for r in rows]), np.array([r["student_acc"] for r in rows])
         corr = float(np.corrcoef(tv, acc)[0, 1]) if len(rows) > 2 and tv.std() > 0 and acc.std() > 0 else float("nan")
+        rbn_last = np.array([r["pseudo_rbn_last"] for r in rows])
         out += ["", f"Mean: TV {tv.mean():.2f}, student {acc.mean():.3f} over {len(rows)} folds; Pearson correlation "
-                f"of TV and student accuracy across folds {corr:+.2f}.", ""]
+                f"of TV and student accuracy across folds {corr:+.2f}; |z_T| pseudo / real "
+                f"{np.mean([r['pseudo_logit'] for r in rows]):.1f} / {np.mean([r['real_logit'] for r in rows]):.1f}; "
+                f"R_BN last {rbn_last.mean():.1f} (median {np.median(rbn_last):.1f}).", ""]
     return "\n".join(out)
 
 
