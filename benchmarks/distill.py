@@ -55,6 +55,7 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
     "size-coupled degrees": ["generate.acgkd.degree_coupling=0.5"],  # not in acgkd.md §12: docs/generate.md
     "prior targets": ["generate.targets=prior"],  # not in acgkd.md §12: docs/distill.md, "The class lean"
     "soft targets": ["generate.confidence_low=0.5"],  # not in acgkd.md §12: docs/generate.md, "Soft targets"
+    "soft targets 0.75": ["generate.confidence_low=0.75"],  # a milder spread of the same
 }
 
 
