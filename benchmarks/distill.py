@@ -64,8 +64,14 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
 GROUP_FOLDER_BASE = (30, 120, 1.0, 2.0)
 
 
-def group_folder(gg) -> str:
-    """The folder of a group run on a cell's banks, named by its settings (group.graph) that differ from the base."""
+def bank_slug(banks: str) -> str:
+    """The folder part of a generate ablation's name: "soft targets" → "soft-targets"."""
+    return banks.replace(" ", "-")
+
+
+def group_folder(gg, banks: str = "") -> str:
+    """The folder of a group run on a cell's banks, named by its settings (group.graph) that differ from the base,
+    and by the generate ablation whose banks it trained on (`-on-<name>`; none: the default ACGKD banks)."""
     return f"acgkd-group-{gg.method}" + ("-widened" if gg.student == "widened" else "") + (
         f"-w{gg.warmup_epochs}e{gg.epochs}" if (gg.warmup_epochs, gg.epochs) != GROUP_FOLDER_BASE[:2] else "") + (
         f"-sup{gg.sup_weight:g}" if gg.sup_weight != GROUP_FOLDER_BASE[2] else "") + (
@@ -74,12 +80,17 @@ def group_folder(gg) -> str:
         f"-anchor{gg.anchor_tau:g}" if gg.anchor_temperature == "fixed" and gg.anchor_tau != GROUP_FOLDER_BASE[3]
         else "") + (f"-calibrated{gg.anchor_confidence:g}" + (
             f"-from{gg.anchor_tau:g}" if gg.anchor_tau != GROUP_FOLDER_BASE[3] else "")
-        if gg.anchor_temperature == "calibrated" else "")
+        if gg.anchor_temperature == "calibrated" else "") + (f"-on-{bank_slug(banks)}" if banks else "")
 
 
 def group_label(folder: str) -> str:
     """The row label of a group folder (after "group "): `acgkd-group-oad_global-widened-sup0` → "oad_global,
-    widened students, CE to ŷ × 0"."""
+    widened students, CE to ŷ × 0"; a group on a generate ablation's banks ends ", on the <name> banks"."""
+    folder, _, slug = folder.partition("-on-")
+    on = ""
+    if slug:
+        names = {bank_slug(n): n for n in GEN_ABLATIONS}
+        on = f", on the {names.get(slug, slug)} banks"
     label = folder.removeprefix("acgkd-group-").replace("-widened", ", widened students")
     label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
     label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
@@ -88,7 +99,13 @@ def group_label(folder: str) -> str:
     label = re.sub(r"-from([\d.]+)", r" from τ \1", label)
     return label.replace("-curriculum", ", curriculum inherited").replace(
         "-real", ", on the real training graphs (with data, val-selected)").replace(
-        "-tau", ", anchor temperature inherited")
+        "-tau", ", anchor temperature inherited") + on
+
+
+def single_student(group_row: str) -> str:
+    """The single distilled student a group row is held against (issue 5): the one trained on the same banks."""
+    m = re.search(r", on the (.+) banks", group_row)
+    return f"ACGKD, {m.group(1)}" if m else "ACGKD"
 
 
 def _folds(text: str) -> list[int]:
@@ -137,9 +154,10 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
     return str(root)
 
 
-def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: list[str]) -> str:
+def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: list[str], banks: str = "") -> str:
     """Stages on a finished cell's teacher and ACGKD banks, read from disk: "group" (OAD on pseudo-graphs, into
-    `<cell>/acgkd-group`) and ablation names (distill variants, into `<cell>/acgkd-<name>`)."""
+    `<cell>/acgkd-group-…`) and ablation names (distill variants, into `<cell>/acgkd-<name>`). `banks` names a
+    generate ablation whose banks the group reads instead (`<cell>/acgkd-<banks>/generate`; group only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -151,11 +169,14 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     from tasks.cache import stage_key
 
     root = Path(runs) / f"{dataset.lower()}-fold{fold}"
-    t_dir, g_dir = root / "teacher", root / "acgkd" / "generate"
+    t_dir = root / "teacher"
+    g_dir = root / ("acgkd-" + bank_slug(banks) if banks else "acgkd") / "generate"
     t_m, g_m = load_manifest(t_dir / "manifest.json"), load_manifest(g_dir / "manifest.json")
     if t_m is None or g_m is None:
-        raise SystemExit(f"{root}: run the cell first (teacher and acgkd banks)")
-    base = [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'", *extra]
+        raise SystemExit(f"{root}: run the cell first (teacher and {g_dir.parent.name} banks)")
+    # the banks' own generate settings, so the group's saved config says how its banks were made
+    base = [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'",
+            *(GEN_ABLATIONS[banks] if banks else []), *extra]
     up = (t_m.digest, g_m.digest)
     for item in what:
         if item == "group":
@@ -164,7 +185,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
                 raise SystemExit("--on-banks group: the folder names group.graph.curriculum=inherit but not the "
                                  "distill.curriculum.* it inherits; keep distill.curriculum at its defaults here, "
                                  "or run the group through gfkd run")
-            group.run(cfg, RunLayout(root / group_folder(cfg.group.graph)), stage_key(cfg, "group", up),
+            group.run(cfg, RunLayout(root / group_folder(cfg.group.graph, banks)), stage_key(cfg, "group", up),
                       teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
@@ -390,7 +411,7 @@ def targets(rows: dict) -> list[str]:
                              f"{'level or better, default kept' if d >= -0.01 else 'below: the default should become plain'}"
                              f" ({d * 100:+.1f} points val-selected; {last * 100:+.1f} at the last epoch)"))
     for name in [n for n in rows if n.startswith("group ") and n.endswith(": ensemble") and "with data" not in n]:
-        d = _paired_mean(rows, name, "ACGKD")
+        d = _paired_mean(rows, name, single_student(name))
         out.append(f"- {name.removesuffix(': ensemble')} ensemble ≥ the single distilled student (issue 5): "
                    + ("not run" if d is None else f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))
     return out
@@ -454,7 +475,7 @@ def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
             out += [f"- {n['row']} (stored from run [{', '.join(str(i + 1) for i in n['old'])}]): {n['text']} "
                     f"(run [{n['source'] + 1}])" for n in sec["reruns"]]
         out += ["", "Paired per-fold differences (mean ± std over the folds both rows ran):", ""]
-        pairs = [(a, "ACGKD") for a in rows if a.startswith("group ") and a.endswith(": ensemble")]
+        pairs = [(a, single_student(a)) for a in rows if a.startswith("group ") and a.endswith(": ensemble")]
         pairs += [("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)")]
         pairs += [("ACGKD", a) for a in rows if a.startswith("ACGKD, ")]
         for a, b in pairs:
@@ -492,9 +513,13 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="only aggregate what is on disk")
     p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS],
                    help="run the group stage and/or ablations on the finished cells' ACGKD banks (read from disk)")
+    p.add_argument("--banks", default="", choices=["", *GEN_ABLATIONS],
+                   help="with --on-banks group: train the group on this generate ablation's banks instead")
     p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")
     p.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON; collect nothing")
     args = p.parse_args()
+    if args.banks and args.on_banks != ["group"]:
+        p.error("--banks reads a generate ablation's banks for the group stage only: use it with --on-banks group")
     if args.render_only:
         store = args.out.with_suffix(".json")
         _write(args.out, render(json.loads(store.read_text()), store))
@@ -516,7 +541,8 @@ def _run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if args.on_banks and not args.report_only:
         with ProcessPoolExecutor(args.jobs) as pool:
-            cells = [(ds, f, str(args.runs), args.extra, args.on_banks) for f in folds for ds in args.datasets]
+            cells = [(ds, f, str(args.runs), args.extra, args.on_banks, args.banks)
+                     for f in folds for ds in args.datasets]
             for root in pool.map(run_on_banks, *zip(*cells)):
                 print("done on banks", root, flush=True)
     elif not args.report_only:

@@ -107,6 +107,22 @@ def test_a_generator_ablation_makes_its_own_banks_and_its_row(tmp_path, tiny_roo
     rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
     assert {"ACGKD", "ACGKD, soft samples"} <= set(rows) and 0 in rows["ACGKD, soft samples"]["folds"]
 
+    # --on-banks group --banks 'soft samples': the group trains on those banks, keyed on them, in a folder of its own,
+    # and its ensemble is held against the student of the same banks
+    small = ["group.graph.warmup_epochs=1", "group.graph.epochs=1", "group.graph.students=2"]
+    bench.run_on_banks("TINY", 0, str(tmp_path), [*extra, *small], ["group"], "soft samples")
+    (gdir,) = root.glob("acgkd-group-*")
+    assert gdir.name == "acgkd-group-oad_global-widened-w1e1-sup0-on-soft-samples"
+    soft = load_manifest(root / "acgkd-soft-samples" / "generate" / "manifest.json").digest
+    gcfg = resolve_config(None, [*base, "generate.acgkd.sample=soft", *small])
+    assert load_manifest(gdir / "group" / "manifest.json").cache_key == stage_key(gcfg, "group", (teacher, soft))
+    name = "group oad_global, widened students, W 1 + E 1 epochs, CE to ŷ × 0, on the soft samples banks: ensemble"
+    rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
+    assert name in rows and bench.single_student(name) == "ACGKD, soft samples"
+    (line,) = [t for t in bench.targets(rows) if "issue 5" in t]
+    d = rows[name]["folds"][0] - rows["ACGKD, soft samples"]["folds"][0]
+    assert line.endswith(f"({d * 100:+.1f} points)")
+
 
 def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     from gfkd.config import resolve_config
@@ -136,6 +152,12 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
                   "group.graph.anchor_confidence=0.8")
     assert cal3 == "acgkd-group-oad_global-widened-sup0-calibrated0.8-from3"
     assert bench.group_label(cal3).endswith("anchor τ calibrated to top-class probability 0.8 from τ 3")
+    assert bench.group_folder(resolve_config(None, []).group.graph, "soft targets 0.75") == \
+        "acgkd-group-oad_global-widened-sup0-on-soft-targets-0.75"
+    assert bench.group_label("acgkd-group-oad_global-widened-sup0-calibrated0.7-on-soft-targets-0.75") == \
+        "oad_global, widened students, CE to ŷ × 0, anchor τ calibrated to top-class probability 0.7, " \
+        "on the soft targets 0.75 banks"
+    assert bench.single_student("group oad_global, widened students: ensemble") == "ACGKD"
     real = bench.group_label(folder("group.graph.data=real", "group.graph.student=plain"))
     assert real == "oad_global, CE to ŷ × 0, on the real training graphs (with data, val-selected)"
 
