@@ -64,9 +64,14 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
 GROUP_FOLDER_BASE = (30, 120, 1.0, 2.0)
 
 
-def bank_slug(banks: str) -> str:
-    """The folder part of a generate ablation's name: "soft targets" → "soft-targets"."""
-    return banks.replace(" ", "-")
+def slug(name: str) -> str:
+    """An ablation's name as a folder part: "soft targets" → "soft-targets"."""
+    return name.replace(" ", "-")
+
+
+def ablation_folder(name: str) -> str:
+    """The folder of an ablation in a cell (its banks too, for GEN_ABLATIONS): `<cell>/acgkd-<slug>`."""
+    return "acgkd-" + slug(name)
 
 
 def group_folder(gg, banks: str = "") -> str:
@@ -80,17 +85,17 @@ def group_folder(gg, banks: str = "") -> str:
         f"-anchor{gg.anchor_tau:g}" if gg.anchor_temperature == "fixed" and gg.anchor_tau != GROUP_FOLDER_BASE[3]
         else "") + (f"-calibrated{gg.anchor_confidence:g}" + (
             f"-from{gg.anchor_tau:g}" if gg.anchor_tau != GROUP_FOLDER_BASE[3] else "")
-        if gg.anchor_temperature == "calibrated" else "") + (f"-on-{bank_slug(banks)}" if banks else "")
+        if gg.anchor_temperature == "calibrated" else "") + (f"-on-{slug(banks)}" if banks else "")
 
 
 def group_label(folder: str) -> str:
     """The row label of a group folder (after "group "): `acgkd-group-oad_global-widened-sup0` → "oad_global,
     widened students, CE to ŷ × 0"; a group on a generate ablation's banks ends ", on the <name> banks"."""
-    folder, _, slug = folder.partition("-on-")
+    folder, _, banks = folder.partition("-on-")
     on = ""
-    if slug:
-        names = {bank_slug(n): n for n in GEN_ABLATIONS}
-        on = f", on the {names.get(slug, slug)} banks"
+    if banks:
+        names = {slug(n): n for n in GEN_ABLATIONS}
+        on = f", on the {names.get(banks, banks)} banks"
     label = folder.removeprefix("acgkd-group-").replace("-widened", ", widened students")
     label = re.sub(r"-w(\d+)e(\d+)", r", W \1 + E \2 epochs", label)
     label = re.sub(r"-sup([\d.]+)", r", CE to ŷ × \1", label)
@@ -143,7 +148,7 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
                 own_banks = name in GEN_ABLATIONS
                 over = GEN_ABLATIONS[name] if own_banks else ABLATIONS[name]
                 acfg = resolve_config(None, [*base, "distill.baselines=[]", *over])
-                alayout = RunLayout(root / ("acgkd-" + name.replace(" ", "-")))
+                alayout = RunLayout(root / ablation_folder(name))
                 a_gen, banks = g_out, layout
                 if own_banks:  # generated under the ablation's overrides, into its folder
                     a_gen = generate.run(acfg, alayout, stage_key(acfg, "generate", (t_out.manifest.digest,)),
@@ -170,7 +175,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
 
     root = Path(runs) / f"{dataset.lower()}-fold{fold}"
     t_dir = root / "teacher"
-    g_dir = root / ("acgkd-" + bank_slug(banks) if banks else "acgkd") / "generate"
+    g_dir = root / (ablation_folder(banks) if banks else "acgkd") / "generate"
     t_m, g_m = load_manifest(t_dir / "manifest.json"), load_manifest(g_dir / "manifest.json")
     if t_m is None or g_m is None:
         raise SystemExit(f"{root}: run the cell first (teacher and {g_dir.parent.name} banks)")
@@ -189,7 +194,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
                       teacher_dir=t_dir, generate_dir=g_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
-            distill.run(cfg, RunLayout(root / ("acgkd-" + item.replace(" ", "-"))), stage_key(cfg, "distill", up),
+            distill.run(cfg, RunLayout(root / ablation_folder(item)), stage_key(cfg, "distill", up),
                         teacher_dir=t_dir, generate_dir=g_dir)
     return str(root)
 
@@ -263,7 +268,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             add(f"group {method}: ensemble", fold, (n["acc_ensemble"], 0.0, n.get("acc_ensemble_val_selected",
                                                                                  float("nan")), 0, 1))
         for name in [*ABLATIONS, *GEN_ABLATIONS]:
-            res = _load(root / ("acgkd-" + name.replace(" ", "-")) / "distill" / "results.json")
+            res = _load(root / ablation_folder(name) / "distill" / "results.json")
             if res is not None:
                 add(f"ACGKD, {name}", fold, _fold_values(res["records"], "pseudo"))
     return rows
