@@ -51,7 +51,8 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     mask = node_mask(num_nodes)
     B, N = mask.shape
     emask = _edge_mask(num_nodes, N, g.directed).float()
-    lr_s, beta_bn, beta_oh, form, target_mode = g.lr_structure, g.beta_bn, g.beta_oh, g.bn_form, g.bn_target
+    lr_s = g.resolved_lr_structure(ctx.meta.get("dataset"))
+    beta_bn, beta_oh, form, target_mode = g.beta_bn, g.beta_oh, g.bn_form, g.bn_target
     if g.fair:
         lr_s, beta_bn, beta_oh, form, target_mode = 0.1, 1.0, 0.1, "relative", "auto"
     if g.fair or g.init == "density":
