@@ -99,10 +99,13 @@ def _toml_path(path: Path) -> str:
     return json.dumps(str(path), ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML forbids a raw DEL
 
 
-def _load(args: list[str], data_root: Optional[Path]) -> RunConfig:
+def _load(args: list[str], data_root: Optional[str | Path]) -> RunConfig:
     config, overrides = _split_args(args or [])
     if data_root is not None:
-        overrides.append(f"data.root={_toml_path(data_root)}")
+        if not str(data_root).strip():  # typer would make "" the current folder: `--data-root "$UNSET"`
+            raise ConfigError("--data-root is empty (an unset shell variable?): give the folder that holds "
+                              "<Dataset>/raw/, or drop the flag to use $GFKD_DATA_ROOT, ./data or ../shared/datasets")
+        overrides.append(f"data.root={_toml_path(Path(data_root))}")
     return resolve_config(config, overrides)
 
 
@@ -148,6 +151,25 @@ def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
     after = "" if first == STAGES[-1] else " and the stages after it"
     typer.echo(f"gfkd: note: {layout.root} holds a run of other settings ({', '.join(changed[:3])}{more}): {first}"
                f"{after} run again over its results; pass run.name=NAME to keep both", err=True)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, the shell's code for a Ctrl-C
+
+
+def _exit_on_interrupt(layout: RunLayout) -> None:
+    """Ctrl-C during the pipeline: one line and exit 130 at once. Ctrl-C reaches Prefect's temporary server too, and
+    Prefect would spend a minute or more retrying to report the crash to it; exiting now loses nothing, since every
+    file is written under a temporary name and renamed, and a stage's manifest comes last (the watchdog stops the
+    servers this process started)."""
+    import signal
+
+    def interrupted(signum: int, frame: object) -> None:
+        sys.stderr.write(f"\ngfkd: interrupted: the finished stages and shards in {layout.root} are kept; run the "
+                         "same command again to resume\n")
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 def _quiet_user_errors(record: logging.LogRecord) -> bool:
@@ -197,6 +219,24 @@ def _check_writable(path: Path, key: str = "run.runs_dir") -> None:
         raise GfkdError(f"{what} {path} is not writable ({exc.strerror}): set {key} to a writable folder") from exc
 
 
+def _check_folder_kind(layout: RunLayout, node: bool) -> None:
+    """A `gfkd run` folder and a node-level `gfkd group` folder both keep their results in `group/`: refuse to write
+    one kind over the other (a changed config would clear or redo that stage), before anything is written."""
+    try:
+        before = json.loads(layout.config.read_text())["data"]["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):  # no earlier run (or an unreadable one: the stages say so)
+        return
+    from gfkd.data.datasets import PLANETOID
+
+    if (str(before).lower() in PLANETOID) == node:
+        return
+    if node:
+        raise ConfigError(f"{layout.root} holds a `gfkd run` pipeline run on {before}, whose group stage this command "
+                          "would replace: pass run.name=NAME (or another run.runs_dir) for the node-level group")
+    raise ConfigError(f"{layout.root} holds a node-level `gfkd group` run on {before}, whose results this command "
+                      "would replace: pass run.name=NAME (or another run.runs_dir) for the pipeline run")
+
+
 def _check_run_folders(layout: RunLayout, cfg: RunConfig) -> None:
     """The data cache (when set) and the run folder are writable: the cache first, so that a refused run leaves no
     run folder behind."""
@@ -208,7 +248,7 @@ def _check_run_folders(layout: RunLayout, cfg: RunConfig) -> None:
 @app.command()
 @_one_line_errors
 def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
-        data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
+        data_root: Optional[str] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
         force: list[str] = typer.Option([], "--force", metavar="STAGE", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}"),
         until: Optional[str] = typer.Option(None, "--until", help=f"stop after this stage, one of {', '.join(STAGES)} (the same command without it goes on from there)")) -> None:
     """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line."""
@@ -226,6 +266,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
 
     check_tracking(layout)  # the servers, if any: before the run folder and Prefect
     check_prefect_api()
+    _check_folder_kind(layout, node=False)
     _check_run_folders(layout, cfg)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         _note_other_settings(layout, cfg)
@@ -236,6 +277,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from flows.pipeline import pipeline
 
         logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
+        _exit_on_interrupt(layout)
         records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
                    "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}
@@ -263,7 +305,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           method: Optional[str] = typer.Option(None, "--method", help="oad | independent | dml | kdcl | oad_global "
                                                "| oad_local | oad_agnostic | oad_l2 (group.method)"),
           seeds: str = typer.Option("0..9", "--seeds", help="seeds: 0..9, 0,1,2 or 3"),
-          data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)")) -> None:
+          data_root: Optional[str] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)")) -> None:
     """Node-level online group distillation (OAD or a baseline) on a citation graph; print the run folder last."""
     from gfkd.group.runner import check_node_dataset, run_name, run_node_group, start_folder
     from gfkd.seed_list import parse_seeds
@@ -272,6 +314,10 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     if dataset is None:  # a data.dataset of the file (or of an override) is not replaced silently by a default
         base = _load(args, None)
         dataset = base.data.dataset if "dataset" in base.data.model_fields_set else "Cora"
+        if dataset != "Cora":
+            source = ("an override" if any(a.strip().startswith("data.dataset=") for a in args or [])
+                      else f"the config file '{_split_args(args or [])[0]}'")
+            check_node_dataset(dataset, source)
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
     for flag, key, given in (("--dataset", "data.dataset", flagged), ("--backbone", "group.backbone", backbone),
                              ("--method", "group.method", method)):
@@ -287,6 +333,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     from gfkd.tracking import check_tracking
 
     check_tracking(layout)  # before the folder's earlier results are cleared for a changed config
+    _check_folder_kind(layout, node=True)
     _check_run_folders(layout, cfg)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         logging.basicConfig(format="%(message)s")
@@ -304,7 +351,7 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 @_one_line_errors
 def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides"),
            reference: bool = typer.Option(False, "--reference", help="print every key as a Markdown table"),
-           data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root, as `gfkd run` takes it")) -> None:
+           data_root: Optional[str] = typer.Option(None, "--data-root", help="data root, as `gfkd run` takes it")) -> None:
     """Print the resolved config as JSON (defaults ← file ← overrides)."""
     if reference:
         if args or data_root is not None:
@@ -336,7 +383,7 @@ _GRID_HELP = {
 }
 
 
-def _benchmark_spec(args: list[str], data_root: Optional[Path], datasets: str, generators: str, splits: str,
+def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, generators: str, splits: str,
                     workers: int, dask: bool, dask_address: Optional[str], retries: int, out: Optional[Path],
                     name: str, serving: bool = False):
     """The BenchmarkSpec of the command line, with every path made absolute (a served flow runs elsewhere), and the
@@ -409,7 +456,7 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
               retries: int = typer.Option(1, help="retries of a failed cell"),
               out: Optional[Path] = typer.Option(None, help="also write the Markdown table here (it is always in <runs_dir>/<name>/results.md)"),
               name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
-              data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
+              data_root: Optional[str] = typer.Option(None, "--data-root", help="data root")) -> None:
     """Run the pipeline over datasets × generators × splits; write the table; print the benchmark folder last."""
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
                                   out, name)
@@ -447,7 +494,7 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           retries: int = typer.Option(1, help="retries of a failed cell"),
           out: Optional[Path] = typer.Option(None, help="also write the Markdown table here (it is always in <runs_dir>/<name>/results.md)"),
           name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
-          data_root: Optional[Path] = typer.Option(None, "--data-root", help="data root")) -> None:
+          data_root: Optional[str] = typer.Option(None, "--data-root", help="data root")) -> None:
     """Serve the benchmark as the Prefect deployment gfkd-benchmark/scheduled on a cron schedule (needs PREFECT_API_URL)."""
     if not os.environ.get("PREFECT_API_URL"):
         raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
@@ -485,7 +532,10 @@ def main() -> None:
     except click.ClickException as exc:  # e.g. an unreadable file given to a click.File option
         typer.echo(f"gfkd: error: {exc.format_message().rstrip('.')}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Abort:  # typer >= 0.2x keeps Abort in typer.exceptions, not in its click copy
+    except (KeyboardInterrupt, typer.Abort) as exc:  # typer >= 0.2x keeps Abort in typer.exceptions, not in click's
+        if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):  # click: Ctrl-C → Abort
+            typer.echo("gfkd: interrupted; run the same command again to go on (finished results are kept)", err=True)
+            sys.exit(INTERRUPTED)
         typer.echo("Aborted.", err=True)
         sys.exit(1)
     except BrokenPipeError:  # `gfkd config | head -1`: the reader left; say nothing more

@@ -780,6 +780,7 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         ConfigError: one line naming the file, key or value at fault and the fix.
     """
     tree: dict = {}
+    origin: dict[str, str] = {}  # key → " (in 'file.toml')" when the file set it last, so its error names the file
     if path is not None:
         path = Path(path)
         if path.is_dir():
@@ -795,6 +796,7 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
                               "readable file") from exc
         for key, value in _flatten(raw):
             _set_dotted(tree, key, value, f"'{path}'")
+            origin[key] = f" (in '{path}')"
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -802,6 +804,7 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         if "\n" in item or "\r" in item:
             raise ConfigError(f"override {item!r} spans more than one line: give one key=value per argument")
         _set_dotted(tree, key.strip(), _parse_value(value.strip()), "the command line")
+        origin[key.strip()] = ""
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
@@ -814,10 +817,19 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
         n = _fixed_length(field)
         if n is not None and errs[0]["type"] in ("missing", "too_long", "too_short", "tuple_type"):  # a pair given 1
             example = json.dumps(list(field.default)) if isinstance(field.default, tuple) else f"[{', '.join('…' * n)}]"
-            raise ConfigError(f"config value {loc} takes exactly {n} items: write e.g. {loc}={example}") from exc
+            raise ConfigError(f"config value {loc}{origin.get(loc, '')} takes exactly {n} items: write e.g. "
+                              f"{loc}={example}") from exc
+        if n is None and errs[0]["type"] in ("tuple_type", "list_type"):  # a list given as a word: `[kd_real]`, `kd_real`
+            items = list(field.default) if isinstance(field.default, (tuple, list)) and field.default else ["…"]
+            example = json.dumps(items[:1])
+            fix = (f"write e.g. {loc.rsplit('.', 1)[-1]} = {example} there" if origin.get(loc) else
+                   f"write e.g. '{loc}={example}' (in single quotes, so that the shell keeps the double quotes), or "
+                   f"'{loc}=[]' for none")
+            raise ConfigError(f"config value {loc}={errs[0].get('input')!r}{origin.get(loc, '')} is not a list: "
+                              f"{fix}") from exc
         msgs = [m.removeprefix("Value error, ") for m in msgs]
         said = " or ".join(m if i == 0 else m.removeprefix("Input should be ") for i, m in enumerate(msgs))
-        raise ConfigError(f"config value {loc}={errs[0].get('input')!r} is invalid: {said}") from exc
+        raise ConfigError(f"config value {loc}={errs[0].get('input')!r}{origin.get(loc, '')} is invalid: {said}") from exc
 
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}

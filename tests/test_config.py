@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_overrides_are_typed():
     ("generate.node_range=[1, 2, 3]", "takes exactly 2 items"),
     ("generate.node_range=12", "takes exactly 2 items"),
     ("generate.node_range=[5, 3]", "node_range must be [lo, hi]"),
+    # a list given as a word, as the shell leaves `["kd_real"]`: pydantic alone says "Input should be a valid tuple"
+    ("distill.baselines=[kd_real]", """is not a list: write e.g. 'distill.baselines=["kd_real"]' (in single quotes"""),
+    ("distill.baselines=kd_real", "or 'distill.baselines=[]' for none"),
     ("run.runs_dir=''", "run.runs_dir='' is invalid: an empty path"),  # Path('') would be the current folder
     ("data.cache_dir=' '", "data.cache_dir=' ' is invalid: an empty path"),
     ("data.root='~nosuchuser-gfkd/d'", "cannot expand ~nosuchuser-gfkd: no such user"),  # was a RuntimeError's traceback
@@ -86,6 +90,14 @@ def test_toml_file_then_overrides(tmp_path):
     assert (cfg.data.dataset, cfg.teacher.epochs, cfg.teacher.model.hidden) == ("PROTEINS", 30, 64)
     f.write_text("[teacher]\nepohcs = 3\n")
     with pytest.raises(ConfigError, match="epohcs"):
+        resolve_config(f)
+    f.write_text('[teacher]\nepochs = "two"\n')  # a bad value names the file that set it, not an override
+    with pytest.raises(ConfigError, match=f"teacher.epochs='two' \\(in '{re.escape(str(f))}'\\) is invalid"):
+        resolve_config(f)
+    with pytest.raises(ConfigError, match="teacher.epochs='x' is invalid"):  # the override set it last
+        resolve_config(f, ["teacher.epochs=x"])
+    f.write_text('[distill]\nbaselines = "kd_real"\n')
+    with pytest.raises(ConfigError, match=re.escape("""is not a list: write e.g. baselines = ["kd_real"] there""")):
         resolve_config(f)
     f.write_text("[teacher\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

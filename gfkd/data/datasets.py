@@ -104,13 +104,21 @@ def _spelled_as(name: str, root: Path) -> str:
     return f" (did you mean '{hits[0]}'? names are case-sensitive)" if hits else ""
 
 
+def _looked_in(name: str, root: Path, cache: Path) -> str:
+    """Every raw folder tried, as absolute paths: the root's (both default roots when the root is a default one, the
+    way `resolve_data_root` picks it), then the cache's."""
+    roots = DEFAULT_ROOTS if Path(root) in DEFAULT_ROOTS else (Path(root),)
+    raw = [os.path.abspath(Path(r) / _folder_name(name) / "raw") for r in roots]
+    tried = " or ".join(raw) + (" (the default data roots ./data and ../shared/datasets)" if len(raw) > 1 else "")
+    return f"{tried} (and the cache {os.path.abspath(Path(cache) / _folder_name(name) / 'raw')})"
+
+
 def check_available(name: str, root: Path, cache: Path, allow_download: bool) -> Path | None:
     """The raw folder of `name`, or None when it must be downloaded (and can be); else a DataError, in seconds."""
     raw = find_raw_dir(name, root, cache)
     if raw is not None:
         return raw
-    where = f"{Path(root) / _folder_name(name) / 'raw'} (and the cache {Path(cache) / _folder_name(name) / 'raw'})"
-    where += _spelled_as(name, root)
+    where = _looked_in(name, root, cache) + _spelled_as(name, root)
     files = ", ".join(expected_files(name))
     if not allow_download:
         raise DataError(f"dataset '{name}' not found in {where}; expected {files}. "

@@ -22,11 +22,14 @@ from gfkd.stages.common import prepare_runtime
 log = logging.getLogger(__name__)
 
 
-def check_node_dataset(name: str) -> str:
-    """The canonical Planetoid name, or a ConfigError naming the choices."""
+def check_node_dataset(name: str, source: str | None = None) -> str:
+    """The canonical Planetoid name, or a ConfigError naming where `name` came from (default: --dataset) and the fix."""
     if name.lower() not in PLANETOID:
-        raise ConfigError(f"--dataset '{name}' is not a node-classification set: choose one of "
-                          f"{', '.join(PLANETOID.values())}")
+        sets = ", ".join(PLANETOID.values())
+        if source is None:
+            raise ConfigError(f"--dataset '{name}' is not a node-classification set: choose one of {sets}")
+        raise ConfigError(f"data.dataset '{name}' (from {source}) is not a node-classification set: gfkd group runs on "
+                          f"{sets}; pass e.g. --dataset Cora")
     return PLANETOID[name.lower()]
 
 

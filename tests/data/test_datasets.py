@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,17 @@ def test_missing_dataset_fails_fast_naming_folder_and_files(tmp_path):
     msg = str(err.value)
     assert "'NOPE'" in msg and str(tmp_path / "root" / "NOPE" / "raw") in msg and "NOPE_A.txt" in msg
     assert "\n" not in msg and time.perf_counter() - t0 < 5
+
+
+def test_missing_dataset_names_every_default_root_as_an_absolute_path(tmp_path, monkeypatch):
+    """With no root given, both ./data and ../shared/datasets were tried: the error lists both, absolute."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GFKD_DATA_ROOT", raising=False)
+    with pytest.raises(DataError) as err:
+        D.check_available("NOPE", D.resolve_data_root(None), Path("runs/_cache"), allow_download=False)
+    msg = str(err.value)
+    assert f"{tmp_path / 'data' / 'NOPE' / 'raw'} or {tmp_path.parent / 'shared' / 'datasets' / 'NOPE' / 'raw'}" in msg
+    assert f"the cache {tmp_path / 'runs' / '_cache' / 'NOPE' / 'raw'}" in msg
 
 
 def test_missing_dataset_without_network_fails_fast(tmp_path, monkeypatch):

@@ -347,3 +347,81 @@ def test_version_names_gfkd_and_the_installed_dependencies():
     assert line.startswith(f"gfkd {package.__version__} (") and f"torch {version('torch')}," in line, line
     assert f"torch_geometric {version('torch_geometric')}," in line and f"mlflow {version('mlflow')}" in line
     assert loaded == "False False 0" and r.stderr == "", (loaded, r.stderr)
+
+
+def test_an_empty_data_root_is_named_not_taken_for_the_current_folder(tmp_path):
+    """`--data-root "$UNSET"`: typer would turn "" into "."; the error says the flag is empty."""
+    for cmd in ("config", "run"):
+        r = gfkd(cmd, "--data-root", "", cwd=tmp_path, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().startswith("gfkd: error: --data-root is empty")
+
+
+def test_group_names_data_dataset_and_its_source_when_no_flag_set_it(tmp_path):
+    cfg = tmp_path / "graphs.toml"
+    cfg.write_text('[data]\ndataset = "MUTAG"\n')
+    for args, source in (([str(cfg)], f"the config file '{cfg}'"), (["data.dataset=MUTAG"], "an override")):
+        r = gfkd("group", *args, cwd=tmp_path, timeout=60)
+        assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr
+        assert f"data.dataset 'MUTAG' (from {source}) is not a node-classification set" in r.stderr
+        assert "--dataset Cora" in r.stderr
+    r = gfkd("group", "--dataset", "MUTAG", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and "--dataset 'MUTAG' is not a node-classification set" in r.stderr
+
+
+def test_a_pipeline_folder_and_a_node_group_folder_are_not_written_over_each_other(tmp_path):
+    """Both keep results in group/: `gfkd group` into a `gfkd run` folder used to clear that run's group stage."""
+    from flows.cli import _check_folder_kind
+    from gfkd.config import resolve_config
+    from gfkd.errors import ConfigError
+    from gfkd.layout import RunLayout
+
+    layout = RunLayout(tmp_path / "run")
+    _check_folder_kind(layout, node=True)  # a new folder: either kind may start it
+    _check_folder_kind(layout, node=False)
+    layout.root.mkdir()
+    for dataset, node in (("MUTAG", False), ("Cora", True)):
+        layout.config.write_text(json.dumps(resolve_config(None, [f"data.dataset={dataset}"]).model_dump(mode="json")))
+        _check_folder_kind(layout, node=node)  # the same kind goes on
+        with pytest.raises(ConfigError, match=f"holds a .* run on {dataset}.*pass run.name=NAME"):
+            _check_folder_kind(layout, node=not node)
+
+
+def test_the_cli_refuses_a_folder_of_the_other_kind_before_writing(tmp_path, tiny_root):
+    from gfkd.config import resolve_config
+
+    runs = tmp_path / "runs"
+    folder = runs / resolve_config(None, TINY).run_name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(resolve_config(None, ["data.dataset=Cora"]).model_dump(mode="json")))
+    before = sorted(p.name for p in folder.iterdir())
+    r = gfkd("run", *TINY, f"run.runs_dir='{runs}'", f"--data-root={tiny_root}", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "holds a node-level `gfkd group` run on Cora" in r.stderr, r.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_ctrl_c_during_the_pipeline_exits_130_at_once_and_frees_the_run_folder(tmp_path, tiny_root):
+    """Ctrl-C reaches the whole process group, Prefect's temporary server included: the run used to spend over a
+    minute retrying to report the crash to it and end in tracebacks."""
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    args = ["run", *TINY, "teacher.epochs=400", f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before the teacher stage began"
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 15 and proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "gfkd: interrupted" in err and "run the same command again" in err
+    import fcntl  # the rerun may take the folder: the lock went with the process (the resume itself is what
+    # tests/flows/test_kill_resume.py checks after a kill, which this exit equals: no handler, no cleanup)
+
+    with open(next(runs.glob("*/.lock")), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
