@@ -64,6 +64,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     pass
 
 
+INTERRUPTED = 130  # 128 + SIGINT, the shell's code for a Ctrl-C
+
+
 def _one_line_errors(fn):
     """Turn a GfkdError into `gfkd: error: ...` on stderr and exit code 2."""
 
@@ -74,6 +77,10 @@ def _one_line_errors(fn):
         except GfkdError as exc:
             typer.echo(f"gfkd: error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # typer alone exits 130 without a word
+            typer.echo("\ngfkd: interrupted; run the same command again to go on (finished results are kept)",
+                       err=True)
+            raise typer.Exit(INTERRUPTED) from None
 
     return wrapper
 
@@ -151,9 +158,6 @@ def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
     after = "" if first == STAGES[-1] else " and the stages after it"
     typer.echo(f"gfkd: note: {layout.root} holds a run of other settings ({', '.join(changed[:3])}{more}): {first}"
                f"{after} run again over its results; pass run.name=NAME to keep both", err=True)
-
-
-INTERRUPTED = 130  # 128 + SIGINT, the shell's code for a Ctrl-C
 
 
 def _exit_on_interrupt(layout: RunLayout) -> None:
@@ -323,8 +327,8 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
                              ("--method", "group.method", method)):
         if given and any(a.strip().startswith(f"{key}=") for a in args or []):
             raise ConfigError(f"gfkd group takes {key} from {flag}: drop the {key}=... override")
-    extra += [f"group.backbone={backbone}"] if backbone else []
-    extra += [f"group.method={method}"] if method else []
+    extra += [f"group.backbone={backbone.lower()}"] if backbone else []  # as --dataset: any case
+    extra += [f"group.method={method.lower()}"] if method else []
     cfg = _load([*(args or []), *extra], data_root)
     seed_list = parse_seeds(seeds)
     _check_device(cfg)
@@ -532,10 +536,7 @@ def main() -> None:
     except click.ClickException as exc:  # e.g. an unreadable file given to a click.File option
         typer.echo(f"gfkd: error: {exc.format_message().rstrip('.')}", err=True)
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort) as exc:  # typer >= 0.2x keeps Abort in typer.exceptions, not in click's
-        if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):  # click: Ctrl-C → Abort
-            typer.echo("gfkd: interrupted; run the same command again to go on (finished results are kept)", err=True)
-            sys.exit(INTERRUPTED)
+    except typer.Abort:  # typer >= 0.2x keeps Abort in typer.exceptions, not in its click copy
         typer.echo("Aborted.", err=True)
         sys.exit(1)
     except BrokenPipeError:  # `gfkd config | head -1`: the reader left; say nothing more

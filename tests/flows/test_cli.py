@@ -425,3 +425,23 @@ def test_ctrl_c_during_the_pipeline_exits_130_at_once_and_frees_the_run_folder(t
 
     with open(next(runs.glob("*/.lock")), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_ctrl_c_in_the_node_group_is_one_line_and_exit_130(tmp_path, monkeypatch, capfd):
+    """Outside the pipeline typer turns Ctrl-C into exit 130 without a word: the line says how to go on."""
+    import flows.cli
+    import gfkd.group.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.cli, "_check_data", lambda *a, **k: None)
+    monkeypatch.setattr(gfkd.group.runner, "run_node_group", interrupted)
+    monkeypatch.setattr(sys, "argv", ["gfkd", "group", "--dataset", "Cora", "--backbone", "GCN", "--seeds", "0",
+                                      f"run.runs_dir='{tmp_path}'"])
+    with pytest.raises(SystemExit) as done:
+        flows.cli.main()
+    err = capfd.readouterr().err
+    assert done.value.code == 130 and err.strip().splitlines() == [err.strip()], err
+    assert err.strip().startswith("gfkd: interrupted") and "run the same command again" in err
+    assert json.loads((tmp_path / "group-cora-gcn-oad" / "config.json").read_text())["group"]["backbone"] == "gcn"
