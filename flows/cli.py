@@ -160,7 +160,8 @@ def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
                f"{after} run again over its results; pass run.name=NAME to keep both", err=True)
 
 
-def _exit_on_interrupt(layout: RunLayout) -> None:
+@contextmanager
+def _exit_on_interrupt(layout: RunLayout) -> Iterator[None]:
     """Ctrl-C during the pipeline: one line and exit 130 at once. Ctrl-C reaches Prefect's temporary server too, and
     Prefect would spend a minute or more retrying to report the crash to it; exiting now loses nothing, since every
     file is written under a temporary name and renamed, and a stage's manifest comes last (the watchdog stops the
@@ -173,7 +174,11 @@ def _exit_on_interrupt(layout: RunLayout) -> None:
         sys.stderr.flush()
         os._exit(INTERRUPTED)
 
-    signal.signal(signal.SIGINT, interrupted)
+    before = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _quiet_user_errors(record: logging.LogRecord) -> bool:
@@ -281,8 +286,8 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from flows.pipeline import pipeline
 
         logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
-        _exit_on_interrupt(layout)
-        records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
+        with _exit_on_interrupt(layout):
+            records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
                    "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}
         write_json(layout.summary, summary)
