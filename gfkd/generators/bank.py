@@ -10,7 +10,9 @@ counts are outside protocol.md §1's data-free list, so `prior` is a diagnostic,
 probability its label should reach (soft targets; drawn from a generator of its own, so the rest of the plan is the
 same as with hard targets). A bank of M graphs is cut into
 ⌈M / batch_size⌉ chunks that each mix node counts (graphs sorted by size are dealt round-robin) and are sorted
-inside, so padding stays small while each chunk's BN statistics span all sizes. Every random draw comes from a
+inside, so that each chunk's BN statistics span all sizes; the teacher's dense forward then runs in node-count
+groups (`generate.size_buckets`, gfkd/models/size_buckets.py), so the few largest graphs do not set the padding of
+the whole chunk. Every random draw comes from a
 torch.Generator seeded by `derive_seed(seed, bank, ...)`.
 """
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from gfkd.config import GenerateConfig
 from gfkd.generators.features import degree_one_hot, degree_projection
 from gfkd.models import DenseTwin, GraphClassifier
+from gfkd.models.size_buckets import size_buckets
 
 StepLog = Callable[[int, dict[str, float]], None]
 
@@ -35,6 +36,14 @@ class GenContext:
     def __post_init__(self) -> None:
         self.teacher.eval().requires_grad_(False)
         self.twin = DenseTwin(self.teacher)
+        self._buckets: tuple[Tensor, list | None] | None = None
+
+    def buckets(self, mask: Tensor) -> list[tuple[Tensor, int]] | None:
+        """The size buckets of this padded batch (`generate.size_buckets`), kept while the same mask comes back: a
+        chunk's node counts are fixed for its whole optimisation."""
+        if self._buckets is None or self._buckets[0] is not mask:
+            self._buckets = (mask, size_buckets(mask.sum(1), self.cfg.size_buckets))
+        return self._buckets[1]
 
     @property
     def num_features(self) -> int:
@@ -104,10 +113,11 @@ def degree_features(adj: Tensor, mask: Tensor, max_degree: int) -> Tensor:
 def dense_logits(ctx: GenContext, x: Tensor | None, adj: Tensor, mask: Tensor) -> Tensor:
     """The teacher on padded graphs; adj[b, i, j] is an edge i → j, so node j aggregates column j. With x = None
     (featureless sets) the features are the degree one-hot of adj, fed as its projection (`degree_input`)."""
+    buckets = ctx.buckets(mask)
     if x is None:
         x, projected = degree_input(ctx, adj.sum(1), mask)
-        return ctx.twin(x, adj.transpose(1, 2), mask, projected=projected)
-    return ctx.twin(x, adj.transpose(1, 2), mask)
+        return ctx.twin(x, adj.transpose(1, 2), mask, projected=projected, buckets=buckets)
+    return ctx.twin(x, adj.transpose(1, 2), mask, buckets=buckets)
 
 
 def degree_input(ctx: GenContext, deg: Tensor, mask: Tensor | None = None) -> tuple[Tensor, bool]:
