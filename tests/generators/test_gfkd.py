@@ -49,3 +49,15 @@ def test_antithetic_pair_marginals_and_joint():
     joint = (a1 * a2).mean(0)
     expected = (2 * p - 1).clamp(min=0)
     assert torch.all((joint - expected).abs() <= 4 * torch.sqrt(expected * (1 - expected) / N_EST) + 1e-3)
+
+
+def test_packed_arm_gradient_equals_the_batched_form():
+    """GFKD keeps θ packed ([E], one entry per edge variable, `owner` its graph): the estimate is the batched one."""
+    g = torch.Generator().manual_seed(2)
+    theta = torch.randn(3, 4, generator=g)
+    u = torch.rand(3, 4, generator=g)
+    c = torch.randn(3, 4, generator=g)
+    loss = lambda a: (a.view(3, 4) * c).sum(1) ** 2  # noqa: E731  per-graph losses, coupled inside each graph
+    batched, l1, l2 = arm_gradient(theta, loss, u)
+    packed, p1, p2 = arm_gradient(theta.flatten(), loss, u.flatten(), torch.arange(3).repeat_interleave(4))
+    assert torch.equal(packed.view(3, 4), batched) and torch.equal(p1, l1) and torch.equal(p2, l2)
