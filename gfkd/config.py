@@ -292,9 +292,9 @@ class GenerateConfig(_Frozen):
                                   "graph's label gets teacher probability c ~ U(max(this, 1/C), 1) (docs/generate.md)")
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
     batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
-    size_buckets: int = Field(4, ge=1, le=64, description="the teacher's dense forward on a chunk runs in at most this "
-                              "many node-count groups, each padded to its own largest graph (1: one padded batch); "
-                              "the same values up to float rounding, less work on padding")
+    size_buckets: int = Field(4, ge=1, le=64, description="gfkd, deepinvg, randg: the teacher's dense forward on a "
+                              "chunk runs in at most this many node-count groups, each padded to its own largest graph "
+                              "(1: one padded batch); the same values up to float rounding, less work on padding")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
     bn_target: Literal["auto", "running", "eval"] = Field("auto", description="auto: eval stats when stored")
     beta_bn: float = Field(1.0, ge=0, description="weight of R_BN")

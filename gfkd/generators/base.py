@@ -110,10 +110,12 @@ def degree_features(adj: Tensor, mask: Tensor, max_degree: int) -> Tensor:
     return x.scatter_(-1, deg.unsqueeze(-1), mask.unsqueeze(-1).to(x.dtype))  # 1 on real nodes, 0 on padding
 
 
-def dense_logits(ctx: GenContext, x: Tensor | None, adj: Tensor, mask: Tensor) -> Tensor:
+def dense_logits(ctx: GenContext, x: Tensor | None, adj: Tensor, mask: Tensor, bucketed: bool = False) -> Tensor:
     """The teacher on padded graphs; adj[b, i, j] is an edge i → j, so node j aggregates column j. With x = None
-    (featureless sets) the features are the degree one-hot of adj, fed as its projection (`degree_input`)."""
-    buckets = ctx.buckets(mask)
+    (featureless sets) the features are the degree one-hot of adj, fed as its projection (`degree_input`).
+    `bucketed`: in the node-count groups of `generate.size_buckets` (the GFKD family, whose iterations are mostly
+    teacher forwards; ACGKD's are not, and it keeps one padded batch: docs/benchmarks/size-buckets.md)."""
+    buckets = ctx.buckets(mask) if bucketed else None
     if x is None:
         x, projected = degree_input(ctx, adj.sum(1), mask)
         return ctx.twin(x, adj.transpose(1, 2), mask, projected=projected, buckets=buckets)
@@ -173,12 +175,12 @@ def draw_score(logits: Tensor, targets: Tensor, confidence: Tensor | None = None
 
 @torch.no_grad()
 def best_draw(ctx: GenContext, draws: list[tuple[Tensor, Tensor]], mask: Tensor, targets: Tensor,
-              confidence: Tensor | None = None) -> tuple[Tensor, Tensor]:
+              confidence: Tensor | None = None, bucketed: bool = False) -> tuple[Tensor, Tensor]:
     """Per graph, the (adj [B, N, N], x [B, N, F] or None for degree features) draw to which the teacher gives the
     highest target probability (with soft targets: the lowest CE to them, `draw_score`)."""
     best_adj, best_x, best_p = None, None, None
     for adj, x in draws:
-        p = draw_score(dense_logits(ctx, x, adj, mask), targets, confidence)  # [B]
+        p = draw_score(dense_logits(ctx, x, adj, mask, bucketed), targets, confidence)  # [B]
         if best_adj is None:
             best_adj, best_x, best_p = adj, x, p
             continue

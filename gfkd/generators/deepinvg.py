@@ -35,7 +35,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     with BNMatcher(ctx.teacher, bn_targets(ctx.teacher, target_mode, ctx.bn_eval_stats), form) as matcher:
         for t in range(g.resolved_iterations):
             x = F.softmax(phi, -1) * mask.unsqueeze(-1)
-            ce = F.cross_entropy(dense_logits(ctx, x, adj, mask), targets)
+            ce = F.cross_entropy(dense_logits(ctx, x, adj, mask, bucketed=True), targets)
             r_bn = matcher.loss()
             oh = entropy_prior(x, mask)
             loss = ce + beta_bn * r_bn + beta_oh * oh

@@ -98,7 +98,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                 else (theta >= 0).float()
             adj = adjacency(a)
             x = features(adj)
-            ce = F.cross_entropy(dense_logits(ctx, x, adj, mask), targets)
+            ce = F.cross_entropy(dense_logits(ctx, x, adj, mask, bucketed=True), targets)
             r_bn = matcher.loss()
             loss = ce + beta_bn * r_bn + (beta_oh * entropy_prior(x, mask) if phi is not None else 0.0)
             if not torch.isfinite(loss):
@@ -117,7 +117,8 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                 def per_graph_loss(sample: Tensor) -> Tensor:
                     adj_s = adjacency(sample)
                     x_s = x_fixed if x_fixed is not None else degree_features(adj_s, mask, ctx.max_degree)
-                    ce_g = F.cross_entropy(dense_logits(ctx, x_s, adj_s, mask), targets, reduction="none")
+                    ce_g = F.cross_entropy(dense_logits(ctx, x_s, adj_s, mask, bucketed=True), targets,
+                                           reduction="none")
                     return ce_g + beta_bn * matcher.loss()
 
                 grad = torch.zeros_like(theta)
@@ -147,7 +148,7 @@ def _finalise(ctx, g, theta, phi, best, adjacency, padded, mask, num_nodes, targ
     for d in draws:  # every draw's adjacency is kept until the best is chosen: fresh tensors
         adj = adjacency(d, fresh=True)
         candidates.append((adj, x_fixed if x_fixed is not None else degree_features(adj, mask, ctx.max_degree)))
-    best_adj, best_x = best_draw(ctx, candidates, mask, targets)
+    best_adj, best_x = best_draw(ctx, candidates, mask, targets, bucketed=True)
     pairs = num_nodes * (num_nodes - 1) // (1 if g.directed else 2)
     num_params = int(pairs.sum()) + (0 if phi is None else int(num_nodes.sum()) * ctx.num_features)
     prob = adjacency(torch.sigmoid(theta_f), fresh=True)

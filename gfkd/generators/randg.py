@@ -42,6 +42,6 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     num_nodes = num_nodes.to(ctx.device)
     p = edge_prob(ctx)
     adj, x, mask = random_graphs(ctx, num_nodes, gen, p)
-    labels = dense_logits(ctx, x, adj, mask).argmax(-1)
+    labels = dense_logits(ctx, x, adj, mask, bucketed=True).argmax(-1)
     return FinalGraphs(num_nodes=num_nodes, adj=adj, edge_prob=adj * 0 + p, x=x, targets=labels, gen_step=0,
                        num_params=0, info={"edge_prob": p})
