@@ -16,6 +16,10 @@ degrees drawn from the pooled degree histogram (what the teacher start does, cap
 from __future__ import annotations
 
 if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed one's
     from flows.env import private_tmp_until_exit
 
     private_tmp_until_exit()

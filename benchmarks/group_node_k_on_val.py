@@ -11,6 +11,10 @@ seed. Test accuracy never chooses. Trains nothing.
 from __future__ import annotations
 
 if __name__ == "__main__":  # the house habit of every benchmark script (tests/test_benchmark_scripts.py)
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed one's
     from flows.env import private_tmp_until_exit
 
     private_tmp_until_exit()

@@ -28,3 +28,17 @@ def test_a_script_leaves_an_empty_tmpdir_empty(tmp_path):
                        env={**os.environ, "TMPDIR": str(system_tmp)}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "usage" in r.stdout, r.stderr[-2000:]
     assert not list(system_tmp.iterdir()), sorted(p.name for p in system_tmp.iterdir())
+
+
+def test_every_benchmark_script_imports_its_own_checkout():
+    """Run from another clone, a script used to import `flows` (and so `gfkd`) from the editable install before it put
+    its own checkout on sys.path: the numbers were another tree's."""
+    from pathlib import Path
+
+    for script in sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")):
+        text = script.read_text()
+        if "from flows" not in text and "import gfkd" not in text and "from gfkd" not in text:
+            continue
+        first_import = min(i for i in (text.find("from flows"), text.find("from gfkd"), text.find("import gfkd")) if i >= 0)
+        insert = text.find("sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))")
+        assert 0 <= insert < first_import, f"{script.name}: put the checkout on sys.path before importing flows/gfkd"
