@@ -322,11 +322,11 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     flagged = dataset is not None
     if dataset is None:  # a data.dataset of the file (or of an override) is not replaced silently by a default
         base = _load(args, None)
-        dataset = base.data.dataset if "dataset" in base.data.model_fields_set else "Cora"
-        if dataset != "Cora":
+        dataset = "Cora"
+        if "dataset" in base.data.model_fields_set:
             source = ("an override" if any(a.strip().startswith("data.dataset=") for a in args or [])
                       else f"the config file '{_split_args(args or [])[0]}'")
-            check_node_dataset(dataset, source)
+            dataset = check_node_dataset(base.data.dataset, source)
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
     for flag, key, given in (("--dataset", "data.dataset", flagged), ("--backbone", "group.backbone", backbone),
                              ("--method", "group.method", method)):

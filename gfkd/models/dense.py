@@ -28,45 +28,43 @@ class DenseTwin(nn.Module):
 
     def node_embeddings(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
         """x: [B, N, F] (or [B, N, H] if `projected`), adj: [B, N, N], mask: [B, N] → [B, N, H], zero on padding."""
+        return self._layers([(x, adj, mask)], projected)[0]
+
+    def _layers(self, parts: list[tuple[Tensor, Tensor, Tensor]], projected: bool) -> list[Tensor]:
+        """The layers over padded parts (x [B_p, n_p, ·], adj [B_p, n_p, n_p], mask [B_p, n_p]) → [B_p, n_p, H] each.
+        Each part aggregates densely on its own padding; every layer's node-wise `update` takes the real nodes of all
+        parts in one call, so BatchNorm sees them together."""
         m = self.model
-        x = x * mask.unsqueeze(-1)
+        masks = [mb for _, _, mb in parts]
+        xs = [xb * mb.unsqueeze(-1) for xb, _, mb in parts]
+        real = [int(mb.sum()) for mb in masks]
         for i, conv in enumerate(m.convs):
-            agg = conv.aggregate_dense(x, adj, mask, projected=projected and i == 0)  # [B, N, F] (GIN) or [B, N, H] (GCN)
-            upd = conv.update(agg[mask])  # node-wise update on real nodes only: [n_real, H]
-            h = upd.new_zeros(*mask.shape, upd.size(-1))  # [B, N, H]
-            h[mask] = upd
-            x = h + x if (m.residual and i > 0) else h
-        return x
+            aggs = [conv.aggregate_dense(xb, ab, mb, projected=projected and i == 0)[mb]  # [n_real_p, F or H]
+                    for xb, (_, ab, mb) in zip(xs, parts)]
+            upd = conv.update(aggs[0] if len(aggs) == 1 else torch.cat(aggs))  # real nodes only: [n_real, H]
+            new = []
+            for xb, mb, u in zip(xs, masks, upd.split(real)):
+                h = u.new_zeros(*mb.shape, u.size(-1))  # [B_p, n_p, H]
+                h[mb] = u
+                new.append(h + xb if (m.residual and i > 0) else h)
+            xs = new
+        return xs
+
+    def _pool(self, h: Tensor, mask: Tensor) -> Tensor:
+        """[B, N, H] node embeddings → [B, H] (sum, or mean over real nodes)."""
+        h = h.sum(1)
+        return h / mask.sum(1, keepdim=True).clamp(min=1) if self.model.pooling == "mean" else h
 
     def embed(self, x: Tensor, adj: Tensor, mask: Tensor, projected: bool = False) -> Tensor:
         """Pooled graph embeddings [B, H] (sum, or mean over real nodes)."""
-        h = self.node_embeddings(x, adj, mask, projected).sum(1)
-        if self.model.pooling == "mean":
-            h = h / mask.sum(1, keepdim=True).clamp(min=1)
-        return h
+        return self._pool(self.node_embeddings(x, adj, mask, projected), mask)
 
     def embed_buckets(self, x: Tensor, adj: Tensor, mask: Tensor, buckets: list[tuple[Tensor, int]],
                       projected: bool = False) -> Tensor:
         """`embed` with each bucket (indices [B_b], bound n_b) cut to [B_b, n_b, ·] → [B, H] in the input order."""
-        m = self.model
-        masks = [mask[idx, :n] for idx, n in buckets]
-        xs = [x[idx, :n] * mb.unsqueeze(-1) for (idx, n), mb in zip(buckets, masks)]
-        adjs = [adj[idx, :n, :n] for idx, n in buckets]
-        real = [int(mb.sum()) for mb in masks]
-        for i, conv in enumerate(m.convs):
-            aggs = [conv.aggregate_dense(xb, ab, mb, projected=projected and i == 0)[mb]
-                    for xb, ab, mb in zip(xs, adjs, masks)]
-            upd = conv.update(torch.cat(aggs))  # every real node of the batch in one call, as in node_embeddings
-            new = []
-            for xb, mb, u in zip(xs, masks, upd.split(real)):
-                h = u.new_zeros(*mb.shape, u.size(-1))
-                h[mb] = u
-                new.append(h + xb if (m.residual and i > 0) else h)
-            xs = new
-        h = torch.cat([xb.sum(1) for xb in xs])  # [B, H], bucket order
-        if m.pooling == "mean":
-            h = h / torch.cat([mb.sum(1, keepdim=True) for mb in masks]).clamp(min=1)
-        order = torch.cat([idx for idx, _ in buckets])
+        parts = [(x[idx, :n], adj[idx, :n, :n], mask[idx, :n]) for idx, n in buckets]
+        h = torch.cat([self._pool(hb, mb) for hb, (_, _, mb) in zip(self._layers(parts, projected), parts)])
+        order = torch.cat([idx for idx, _ in buckets])  # h is in bucket order
         back = torch.empty_like(order)
         back[order] = torch.arange(order.numel(), device=order.device)
         return h[back]
