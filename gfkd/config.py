@@ -292,6 +292,9 @@ class GenerateConfig(_Frozen):
                                   "graph's label gets teacher probability c ~ U(max(this, 1/C), 1) (docs/generate.md)")
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
     batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
+    workers: int = Field(1, ge=1, le=256, description="CPU processes that optimise chunks side by side, each at "
+                         "run.threads threads (auto: the cores shared out); the same shards as 1, sooner where cores are "
+                         "free; CUDA runs one process. Not in the cache key")
     size_buckets: int = Field(4, ge=1, le=64, description="gfkd, deepinvg, randg: the teacher's dense forward on a "
                               "chunk runs in at most this many node-count groups, each padded to its own largest graph "
                               "(1: one padded batch); the same values up to float rounding, less work on padding")
@@ -619,7 +622,7 @@ class RunConfig(_Frozen):
     @property
     def _generate_key(self) -> dict[str, Any]:
         """generate.* without the settings that change memory or speed but not the graphs."""
-        return self.generate.model_dump(mode="json", exclude={"acgkd": {"checkpoint"}})
+        return self.generate.model_dump(mode="json", exclude={"workers": True, "acgkd": {"checkpoint"}})
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that determines a stage's outputs (enters its cache key)."""

@@ -23,26 +23,19 @@ from tqdm import tqdm
 
 from gfkd.config import RunConfig
 from gfkd.errors import ConfigError
-from gfkd.generators import acgkd, deepinvg, gfkd, randg
-from gfkd.generators.bank import make_generator, plan_bank
-from gfkd.generators.base import GenContext, sidecar_name, state_name, teacher_verdict
-from gfkd.io.atomic import write_atomic, write_json
+from gfkd.generators.bank import plan_bank
+from gfkd.generators.base import GenContext, sidecar_name, state_name
+from gfkd.io.atomic import write_json
 from gfkd.io.manifest import Manifest
-from gfkd.io.shards import SHARD_MANIFEST, graphs_to_table, read_shard_set, shard_schema, write_shard, write_shard_manifest
+from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
 from gfkd.layout import RunLayout
 from gfkd.plots import degree_histogram, pseudo_graph_grid
+from gfkd.stages.chunks import run_jobs, shard_name, timing_name, worker_pool, write_chunk
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.teacher import load_teacher
 from gfkd.tracking import NullLogger
 
 STAGE = "generate"
-GENERATORS = {"acgkd": acgkd.generate, "gfkd": gfkd.generate, "randg": randg.generate,
-              "deepinvg": deepinvg.generate, "deepinv": deepinvg.generate}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(), force: bool = False,
@@ -54,12 +47,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     gc = cfg.generate
     # flush denormals: late in the κ schedule σ((α + ℓ)/κ) underflows (acgkd.md §7)
     device = prepare_runtime(cfg.run, flush_denormal=True)
-    teacher, meta, bn_eval = load_teacher(Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt")
+    teacher_pt = Path(teacher_dir or layout.stage_dir("teacher")) / "teacher.pt"
+    teacher, meta, bn_eval = load_teacher(teacher_pt)
     data_meta = meta["data"]
     ctx = GenContext(teacher.to(device), data_meta, {k: v.to(device) for k, v in bn_eval.items()}, gc, device)
     M = int(data_meta["num_train_graphs"]) if gc.num_graphs == "auto" else int(gc.num_graphs)
     method = "deepinvg" if gc.method == "deepinv" else gc.method
-    generate = GENERATORS[method]
     steps = {"acgkd": gc.iterations, "gfkd": gc.gfkd.resolved_iterations, "deepinvg": gc.gfkd.resolved_iterations, "randg": 1}[method]
     logger.params({"generate": gc.model_dump(mode="json"), "num_graphs_per_bank": M, "method": method,
                    "teacher_dir": str(teacher_dir or layout.stage_dir("teacher"))})
@@ -83,36 +76,28 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                           f"only, not {method}; set generate.confidence_low=1")
     plans = [plan_bank(data_meta, M, cfg.split_seed, bank, nodes, targets, gc.max_nodes, gc.batch_size, node_range,
                        confidence_low=gc.confidence_low) for bank in range(gc.banks)]
-    jobs = [(bank, c, idx) for bank, plan in enumerate(plans) for c, idx in enumerate(plan.chunks)]
-    files, written, gen_wall = [], 0, 0.0
-    bar = tqdm(jobs, desc=f"generate ({method})", unit="shard", disable=not sys.stderr.isatty())
-    for bank, c, idx in bar:
-        name = f"shard-b{bank:02d}-c{c:03d}.parquet"
-        files.append(f"shards/{name}")
-        if (shard_dir / name).is_file():
-            continue  # finished before a kill: written atomically, so complete
-        plan = plans[bank]
-        gen = make_generator(cfg.split_seed, bank, c, "generate", device=device)
-        offset = (bank * len(plan.chunks) + c) * steps
-        _sync(device)
-        t0 = time.perf_counter()
-        soft = {} if plan.confidence is None else {"confidence": plan.confidence[idx]}
-        final = generate(ctx, plan.num_nodes[idx], plan.targets[idx], gen, log=lambda s, m: logger.metrics(m, step=s),
-                         step_offset=offset, **soft)
-        _sync(device)
-        wall = time.perf_counter() - t0
-        gen_wall += wall
-        logits, difficulty = teacher_verdict(ctx, final)
-        schema = shard_schema(ctx.num_features, ctx.num_classes, generator=method, num_params=final.num_params,
-                              clamped=plan.clamped, cache_key=cache_key,
-                              **{k: f"{v:.6g}" for k, v in final.info.items()})
-        table = graphs_to_table(bank * M + idx.numpy(), bank, final.targets, final.num_nodes, final.adj,
-                                final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
-        write_json(shard_dir / _timing_name(name), {"wall_s": wall})  # timings stay out of the shard bytes
-        if final.state:  # the generator's parameters (α or Z/w/b, Φ), tensors only, for later rounds
-            write_atomic(shard_dir / state_name(name), lambda tmp: torch.save(final.state, tmp))
-        write_shard(shard_dir / name, table)
-        written += 1
+    files = [f"shards/{shard_name(bank, c)}" for bank, plan in enumerate(plans) for c in range(len(plan.chunks))]
+    todo = [(bank, c) for bank, plan in enumerate(plans) for c in range(len(plan.chunks))
+            if not (shard_dir / shard_name(bank, c)).is_file()]  # the rest finished before a kill (atomic writes)
+    workers = max(1, min(gc.workers, len(todo))) if device.type == "cpu" else 1  # CUDA: one process
+    gen_wall = 0.0
+    bar = tqdm(total=len(files), initial=len(files) - len(todo), desc=f"generate ({method})", unit="shard",
+               disable=not sys.stderr.isatty())
+    log = lambda s, m: logger.metrics(m, step=s)  # noqa: E731
+    if workers <= 1:
+        for bank, c in todo:
+            gen_wall += write_chunk(ctx, method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir, log)
+            bar.update()
+    else:
+        jobs = [(method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, str(shard_dir)) for bank, c in todo]
+        with worker_pool(cfg, teacher_pt, workers) as pool:
+            for _bank, _c, wall, records in run_jobs(pool, jobs):
+                for step, m in records:
+                    log(step, m)
+                gen_wall += wall
+                bar.update()
+    bar.close()
+    written = len(todo)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     write_shard_manifest(shard_dir, [f.split("/", 1)[1] for f in files], cache_key, generator=method,
                          banks=gc.banks, graphs_per_bank=M)
@@ -125,7 +110,10 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                 "generate/size/shard_bytes": float(sum((staging / f).stat().st_size for f in files)),
                 "generate/shards/written": float(written), "generate/shards/resumed": float(len(files) - written),
                 "generate/mem/peak_rss_bytes": float(peak_rss),
-                "generate/mem/rss_growth_bytes": float(max(0, peak_rss - rss_before))}
+                "generate/mem/rss_growth_bytes": float(max(0, peak_rss - rss_before)),
+                "generate/workers": float(workers)}
+    if workers > 1:  # the largest worker's peak (children are counted once the pool has joined them)
+        metrics["generate/mem/worker_peak_rss_bytes"] = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
     if device.type == "cuda":
         metrics["generate/mem/peak_bytes"] = float(torch.cuda.max_memory_allocated(device))
     write_json(staging / "quality.json", quality)
@@ -136,10 +124,10 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.artifact(staging / "quality.json", "generate")
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")
     logger.flush()
-    sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (_timing_name, state_name)]
+    sidecars = [f"shards/{fn(f.split('/', 1)[1])}" for f in files for fn in (timing_name, state_name)]
     sidecars = [f for f in sidecars if (staging / f).is_file()]
     out_files = [*files, *sidecars, f"shards/{SHARD_MANIFEST}", "quality.json", *figs]
-    manifest = Manifest.build(STAGE, cache_key, staging, out_files, volatile=(f"shards/{_timing_name('*')}",),
+    manifest = Manifest.build(STAGE, cache_key, staging, out_files, volatile=(f"shards/{timing_name('*')}",),
                               metrics=metrics, info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
@@ -150,14 +138,9 @@ def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:
             for p in sorted(shard_dir.glob("shard-*.parquet"))]
 
 
-def _timing_name(shard: str) -> str:
-    """The file beside a shard that holds its generation wall time."""
-    return sidecar_name(shard, "time", ".json")
-
-
 def _total_wall(shard_dir: Path) -> float:
     """Generation wall time summed over shards (each recorded when it was made, so resumes count once)."""
-    return sum(json.loads((shard_dir / _timing_name(p.name)).read_text())["wall_s"]
+    return sum(json.loads((shard_dir / timing_name(p.name)).read_text())["wall_s"]
                for p in sorted(shard_dir.glob("shard-*.parquet")))
 
 

@@ -8,7 +8,7 @@ import torch
 
 from gfkd.config import resolve_config
 from gfkd.data import datasets
-from gfkd.errors import ConfigError
+from gfkd.errors import ConfigError, StageError
 from gfkd.io.manifest import valid_manifest
 from gfkd.io.shards import read_shard_set, table_to_graphs
 from gfkd.layout import RunLayout
@@ -129,3 +129,26 @@ def test_gfkd_reference_parity_plans_the_reference_bank(tmp_path, tiny_teacher_d
     with pytest.raises(_Planned):
         generate.run(cfg, RunLayout(tmp_path), "key", teacher_dir=tiny_teacher_dir)
     assert seen == [expect]
+
+
+@pytest.mark.parametrize("method", ["acgkd"])  # the pool does not depend on the generator (each test spawns 2 processes)
+def test_worker_processes_write_the_same_shards(tmp_path, tiny_teacher_dir, method):
+    one = generate.run(resolve_config(None, [*FAST, f"generate.method={method}"]), RunLayout(tmp_path / "one"), "key",
+                       teacher_dir=tiny_teacher_dir)
+    cfg = resolve_config(None, [*FAST, f"generate.method={method}", "generate.workers=2"])
+    assert cfg.stage_config("generate") == resolve_config(None, [*FAST, f"generate.method={method}"]).stage_config("generate")
+    two = generate.run(cfg, RunLayout(tmp_path / "two"), "key", teacher_dir=tiny_teacher_dir)
+    assert one.manifest.metrics["generate/workers"] == 1 and two.manifest.metrics["generate/workers"] == 2
+    digests = [{k: f.sha256 for k, f in out.manifest.files.items() if not f.volatile} for out in (one, two)]
+    assert digests[0] == digests[1] and sum(k.endswith(".parquet") for k in digests[0]) == 4
+    # each step's metrics reach the parent's logger from the worker that ran the chunk
+    assert two.manifest.metrics["generate/shards/written"] == 4 and two.manifest.metrics["generate/time/this_run_wall_s"] > 0
+
+
+def test_worker_error_stops_the_stage_with_its_message(tmp_path, tiny_teacher_dir):
+    # the tiny teacher's set has node features: the teacher degree start is refused inside the generator, in a worker
+    cfg = resolve_config(None, [*FAST, "generate.workers=2", "generate.acgkd.init_degrees=teacher"])
+    with pytest.raises(StageError, match="featureless set"):
+        generate.run(cfg, RunLayout(tmp_path), "key", teacher_dir=tiny_teacher_dir)
+    shards = list((RunLayout(tmp_path).staging_dir("generate") / "shards").glob("shard-*.parquet"))
+    assert not shards and not RunLayout(tmp_path).manifest("generate").exists()

@@ -1,0 +1,128 @@
+"""One chunk of the generate stage: optimise it and write its shard, in this process or in worker processes.
+
+Each chunk is an independent optimisation seeded by (split seed, bank, chunk), so chunks can run side by side:
+`generate.workers = W` (CPU only) starts W spawned processes that each load the teacher once and then take chunks
+from a queue. A worker runs the same code at the same thread count and denormal setting as the stage would, so it
+writes the same shard bytes (tests/stages/test_generate.py); only the order in which shards appear changes. Each
+shard and sidecar is written atomically by the process that made it, so a kill at any point leaves whole shards
+that a rerun keeps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.pool
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from gfkd.config import RunConfig
+from gfkd.generators import acgkd, deepinvg, gfkd, randg
+from gfkd.generators.bank import BankPlan, make_generator
+from gfkd.generators.base import GenContext, state_name, teacher_verdict
+from gfkd.io.atomic import write_atomic, write_json
+from gfkd.io.shards import graphs_to_table, shard_schema, write_shard
+from gfkd.stages.common import prepare_runtime
+from gfkd.stages.teacher import load_teacher
+
+GENERATORS = {"acgkd": acgkd.generate, "gfkd": gfkd.generate, "randg": randg.generate,
+              "deepinvg": deepinvg.generate, "deepinv": deepinvg.generate}
+Log = Callable[[int, dict], None]
+
+
+def shard_name(bank: int, chunk: int) -> str:
+    return f"shard-b{bank:02d}-c{chunk:03d}.parquet"
+
+
+def timing_name(shard: str) -> str:
+    """The sidecar with a shard's wall time (volatile: kept out of the shard's bytes)."""
+    return "_time-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".json"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_chunk(ctx: GenContext, method: str, plan: BankPlan, bank: int, chunk: int, graphs_per_bank: int,
+                steps: int, seed: int, cache_key: str, shard_dir: Path, log: Log | None = None) -> float:
+    """Optimise chunk `chunk` of bank `bank` and write its shard with the timing and state sidecars (each file
+    atomically, the shard last); returns the optimisation's wall seconds."""
+    name = shard_name(bank, chunk)
+    idx = plan.chunks[chunk]
+    gen = make_generator(seed, bank, chunk, "generate", device=ctx.device)
+    offset = (bank * len(plan.chunks) + chunk) * steps
+    soft = {} if plan.confidence is None else {"confidence": plan.confidence[idx]}
+    _sync(ctx.device)
+    t0 = time.perf_counter()
+    final = GENERATORS[method](ctx, plan.num_nodes[idx], plan.targets[idx], gen, log=log, step_offset=offset, **soft)
+    _sync(ctx.device)
+    wall = time.perf_counter() - t0
+    logits, difficulty = teacher_verdict(ctx, final)
+    schema = shard_schema(ctx.num_features, ctx.num_classes, generator=method, num_params=final.num_params,
+                          clamped=plan.clamped, cache_key=cache_key, **{k: f"{v:.6g}" for k, v in final.info.items()})
+    table = graphs_to_table(bank * graphs_per_bank + idx.numpy(), bank, final.targets, final.num_nodes, final.adj,
+                            final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
+    write_json(shard_dir / timing_name(name), {"wall_s": wall})
+    if final.state:  # the generator's parameters (α or Z/w/b, Φ), tensors only, for later rounds
+        write_atomic(shard_dir / state_name(name), lambda tmp: torch.save(final.state, tmp))
+    write_shard(shard_dir / name, table)
+    return wall
+
+
+# --- worker processes -------------------------------------------------------------------------------------------
+
+_CTX: GenContext | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the stage's process is gone (killed without the chance to stop its pool)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _init_worker(cfg: RunConfig, teacher_pt: str, threads: int) -> None:
+    global _CTX
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C reaches the whole group: leave quietly
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    prepare_runtime(cfg.run, flush_denormal=True)
+    if cfg.run.threads == "auto":
+        torch.set_num_threads(threads)
+    teacher, meta, bn_eval = load_teacher(Path(teacher_pt))
+    _CTX = GenContext(teacher, meta["data"], bn_eval, cfg.generate, torch.device("cpu"))
+
+
+def _run_job(job: tuple) -> tuple[int, int, float, list[tuple[int, dict]]]:
+    method, plan, bank, chunk, graphs_per_bank, steps, seed, cache_key, shard_dir = job
+    records: list[tuple[int, dict]] = []
+    wall = write_chunk(_CTX, method, plan, bank, chunk, graphs_per_bank, steps, seed, cache_key, Path(shard_dir),
+                       log=lambda step, metrics: records.append((step, metrics)))
+    return bank, chunk, wall, records
+
+
+@contextmanager
+def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[multiprocessing.pool.Pool]:
+    """`workers` spawned processes holding the teacher; on an error (or Ctrl-C) they are terminated, not awaited."""
+    threads = max(1, (os.cpu_count() or 1) // workers)  # run.threads=auto: the cores shared out
+    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cfg, str(teacher_pt), threads))
+    try:
+        yield pool
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
+def run_jobs(pool: multiprocessing.pool.Pool, jobs: list[tuple]) -> Iterator[tuple[int, int, float, list]]:
+    """(bank, chunk, wall seconds, logged (step, metrics)) per finished chunk, in the order they finish; a worker's
+    exception is raised here."""
+    return pool.imap_unordered(_run_job, jobs)
