@@ -11,18 +11,21 @@ that a rerun keeps.
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.pool
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from gfkd.config import RunConfig
+from gfkd.errors import StageError
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import BankPlan, make_generator
 from gfkd.generators.base import GenContext, state_name, teacher_verdict
@@ -79,6 +82,9 @@ def write_chunk(ctx: GenContext, method: str, plan: BankPlan, bank: int, chunk: 
 # --- worker processes -------------------------------------------------------------------------------------------
 
 _CTX: GenContext | None = None
+# A stage ended by Ctrl-C or a kill leaves its pool's named semaphores registered; multiprocessing's resource tracker
+# unlinks them and warns about each "leak" on the terminal. The clean-up stays, the warning goes.
+_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -91,6 +97,7 @@ def _exit_with_parent(parent: int) -> None:
 def _init_worker(cfg: RunConfig, teacher_pt: str, threads: int) -> None:
     global _CTX
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C reaches the whole group: leave quietly
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since the spawn (see `run_jobs`)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     prepare_runtime(cfg.run, flush_denormal=True)
     if cfg.run.threads == "auto":
@@ -99,30 +106,66 @@ def _init_worker(cfg: RunConfig, teacher_pt: str, threads: int) -> None:
     _CTX = GenContext(teacher, meta["data"], bn_eval, cfg.generate, torch.device("cpu"))
 
 
-def _run_job(job: tuple) -> tuple[int, int, float, list[tuple[int, dict]]]:
-    method, plan, bank, chunk, graphs_per_bank, steps, seed, cache_key, shard_dir = job
+def job(method: str, plan: BankPlan, bank: int, chunk: int, graphs_per_bank: int, steps: int, seed: int,
+        cache_key: str, shard_dir: Path) -> tuple:
+    """One chunk's arguments for a worker, as plain Python values: a tensor would travel through torch's
+    shared-memory pickler, which opens a Unix socket under the temp dir (too long a path there fails) for each."""
+    plain = {"num_nodes": plan.num_nodes.tolist(), "targets": plan.targets.tolist(), "clamped": plan.clamped,
+             "chunks": [c.tolist() for c in plan.chunks],
+             "confidence": None if plan.confidence is None else plan.confidence.tolist()}
+    return method, plain, bank, chunk, graphs_per_bank, steps, seed, cache_key, str(shard_dir)
+
+
+def _run_job(args: tuple) -> tuple[int, int, float, list[tuple[int, dict]]]:
+    method, plain, bank, chunk, graphs_per_bank, steps, seed, cache_key, shard_dir = args
+    conf = plain["confidence"]
+    plan = BankPlan(num_nodes=torch.tensor(plain["num_nodes"], dtype=torch.long),
+                    targets=torch.tensor(plain["targets"], dtype=torch.long),
+                    chunks=[torch.tensor(c, dtype=torch.long) for c in plain["chunks"]], clamped=plain["clamped"],
+                    confidence=None if conf is None else torch.tensor(conf, dtype=torch.float32))
     records: list[tuple[int, dict]] = []
     wall = write_chunk(_CTX, method, plan, bank, chunk, graphs_per_bank, steps, seed, cache_key, Path(shard_dir),
-                       log=lambda step, metrics: records.append((step, metrics)))
+                       log=lambda step, metrics: records.append((step, {k: float(v) for k, v in metrics.items()})))
     return bank, chunk, wall, records
 
 
 @contextmanager
-def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[multiprocessing.pool.Pool]:
+def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[ProcessPoolExecutor]:
     """`workers` spawned processes holding the teacher; on an error (or Ctrl-C) they are terminated, not awaited."""
     threads = max(1, (os.cpu_count() or 1) // workers)  # run.threads=auto: the cores shared out
-    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cfg, str(teacher_pt), threads))
+    if _QUIET_TRACKER not in sys.warnoptions:  # passed to the resource tracker when it starts (see _QUIET_TRACKER)
+        sys.warnoptions.append(_QUIET_TRACKER)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(cfg, str(teacher_pt), threads))
     try:
         yield pool
     except BaseException:
-        pool.terminate()
-        pool.join()
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # Python 3.11 has no public way to stop
+        pool.shutdown(wait=False, cancel_futures=True)  # a running task: terminate its process
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=10)
         raise
-    pool.close()
-    pool.join()
+    pool.shutdown()
 
 
-def run_jobs(pool: multiprocessing.pool.Pool, jobs: list[tuple]) -> Iterator[tuple[int, int, float, list]]:
+def run_jobs(pool: ProcessPoolExecutor, jobs: list[tuple]) -> Iterator[tuple[int, int, float, list]]:
     """(bank, chunk, wall seconds, logged (step, metrics)) per finished chunk, in the order they finish; a worker's
-    exception is raised here."""
-    return pool.imap_unordered(_run_job, jobs)
+    exception is raised here, and a worker that died (killed, out of memory) is a StageError, not a hang."""
+    # the workers start here; they inherit the signal mask through the exec: with SIGINT blocked until their
+    # initializer has set its handler, a Ctrl-C during their start-up (seconds of imports) prints no traceback. Left
+    # open: a Ctrl-C that ends this process in the milliseconds between a worker's creation and multiprocessing's
+    # sending it its start-up data leaves that worker an EOFError traceback as it exits.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        futures = [pool.submit(_run_job, args) for args in jobs]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    for fut in as_completed(futures):
+        try:
+            yield fut.result()
+        except BrokenProcessPool as exc:
+            raise StageError(f"generate: a worker process died while optimising chunks ({exc}); the finished shards "
+                             f"are kept: run the same command again to resume, with fewer generate.workers if memory "
+                             f"ran out") from None

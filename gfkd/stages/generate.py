@@ -30,7 +30,7 @@ from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
 from gfkd.layout import RunLayout
 from gfkd.plots import degree_histogram, pseudo_graph_grid
-from gfkd.stages.chunks import run_jobs, shard_name, timing_name, worker_pool, write_chunk
+from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, worker_pool, write_chunk
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.teacher import load_teacher
 from gfkd.tracking import NullLogger
@@ -89,7 +89,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             gen_wall += write_chunk(ctx, method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir, log)
             bar.update()
     else:
-        jobs = [(method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, str(shard_dir)) for bank, c in todo]
+        jobs = [job(method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir) for bank, c in todo]
         with worker_pool(cfg, teacher_pt, workers) as pool:
             for _bank, _c, wall, records in run_jobs(pool, jobs):
                 for step, m in records:

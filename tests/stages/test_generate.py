@@ -1,7 +1,9 @@
 """The generate stage on a tiny trained teacher: every generator writes a valid shard set; kill-and-resume redoes
 only missing shards and gives the same set; no dataset is opened."""
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,12 +133,29 @@ def test_gfkd_reference_parity_plans_the_reference_bank(tmp_path, tiny_teacher_d
     assert seen == [expect]
 
 
-@pytest.mark.parametrize("method", ["acgkd"])  # the pool does not depend on the generator (each test spawns 2 processes)
-def test_worker_processes_write_the_same_shards(tmp_path, tiny_teacher_dir, method):
-    one = generate.run(resolve_config(None, [*FAST, f"generate.method={method}"]), RunLayout(tmp_path / "one"), "key",
-                       teacher_dir=tiny_teacher_dir)
-    cfg = resolve_config(None, [*FAST, f"generate.method={method}", "generate.workers=2"])
-    assert cfg.stage_config("generate") == resolve_config(None, [*FAST, f"generate.method={method}"]).stage_config("generate")
+def test_a_worker_job_is_plain_python():
+    """Tensors would cross through torch's shared-memory pickler and a Unix socket under the temp dir."""
+    from gfkd.generators.bank import plan_bank
+    from gfkd.stages.chunks import job
+
+    meta = {"node_count_hist": {"5": 2, "9": 1}, "num_classes": 2}
+    plan = plan_bank(meta, 10, 0, 0, batch_size=4, confidence_low=0.5)
+
+    def leaves(v):
+        if isinstance(v, (list, tuple)):
+            return [x for item in v for x in leaves(item)]
+        return [x for item in v.values() for x in leaves(item)] if isinstance(v, dict) else [v]
+
+    assert all(isinstance(x, (int, float, str, type(None))) for x in leaves(job("acgkd", plan, 0, 1, 10, 6, 0, "k", Path("s"))))
+
+
+def test_worker_processes_write_the_same_shards(tmp_path, tiny_teacher_dir):
+    """Soft targets, so that the per-graph confidences travel to the workers too (one generator: the pool does not
+    depend on it, and each such test spawns 2 processes)."""
+    base = [*FAST, "generate.confidence_low=0.5"]
+    one = generate.run(resolve_config(None, base), RunLayout(tmp_path / "one"), "key", teacher_dir=tiny_teacher_dir)
+    cfg = resolve_config(None, [*base, "generate.workers=2"])
+    assert cfg.stage_config("generate") == resolve_config(None, base).stage_config("generate")
     two = generate.run(cfg, RunLayout(tmp_path / "two"), "key", teacher_dir=tiny_teacher_dir)
     assert one.manifest.metrics["generate/workers"] == 1 and two.manifest.metrics["generate/workers"] == 2
     digests = [{k: f.sha256 for k, f in out.manifest.files.items() if not f.volatile} for out in (one, two)]
@@ -152,3 +171,89 @@ def test_worker_error_stops_the_stage_with_its_message(tmp_path, tiny_teacher_di
         generate.run(cfg, RunLayout(tmp_path), "key", teacher_dir=tiny_teacher_dir)
     shards = list((RunLayout(tmp_path).staging_dir("generate") / "shards").glob("shard-*.parquet"))
     assert not shards and not RunLayout(tmp_path).manifest("generate").exists()
+
+
+def _children(pid: int) -> set[int]:
+    """PIDs whose parent is `pid` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _running(pids: set[int]) -> dict[int, str]:
+    """The processes among `pids` that exist and have not exited (zombies excluded): pid → /proc cmdline."""
+    out = {}
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            out[p] = cmd
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("GFKD_RUN_SLOW") != "1" or not Path("/proc/self/stat").exists(),
+                    reason="slow (GFKD_RUN_SLOW=1); reads /proc")
+def test_workers_exit_when_the_stage_process_is_killed(tmp_path, tiny_teacher_dir):
+    """SIGKILL gives the stage no chance to stop its pool: the workers notice their parent is gone and exit."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (f"from pathlib import Path\nfrom gfkd.config import resolve_config\nfrom gfkd.layout import RunLayout\n"
+              f"from gfkd.stages import generate\n"
+              f"cfg = resolve_config(None, {[*FAST, 'generate.iterations=100000', 'generate.workers=2']!r})\n"
+              f"generate.run(cfg, RunLayout(Path({str(tmp_path / 'run')!r})), 'key', "
+              f"teacher_dir=Path({str(tiny_teacher_dir)!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, proc.stderr.read() if proc.poll() is not None else workers
+    time.sleep(20)  # past their start-up (spawn, imports, the teacher), optimising: not reading their job queue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _running(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = _running(workers)
+    assert not alive, f"workers {alive} outlived the killed stage"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_worker_that_dies_stops_the_stage_instead_of_a_hang(tmp_path, tiny_teacher_dir):
+    import signal
+    import threading
+    import time
+
+    def kill_a_worker():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            spawned = [p for p, cmd in _running(_children(os.getpid())).items() if "spawn_main" in cmd]
+            if spawned:
+                os.kill(spawned[0], signal.SIGKILL)  # as the kernel's OOM killer would
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    cfg = resolve_config(None, [*FAST, "generate.iterations=100000", "generate.workers=2"])
+    t0 = time.monotonic()
+    with pytest.raises(StageError, match="a worker process died"):
+        generate.run(cfg, RunLayout(tmp_path), "key", teacher_dir=tiny_teacher_dir)
+    assert time.monotonic() - t0 < 120
+    killer.join(timeout=5)
+    left = [cmd for cmd in _running(_children(os.getpid())).values() if "spawn_main" in cmd]  # (multiprocessing's
+    assert not left, "workers left running after the stage stopped"  # resource tracker lives with this process)
