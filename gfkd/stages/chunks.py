@@ -28,7 +28,7 @@ from gfkd.config import RunConfig
 from gfkd.errors import StageError
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import BankPlan, make_generator
-from gfkd.generators.base import GenContext, state_name, teacher_verdict
+from gfkd.generators.base import GenContext, sidecar_name, state_name, teacher_verdict
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.shards import graphs_to_table, shard_schema, write_shard
 from gfkd.stages.common import prepare_runtime
@@ -45,7 +45,7 @@ def shard_name(bank: int, chunk: int) -> str:
 
 def timing_name(shard: str) -> str:
     """The sidecar with a shard's wall time (volatile: kept out of the shard's bytes)."""
-    return "_time-" + shard.removeprefix("shard-").removesuffix(".parquet") + ".json"
+    return sidecar_name(shard, "time", ".json")
 
 
 def _sync(device: torch.device) -> None:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gfkd.config import RunConfig
 from gfkd.errors import ConfigError
 from gfkd.generators.bank import plan_bank
-from gfkd.generators.base import GenContext, sidecar_name, state_name
+from gfkd.generators.base import GenContext, state_name
 from gfkd.io.atomic import write_json
 from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
