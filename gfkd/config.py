@@ -293,8 +293,8 @@ class GenerateConfig(_Frozen):
     iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
     batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
     workers: int = Field(1, ge=1, le=256, description="CPU processes that optimise chunks side by side, each at "
-                         "run.threads threads (auto: the cores shared out); the same shards as 1, sooner where cores are "
-                         "free; CUDA runs one process. Not in the cache key")
+                         "run.threads threads (auto: the cores shared out); at run.threads=1 the same shards as 1, "
+                         "sooner where cores are free; CUDA runs one process. Not in the cache key (docs/generate.md)")
     size_buckets: int = Field(4, ge=1, le=64, description="gfkd, deepinvg, randg: the teacher's dense forward on a "
                               "chunk runs in at most this many node-count groups, each padded to its own largest graph "
                               "(1: one padded batch); the same values up to float rounding, less work on padding")

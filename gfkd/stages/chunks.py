@@ -2,16 +2,20 @@
 
 Each chunk is an independent optimisation seeded by (split seed, bank, chunk), so chunks can run side by side:
 `generate.workers = W` (CPU only) starts W spawned processes that each load the teacher once and then take chunks
-from a queue. A worker runs the same code at the same thread count and denormal setting as the stage would, so it
-writes the same shard bytes (tests/stages/test_generate.py); only the order in which shards appear changes. Each
-shard and sidecar is written atomically by the process that made it, so a kill at any point leaves whole shards
-that a rerun keeps.
+from a queue. At a fixed `run.threads` of 1 (the default) a worker runs the same code with the same settings as the
+stage would in its own process, so it writes the same shard bytes (tests/stages/test_generate.py); only the order in
+which shards appear changes. (With more threads, the floats follow the thread count, and denormal flushing, which
+torch sets per thread, reaches all of a fresh worker's threads but only the calling thread of a process whose thread
+pool an earlier stage started; `run.threads=auto` gives each worker the usable cores shared out.) Each shard and
+sidecar is written atomically by the process that made it, so a kill at any point leaves whole shards that a rerun
+keeps.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
@@ -21,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -82,6 +87,7 @@ def write_chunk(ctx: GenContext, method: str, plan: BankPlan, bank: int, chunk: 
 # --- worker processes -------------------------------------------------------------------------------------------
 
 _CTX: GenContext | None = None
+_INIT_ERROR: Exception | None = None
 # A stage ended by Ctrl-C or a kill leaves its pool's named semaphores registered; multiprocessing's resource tracker
 # unlinks them and warns about each "leak" on the terminal. The clean-up stays, the warning goes.
 _QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -95,48 +101,80 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init_worker(cfg: RunConfig, teacher_pt: str, threads: int) -> None:
-    global _CTX
+    """Signals, runtime settings and the teacher; an error here is kept and raised by each job, so the stage reports
+    it (an initializer that raises would only break the pool, with no message)."""
+    global _CTX, _INIT_ERROR
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C reaches the whole group: leave quietly
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since the spawn (see `run_jobs`)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    prepare_runtime(cfg.run, flush_denormal=True)
-    if cfg.run.threads == "auto":
-        torch.set_num_threads(threads)
-    teacher, meta, bn_eval = load_teacher(Path(teacher_pt))
-    _CTX = GenContext(teacher, meta["data"], bn_eval, cfg.generate, torch.device("cpu"))
+    try:
+        if cfg.run.threads == "auto":
+            torch.set_num_threads(threads)
+        prepare_runtime(cfg.run, flush_denormal=True)  # after the thread count: flushing is set per thread
+        teacher, meta, bn_eval = load_teacher(Path(teacher_pt))
+        _CTX = GenContext(teacher, meta["data"], bn_eval, cfg.generate, torch.device("cpu"))
+    except Exception as exc:  # noqa: BLE001 - handed to the stage by `_run_job`
+        _INIT_ERROR = exc
+
+
+class ChunkJob(NamedTuple):
+    """One chunk's arguments for a worker, in plain Python values: a tensor would travel through torch's
+    shared-memory pickler, which opens a Unix socket under the temp dir (too long a path there fails)."""
+
+    method: str
+    plan: dict  # BankPlan as lists: num_nodes, targets, chunks, clamped, confidence
+    bank: int
+    chunk: int
+    graphs_per_bank: int
+    steps: int
+    seed: int
+    cache_key: str
+    shard_dir: str
 
 
 def job(method: str, plan: BankPlan, bank: int, chunk: int, graphs_per_bank: int, steps: int, seed: int,
-        cache_key: str, shard_dir: Path) -> tuple:
-    """One chunk's arguments for a worker, as plain Python values: a tensor would travel through torch's
-    shared-memory pickler, which opens a Unix socket under the temp dir (too long a path there fails) for each."""
+        cache_key: str, shard_dir: Path) -> ChunkJob:
+    """The `ChunkJob` of chunk `chunk` of bank `bank` (its whole plan travels: a few thousand integers)."""
     plain = {"num_nodes": plan.num_nodes.tolist(), "targets": plan.targets.tolist(), "clamped": plan.clamped,
              "chunks": [c.tolist() for c in plan.chunks],
              "confidence": None if plan.confidence is None else plan.confidence.tolist()}
-    return method, plain, bank, chunk, graphs_per_bank, steps, seed, cache_key, str(shard_dir)
+    return ChunkJob(method, plain, bank, chunk, graphs_per_bank, steps, seed, cache_key, str(shard_dir))
 
 
-def _run_job(args: tuple) -> tuple[int, int, float, list[tuple[int, dict]]]:
-    method, plain, bank, chunk, graphs_per_bank, steps, seed, cache_key, shard_dir = args
-    conf = plain["confidence"]
-    plan = BankPlan(num_nodes=torch.tensor(plain["num_nodes"], dtype=torch.long),
-                    targets=torch.tensor(plain["targets"], dtype=torch.long),
-                    chunks=[torch.tensor(c, dtype=torch.long) for c in plain["chunks"]], clamped=plain["clamped"],
+def _run_job(j: ChunkJob) -> tuple[int, int, float, list[tuple[int, dict]], int]:
+    """(bank, chunk, wall seconds, the logged (step, metrics), this worker's peak RSS in bytes)."""
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
+    p, conf = j.plan, j.plan["confidence"]
+    plan = BankPlan(num_nodes=torch.tensor(p["num_nodes"], dtype=torch.long),
+                    targets=torch.tensor(p["targets"], dtype=torch.long),
+                    chunks=[torch.tensor(c, dtype=torch.long) for c in p["chunks"]], clamped=p["clamped"],
                     confidence=None if conf is None else torch.tensor(conf, dtype=torch.float32))
     records: list[tuple[int, dict]] = []
-    wall = write_chunk(_CTX, method, plan, bank, chunk, graphs_per_bank, steps, seed, cache_key, Path(shard_dir),
-                       log=lambda step, metrics: records.append((step, {k: float(v) for k, v in metrics.items()})))
-    return bank, chunk, wall, records
+    wall = write_chunk(_CTX, j.method, plan, j.bank, j.chunk, j.graphs_per_bank, j.steps, j.seed, j.cache_key,
+                       Path(j.shard_dir), log=lambda step, m: records.append((step, {k: float(v) for k, v in m.items()})))
+    return j.bank, j.chunk, wall, records, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def usable_workers(requested: int, todo: int, device: torch.device) -> int:
+    """The processes the stage starts: one on CUDA and inside a daemonic process (a Dask worker, which may not
+    have children), else `requested`, at most one per chunk left."""
+    if device.type != "cpu" or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(requested, todo))
 
 
 @contextmanager
 def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[ProcessPoolExecutor]:
     """`workers` spawned processes holding the teacher; on an error (or Ctrl-C) they are terminated, not awaited."""
-    threads = max(1, (os.cpu_count() or 1) // workers)  # run.threads=auto: the cores shared out
-    if _QUIET_TRACKER not in sys.warnoptions:  # passed to the resource tracker when it starts (see _QUIET_TRACKER)
-        sys.warnoptions.append(_QUIET_TRACKER)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(cfg, str(teacher_pt), threads))
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # run.threads=auto: the usable cores shared out
+    saved = list(sys.warnoptions)
+    sys.warnoptions.append(_QUIET_TRACKER)  # read when the pool's queues start the resource tracker (_QUIET_TRACKER)
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(cfg, str(teacher_pt), threads))
+    finally:
+        sys.warnoptions[:] = saved
     try:
         yield pool
     except BaseException:
@@ -150,9 +188,9 @@ def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[Proc
     pool.shutdown()
 
 
-def run_jobs(pool: ProcessPoolExecutor, jobs: list[tuple]) -> Iterator[tuple[int, int, float, list]]:
-    """(bank, chunk, wall seconds, logged (step, metrics)) per finished chunk, in the order they finish; a worker's
-    exception is raised here, and a worker that died (killed, out of memory) is a StageError, not a hang."""
+def run_jobs(pool: ProcessPoolExecutor, jobs: list[ChunkJob]) -> Iterator[tuple[int, int, float, list, int]]:
+    """`_run_job`'s result per finished chunk, in the order they finish; a worker's exception is raised here, and a
+    worker that died (killed, out of memory) is a StageError, not a hang."""
     # the workers start here; they inherit the signal mask through the exec: with SIGINT blocked until their
     # initializer has set its handler, a Ctrl-C during their start-up (seconds of imports) prints no traceback. Left
     # open: a Ctrl-C that ends this process in the milliseconds between a worker's creation and multiprocessing's

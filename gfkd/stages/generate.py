@@ -30,7 +30,7 @@ from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
 from gfkd.layout import RunLayout
 from gfkd.plots import degree_histogram, pseudo_graph_grid
-from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, worker_pool, write_chunk
+from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, usable_workers, worker_pool, write_chunk
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.teacher import load_teacher
 from gfkd.tracking import NullLogger
@@ -79,8 +79,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     files = [f"shards/{shard_name(bank, c)}" for bank, plan in enumerate(plans) for c in range(len(plan.chunks))]
     todo = [(bank, c) for bank, plan in enumerate(plans) for c in range(len(plan.chunks))
             if not (shard_dir / shard_name(bank, c)).is_file()]  # the rest finished before a kill (atomic writes)
-    workers = max(1, min(gc.workers, len(todo))) if device.type == "cpu" else 1  # CUDA: one process
-    gen_wall = 0.0
+    workers = usable_workers(gc.workers, len(todo), device)
+    gen_wall, worker_rss = 0.0, 0
     bar = tqdm(total=len(files), initial=len(files) - len(todo), desc=f"generate ({method})", unit="shard",
                disable=not sys.stderr.isatty())
     log = lambda s, m: logger.metrics(m, step=s)  # noqa: E731
@@ -91,10 +91,11 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     else:
         jobs = [job(method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir) for bank, c in todo]
         with worker_pool(cfg, teacher_pt, workers) as pool:
-            for _bank, _c, wall, records in run_jobs(pool, jobs):
+            for _bank, _c, wall, records, rss in run_jobs(pool, jobs):
                 for step, m in records:
                     log(step, m)
                 gen_wall += wall
+                worker_rss = max(worker_rss, rss)
                 bar.update()
     bar.close()
     written = len(todo)
@@ -112,8 +113,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                 "generate/mem/peak_rss_bytes": float(peak_rss),
                 "generate/mem/rss_growth_bytes": float(max(0, peak_rss - rss_before)),
                 "generate/workers": float(workers)}
-    if workers > 1:  # the largest worker's peak (children are counted once the pool has joined them)
-        metrics["generate/mem/worker_peak_rss_bytes"] = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    if workers > 1:  # the largest worker's peak; the two above are this process's
+        metrics["generate/mem/worker_peak_rss_bytes"] = float(worker_rss)
     if device.type == "cuda":
         metrics["generate/mem/peak_bytes"] = float(torch.cuda.max_memory_allocated(device))
     write_json(staging / "quality.json", quality)

@@ -152,15 +152,29 @@ def test_a_worker_job_is_plain_python():
 def test_worker_processes_write_the_same_shards(tmp_path, tiny_teacher_dir):
     """Soft targets, so that the per-graph confidences travel to the workers too (one generator: the pool does not
     depend on it, and each such test spawns 2 processes)."""
+    from gfkd.tracking import NullLogger
+
+    class Recording(NullLogger):
+        def __init__(self):
+            self.steps = set()
+
+        def metrics(self, metrics, step=None):
+            if step is not None:
+                self.steps |= {(step, k, v) for k, v in metrics.items()}
+
     base = [*FAST, "generate.confidence_low=0.5"]
-    one = generate.run(resolve_config(None, base), RunLayout(tmp_path / "one"), "key", teacher_dir=tiny_teacher_dir)
+    logs = [Recording(), Recording()]
+    one = generate.run(resolve_config(None, base), RunLayout(tmp_path / "one"), "key", logs[0],
+                       teacher_dir=tiny_teacher_dir)
     cfg = resolve_config(None, [*base, "generate.workers=2"])
     assert cfg.stage_config("generate") == resolve_config(None, base).stage_config("generate")
-    two = generate.run(cfg, RunLayout(tmp_path / "two"), "key", teacher_dir=tiny_teacher_dir)
+    two = generate.run(cfg, RunLayout(tmp_path / "two"), "key", logs[1], teacher_dir=tiny_teacher_dir)
+    # each step's metrics reach the parent's logger from the worker that ran the chunk, with the same values
+    assert logs[0].steps and logs[0].steps == logs[1].steps
     assert one.manifest.metrics["generate/workers"] == 1 and two.manifest.metrics["generate/workers"] == 2
     digests = [{k: f.sha256 for k, f in out.manifest.files.items() if not f.volatile} for out in (one, two)]
     assert digests[0] == digests[1] and sum(k.endswith(".parquet") for k in digests[0]) == 4
-    # each step's metrics reach the parent's logger from the worker that ran the chunk
+    assert two.manifest.metrics["generate/shards/written"] == 4 and two.manifest.metrics["generate/mem/worker_peak_rss_bytes"] > 0
     assert two.manifest.metrics["generate/shards/written"] == 4 and two.manifest.metrics["generate/time/this_run_wall_s"] > 0
 
 
@@ -220,7 +234,7 @@ def test_workers_exit_when_the_stage_process_is_killed(tmp_path, tiny_teacher_di
     workers: set[int] = set()
     while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        workers = _children(proc.pid)
+        workers = {p for p, cmd in _running(_children(proc.pid)).items() if "spawn_main" in cmd}
     assert proc.poll() is None and len(workers) >= 2, proc.stderr.read() if proc.poll() is not None else workers
     time.sleep(20)  # past their start-up (spawn, imports, the teacher), optimising: not reading their job queue
     proc.send_signal(signal.SIGKILL)
@@ -257,3 +271,16 @@ def test_a_worker_that_dies_stops_the_stage_instead_of_a_hang(tmp_path, tiny_tea
     killer.join(timeout=5)
     left = [cmd for cmd in _running(_children(os.getpid())).values() if "spawn_main" in cmd]  # (multiprocessing's
     assert not left, "workers left running after the stage stopped"  # resource tracker lives with this process)
+
+
+def test_usable_workers_one_on_cuda_and_in_daemonic_processes(monkeypatch):
+    import multiprocessing
+    from types import SimpleNamespace
+
+    from gfkd.stages.chunks import usable_workers
+
+    cpu = torch.device("cpu")
+    assert usable_workers(4, 3, cpu) == 3 and usable_workers(2, 24, cpu) == 2 and usable_workers(4, 0, cpu) == 1
+    assert usable_workers(4, 24, torch.device("cuda")) == 1
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))  # a Dask worker
+    assert usable_workers(4, 24, cpu) == 1
