@@ -27,7 +27,6 @@ import os
 import platform
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,9 +76,10 @@ def main() -> None:
         rows.append((one, many, same))
         print(f"{one['dataset']}: {one['wall_s']:.1f} s → {many['wall_s']:.1f} s with {many['workers']} workers; "
               f"outputs {'the same' if same else 'DIFFERENT'}", flush=True)
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, at commit {commit or '?'}, "
+    from gfkd.versions import checkout_commit
+
+    commit = checkout_commit(REPO)
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, at commit {commit}, "
                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     command = ".venv/bin/python benchmarks/generate_workers.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     lines = ["# Generate stage: chunks in worker processes", "",

@@ -26,7 +26,6 @@ import argparse
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,10 +103,11 @@ def main() -> None:
             differ = float((one["adj"] != grouped["adj"]).float().mean())
             rows.append((dataset, method, one, grouped, float((one["logits"] - grouped["logits"]).abs().max()), differ))
             print(f"{dataset} {method}: {one['s_per_iter']:.3f} → {grouped['s_per_iter']:.3f} CPU s/iteration", flush=True)
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+    from gfkd.versions import checkout_commit
+
+    commit = checkout_commit(REPO)
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, one torch thread, torch {torch.__version__}, at commit "
-               f"{commit or '?'}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+               f"{commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     command = ".venv/bin/python benchmarks/size_buckets.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     lines = ["# Size buckets: the teacher's dense forward in node-count groups", "",
              "Written by `benchmarks/size_buckets.py`; do not edit by hand.", "", f"Command: `{command}`", "",

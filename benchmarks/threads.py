@@ -129,9 +129,10 @@ def main() -> None:
             stop(procs)
     import torch
 
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, at commit {commit or '?'}, "
+    from gfkd.versions import checkout_commit
+
+    commit = checkout_commit(REPO)
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, at commit {commit}, "
                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     command = ".venv/bin/python benchmarks/threads.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     from gfkd.io.atomic import write_atomic

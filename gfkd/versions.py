@@ -5,8 +5,10 @@ them as the tag `gfkd.versions`), and the CPU kernels torch dispatches to (this 
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import gfkd
 
@@ -24,6 +26,14 @@ def versions_line() -> str:
     """`gfkd 0.1.0 (torch 2.13.0+cpu, torch_geometric 2.8.1, ...; Python 3.11.7)`."""
     deps = ", ".join(f"{n} {_installed(n)}" for n in DEPENDENCIES)
     return f"gfkd {gfkd.__version__} ({deps}; Python {sys.version.split()[0]})"
+
+
+def checkout_commit(repo: Path) -> str:
+    """The short commit of the git checkout at `repo`, `(with uncommitted changes)` added when its tree is dirty;
+    `?` outside a checkout (what a benchmark's table names as the code that made it)."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = git("rev-parse", "--short", "HEAD")
+    return (commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")) if commit else "?"
 
 
 def cpu_model() -> str:

@@ -35,3 +35,21 @@ def test_cpu_model_reads_the_model_name_or_falls_back(monkeypatch, tmp_path):
     assert versions.cpu_model() == "Test CPU @ 1.00GHz"
     info.unlink()  # no /proc/cpuinfo (macOS): what platform knows
     assert versions.cpu_model() == (platform.processor() or platform.machine())
+
+
+def test_checkout_commit_names_the_commit_and_a_dirty_tree(tmp_path):
+    import subprocess
+
+    from gfkd.versions import checkout_commit
+
+    assert checkout_commit(tmp_path) == "?"
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,  # noqa: E731
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("a")
+    git("add", "a.txt")
+    git("commit", "-qm", "a")
+    short = git("rev-parse", "--short", "HEAD")
+    assert checkout_commit(tmp_path) == short
+    (tmp_path / "a.txt").write_text("b")
+    assert checkout_commit(tmp_path) == f"{short} (with uncommitted changes)"
