@@ -59,7 +59,7 @@ def one_method(dataset: str, method: str, graphs: int, runs: Path, seed: int, re
     from gfkd.config import resolve_config
     from gfkd.generators.bank import make_generator, plan_bank
     from gfkd.generators.base import GenContext, teacher_verdict
-    from gfkd.stages.generate import GENERATORS
+    from gfkd.stages.chunks import GENERATORS
     from gfkd.stages.teacher import load_teacher
 
     torch.set_flush_denormal(True)
