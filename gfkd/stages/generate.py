@@ -76,9 +76,10 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                           f"only, not {method}; set generate.confidence_low=1")
     plans = [plan_bank(data_meta, M, cfg.split_seed, bank, nodes, targets, gc.max_nodes, gc.batch_size, node_range,
                        confidence_low=gc.confidence_low) for bank in range(gc.banks)]
-    files = [f"shards/{shard_name(bank, c)}" for bank, plan in enumerate(plans) for c in range(len(plan.chunks))]
-    todo = [(bank, c) for bank, plan in enumerate(plans) for c in range(len(plan.chunks))
-            if not (shard_dir / shard_name(bank, c)).is_file()]  # the rest finished before a kill (atomic writes)
+    chunks = [(bank, c) for bank, plan in enumerate(plans) for c in range(len(plan.chunks))]
+    files = [f"shards/{shard_name(bank, c)}" for bank, c in chunks]
+    # a shard already there finished before a kill: written atomically, so whole
+    todo = [(bank, c) for bank, c in chunks if not (shard_dir / shard_name(bank, c)).is_file()]
     workers = usable_workers(gc.workers, len(todo), device)
     gen_wall, worker_rss = 0.0, 0
     bar = tqdm(total=len(files), initial=len(files) - len(todo), desc=f"generate ({method})", unit="shard",
