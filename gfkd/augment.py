@@ -9,6 +9,9 @@ also sees graphs between the generator's (often over-confident) samples and the 
                  that the pairs that were already edges are made up for (self-pairs and repeats are discarded, so
                  it can fall a little short); a densifies the bank on average, the spread keeps graphs near their
                  own density too;
+    hub h:       then, with probability h per graph, its highest-degree node (the lowest index among ties) is joined
+                 to every other node of the graph: the centre of an ego network (every IMDB-BINARY graph has one,
+                 docs/distill.md);
     node_noise q: on one-hot node-label features, each node's type is redrawn uniformly with probability q.
 
 Degree-feature sets (featureless datasets, x = one-hot(min(deg, D))) get their features recomputed from the perturbed
@@ -36,7 +39,8 @@ def _random_pairs(per_graph: Tensor, counts: Tensor, generator: torch.Generator)
 
 
 def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, edge_flip: float, node_noise: float,
-            generator: torch.Generator, degree_features: bool, edge_add: float = 0.0) -> tuple[Tensor, Tensor]:
+            generator: torch.Generator, degree_features: bool, edge_add: float = 0.0,
+            hub: float = 0.0) -> tuple[Tensor, Tensor]:
     """A perturbed copy of a batched graph. x: [N, F] one-hot, edge_index: [2, E] undirected (both directions),
     batch: [N]. Returns (x' [N, F], edge_index' [2, E'] undirected, coalesced, no self-loops, no cross-graph pairs)."""
     n = x.size(0)
@@ -58,6 +62,16 @@ def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, ed
         draws = (frac * m / (1 - density).clamp(min=0.05)).round().long()
         und = torch.cat([und, _random_pairs(draws, counts, generator)], 1)
         edge_index = coalesce(torch.cat([und, und.flip(0)], 1), num_nodes=n)
+    if hub > 0:
+        picked = torch.rand(num_graphs, generator=generator).to(dev) < hub  # [G]
+        deg = degree(edge_index[0], n, dtype=torch.long)
+        idx = torch.arange(n, device=dev)
+        key = deg * (n + 1) + (n - idx)  # largest degree first, then the lowest index
+        centre = scatter(key, batch, dim=0, dim_size=num_graphs, reduce="max")  # [G]
+        centre = n - centre % (n + 1)  # back to the node index
+        others = picked[batch] & (idx != centre[batch])
+        spokes = torch.stack([centre[batch][others], idx[others]])
+        edge_index = coalesce(torch.cat([edge_index, spokes, spokes.flip(0)], 1), num_nodes=n)
     if degree_features:
         width = x.size(1)
         deg = degree(edge_index[0], n, dtype=torch.long).clamp(max=width - 1)

@@ -360,6 +360,8 @@ class AugmentConfig(_Frozen):
     node_noise: float = Field(0.0, ge=0, lt=1, description="q: redraw each node's one-hot type with probability q")
     edge_add: float = Field(0.0, ge=0, le=2, description="a: then add about f·m random pairs to each graph of m edges, "
                             "f ~ U(0, 2a) per graph (densifies by a on average)")
+    hub: float = Field(0.0, ge=0, le=1, description="h: then, with probability h per graph, join its highest-degree node "
+                       "to every other node (the centre of an ego network; IMDB-BINARY's and COLLAB's graphs have one)")
 
 
 class AdversarialConfig(_Frozen):

@@ -139,7 +139,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     until = curriculum.full_epoch(cc.until, epochs)
     use_feat = dc.feat_weight > 0
     ac = dc.augment
-    augment = ac.edge_flip > 0 or ac.node_noise > 0 or ac.edge_add > 0
+    augment = ac.edge_flip > 0 or ac.node_noise > 0 or ac.edge_add > 0 or ac.hub > 0
 
     if hasattr(graphs[0], "teacher_logits"):  # on the stored graphs, before any perturbation or round
         check_graph_logits(teacher, graphs, device, stage, dc.batch_size)
@@ -173,7 +173,8 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
             if augment:  # the teacher labels the perturbed graphs below
                 batch.x, batch.edge_index = perturb(batch.x, batch.edge_index, batch.batch, batch.num_graphs,
                                                     edge_flip=ac.edge_flip, node_noise=ac.node_noise, generator=gen,
-                                                    degree_features=degree_features, edge_add=ac.edge_add)
+                                                    degree_features=degree_features, edge_add=ac.edge_add,
+                                                    hub=ac.hub)
             z_t, h_t = teacher_outputs(teacher, batch)
             z_s, h_s = student.features(batch.x, batch.edge_index, batch.batch, batch.num_graphs)
             tau = temp(z_t, z_s)

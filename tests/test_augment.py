@@ -86,3 +86,29 @@ def test_edge_add_recomputes_degree_features():
         x, ei = perturb(x0, EI, BATCH, 2, edge_flip=0.0, node_noise=0.0, edge_add=1.0, degree_features=True,
                         generator=torch.Generator().manual_seed(seed))
         assert torch.equal(x.argmax(1), torch.bincount(ei[0], minlength=7).clamp(max=3))
+
+
+def test_hub_joins_each_graphs_highest_degree_node_to_all_others():
+    # the path 0-1-2-3 (nodes 1 and 2 have degree 2: the lowest index, 1, is the centre and gains the pair 1-3) and
+    # the triangle 4-5-6 (complete already: its centre, node 4, gains nothing)
+    und = torch.tensor([[0, 1, 2, 4, 4, 5], [1, 2, 3, 5, 6, 6]])
+    ei = torch.cat([und, und.flip(0)], 1)
+    x, out = perturb(X, ei, BATCH, 2, edge_flip=0.0, node_noise=0.0, degree_features=False,
+                     generator=torch.Generator().manual_seed(0), hub=1.0)
+    assert {tuple(e) for e in out.t().tolist()} == {tuple(e) for e in ei.t().tolist()} | {(1, 3), (3, 1)}
+    assert torch.equal(x, X)
+
+
+def test_hub_gives_a_graph_without_one_a_centre_and_recomputes_degrees():
+    # the 4-cycle alone: every degree is 2, node 0 is joined to node 2 (its only non-neighbour)
+    x, out = perturb(torch.eye(6)[[2, 2, 2, 2]], torch.cat([UND[:, :4], UND[:, :4].flip(0)], 1),
+                     torch.zeros(4, dtype=torch.long), 1, edge_flip=0.0, node_noise=0.0, degree_features=True,
+                     generator=torch.Generator().manual_seed(0), hub=1.0)
+    assert (0, 2) in {tuple(e) for e in out.t().tolist()} and out.size(1) == 10
+    assert x.argmax(1).tolist() == [3, 2, 3, 2]
+
+
+def test_hub_zero_leaves_the_graph_and_the_generator_state_alone():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    _, a = perturb(X, EI, BATCH, 2, edge_flip=0.0, node_noise=0.0, degree_features=False, generator=g1, hub=0.0)
+    assert a.size(1) == EI.size(1) and torch.equal(g1.get_state(), g2.get_state())
