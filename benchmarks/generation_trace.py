@@ -70,6 +70,9 @@ def trace(teacher_pt: Path, overrides: list[str], graphs: int, pick: str = "firs
             "density": float(density.mean()), "graph_density": density.tolist(), "graph_nodes": n.long().tolist(),
             "degree": float(deg.sum() / n.sum()),
             "isolated": float(isolated), "agreement": float((logits.argmax(1) == final.targets).float().mean()),
+            "class_density": [float(density[final.targets == c].mean()) for c in range(logits.size(1))],
+            "class_agreement": [float((logits.argmax(1) == c)[final.targets == c].float().mean())
+                                for c in range(logits.size(1))],
             "real_density": float(dm["edge_density_mean"]), "real_degree": float(dm["degree_mean"]),
             "dataset": dm["dataset"], "graphs": len(idx)}
 
@@ -127,6 +130,14 @@ def main() -> None:
             "| overrides | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for name, r in rows:
         out.append(f"| {name} | {density_cells(r['graph_nodes'], r['graph_density'], args.edges)} |")
+    classes = range(len(r0["class_density"]))
+    out += ["", "By generation target: the density of the finalised graphs of each target class, and the share of "
+            "them the teacher puts in that class:", "",
+            "| overrides | " + " | ".join(f"class {c}: density / agreement" for c in classes) + " |",
+            "|---|" + "---|" * len(classes)]
+    for name, r in rows:
+        out.append(f"| {name} | " + " | ".join(f"{r['class_density'][c]:.3f} / {r['class_agreement'][c]:.3f}"
+                                                for c in classes) + " |")
     write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))
     print(args.out)
 

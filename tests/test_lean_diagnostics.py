@@ -1,0 +1,57 @@
+"""benchmarks/lean_diagnostics.py: structure by class, the BN-statistics swap and the oracle margin shift."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("lean_diagnostics", REPO / "benchmarks" / "lean_diagnostics.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _graph(n: int, und: list[tuple[int, int]]) -> Data:
+    e = torch.tensor(und, dtype=torch.long).t()
+    return Data(x=torch.ones(n, 1), edge_index=torch.cat([e, e.flip(0)], 1), num_nodes=n)
+
+
+def test_structure_counts_density_degree_and_centres_per_class():
+    star = _graph(4, [(0, 1), (0, 2), (0, 3)])  # density 0.5, mean degree 1.5, a centre
+    path = _graph(4, [(0, 1), (1, 2), (2, 3)])  # the same density, no node of degree 3
+    triangle = _graph(3, [(0, 1), (1, 2), (0, 2)])  # density 1, a centre
+    out = bench.structure([star, path, triangle], np.array([0, 0, 1]))
+    assert out[0] == (2, 4.0, 0.5, 1.5, 0.5)
+    assert out[1] == (1, 3.0, 1.0, 2.0, 1.0)
+
+
+def test_best_shift_moves_the_boundary_onto_the_teachers_and_prefers_no_shift():
+    margin = torch.tensor([-2.0, -0.3, -0.2, 1.0])
+    assert bench.best_shift(margin, torch.tensor([0, 1, 1, 1])) == pytest.approx(0.35)  # the smallest s that makes −0.3 positive
+    assert bench.best_shift(margin, torch.tensor([0, 0, 0, 1])) == 0.0
+
+
+class _Pool(nn.Module):
+    """A one-BN 'student' with the call signature of the project's models."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, x, edge_index, batch, num_graphs):
+        return self.bn(x)
+
+
+def test_bn_statistics_are_recomputed_on_the_given_graphs_only_in_a_copy():
+    model = _Pool().eval()
+    graphs = [Data(x=torch.tensor([[v]]), edge_index=torch.zeros(2, 0, dtype=torch.long)) for v in (1.0, 3.0, 5.0, 9.0)]
+    fresh = bench.with_bn_stats_of(model, DataLoader(graphs, batch_size=2))  # batch means 2 and 7
+    assert torch.allclose(fresh.bn.running_mean, torch.tensor([4.5]))  # their plain average, not a momentum blend
+    assert not fresh.training and torch.equal(model.bn.running_mean, torch.zeros(1))
