@@ -7,7 +7,8 @@ A diagnostic for the generate stage: `--graphs` graphs of bank 0's first chunk o
 first ones, which are its smallest since a chunk is sorted by size, or with `--pick spread` graphs evenly spaced
 through it, so they span its sizes as the chunk does), generated once per `--set` (space-separated key=value overrides; '' = the defaults); the loss terms
 (CE, R_BN, degree prior) at the first and last step, and the finalised chunk's density, mean degree, isolated-node
-share and teacher agreement against the real graphs' metadata, and the density by node count. Reads the teacher checkpoint only. Writes the table
+share and teacher agreement against the real graphs' metadata, the density by node count, and per generation target
+class the density and the share the teacher puts in that class. Reads the teacher checkpoint only. Writes the table
 with the command (default docs/benchmarks/generation-trace.md).
 """
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("lean_diagnostics", REPO / "benchmarks" / "lean_diagnostics.py")
@@ -52,6 +51,7 @@ class _Pool(nn.Module):
 def test_bn_statistics_are_recomputed_on_the_given_graphs_only_in_a_copy():
     model = _Pool().eval()
     graphs = [Data(x=torch.tensor([[v]]), edge_index=torch.zeros(2, 0, dtype=torch.long)) for v in (1.0, 3.0, 5.0, 9.0)]
-    fresh = bench.with_bn_stats_of(model, DataLoader(graphs, batch_size=2))  # batch means 2 and 7
-    assert torch.allclose(fresh.bn.running_mean, torch.tensor([4.5]))  # their plain average, not a momentum blend
+    fresh = bench.with_bn_stats_of(model, graphs)
+    assert torch.allclose(fresh.bn.running_mean, torch.tensor([4.5]))  # every graph's node once, not a momentum blend
+    assert torch.allclose(fresh.bn.running_var, torch.tensor([[1.0, 3.0, 5.0, 9.0]]).var())  # unbiased, as BN keeps
     assert not fresh.training and torch.equal(model.bn.running_mean, torch.zeros(1))
