@@ -215,12 +215,17 @@ def teacher_class_agreement(cells: list[dict]) -> dict[str, list[tuple[float, fl
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_cell_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments that name stored cells of benchmarks/distill.py: --runs, --dataset, --folds, --data-root."""
     ap.add_argument("--runs", type=Path, required=True, help="a --runs folder of benchmarks/distill.py")
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--folds", default="0", help="e.g. 0-4 or 0,3")
     ap.add_argument("--data-root", type=Path, required=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cell_arguments(ap)
     ap.add_argument("--cache", type=Path, default=None, help="dataset cache (default <runs>/_cache/datasets)")
     ap.add_argument("--edges", type=int, nargs="+", default=[15, 25, 40], help="node-count bucket bounds")
     ap.add_argument("--also", action="append", default=[], metavar="LABEL=FOLDER",

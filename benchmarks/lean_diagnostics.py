@@ -45,6 +45,7 @@ from torch_geometric.loader import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.accuracy_by_size import add_cell_arguments  # noqa: E402
 from benchmarks.distill import _folds  # noqa: E402
 from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
@@ -138,10 +139,7 @@ def cell(root: Path, data_root: Path, cache: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, required=True, help="a --runs folder of benchmarks/distill.py")
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--folds", default="0", help="e.g. 0-4 or 0,3")
-    ap.add_argument("--data-root", type=Path, required=True)
+    add_cell_arguments(ap)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "lean-diagnostics.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
