@@ -42,8 +42,9 @@ from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from benchmarks.generation_trace import bucket_names, density_cells  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
-from gfkd.io.shards import read_shard_set, table_to_graphs  # noqa: E402
+from gfkd.io.shards import read_shard_set  # noqa: E402
 from gfkd.models.widened import build_student  # noqa: E402
+from gfkd.stages.distill import load_pseudo_graphs  # noqa: E402
 from gfkd.stages.teacher import load_teacher  # noqa: E402
 from gfkd.train import logits_of  # noqa: E402
 
@@ -92,7 +93,7 @@ def cell_predictions(root: Path, data_root: Path, cache: Path, also: dict[str, P
         if not shards.is_dir():  # a distill-only ablation (acgkd-<name>) trained on its cell's ACGKD banks
             shards = folder.parent / "acgkd" / "generate" / "shards"
         if shards not in banks and shards.is_dir():
-            graphs = [g for t in read_shard_set(shards) for g in table_to_graphs(t)]
+            graphs = load_pseudo_graphs(shards)
             banks[shards] = (DataLoader(graphs, batch_size=256),
                              torch.cat([g.teacher_logits.view(1, -1) for g in graphs]).argmax(-1).numpy())
         return banks.get(shards)

@@ -50,8 +50,8 @@ from benchmarks.distill import _folds  # noqa: E402
 from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
-from gfkd.io.shards import read_shard_set, table_to_graphs  # noqa: E402
 from gfkd.models.widened import build_student  # noqa: E402
+from gfkd.stages.distill import load_pseudo_graphs  # noqa: E402
 from gfkd.stages.teacher import load_teacher  # noqa: E402
 from gfkd.train import logits_of  # noqa: E402
 
@@ -106,7 +106,7 @@ def cell(root: Path, data_root: Path, cache: Path) -> dict:
     for gen in ("acgkd", "randg"):
         shards = root / gen / "generate" / "shards"
         if shards.is_dir():
-            graphs = [g for t in read_shard_set(shards) for g in table_to_graphs(t)]
+            graphs = load_pseudo_graphs(shards)
             lab = torch.cat([g.teacher_logits.view(1, -1) for g in graphs]).argmax(-1).numpy()
             out["structure"][f"{'ACGKD' if gen == 'acgkd' else 'RandG'} bank, by the teacher"] = structure(graphs, lab)
             banks[gen] = graphs

@@ -68,9 +68,9 @@ def perturb(x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int, *, ed
         idx = torch.arange(n, device=dev)
         key = deg * (n + 1) + (n - idx)  # largest degree first, then the lowest index
         centre = scatter(key, batch, dim=0, dim_size=num_graphs, reduce="max")  # [G]
-        centre = n - centre % (n + 1)  # back to the node index
-        others = picked[batch] & (idx != centre[batch])
-        spokes = torch.stack([centre[batch][others], idx[others]])
+        centre = (n - centre % (n + 1))[batch]  # back to the node index, per node: its graph's centre
+        others = picked[batch] & (idx != centre)
+        spokes = torch.stack([centre[others], idx[others]])
         edge_index = coalesce(torch.cat([edge_index, spokes, spokes.flip(0)], 1), num_nodes=n)
     if degree_features:
         width = x.size(1)
