@@ -63,6 +63,7 @@ GEN_ABLATIONS = {  # name -> generate overrides: new ACGKD banks, then the defau
     "prior targets": ["generate.targets=prior"],  # not in acgkd.md §12: docs/distill.md, "The class lean"
     "soft targets": ["generate.confidence_low=0.5"],  # not in acgkd.md §12: docs/generate.md, "Soft targets"
     "soft targets 0.75": ["generate.confidence_low=0.75"],  # a milder spread of the same
+    "held density": ["generate.acgkd.hold_density=true"],  # not in acgkd.md §12: docs/generate.md, "Held density"
 }
 
 

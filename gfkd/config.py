@@ -212,6 +212,9 @@ class ACGKDConfig(_Frozen):
     xi_refresh: int = Field(50, ge=1, description="budget mode: re-select candidate pairs every so many steps")
     checkpoint: bool = Field(False, description="budget mode: recompute the teacher's layers in backward (less memory "
                              "at 1.3-1.4x the step time; docs/generate.md); the same graphs, so not in the cache key")
+    hold_density: bool = Field(False, description="keep each pseudo-graph's expected edge count at its start's: "
+                               "after every step its pair logits are shifted by the one scalar that restores it, so "
+                               "the structure can rewire but not thin or thicken (docs/generate.md)")
     lr_structure: float = Field(0.1, gt=0, description="Adam lr of the structure parameters")
     lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
     beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
@@ -624,7 +627,10 @@ class RunConfig(_Frozen):
     @property
     def _generate_key(self) -> dict[str, Any]:
         """generate.* without the settings that change memory or speed but not the graphs."""
-        return self.generate.model_dump(mode="json", exclude={"workers": True, "acgkd": {"checkpoint"}})
+        key = self.generate.model_dump(mode="json", exclude={"workers": True, "acgkd": {"checkpoint"}})
+        if not self.generate.acgkd.hold_density:  # added after banks were stored: in the key only when set, so the
+            del key["acgkd"]["hold_density"]  # generate caches from before it stay valid
+        return key
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that determines a stage's outputs (enters its cache key)."""

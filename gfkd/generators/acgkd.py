@@ -155,6 +155,28 @@ class _Structure:
         adj = pairs_to_adjacency(torch.sigmoid(alpha) * self.pmask, self.N)  # [B, N, N]
         return adj.sum(2)[node_mask(self.n)]
 
+    def expected_edges(self) -> Tensor:
+        """E[edges] of each graph under σ(α) over its candidate pairs: [B] (no gradient)."""
+        with torch.no_grad():
+            return self.expected_degree(self.logits()) * self.n / 2
+
+    def hold_edges(self, target: Tensor) -> None:
+        """Shift each graph's pair logits by the one scalar that brings its expected edge count back to target: [B]
+        (generate.acgkd.hold_density; the bias b in `lowrank` mode). The order of a graph's logits is kept, so
+        `budget` mode's candidates stay the same."""
+        with torch.no_grad():
+            alpha = self.logits()
+            if self.mode == "budget":
+                values, group = self.candidate_logits(alpha), self.cand_b
+            else:
+                group = torch.arange(len(self.n), device=alpha.device).unsqueeze(1).expand_as(alpha)[self.pmask]
+                values = alpha[self.pmask]
+            shift = edge_shift(values, group, target)  # [B]
+            if self.mode == "lowrank":
+                self.b.add_(shift)
+            else:
+                self.alpha.add_(shift.unsqueeze(1))
+
     def to_adjacency(self, values: Tensor) -> Tensor:
         """Candidate pair values [K] → symmetric [B, N, N] (zero elsewhere; `budget` mode, no gradient)."""
         B, N = len(self.n), self.N
@@ -164,6 +186,22 @@ class _Structure:
         adj[self.cand_b, i, j] = values
         adj[self.cand_b, j, i] = values
         return adj
+
+
+def edge_shift(values: Tensor, group: Tensor, target: Tensor, iterations: int = 50) -> Tensor:
+    """The shift c: [B] with Σ_{p: group_p = g} σ(values_p + c_g) = target_g for every graph g (values, group: [K];
+    target: [B], strictly between 0 and the graph's pair count). Newton's method on a sum of sigmoids, which is
+    increasing in c, with steps clipped to ±2 so a flat start cannot overshoot."""
+    B = len(target)
+    c = torch.zeros(B, dtype=values.dtype, device=values.device)
+    for _ in range(iterations):
+        p = torch.sigmoid(values + c[group])
+        f = torch.zeros_like(c).index_add_(0, group, p) - target
+        if bool((f.abs() <= 1e-4 * target.clamp(min=1)).all()):
+            break
+        slope = torch.zeros_like(c).index_add_(0, group, p * (1 - p)).clamp(min=1e-6)
+        c -= (f / slope).clamp(-2, 2)
+    return c
 
 
 def histogram_w1(p: Tensor, q: Tensor) -> Tensor:
@@ -229,6 +267,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     opt = torch.optim.Adam(groups, fused=dev.type in ("cpu", "cuda"))  # fused: no [B, P] temporaries per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_factor(cfg.iterations))
     matcher = BNMatcher(ctx.teacher, targets_bn, cfg.bn_form, first_layer_weight(ctx, teacher_start))
+    start_edges = st.expected_edges() if a.hold_density else None  # [B]
     try:
         for t in range(cfg.iterations):
             kappa = geometric_kappa(t, cfg.iterations, a.kappa0, a.kappa1) if a.kappa_schedule == "geometric" else a.kappa0
@@ -245,6 +284,8 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
             loss.backward()
             matcher.recording = True
             opt.step()
+            if start_edges is not None:
+                st.hold_edges(start_edges)
             opt.zero_grad(set_to_none=True)  # no gradient kept through the next forward pass
             sched.step()
             if log is not None and (t % 10 == 0 or t == cfg.iterations - 1):
