@@ -169,8 +169,11 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
 
 def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: list[str], banks: str = "") -> str:
     """Stages on a finished cell's teacher and ACGKD banks, read from disk: "group" (OAD on pseudo-graphs, into
-    `<cell>/acgkd-group-…`) and ablation names (distill variants, into `<cell>/acgkd-<name>`). `banks` names a
-    generate ablation whose banks the group reads instead (`<cell>/acgkd-<banks>/generate`; group only)."""
+    `<cell>/acgkd-group-…`), ablation names (distill variants, into `<cell>/acgkd-<name>`) and generate ablation
+    names (new banks from the stored teacher under the ablation's overrides, then the default distill, both into
+    `<cell>/acgkd-<name>`: the cell's other stages are not rerun, so a code change since they were made costs
+    nothing). `banks` names a generate ablation whose banks the group reads instead (`<cell>/acgkd-<banks>/generate`;
+    group only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -178,7 +181,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     from gfkd.config import DistillConfig, resolve_config
     from gfkd.io.manifest import load_manifest
     from gfkd.layout import RunLayout
-    from gfkd.stages import distill, group
+    from gfkd.stages import distill, generate, group
     from tasks.cache import stage_key
 
     root = Path(runs) / f"{dataset.lower()}-fold{fold}"
@@ -200,6 +203,12 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
                                  "or run the group through gfkd run")
             group.run(cfg, RunLayout(root / group_folder(cfg.group.graph, banks)), stage_key(cfg, "group", up),
                       teacher_dir=t_dir, generate_dir=g_dir)
+        elif item in GEN_ABLATIONS:
+            cfg = resolve_config(None, [*base, "distill.baselines=[]", *GEN_ABLATIONS[item]])
+            layout = RunLayout(root / ablation_folder(item))
+            a_gen = generate.run(cfg, layout, stage_key(cfg, "generate", (t_m.digest,)), teacher_dir=t_dir)
+            distill.run(cfg, layout, stage_key(cfg, "distill", (t_m.digest, a_gen.manifest.digest)),
+                        teacher_dir=t_dir, generate_dir=layout.stage_dir("generate"))
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
             distill.run(cfg, RunLayout(root / ablation_folder(item)), stage_key(cfg, "distill", up),
@@ -524,8 +533,9 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     p.add_argument("--report-only", action="store_true", help="only aggregate what is on disk")
-    p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS],
-                   help="run the group stage and/or ablations on the finished cells' ACGKD banks (read from disk)")
+    p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS, *GEN_ABLATIONS],
+                   help="run the group stage and/or ablations on the finished cells' teacher and ACGKD banks (read "
+                   "from disk; a generate ablation makes its own banks from that teacher)")
     p.add_argument("--banks", default="", choices=["", *GEN_ABLATIONS],
                    help="with --on-banks group: train the group on this generate ablation's banks instead")
     p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the cells")

@@ -124,6 +124,36 @@ def test_a_generator_ablation_makes_its_own_banks_and_its_row(tmp_path, tiny_roo
     assert line.endswith(f"({d * 100:+.1f} points)")
 
 
+def test_a_generator_ablation_on_a_finished_cell_reruns_nothing_else(tmp_path, tiny_root, monkeypatch):
+    """--on-banks NAME with a GEN_ABLATIONS name: new banks from the stored teacher and their students, even after a
+    code change that would make run_cell redo the teacher and the default banks."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    import tasks.cache
+    from gfkd.config import resolve_config
+    from gfkd.io.manifest import load_manifest
+
+    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
+             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
+             "distill.baselines=[]"]
+    root = Path(bench.run_cell("TINY", 0, ["acgkd"], [], str(tmp_path), extra))
+    made = {p: p.stat().st_mtime_ns for p in root.rglob("manifest.json")}
+    version = tasks.cache.code_version
+    monkeypatch.setattr(tasks.cache, "code_version", lambda stage: version(stage) + "-edited")
+    bench.run_on_banks("TINY", 0, str(tmp_path), extra, ["no BN matching"])
+    assert {p: p.stat().st_mtime_ns for p in made} == made  # the teacher and the default banks were not redone
+    teacher = load_manifest(root / "teacher" / "manifest.json").digest
+    cfg = resolve_config(None, ["data.dataset='TINY'", "protocol.fold=0", f"run.runs_dir='{tmp_path}'", *extra,
+                                "generate.beta_bn=0"])
+    banks = load_manifest(root / "acgkd-no-BN-matching" / "generate" / "manifest.json")
+    assert banks.cache_key == tasks.cache.stage_key(cfg, "generate", (teacher,))
+    assert load_manifest(root / "acgkd-no-BN-matching" / "distill" / "manifest.json") is not None
+    rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
+    assert 0 in rows["ACGKD, no BN matching"]["folds"]
+
+
 def test_group_folders_name_what_differs_and_read_back_as_row_labels():
     from gfkd.config import resolve_config
 
