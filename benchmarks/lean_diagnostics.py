@@ -4,12 +4,13 @@ on IMDB-BINARY") → a Markdown file.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lean_diagnostics.py --runs /tmp/runs/imdb-soft \
         --dataset IMDB-BINARY --folds 0-1 --data-root ../shared/datasets
 
-Reads the cells of `benchmarks/distill.py` (`<runs>/<dataset>-fold<k>/teacher`, `acgkd/` and, where there, `randg/`:
-banks and students) and the real dataset; trains nothing. Four tables:
+Reads the cells of `benchmarks/distill.py` (`<runs>/<dataset>-fold<k>/teacher`, `acgkd/` and, where there, `randg/`,
+`gfkd/` and the `--students` folder: banks and students) and the real dataset; trains nothing. `--students` (default
+acgkd) names the folder whose students are diagnosed. Four tables:
 
 1. structure by class: node count, density, mean degree and the share of graphs with a node joined to every other
    node, for the real training graphs by their label and by the teacher's, and for each bank by the teacher's label;
-2. the ACGKD students' agreement with the teacher by graph density, on every graph of the dataset (no data-free
+2. the students' agreement with the teacher by graph density, on every graph of the dataset (no data-free
    student saw any of them), for each of the teacher's classes;
 3. BN statistics: the students' test accuracy, agreement with the teacher and share called class 0 with their stored
    running statistics, recomputed on their own bank, and recomputed on the real training graphs (the last reads real
@@ -91,8 +92,18 @@ def best_shift(margin: torch.Tensor, teacher_pred: torch.Tensor) -> float:
     return float(max(shifts, key=lambda s: ((margin + s > 0).long() == teacher_pred).float().mean().item()))
 
 
-def cell(root: Path, data_root: Path, cache: Path) -> dict:
-    """One fold: the structure rows, the agreement-by-density counts and the per-student BN / shift figures."""
+BANK_NAMES = {"acgkd": "ACGKD", "randg": "RandG", "gfkd": "GFKD"}
+
+
+def bank_name(folder: str) -> str:
+    """A bank's row label: the generator's name, or a generator ablation's folder ("acgkd-held-density" → "ACGKD,
+    held density")."""
+    return BANK_NAMES.get(folder) or "ACGKD, " + folder.removeprefix("acgkd-").replace("-", " ")
+
+
+def cell(root: Path, data_root: Path, cache: Path, students: str = "acgkd") -> dict:
+    """One fold: the structure rows, the agreement-by-density counts and the per-student BN / shift figures of the
+    students (and their own bank) in `<root>/<students>`."""
     teacher, meta, _ = load_teacher(root / "teacher" / "teacher.pt")
     ds, split = teacher_split(meta, data_root, cache)
     train, test, every = (ds.subset(idx) for idx in (split.train, split.test, np.arange(len(ds))))
@@ -103,26 +114,26 @@ def cell(root: Path, data_root: Path, cache: Path) -> dict:
                              train, logits_of(teacher, loaders["train"], CPU)[0].argmax(-1).numpy())},
            "density": [], "students": []}
     banks = {}
-    for gen in ("acgkd", "randg"):
+    for gen in dict.fromkeys(("acgkd", "randg", "gfkd", students)):
         shards = root / gen / "generate" / "shards"
         if shards.is_dir():
             graphs = load_pseudo_graphs(shards)
             lab = torch.cat([g.teacher_logits.view(1, -1) for g in graphs]).argmax(-1).numpy()
-            out["structure"][f"{'ACGKD' if gen == 'acgkd' else 'RandG'} bank, by the teacher"] = structure(graphs, lab)
+            out["structure"][f"{bank_name(gen)} bank, by the teacher"] = structure(graphs, lab)
             banks[gen] = graphs
     z_all = logits_of(teacher, loaders["all"], CPU)[0].argmax(-1)
     n = np.array([g.num_nodes for g in every])
     dens = np.array([g.edge_index.size(1) for g in every]) / np.maximum(n * (n - 1), 1)
     z_test, y_test = logits_of(teacher, loaders["test"], CPU)
     t_test = z_test.argmax(-1)
-    for ckpt in sorted((root / "acgkd" / "distill" / "students").glob("pseudo-s*.pt")):
+    for ckpt in sorted((root / students / "distill" / "students").glob("pseudo-s*.pt")):
         state, cmeta, _ = load_checkpoint(ckpt)
         student = build_student(cmeta["spec"], teacher)
         student.load_state_dict(state)
         s_all = logits_of(student, loaders["all"], CPU)[0].argmax(-1)
         out["density"].append((z_all.numpy(), s_all.numpy(), dens))
         rec = {}
-        for name, model in (("stored", student), ("own bank", with_bn_stats_of(student, banks["acgkd"])),
+        for name, model in (("stored", student), ("own bank", with_bn_stats_of(student, banks[students])),
                             ("real training graphs", with_bn_stats_of(student, train))):
             z = logits_of(model, loaders["test"], CPU)[0]
             p = z.argmax(-1)
@@ -140,15 +151,19 @@ def cell(root: Path, data_root: Path, cache: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_cell_arguments(ap)
+    ap.add_argument("--students", default="acgkd", help="the folder of each cell whose students (and own bank) are "
+                    "diagnosed: acgkd, gfkd, randg or a generator ablation's, e.g. acgkd-held-density")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "lean-diagnostics.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cache = args.runs / "_cache" / "datasets"
-    cells = [cell(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache) for f in _folds(args.folds)]
+    cells = [cell(args.runs / f"{args.dataset.lower()}-fold{f}", args.data_root, cache, args.students)
+             for f in _folds(args.folds)]
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lean_diagnostics.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     students = [r for c in cells for r in c["students"]]
     out = [f"# Why the data-free students lean ({args.dataset}, folds {args.folds})", "",
-           f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. {len(students)} ACGKD students (folds × "
+           f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. {len(students)} {bank_name(args.students)} "
+           "students (folds × "
            "seeds). Nothing is trained: every figure is read off the stored cells and the real dataset.", "",
            "## 1. Structure by class", "",
            "Pooled over the folds (a graph in the training split of several folds counts once per fold): graphs, mean "

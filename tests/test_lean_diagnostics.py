@@ -55,3 +55,8 @@ def test_bn_statistics_are_recomputed_on_the_given_graphs_only_in_a_copy():
     assert torch.allclose(fresh.bn.running_mean, torch.tensor([4.5]))  # every graph's node once, not a momentum blend
     assert torch.allclose(fresh.bn.running_var, torch.tensor([[1.0, 3.0, 5.0, 9.0]]).var())  # unbiased, as BN keeps
     assert not fresh.training and torch.equal(model.bn.running_mean, torch.zeros(1))
+
+
+def test_bank_rows_are_named_by_generator_or_ablation_folder():
+    assert [bench.bank_name(f) for f in ("acgkd", "gfkd", "randg")] == ["ACGKD", "GFKD", "RandG"]
+    assert bench.bank_name("acgkd-held-density") == "ACGKD, held density"
