@@ -71,6 +71,7 @@ def trace(teacher_pt: Path, overrides: list[str], graphs: int, pick: str = "firs
             "density": float(density.mean()), "graph_density": density.tolist(), "graph_nodes": n.long().tolist(),
             "degree": float(deg.sum() / n.sum()),
             "isolated": float(isolated), "agreement": float((logits.argmax(1) == final.targets).float().mean()),
+            "class_graphs": [int((final.targets == c).sum()) for c in range(logits.size(1))],
             "class_density": [float(density[final.targets == c].mean()) for c in range(logits.size(1))],
             "class_agreement": [float((logits.argmax(1) == c)[final.targets == c].float().mean())
                                 for c in range(logits.size(1))],
@@ -92,6 +93,12 @@ def density_by_size(nodes, density, edges: list[int]) -> list[tuple[float, int]]
     which = np.digitize(n, edges)
     return [(float(d[which == b].mean()) if (which == b).any() else float("nan"), int((which == b).sum()))
             for b in range(len(edges) + 1)]
+
+
+def class_cells(r: dict) -> str:
+    """One trace row's per-target-class cells: `density / agreement`, or — for a class with no graph in the chunk."""
+    return " | ".join(f"{d:.3f} / {a:.3f}" if g else "—"
+                      for g, d, a in zip(r["class_graphs"], r["class_density"], r["class_agreement"]))
 
 
 def density_cells(nodes, density, edges: list[int]) -> str:
@@ -137,8 +144,7 @@ def main() -> None:
             "| overrides | " + " | ".join(f"class {c}: density / agreement" for c in classes) + " |",
             "|---|" + "---|" * len(classes)]
     for name, r in rows:
-        out.append(f"| {name} | " + " | ".join(f"{r['class_density'][c]:.3f} / {r['class_agreement'][c]:.3f}"
-                                                for c in classes) + " |")
+        out.append(f"| {name} | {class_cells(r)} |")
     write_atomic(args.out, lambda tmp: tmp.write_text("\n".join(out) + "\n"))
     print(args.out)
 
