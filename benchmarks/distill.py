@@ -262,13 +262,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             if gen == generators[0]:
                 add("student (real data)", fold, _fold_values(recs, "student_real"))
                 add("KD (real data)", fold, _fold_values(recs, "kd_real"))
-            g = gm["metrics"]
-            add(gen.upper() if gen != "randg" else "RandG", fold, _fold_values(recs, "pseudo"), {
-                "wall_s": g["generate/time/wall_s"], "agreement": g.get("generate/quality/teacher_agreement"),
-                "density": g["generate/quality/edge_density_mean"],
-                "real_density": g["generate/quality/real_edge_density_mean"],
-                "graphs": g["generate/quality/num_graphs"], "params": g["generate/params/pseudo_graph"],
-                "seed_agreement": res["summary"].get("distill/test/seed_agreement")})
+            add(gen.upper() if gen != "randg" else "RandG", fold, _fold_values(recs, "pseudo"), _bank_figures(gm, res))
         for gdir in sorted(root.glob("acgkd-group-*")):
             grp = _load(gdir / "group" / "results.json")
             if grp is None:
@@ -286,9 +280,20 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
                                                                                  float("nan")), 0, 1))
         for name in [*ABLATIONS, *GEN_ABLATIONS]:
             res = _load(root / ablation_folder(name) / "distill" / "results.json")
+            gm = _load(root / ablation_folder(name) / "generate" / "manifest.json")  # GEN_ABLATIONS: its own banks
             if res is not None:
-                add(f"ACGKD, {name}", fold, _fold_values(res["records"], "pseudo"))
+                add(f"ACGKD, {name}", fold, _fold_values(res["records"], "pseudo"), gm and _bank_figures(gm, res))
     return rows
+
+
+def _bank_figures(gm: dict, res: dict) -> dict:
+    """A generator row's bank figures for one fold, from its generate manifest and distill results."""
+    g = gm["metrics"]
+    return {"wall_s": g["generate/time/wall_s"], "agreement": g.get("generate/quality/teacher_agreement"),
+            "density": g["generate/quality/edge_density_mean"],
+            "real_density": g["generate/quality/real_edge_density_mean"],
+            "graphs": g["generate/quality/num_graphs"], "params": g["generate/params/pseudo_graph"],
+            "seed_agreement": res["summary"].get("distill/test/seed_agreement")}
 
 
 def _fold_keys(row: dict) -> dict:
@@ -349,6 +354,7 @@ def merge_rows(stored: dict, fresh: dict, source: int, commands: list[str] = (),
                 f"{len(changed)} of {len(common)} folds changed, by up to {max(diff):.3f} (mean "
                 f"{np.mean(diff):.3f}); the table has the new values"))})
         if set(r["folds"]) <= set(old["folds"]) and same:
+            old["gen"] = {**r["gen"], **old["gen"]}  # bank figures a row stored before it kept them: filled in
             continue
         merged = {k: {**old[k], **r[k]} for k in FIELDS}
         kept = set(old["folds"]) - set(r["folds"])

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.accuracy_by_size import add_cell_arguments  # noqa: E402
-from benchmarks.distill import _folds  # noqa: E402
+from benchmarks.distill import ABLATIONS, GEN_ABLATIONS, _folds, ablation_folder  # noqa: E402
 from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
@@ -92,13 +92,14 @@ def best_shift(margin: torch.Tensor, teacher_pred: torch.Tensor) -> float:
     return float(max(shifts, key=lambda s: ((margin + s > 0).long() == teacher_pred).float().mean().item()))
 
 
-BANK_NAMES = {"acgkd": "ACGKD", "randg": "RandG", "gfkd": "GFKD"}
+BANK_NAMES = {"acgkd": "ACGKD", "randg": "RandG", "gfkd": "GFKD", "deepinvg": "DeepInvG",
+              **{ablation_folder(n): f"ACGKD, {n}" for n in [*ABLATIONS, *GEN_ABLATIONS]}}
 
 
 def bank_name(folder: str) -> str:
-    """A bank's row label: the generator's name, or a generator ablation's folder ("acgkd-held-density" → "ACGKD,
-    held density")."""
-    return BANK_NAMES.get(folder) or "ACGKD, " + folder.removeprefix("acgkd-").replace("-", " ")
+    """A cell folder's row label, as benchmarks/distill.py names its rows ("acgkd-held-density" → "ACGKD, held
+    density"); an unknown folder keeps its name."""
+    return BANK_NAMES.get(folder, folder)
 
 
 def cell(root: Path, data_root: Path, cache: Path, students: str = "acgkd") -> dict:
@@ -126,14 +127,20 @@ def cell(root: Path, data_root: Path, cache: Path, students: str = "acgkd") -> d
     dens = np.array([g.edge_index.size(1) for g in every]) / np.maximum(n * (n - 1), 1)
     z_test, y_test = logits_of(teacher, loaders["test"], CPU)
     t_test = z_test.argmax(-1)
-    for ckpt in sorted((root / students / "distill" / "students").glob("pseudo-s*.pt")):
+    out["teacher"] = ((t_test == y_test).float().mean().item(), (t_test == 0).float().mean().item())
+    ckpts = sorted((root / students / "distill" / "students").glob("pseudo-s*.pt"))
+    if not ckpts:
+        raise SystemExit(f"{root / students}: no data-free students there (distill/students/pseudo-s*.pt); "
+                         f"--students names a generator or ablation folder of the cell")
+    own = banks.get(students, banks["acgkd"])  # a distill-only ablation trained on the default banks
+    for ckpt in ckpts:
         state, cmeta, _ = load_checkpoint(ckpt)
         student = build_student(cmeta["spec"], teacher)
         student.load_state_dict(state)
         s_all = logits_of(student, loaders["all"], CPU)[0].argmax(-1)
         out["density"].append((z_all.numpy(), s_all.numpy(), dens))
         rec = {}
-        for name, model in (("stored", student), ("own bank", with_bn_stats_of(student, banks[students])),
+        for name, model in (("stored", student), ("own bank", with_bn_stats_of(student, own)),
                             ("real training graphs", with_bn_stats_of(student, train))):
             z = logits_of(model, loaders["test"], CPU)[0]
             p = z.argmax(-1)
@@ -203,6 +210,9 @@ def main() -> None:
     for name in ("stored", "own bank", "real training graphs"):
         a = np.array([r[name] for r in students])
         out.append(f"| {name} | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} | {a[:, 2].mean():.3f} |")
+    teach = np.array([c["teacher"] for c in cells])  # each fold once: the same test graphs as the students'
+    out.append(f"| the teacher, for reference (mean over folds) | {teach[:, 0].mean():.3f} | — | "
+               f"{teach[:, 1].mean():.3f} |")
     if all("shift" in r for r in students):
         a = np.array([r["shift"] for r in students])
         st = np.array([r["stored"] for r in students])

@@ -627,10 +627,7 @@ class RunConfig(_Frozen):
     @property
     def _generate_key(self) -> dict[str, Any]:
         """generate.* without the settings that change memory or speed but not the graphs."""
-        key = self.generate.model_dump(mode="json", exclude={"workers": True, "acgkd": {"checkpoint"}})
-        if not self.generate.acgkd.hold_density:  # added after banks were stored: in the key only when set, so the
-            del key["acgkd"]["hold_density"]  # generate caches from before it stay valid
-        return key
+        return self.generate.model_dump(mode="json", exclude={"workers": True, "acgkd": {"checkpoint"}})
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that determines a stage's outputs (enters its cache key)."""

@@ -77,6 +77,20 @@ def test_collecting_the_same_runs_folder_again_is_not_a_rerun():
     assert [n["row"] for n in fourth["reruns"]] == ["ACGKD", "GFKD"] and "1 of 1 folds changed" in fourth["reruns"][1]["text"]
 
 
+def test_recollecting_fills_in_bank_figures_a_stored_row_lacks_and_keeps_the_rest():
+    cmd = "`python benchmarks/distill.py --report-only --runs /tmp/a`"
+    first = bench.add_run(None, {"ACGKD, held density": _row({0: 0.66, 1: 0.61})}, cmd)
+    fresh = _row({0: 0.66, 1: 0.61})
+    fresh["gen"] = {0: {"density": 0.45}, 1: {"density": 0.44}}
+    again = bench.add_run(_roundtrip(first), {"ACGKD, held density": fresh}, cmd)
+    assert again["rows"]["ACGKD, held density"]["gen"] == {0: {"density": 0.45}, 1: {"density": 0.44}}
+    assert again["commands"] == first["commands"] and again["reruns"] == []
+    other = _row({0: 0.66, 1: 0.61})
+    other["gen"] = {0: {"density": 0.99}, 1: {"density": 0.99}}
+    third = bench.add_run(_roundtrip(again), {"ACGKD, held density": other}, cmd)
+    assert third["rows"]["ACGKD, held density"]["gen"][0] == {"density": 0.45}  # stored figures are not replaced
+
+
 def test_paired_counts_float32_ties_as_level_not_positive():
     rows = {"a": _row({0: 15 / 19 + 2.8e-8, 1: 0.9, 2: 0.5}), "b": _row({0: 15 / 19, 1: 0.8, 2: 0.6})}
     assert bench.paired(rows, "a", "b").endswith("(1 of 3 folds positive, 1 level)")

@@ -36,7 +36,6 @@ def test_density_by_size_buckets_each_graph_once():
     assert bench.bucket_names([15, 25, 40]) == ["n < 15", "15 ≤ n < 25", "25 ≤ n < 40", "n ≥ 40"]
 
 
-
 def test_a_target_class_with_no_graph_in_the_chunk_prints_a_dash_not_nan():
     r = {"class_graphs": [3, 0], "class_density": [0.25, float("nan")], "class_agreement": [2 / 3, float("nan")]}
     assert bench.class_cells(r) == "0.250 / 0.667 | —"

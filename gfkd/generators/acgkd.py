@@ -169,8 +169,10 @@ class _Structure:
             if self.mode == "budget":
                 values, group = self.candidate_logits(alpha), self.cand_b
             else:
-                group = torch.arange(len(self.n), device=alpha.device).unsqueeze(1).expand_as(alpha)[self.pmask]
-                values = alpha[self.pmask]
+                if not hasattr(self, "pair_graph"):  # the graph of each real pair: [ΣP], made once
+                    rows = torch.arange(len(self.n), device=alpha.device)[:, None]
+                    self.pair_graph = rows.expand_as(alpha)[self.pmask]
+                values, group = alpha[self.pmask], self.pair_graph
             shift = edge_shift(values, group, target)  # [B]
             if self.mode == "lowrank":
                 self.b.add_(shift)
