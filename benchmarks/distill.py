@@ -357,8 +357,8 @@ def merge_rows(stored: dict, fresh: dict, source: int, commands: list[str] = (),
             old["gen"] = {**r["gen"], **old["gen"]}  # bank figures a row stored before it kept them: filled in
             continue
         merged = {k: {**old[k], **r[k]} for k in FIELDS}
-        kept = set(old["folds"]) - set(r["folds"])
-        rows[name] = dict(merged, source=sorted(({*old["source"]} if kept else set()) | {source}))
+        kept = set(old["folds"]) - set(r["folds"])  # folds only the stored runs made; recollected ones are theirs too
+        rows[name] = dict(merged, source=sorted(({*old["source"]} if kept or recollected else set()) | {source}))
     return rows, notes
 
 

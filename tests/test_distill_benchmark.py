@@ -77,6 +77,16 @@ def test_collecting_the_same_runs_folder_again_is_not_a_rerun():
     assert [n["row"] for n in fourth["reruns"]] == ["ACGKD", "GFKD"] and "1 of 1 folds changed" in fourth["reruns"][1]["text"]
 
 
+def test_collecting_new_folds_with_the_stored_ones_keeps_the_stored_runs_as_their_source():
+    a = "`python benchmarks/distill.py --folds 0 --runs /tmp/b`"
+    b = "`python benchmarks/distill.py --report-only --runs /tmp/b --folds 0-1`"
+    first = bench.add_run(None, {"GFKD": _row({0: 0.70})}, a)
+    both = bench.add_run(_roundtrip(first), {"GFKD": _row({0: 0.70, 1: 0.66})}, b)
+    assert both["commands"] == [a, b] and both["rows"]["GFKD"]["source"] == [0, 1] and both["reruns"] == []
+    moved = bench.add_run(_roundtrip(first), {"GFKD": _row({0: 0.60, 1: 0.66})}, b)  # fold 0 rerun to a new value
+    assert moved["rows"]["GFKD"]["source"] == [1] and [n["row"] for n in moved["reruns"]] == ["GFKD"]  # b's alone
+
+
 def test_recollecting_fills_in_bank_figures_a_stored_row_lacks_and_keeps_the_rest():
     cmd = "`python benchmarks/distill.py --report-only --runs /tmp/a`"
     first = bench.add_run(None, {"ACGKD, held density": _row({0: 0.66, 1: 0.61})}, cmd)
