@@ -157,14 +157,23 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
                 over = GEN_ABLATIONS[name] if own_banks else ABLATIONS[name]
                 acfg = resolve_config(None, [*base, "distill.baselines=[]", *over])
                 alayout = RunLayout(root / ablation_folder(name))
-                a_gen, banks = g_out, layout
                 if own_banks:  # generated under the ablation's overrides, into its folder
-                    a_gen = generate.run(acfg, alayout, stage_key(acfg, "generate", (t_out.manifest.digest,)),
-                                         teacher_dir=t_layout.stage_dir("teacher"))
-                    banks = alayout
-                distill.run(acfg, alayout, stage_key(acfg, "distill", (t_out.manifest.digest, a_gen.manifest.digest)),
-                            teacher_dir=t_layout.stage_dir("teacher"), generate_dir=banks.stage_dir("generate"))
+                    run_gen_ablation(acfg, alayout, t_out.manifest.digest, t_layout.stage_dir("teacher"))
+                    continue
+                distill.run(acfg, alayout, stage_key(acfg, "distill", (t_out.manifest.digest, g_out.manifest.digest)),
+                            teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
     return str(root)
+
+
+def run_gen_ablation(cfg, layout, teacher_digest: str, teacher_dir: Path) -> None:
+    """A generator ablation (`cfg` holds its overrides): its banks from the teacher, then the default distill on
+    them, both into `layout`."""
+    from gfkd.stages import distill, generate
+    from tasks.cache import stage_key
+
+    banks = generate.run(cfg, layout, stage_key(cfg, "generate", (teacher_digest,)), teacher_dir=teacher_dir)
+    distill.run(cfg, layout, stage_key(cfg, "distill", (teacher_digest, banks.manifest.digest)),
+                teacher_dir=teacher_dir, generate_dir=layout.stage_dir("generate"))
 
 
 def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: list[str], banks: str = "") -> str:
@@ -181,7 +190,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     from gfkd.config import DistillConfig, resolve_config
     from gfkd.io.manifest import load_manifest
     from gfkd.layout import RunLayout
-    from gfkd.stages import distill, generate, group
+    from gfkd.stages import distill, group
     from tasks.cache import stage_key
 
     root = Path(runs) / f"{dataset.lower()}-fold{fold}"
@@ -205,10 +214,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
                       teacher_dir=t_dir, generate_dir=g_dir)
         elif item in GEN_ABLATIONS:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *GEN_ABLATIONS[item]])
-            layout = RunLayout(root / ablation_folder(item))
-            a_gen = generate.run(cfg, layout, stage_key(cfg, "generate", (t_m.digest,)), teacher_dir=t_dir)
-            distill.run(cfg, layout, stage_key(cfg, "distill", (t_m.digest, a_gen.manifest.digest)),
-                        teacher_dir=t_dir, generate_dir=layout.stage_dir("generate"))
+            run_gen_ablation(cfg, RunLayout(root / ablation_folder(item)), t_m.digest, t_dir)
         else:
             cfg = resolve_config(None, [*base, "distill.baselines=[]", *ABLATIONS[item]])
             distill.run(cfg, RunLayout(root / ablation_folder(item)), stage_key(cfg, "distill", up),
@@ -262,7 +268,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             if gen == generators[0]:
                 add("student (real data)", fold, _fold_values(recs, "student_real"))
                 add("KD (real data)", fold, _fold_values(recs, "kd_real"))
-            add(gen.upper() if gen != "randg" else "RandG", fold, _fold_values(recs, "pseudo"), _bank_figures(gm, res))
+            add(row_name(gen), fold, _fold_values(recs, "pseudo"), _bank_figures(gm, res))
         for gdir in sorted(root.glob("acgkd-group-*")):
             grp = _load(gdir / "group" / "results.json")
             if grp is None:
@@ -279,11 +285,20 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             add(f"group {method}: ensemble", fold, (n["acc_ensemble"], 0.0, n.get("acc_ensemble_val_selected",
                                                                                  float("nan")), 0, 1))
         for name in [*ABLATIONS, *GEN_ABLATIONS]:
-            res = _load(root / ablation_folder(name) / "distill" / "results.json")
-            gm = _load(root / ablation_folder(name) / "generate" / "manifest.json")  # GEN_ABLATIONS: its own banks
+            folder = root / ablation_folder(name)
+            res = _load(folder / "distill" / "results.json")
             if res is not None:
-                add(f"ACGKD, {name}", fold, _fold_values(res["records"], "pseudo"), gm and _bank_figures(gm, res))
+                gm = _load(folder / "generate" / "manifest.json")  # GEN_ABLATIONS: its own banks
+                add(row_name(folder.name), fold, _fold_values(res["records"], "pseudo"), gm and _bank_figures(gm, res))
     return rows
+
+
+def row_name(folder: str) -> str:
+    """The row of a cell folder's students: a generator's ("randg" → "RandG", "gfkd" → "GFKD") or an ablation's
+    ("acgkd-held-density" → "ACGKD, held density"); an unknown folder keeps its name."""
+    names = {**{g: g.upper() for g in ("acgkd", "gfkd", "deepinvg", "deepinv")}, "randg": "RandG",
+             **{ablation_folder(n): f"ACGKD, {n}" for n in [*ABLATIONS, *GEN_ABLATIONS]}}
+    return names.get(folder, folder)
 
 
 def _bank_figures(gm: dict, res: dict) -> dict:

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.accuracy_by_size import add_cell_arguments  # noqa: E402
-from benchmarks.distill import ABLATIONS, GEN_ABLATIONS, _folds, ablation_folder  # noqa: E402
+from benchmarks.distill import _folds, row_name  # noqa: E402
 from benchmarks.first_bn_layer import teacher_split  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.io.checkpoint import load_checkpoint  # noqa: E402
@@ -92,16 +92,6 @@ def best_shift(margin: torch.Tensor, teacher_pred: torch.Tensor) -> float:
     return float(max(shifts, key=lambda s: ((margin + s > 0).long() == teacher_pred).float().mean().item()))
 
 
-BANK_NAMES = {"acgkd": "ACGKD", "randg": "RandG", "gfkd": "GFKD", "deepinvg": "DeepInvG",
-              **{ablation_folder(n): f"ACGKD, {n}" for n in [*ABLATIONS, *GEN_ABLATIONS]}}
-
-
-def bank_name(folder: str) -> str:
-    """A cell folder's row label, as benchmarks/distill.py names its rows ("acgkd-held-density" → "ACGKD, held
-    density"); an unknown folder keeps its name."""
-    return BANK_NAMES.get(folder, folder)
-
-
 def cell(root: Path, data_root: Path, cache: Path, students: str = "acgkd") -> dict:
     """One fold: the structure rows, the agreement-by-density counts and the per-student BN / shift figures of the
     students (and their own bank) in `<root>/<students>`."""
@@ -120,7 +110,7 @@ def cell(root: Path, data_root: Path, cache: Path, students: str = "acgkd") -> d
         if shards.is_dir():
             graphs = load_pseudo_graphs(shards)
             lab = torch.cat([g.teacher_logits.view(1, -1) for g in graphs]).argmax(-1).numpy()
-            out["structure"][f"{bank_name(gen)} bank, by the teacher"] = structure(graphs, lab)
+            out["structure"][f"{row_name(gen)} bank, by the teacher"] = structure(graphs, lab)
             banks[gen] = graphs
     z_all = logits_of(teacher, loaders["all"], CPU)[0].argmax(-1)
     n = np.array([g.num_nodes for g in every])
@@ -169,7 +159,7 @@ def main() -> None:
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lean_diagnostics.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     students = [r for c in cells for r in c["students"]]
     out = [f"# Why the data-free students lean ({args.dataset}, folds {args.folds})", "",
-           f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. {len(students)} {bank_name(args.students)} "
+           f"Command: `{cmd}`; {platform.machine()} CPU, one torch thread. {len(students)} {row_name(args.students)} "
            "students (folds × "
            "seeds). Nothing is trained: every figure is read off the stored cells and the real dataset.", "",
            "## 1. Structure by class", "",

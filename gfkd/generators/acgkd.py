@@ -168,11 +168,8 @@ class _Structure:
             alpha = self.logits()
             if self.mode == "budget":
                 values, group = self.candidate_logits(alpha), self.cand_b
-            else:
-                if not hasattr(self, "pair_graph"):  # the graph of each real pair: [ΣP], made once
-                    rows = torch.arange(len(self.n), device=alpha.device)[:, None]
-                    self.pair_graph = rows.expand_as(alpha)[self.pmask]
-                values, group = alpha[self.pmask], self.pair_graph
+            else:  # every real pair, and the graph it belongs to: [ΣP] each
+                values, group = alpha[self.pmask], self.pmask.nonzero(as_tuple=True)[0]
             shift = edge_shift(values, group, target)  # [B]
             if self.mode == "lowrank":
                 self.b.add_(shift)
