@@ -1,6 +1,8 @@
 """generate.acgkd.hold_density: each pseudo-graph's expected edge count held at its start's by a per-graph logit
 shift (gfkd/generators/acgkd.py `edge_shift`, `_Structure.hold_edges`)."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -36,6 +38,18 @@ def test_edge_shift_reaches_every_target_from_far_away():
     group = torch.arange(B).repeat_interleave(P)
     target = torch.tensor([0.5, 3.0, 12.0, 20.0, 31.0, 39.5], dtype=torch.float64)
     shift = acgkd.edge_shift(values, group, target)
+    assert torch.allclose(_sums(values, group, shift), target, rtol=1e-4)
+
+
+def test_edge_shift_warns_when_its_steps_run_out_and_not_when_it_converges():
+    values = torch.tensor([-9.0, -9.0, 9.0, 9.0], dtype=torch.float64)  # two graphs far from their targets
+    group = torch.tensor([0, 0, 1, 1])
+    target = torch.tensor([1.5, 0.5], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="2 of 2 pseudo-graphs"):
+        acgkd.edge_shift(values, group, target, iterations=2)  # steps clipped to ±2: 2 steps cannot cover 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shift = acgkd.edge_shift(values, group, target)
     assert torch.allclose(_sums(values, group, shift), target, rtol=1e-4)
 
 
