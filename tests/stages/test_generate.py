@@ -247,6 +247,42 @@ def test_workers_exit_when_the_stage_process_is_killed(tmp_path, tiny_teacher_di
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_run_killed_at_two_workers_resumes_at_one_to_the_same_shards(tmp_path, tiny_teacher_dir):
+    """SIGKILL of a `generate.workers=2` stage once its first shard is written; the same config at one worker keeps
+    the finished shards and writes the rest, to the bytes of an unkilled run (that `workers` stays out of the stage
+    config, hence the cache key, is checked by test_worker_processes_write_the_same_shards)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    slow = [*FAST, "generate.iterations=150", "generate.gfkd.iterations=150"]  # about a second per chunk
+    layout = RunLayout(tmp_path / "run")
+    script = (f"from pathlib import Path\nfrom gfkd.config import resolve_config\nfrom gfkd.layout import RunLayout\n"
+              f"from gfkd.stages import generate\n"
+              f"cfg = resolve_config(None, {[*slow, 'generate.workers=2']!r})\n"
+              f"generate.run(cfg, RunLayout(Path({str(layout.root)!r})), 'key', "
+              f"teacher_dir=Path({str(tiny_teacher_dir)!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    shards = layout.staging_dir("generate") / "shards"
+    deadline = time.monotonic() + 120
+    while not list(shards.glob("shard-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers at once, as a lost machine would
+    assert proc.wait(timeout=10) == -signal.SIGKILL, proc.stderr.read()
+    kept = {p.name: p.read_bytes() for p in shards.glob("shard-*.parquet")}
+    assert 1 <= len(kept) < 4 and not layout.manifest("generate").exists()
+
+    out = generate.run(resolve_config(None, slow), layout, "key", teacher_dir=tiny_teacher_dir)
+    ref = generate.run(resolve_config(None, slow), RunLayout(tmp_path / "ref"), "key", teacher_dir=tiny_teacher_dir)
+    assert out.manifest.metrics["generate/shards/resumed"] == len(kept)
+    assert out.manifest.metrics["generate/shards/written"] == 4 - len(kept)
+    assert all((layout.stage_dir("generate") / "shards" / name).read_bytes() == data for name, data in kept.items())
+    digests = [{k: f.sha256 for k, f in o.manifest.files.items() if not f.volatile} for o in (out, ref)]
+    assert digests[0] == digests[1] and sum(k.endswith(".parquet") for k in digests[0]) == 4
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_a_worker_that_dies_stops_the_stage_instead_of_a_hang(tmp_path, tiny_teacher_dir):
     import signal
     import threading
