@@ -470,10 +470,10 @@ def command_line(args, wall: float | None) -> str:
     if args.ran_with:
         cmd += f", cells produced by: `{args.ran_with}`"
     if wall is not None:  # the cells were made here: say where, so a cell that moves on another machine can be told
-        from gfkd.versions import cpu_kernels, versions_line
+        from gfkd.versions import cpu_kernels, cpu_model, versions_line
 
         cmd += (f" (wall time {wall / 60:.1f} min, {args.jobs} cell{'s' if args.jobs > 1 else ''} at a time; "
-                f"{versions_line()}, CPU kernels {cpu_kernels()})")
+                f"{versions_line()}, CPU {cpu_model()}, kernels {cpu_kernels()})")
     return cmd
 
 

@@ -37,14 +37,22 @@ def checkout_commit(repo: Path) -> str:
 
 
 def cpu_model() -> str:
-    """The processor's model name (`/proc/cpuinfo`), else what `platform` knows of it (`x86_64`)."""
+    """The processor (`/proc/cpuinfo` of the first core): its model name, with family and model numbers where given
+    (`AMD EPYC (family 25, model 17)`: a virtual machine's name can be that generic); else what `platform` knows."""
+    fields: dict[str, str] = {}
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first core's block ends
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = ", ".join(f"{name} {fields[key]}" for name, key in (("family", "cpu family"), ("model", "model"))
+                        if fields.get(key))
+    return fields["model name"] + (f" ({numbers})" if numbers else "")
 
 
 def cpu_kernels() -> str:

@@ -33,6 +33,10 @@ def test_cpu_model_reads_the_model_name_or_falls_back(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path,
                                                                            *a, **k))
     assert versions.cpu_model() == "Test CPU @ 1.00GHz"
+    # a virtual machine's generic name: family and model tell its processors apart; only the first core is read
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert versions.cpu_model() == "AMD EPYC (family 25, model 17)"
     info.unlink()  # no /proc/cpuinfo (macOS): what platform knows
     assert versions.cpu_model() == (platform.processor() or platform.machine())
 

@@ -33,7 +33,7 @@ from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, pre
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import logits_of
-from gfkd.versions import cpu_kernels
+from gfkd.versions import cpu_kernels, cpu_model
 
 STAGE = "evaluate"
 GENERATOR_ROWS = {"randg": "RandG", "deepinvg": "DeepInvG", "gfkd": "GFKD", "acgkd": "ACGKD"}
@@ -170,7 +170,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                         f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
                         f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",
              "device": f"{device.type} ({platform.machine()}"
-                       f"{', kernels ' + cpu_kernels() if device.type == 'cpu' else ''}), float32, torch "
+                       f"{f', {cpu_model()}, kernels {cpu_kernels()}' if device.type == 'cpu' else ''}), float32, torch "
                        f"{torch.__version__}, PyG {torch_geometric.__version__}",
              "config hash": config_hash(cfg)[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
              "command": f"gfkd run (the run's resolved config: {layout.config.name})"}

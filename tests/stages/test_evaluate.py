@@ -8,6 +8,7 @@ import torch
 from gfkd.config import resolve_config
 from gfkd.layout import RunLayout
 from gfkd.stages import distill, evaluate, generate, group
+from gfkd.versions import cpu_model
 
 GEN = ["generate.iterations=5", "generate.banks=1", "generate.batch_size=40", "generate.num_graphs=40"]
 
@@ -48,6 +49,7 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     report = (layout.stage_dir("evaluate") / "report.md").read_text()
     assert "| majority class |" in report and "torch" in report and "![confusion.png]" in report
     assert f"kernels {torch.backends.cpu.get_cpu_capability()})" in report  # which CPU kernels made the floats
+    assert f"{cpu_model()}, kernels" in report  # and on which processor (docs/pipeline.md, "Across machines")
     for f in evaluate.FIGURES:
         assert (layout.stage_dir("evaluate") / f).stat().st_size > 1000
 
