@@ -48,7 +48,7 @@ def cpu_model() -> str:
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    if "model name" not in fields:
+    if not fields.get("model name"):
         return platform.processor() or platform.machine()
     numbers = ", ".join(f"{name} {fields[key]}" for name, key in (("family", "cpu family"), ("model", "model"))
                         if fields.get(key))

@@ -256,7 +256,7 @@ def test_a_run_killed_at_two_workers_resumes_at_one_to_the_same_shards(tmp_path,
     import sys
     import time
 
-    slow = [*FAST, "generate.iterations=150", "generate.gfkd.iterations=150"]  # about a second per chunk
+    slow = [*FAST, "generate.iterations=500", "generate.gfkd.iterations=500"]  # about a second per chunk
     layout = RunLayout(tmp_path / "run")
     script = (f"from pathlib import Path\nfrom gfkd.config import resolve_config\nfrom gfkd.layout import RunLayout\n"
               f"from gfkd.stages import generate\n"
@@ -268,8 +268,11 @@ def test_a_run_killed_at_two_workers_resumes_at_one_to_the_same_shards(tmp_path,
     deadline = time.monotonic() + 120
     while not list(shards.glob("shard-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()  # still running: it did not fail before its first shard
     os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers at once, as a lost machine would
     assert proc.wait(timeout=10) == -signal.SIGKILL, proc.stderr.read()
+    for sem in Path("/dev/shm").glob(f"sem.*-{proc.pid}-*"):  # the killed resource tracker's semaphores
+        sem.unlink(missing_ok=True)
     kept = {p.name: p.read_bytes() for p in shards.glob("shard-*.parquet")}
     assert 1 <= len(kept) < 4 and not layout.manifest("generate").exists()
 
