@@ -294,9 +294,12 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
 
 
 def row_name(folder: str) -> str:
-    """The row of a cell folder's students: a generator's ("randg" → "RandG", "gfkd" → "GFKD") or an ablation's
-    ("acgkd-held-density" → "ACGKD, held density"); an unknown folder keeps its name."""
-    names = {**{g: g.upper() for g in ("acgkd", "gfkd", "deepinvg", "deepinv")}, "randg": "RandG",
+    """The row of a cell folder's students: a generator's, as the evaluate report names it ("randg" → "RandG",
+    "deepinvg" → "DeepInvG"), or an ablation's ("acgkd-held-density" → "ACGKD, held density"); an unknown folder
+    keeps its name."""
+    from gfkd.stages.evaluate import GENERATOR_ROWS
+
+    names = {**GENERATOR_ROWS, "deepinv": GENERATOR_ROWS["deepinvg"],  # the alias of gfkd/stages/chunks.py
              **{ablation_folder(n): f"ACGKD, {n}" for n in [*ABLATIONS, *GEN_ABLATIONS]}}
     return names.get(folder, folder)
 

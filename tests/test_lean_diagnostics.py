@@ -59,6 +59,7 @@ def test_bn_statistics_are_recomputed_on_the_given_graphs_only_in_a_copy():
 
 def test_bank_rows_are_named_by_generator_or_ablation_folder():
     assert [bench.row_name(f) for f in ("acgkd", "gfkd", "randg")] == ["ACGKD", "GFKD", "RandG"]
+    assert bench.row_name("deepinvg") == bench.row_name("deepinv") == "DeepInvG"  # as the evaluate report has it
     assert bench.row_name("acgkd-held-density") == "ACGKD, held density"
     assert bench.row_name("acgkd-size-coupled-degrees") == "ACGKD, size-coupled degrees"  # its hyphen kept
     assert bench.row_name("acgkd-ego-hub") == "ACGKD, ego hub" and bench.row_name("elsewhere") == "elsewhere"
