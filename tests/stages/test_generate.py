@@ -214,22 +214,28 @@ def _running(pids: set[int]) -> dict[int, str]:
     return out
 
 
+def _generate_in_a_subprocess(overrides: list[str], root: Path, teacher_dir: Path, **popen):
+    """The generate stage under `overrides`, into `root`, in a new Python process (stderr piped, as text)."""
+    import subprocess
+    import sys
+
+    script = (f"from pathlib import Path\nfrom gfkd.config import resolve_config\nfrom gfkd.layout import RunLayout\n"
+              f"from gfkd.stages import generate\n"
+              f"cfg = resolve_config(None, {overrides!r})\n"
+              f"generate.run(cfg, RunLayout(Path({str(root)!r})), 'key', teacher_dir=Path({str(teacher_dir)!r}))\n")
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, **popen)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("GFKD_RUN_SLOW") != "1" or not Path("/proc/self/stat").exists(),
                     reason="slow (GFKD_RUN_SLOW=1); reads /proc")
 def test_workers_exit_when_the_stage_process_is_killed(tmp_path, tiny_teacher_dir):
     """SIGKILL gives the stage no chance to stop its pool: the workers notice their parent is gone and exit."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    script = (f"from pathlib import Path\nfrom gfkd.config import resolve_config\nfrom gfkd.layout import RunLayout\n"
-              f"from gfkd.stages import generate\n"
-              f"cfg = resolve_config(None, {[*FAST, 'generate.iterations=100000', 'generate.workers=2']!r})\n"
-              f"generate.run(cfg, RunLayout(Path({str(tmp_path / 'run')!r})), 'key', "
-              f"teacher_dir=Path({str(tiny_teacher_dir)!r}))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    proc = _generate_in_a_subprocess([*FAST, "generate.iterations=100000", "generate.workers=2"], tmp_path / "run",
+                                     tiny_teacher_dir)
     deadline = time.monotonic() + 120
     workers: set[int] = set()
     while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -252,18 +258,12 @@ def test_a_run_killed_at_two_workers_resumes_at_one_to_the_same_shards(tmp_path,
     the finished shards and writes the rest, to the bytes of an unkilled run (that `workers` stays out of the stage
     config, hence the cache key, is checked by test_worker_processes_write_the_same_shards)."""
     import signal
-    import subprocess
-    import sys
     import time
 
     slow = [*FAST, "generate.iterations=500", "generate.gfkd.iterations=500"]  # about a second per chunk
     layout = RunLayout(tmp_path / "run")
-    script = (f"from pathlib import Path\nfrom gfkd.config import resolve_config\nfrom gfkd.layout import RunLayout\n"
-              f"from gfkd.stages import generate\n"
-              f"cfg = resolve_config(None, {[*slow, 'generate.workers=2']!r})\n"
-              f"generate.run(cfg, RunLayout(Path({str(layout.root)!r})), 'key', "
-              f"teacher_dir=Path({str(tiny_teacher_dir)!r}))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = _generate_in_a_subprocess([*slow, "generate.workers=2"], layout.root, tiny_teacher_dir,
+                                     start_new_session=True)
     shards = layout.staging_dir("generate") / "shards"
     deadline = time.monotonic() + 120
     while not list(shards.glob("shard-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
