@@ -188,18 +188,38 @@ def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[Proc
     pool.shutdown()
 
 
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C off while `ProcessPoolExecutor.submit` spawns the workers, and deliver it after.
+
+    Blocked in this thread, SIGINT stays blocked in the workers, which inherit the mask through the exec, until their
+    initializer has set its handler: a Ctrl-C during their start-up (seconds of imports) prints no traceback. The
+    mask alone is not enough: the kernel hands a process-wide SIGINT to another thread (Prefect's, the pool's), and
+    Python then runs the handler here between two bytecodes, possibly between a worker's creation and the write of
+    its start-up data; a handler that ends the process there (the CLI's exits at once) left that worker an EOFError
+    traceback. So in the main thread the handler only notes the signal meanwhile, and the noted Ctrl-C is raised
+    again once every worker has its data."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    noted: list[int] = []
+    handler = signal.getsignal(signal.SIGINT)
+    swap = threading.current_thread() is threading.main_thread() and handler is not None
+    if swap:
+        signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        if swap:
+            signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if noted:
+            signal.raise_signal(signal.SIGINT)
+
+
 def run_jobs(pool: ProcessPoolExecutor, jobs: list[ChunkJob]) -> Iterator[tuple[int, int, float, list, int]]:
     """`_run_job`'s result per finished chunk, in the order they finish; a worker's exception is raised here, and a
     worker that died (killed, out of memory) is a StageError, not a hang."""
-    # the workers start here; they inherit the signal mask through the exec: with SIGINT blocked until their
-    # initializer has set its handler, a Ctrl-C during their start-up (seconds of imports) prints no traceback. Left
-    # open: a Ctrl-C that ends this process in the milliseconds between a worker's creation and multiprocessing's
-    # sending it its start-up data leaves that worker an EOFError traceback as it exits.
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    with _sigint_held():  # the workers start here
         futures = [pool.submit(_run_job, args) for args in jobs]
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     for fut in as_completed(futures):
         try:
             yield fut.result()

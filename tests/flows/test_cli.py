@@ -438,8 +438,8 @@ def test_ctrl_c_while_generate_workers_start_or_run_is_one_line_and_leaves_none(
 
     def workers(pgid: int, started: bool = False) -> list[int]:
         """Live spawned workers of the group; `started`: only those that have read their start-up data from the
-        parent (their `pipe_handle` fd closed). Ctrl-C between a worker's creation and that read, a few milliseconds
-        per worker, still leaves it an EOFError traceback (not handled; see gfkd/stages/chunks.py)."""
+        parent (their `pipe_handle` fd closed). A Ctrl-C during their creation is held back until each has its
+        data (tests/stages/test_chunks.py)."""
         out = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
