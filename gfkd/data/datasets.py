@@ -13,8 +13,10 @@ D = min(max degree over the dataset, `max_degree_cap`) (protocol.md §1).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from gfkd.errors import DataError
+from gfkd.io.atomic import write_atomic
 
 if TYPE_CHECKING:  # PyG is imported where a dataset is opened: importing it makes torch's inductor cache folder in
     from torch_geometric.data import Data, Dataset  # TMPDIR, which the CLI points into the run once it knows the run
@@ -130,13 +133,25 @@ def check_available(name: str, root: Path, cache: Path, allow_download: bool) ->
     return None
 
 
-def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> Path:
-    """Make `<cache>/<Folder>/raw` point at the raw files (or be ready for a download); return `<cache>`."""
+def _raw_fingerprint(raw: Path) -> str:
+    """What `processed/` was made from: the raw folder's real path and each file's name, size and mtime."""
+    real = raw.resolve()
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in real.iterdir() if f.is_file())
+    return json.dumps({"raw": str(real), "files": files})
+
+
+def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> tuple[Path, str | None]:
+    """Make `<cache>/<Folder>/raw` point at the raw files (or be ready for a download); return `<cache>` and the
+    raw files' fingerprint, None for a download.
+
+    `processed/` is kept only while it was made from the same raw files (`<Folder>/raw.json`, written by
+    `_stamp` once PyG has read them): a cache shared by runs with another data root, or raw files edited in place,
+    would otherwise give PyG's tensors of the old files under the new ones' name."""
     folder = cache / _folder_name(name)
     raw = check_available(name, root, cache, allow_download)
     if raw is None:
         (folder / "raw").mkdir(parents=True, exist_ok=True)  # PyG downloads into it
-        return cache
+        return cache, None
     link = folder / "raw"
     if raw.resolve() != link.resolve():
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,7 +161,19 @@ def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> 
             else:
                 raise DataError(f"cache folder {link} holds other files than {raw}: delete {folder} and retry")
         link.symlink_to(raw.resolve(), target_is_directory=True)
-    return cache
+    fingerprint = _raw_fingerprint(raw)
+    stamp = folder / "raw.json"
+    if (folder / "processed").exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        log.info("%s: processed/ was made from other raw files than %s; processing again", name, raw.resolve())
+        shutil.rmtree(folder / "processed")
+        stamp.unlink(missing_ok=True)
+    return cache, fingerprint
+
+
+def _stamp(cache: Path, name: str, fingerprint: str | None) -> None:
+    """Record the raw files that `<cache>/<Folder>/processed` was made from (see `_prepare_cache`)."""
+    if fingerprint is not None:
+        write_atomic(cache / _folder_name(name) / "raw.json", lambda tmp: tmp.write_text(fingerprint))
 
 
 @contextmanager
@@ -222,12 +249,14 @@ def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path(
     root, cache = resolve_data_root(root), Path(cache)
     try:
         with cache_lock(cache, name):
-            cache = _prepare_cache(name, root, cache, allow_download)
+            cache, fingerprint = _prepare_cache(name, root, cache, allow_download)
             ds = TUDataset(str(cache), name)
+            _stamp(cache, name, fingerprint)
     except DataError:
         raise
     except Exception as exc:  # malformed raw files surface from PyG's parser
-        raise DataError(f"dataset '{name}' in {cache / name / 'raw'} could not be read ({type(exc).__name__}: {exc}); "
+        raw = (cache / name / "raw").resolve()
+        raise DataError(f"dataset '{name}' in {raw} could not be read ({type(exc).__name__}: {exc}); "
                         f"check the raw files or delete {cache / name / 'processed'} and retry") from exc
     labels = ds.y.numpy() if ds.y is not None else None
     if labels is None or len(labels) != len(ds):
@@ -259,5 +288,7 @@ def load_planetoid(name: str, root: Path | str | None = None, cache: Path | str 
         raise DataError(f"'{name}' is not a Planetoid dataset: choose one of {', '.join(PLANETOID.values())}")
     root = resolve_data_root(root)
     with cache_lock(Path(cache), name):
-        cache = _prepare_cache(name, root, Path(cache), allow_download)
-        return Planetoid(str(cache), PLANETOID[name.lower()], transform=NormalizeFeatures())[0]
+        cache, fingerprint = _prepare_cache(name, root, Path(cache), allow_download)
+        data = Planetoid(str(cache), PLANETOID[name.lower()], transform=NormalizeFeatures())[0]
+        _stamp(cache, name, fingerprint)
+        return data

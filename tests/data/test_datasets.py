@@ -151,3 +151,44 @@ def test_processing_holds_the_cache_lock(tiny_root, tmp_path, monkeypatch):
     assert len(ds) == 40 and seen == ["held"]
     with open(tmp_path / "cache" / "TINY.lock", "a+") as fh:  # released afterwards
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_cache_shared_by_two_data_roots_serves_each_root_its_own_graphs(tmp_path, tiny_root):
+    """`processed/` is keyed by the raw files it was made from: a second root with the same name (here TINY with
+    every label flipped) is processed again, not served the first root's tensors; back on the first root, again."""
+    import shutil
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(tiny_root / "TINY", flipped / "TINY")
+    labels = flipped / "TINY" / "raw" / "TINY_graph_labels.txt"
+    labels.write_text("".join(f"{3 - int(v)}\n" for v in labels.read_text().split()))  # 1 <-> 2
+    cache = tmp_path / "cache"
+    first = load_tu("TINY", tiny_root, cache, allow_download=False).labels
+    second = load_tu("TINY", flipped, cache, allow_download=False).labels
+    assert np.array_equal(second, 1 - first)
+    assert np.array_equal(load_tu("TINY", tiny_root, cache, allow_download=False).labels, first)
+    stamp = (cache / "TINY" / "raw.json").read_text()
+    assert str((tiny_root / "TINY" / "raw").resolve()) in stamp
+
+
+def test_raw_files_edited_in_place_are_processed_again(tmp_path):
+    """A raw file rewritten (another size or mtime) in the same root invalidates `processed/`."""
+    from tests.conftest import tiny_graphs, write_tu
+
+    root = tmp_path / "root"
+    write_tu(root, "TINY", tiny_graphs())
+    cache = tmp_path / "cache"
+    before = load_tu("TINY", root, cache, allow_download=False).labels
+    labels = root / "TINY" / "raw" / "TINY_graph_labels.txt"
+    labels.write_text("".join(f"{3 - int(v)}\n" for v in labels.read_text().split()))
+    assert np.array_equal(load_tu("TINY", root, cache, allow_download=False).labels, 1 - before)
+
+
+def test_a_parse_error_names_the_real_raw_folder_not_the_cache_link(tmp_path):
+    raw = tmp_path / "root" / "BAD" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "BAD_A.txt").write_text("1, 2\nnot numbers\n")
+    (raw / "BAD_graph_indicator.txt").write_text("1\n1\n")
+    (raw / "BAD_graph_labels.txt").write_text("1\n")
+    with pytest.raises(DataError, match=f"in {raw.resolve()} could not be read"):
+        load_tu("BAD", tmp_path / "root", tmp_path / "cache", allow_download=False)
