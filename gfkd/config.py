@@ -21,8 +21,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gfkd.errors import ConfigError
 
@@ -51,6 +50,23 @@ STAGES = ("teacher", "generate", "distill", "group", "evaluate")  # stages that 
 
 SEED_MAX = 1_000_000  # the stages seed numpy with 1000 · (protocol seed + run seed) + k, which must stay below 2**32
 
+# Upper bounds of the other numbers: far above any run in docs/ or benchmarks/, so that only an absurd value is refused,
+# here and by name, instead of deep inside a stage (teacher.model.hidden=1000000: a 4 TB allocation, a traceback).
+WIDTH_MAX = 4096  # a layer's width (docs/: 128, GIN-5-128); at 65536 a GIN-5 teacher's weights alone need ~140 GB
+EPOCHS_MAX = 1_000_000  # epochs, warm-ups, ramps and every-N-epochs intervals
+STEPS_MAX = 1_000_000  # generator steps and every-N-steps intervals (the kill tests run 100 000)
+GRAPHS_MAX = 1_000_000  # graphs of a bank, and of a batch (which holds at most a bank or a training set)
+NODES_MAX = 10_000  # nodes of a pseudo-graph: above every TU set's largest graph (DD: 5748); dense pairs grow as N²
+DEGREE_MAX = 100_000  # the degree one-hot's cap; only a dataset's largest degree below it is used
+HEADS_MAX = 64  # GAT heads (the paper's 8)
+LR_MAX = 1e30  # learning rates: a diverging loss is refused by the stage, naming the lr (docs/reliability.md: lr 1e30)
+WEIGHT_MAX = 1_000_000  # loss weights and scale factors (docs/: 30 at most)
+TEMPERATURE_MAX = 1000  # temperatures (docs/: 21 at most, ctkd_paper's τ range)
+WEIGHT_DECAY_MAX = 1  # Adam weight decay (docs/: 5e-4)
+RESERVED_RUN_NAMES = ("benchmark",)  # folders the tool makes in run.runs_dir: `gfkd benchmark`'s default --name
+
+Weight = Annotated[float, Field(ge=0, le=WEIGHT_MAX)]  # a loss weight
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -58,13 +74,19 @@ class _Frozen(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _scalars_as_written(cls, v: Any, info) -> Any:
-        """pydantic's lax mode reads true as 1 and '10' as 10: refuse a bool where the key takes none
-        (teacher.epochs=true), and text where the key takes only numbers or true/false (teacher.epochs='10')."""
-        kinds = _leaf_types(cls.model_fields[info.field_name].annotation)
+        """pydantic's lax mode reads true as 1, '10' as 10 and 1e3 as 1000: refuse a bool where the key takes none
+        (teacher.epochs=true), text where the key takes only numbers or true/false (teacher.epochs='10'), and a
+        float where it takes an integer (teacher.epochs=1e3, as 3.5 is)."""
+        ann = cls.model_fields[info.field_name].annotation
+        kinds = _leaf_types(ann)
         if isinstance(v, bool) and bool not in kinds:
             raise ValueError("true/false is not a value of this key")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and kinds <= {bool, type(None)}:
             raise ValueError("a number is not a value of this key: write true or false")
+        items = _item_types(ann)  # a pair such as [lo, hi]: each item is read as a value is
+        for x, want in ([(x, items) for x in v] if isinstance(v, (list, tuple)) else [(v, kinds)]):
+            if isinstance(x, float) and int in want and float not in want:
+                raise ValueError(_whole_number(x))
         if isinstance(v, str) and kinds <= {int, float, bool, type(None)}:
             want = "true or false" if kinds <= {bool, type(None)} else "a number"
             raise ValueError(f"text is not a value of this key: write {want}, without quotes")
@@ -85,6 +107,20 @@ class _Frozen(BaseModel):
             raise ValueError(f"cannot expand {str(v).split('/')[0]}: no such user; write the folder out") from None
 
 
+def _whole_number(x: float) -> str:
+    """The error for a float where a key takes an integer: 1e3 and 10.0 are refused as 3.5 is (pydantic's lax mode
+    would read the first two as 1000 and 10), with the integer to write where there is one."""
+    fix = f"write {int(x)}" if x.is_integer() and abs(x) < 1e15 else "write an integer"
+    return f"a float is not a value of this key: {fix}"
+
+
+def _item_types(ann: Any) -> set:
+    """What the items of a tuple field admit (`tuple[int, int]` -> {int}); an empty set for any other field."""
+    if typing.get_origin(ann) is not tuple:
+        return set()
+    return set().union(*(_leaf_types(a) for a in typing.get_args(ann) if a is not Ellipsis))
+
+
 def _leaf_types(ann: Any) -> set:
     """What a field's annotation admits, Annotated bounds and unions unwrapped: int, float, bool, NoneType, or
     anything else as itself (str, Path, a section) or as Literal (whose values are text here)."""
@@ -99,11 +135,14 @@ def _leaf_types(ann: Any) -> set:
 class RunSection(_Frozen):
     """Where the run lives and how it is seeded."""
 
-    name: str | None = Field(None, description="run folder name; default derives from dataset, protocol and split")
+    name: str | None = Field(None, description="run folder name; default derives from dataset, protocol and split; "
+                             "not benchmark nor starting with '_' or '.' (the tool's own folders in runs_dir)")
     runs_dir: Path = Field(Path("runs"), description="parent folder of all run folders and the dataset cache")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="offset added to the protocol's per-split seed")
     device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="auto: cuda when available")
-    checkpoint_every: int = Field(5, ge=1, description="teacher and group: save a resumable training state every N epochs (results do not depend on it)")
+    checkpoint_every: int = Field(
+        5, ge=1, le=EPOCHS_MAX, description="teacher and group: save a resumable training state every N epochs "
+        "(results do not depend on it)")
     deterministic: bool = Field(True, description="torch's deterministic kernels: with more than one thread, a rerun "
                                 "repeats bit for bit (docs/pipeline.md); the floats still depend on run.threads")
     threads: Literal["auto"] | int = Field(1, description="torch intra-op threads, 1..1024 [1, as the benchmarks]; auto: leave "
@@ -113,7 +152,18 @@ class RunSection(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        return v if v is None else folder_name(v, "run.name is one folder name inside run.runs_dir", "run.name=mutag-try2")
+        """One folder name, and not one of the tool's own folders in run.runs_dir: names starting with '_' or '.'
+        (<runs_dir>/_cache holds the datasets) and `gfkd benchmark`'s default folder."""
+        if v is None:
+            return v
+        if v[:1] in ("_", ".") and "/" not in v and ".." not in v:  # '../x' gets the folder-name error below
+            raise ValueError("run.name may not start with '_' or '.': those folders in run.runs_dir are the tool's own "
+                             "(_cache: the datasets); e.g. run.name=mutag-try2")
+        folder_name(v, "run.name is one folder name inside run.runs_dir", "run.name=mutag-try2")
+        if v.lower() in RESERVED_RUN_NAMES:
+            raise ValueError("the folder in run.runs_dir that `gfkd benchmark` writes its table and tracking to (its "
+                             "default --name): choose another, e.g. run.name=mutag-try2")
+        return v
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -135,7 +185,8 @@ class DataConfig(_Frozen):
     dataset: str = Field("MUTAG", min_length=1, description="TU or Planetoid dataset name (folder name in the root)")
     root: Path | None = Field(None, description="data root; default: --data-root, GFKD_DATA_ROOT, ./data, ../shared/datasets")
     cache_dir: Path | None = Field(None, description="writable folder PyG processes into; default <runs_dir>/_cache/datasets")
-    max_degree_cap: int = Field(1000, ge=1, description="D cap for degree one-hot features of featureless sets")
+    max_degree_cap: int = Field(
+        1000, ge=1, le=DEGREE_MAX, description="D cap for degree one-hot features of featureless sets")
     download: bool = Field(True, description="let PyG download a dataset missing from the root when the network allows")
 
     @field_validator("dataset")
@@ -158,7 +209,7 @@ class ModelConfig(_Frozen):
 
     arch: Literal["gin", "gcn"] = Field("gin", description="message-passing layer")
     layers: int = Field(5, ge=2, le=16, description="L, counting the input layer: L - 1 message-passing layers")
-    hidden: int = Field(128, ge=1, description="H, width of every message-passing layer")
+    hidden: int = Field(128, ge=1, le=WIDTH_MAX, description="H, width of every message-passing layer")
     pooling: Literal["sum", "mean"] = Field("sum", description="readout over the nodes of a graph")
     bn: bool = Field(True, description="BatchNorm in every layer (GIN: inside the MLP and after it)")
     residual: bool = Field(True, description="h <- h' + h from the second message-passing layer on")
@@ -169,14 +220,15 @@ class TeacherConfig(_Frozen):
     """Teacher training recipe (protocol.md §4)."""
 
     model: ModelConfig = ModelConfig()
-    epochs: int = Field(300, ge=1, description="training epochs; the epoch of lowest validation loss is kept")
-    batch_size: int = Field(32, ge=1, description="graphs per batch")
-    lr: float = Field(0.01, gt=0, description="Adam learning rate")
-    lr_step: int = Field(50, ge=1, description="halve the learning rate every lr_step epochs")
+    epochs: int = Field(
+        300, ge=1, le=EPOCHS_MAX, description="training epochs; the epoch of lowest validation loss is kept")
+    batch_size: int = Field(32, ge=1, le=GRAPHS_MAX, description="graphs per batch")
+    lr: float = Field(0.01, gt=0, le=LR_MAX, description="Adam learning rate")
+    lr_step: int = Field(50, ge=1, le=EPOCHS_MAX, description="halve the learning rate every lr_step epochs")
     lr_gamma: float = Field(0.5, gt=0, le=1, description="decay factor every lr_step epochs")
     profile: Literal["smoothed", "gfkd"] = Field("smoothed", description="smoothed: label smoothing 0.1 + wd 5e-4; gfkd: 0 and 0")
     label_smoothing: float | None = Field(None, ge=0, lt=1, description="overrides the profile's value")
-    weight_decay: float | None = Field(None, ge=0, description="overrides the profile's value")
+    weight_decay: float | None = Field(None, ge=0, le=WEIGHT_DECAY_MAX, description="overrides the profile's value")
 
     @property
     def resolved_label_smoothing(self) -> float:
@@ -196,8 +248,8 @@ class ACGKDConfig(_Frozen):
 
     sample: Literal["st", "soft"] = Field("st", description="st: straight-through hard samples; soft: relaxed graphs")
     kappa_schedule: Literal["geometric", "constant"] = Field("geometric", description="Concrete temperature schedule")
-    kappa0: float = Field(1.0, gt=0, description="Concrete temperature at the first step")
-    kappa1: float = Field(0.1, gt=0, description="Concrete temperature at the last step (geometric)")
+    kappa0: float = Field(1.0, gt=0, le=TEMPERATURE_MAX, description="Concrete temperature at the first step")
+    kappa1: float = Field(0.1, gt=0, le=TEMPERATURE_MAX, description="Concrete temperature at the last step (geometric)")
     init_density: Literal["auto"] | Fraction = Field("auto", description="auto: clamp(mean degree/(n-1), 1e-3, 0.95)")
     init_degrees: Literal["auto", "uniform", "teacher"] = Field(
         "auto", description="structure start: uniform density, or teacher: per-node degrees drawn from the degree "
@@ -209,17 +261,18 @@ class ACGKDConfig(_Frozen):
     final_draws: int = Field(4, ge=1, le=64, description="k of best_of_k")
     xi_mode: Literal["auto", "none", "lowrank", "budget"] = Field("auto", description="auto: none if N <= 128 else budget")
     xi: Literal["auto"] | Fraction = Field("auto", description="storage ratio; auto = min(1, max(0.02, 3 * density))")
-    xi_refresh: int = Field(50, ge=1, description="budget mode: re-select candidate pairs every so many steps")
+    xi_refresh: int = Field(
+        50, ge=1, le=STEPS_MAX, description="budget mode: re-select candidate pairs every so many steps")
     checkpoint: bool = Field(False, description="budget mode: recompute the teacher's layers in backward (less memory "
                              "at 1.3-1.4x the step time; docs/generate.md); the same graphs, so not in the cache key")
     hold_density: bool = Field(False, description="keep each pseudo-graph's expected edge count at its start's: "
                                "after every step its pair logits are shifted by the one scalar that restores it, so "
                                "the structure can rewire but not thin or thicken (docs/generate.md)")
-    lr_structure: float = Field(0.1, gt=0, description="Adam lr of the structure parameters")
-    lr_features: float = Field(0.05, gt=0, description="Adam lr of the feature logits")
-    beta_oh: float = Field(0.1, ge=0, description="weight of the one-hot (entropy) prior on features")
-    beta_deg: Literal["auto"] | NonNegativeFloat = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
-    beta_hist: Literal["auto"] | NonNegativeFloat = Field(
+    lr_structure: float = Field(0.1, gt=0, le=LR_MAX, description="Adam lr of the structure parameters")
+    lr_features: float = Field(0.05, gt=0, le=LR_MAX, description="Adam lr of the feature logits")
+    beta_oh: float = Field(0.1, ge=0, le=WEIGHT_MAX, description="weight of the one-hot (entropy) prior on features")
+    beta_deg: Literal["auto"] | Weight = Field("auto", description="degree prior; auto: 1 for featureless sets, else 0")
+    beta_hist: Literal["auto"] | Weight = Field(
         "auto", description="with the teacher degree start: weight of the earth mover's distance (in degrees) between "
         "the chunk's expected degree histogram and its start's (auto: 10 with that start, else 0)")
     features: Literal["softmax", "gumbel_st"] = Field("softmax", description="node types: tempered softmax, or "
@@ -232,22 +285,24 @@ GFKD_LARGE_LR_SETS = ("PROTEINS", "COLLAB", "REDDIT-BINARY")  # the paper's stru
 class GFKDConfig(_Frozen):
     """GFKD baseline generator (gfkd.md); also the schedule DeepInvG borrows."""
 
-    iterations: int | None = Field(None, ge=1, description="T_g; default from the profile (paper 2500, reference 1500)")
-    lr_structure: float | None = Field(None, gt=0, description="Adam lr of the edge logits; default as published: "
-                                       "5.0 on PROTEINS, COLLAB, REDDIT-BINARY, else 1.0 (reference profile: "
-                                       "1.0; fair: 0.1)")
-    lr_features: float = Field(0.01, gt=0, description="Adam lr of the feature logits")
-    lr_decay_every: int | None = Field(None, ge=1, description="lr / 10 every so many steps; profile: 1000 or 700")
+    iterations: int | None = Field(
+        None, ge=1, le=STEPS_MAX, description="T_g; default from the profile (paper 2500, reference 1500)")
+    lr_structure: float | None = Field(
+        None, gt=0, le=LR_MAX, description="Adam lr of the edge logits; default as published: 5.0 on PROTEINS, "
+        "COLLAB, REDDIT-BINARY, else 1.0 (reference profile: 1.0; fair: 0.1)")
+    lr_features: float = Field(0.01, gt=0, le=LR_MAX, description="Adam lr of the feature logits")
+    lr_decay_every: int | None = Field(
+        None, ge=1, le=STEPS_MAX, description="lr / 10 every so many steps; profile: 1000 or 700")
     profile: Literal["paper", "reference"] = Field("paper", description="schedule of the paper or of the reference code")
     parity: Literal["clean", "reference"] = Field("clean", description="reference: the reference code's schedule, "
                                                   "best-θ/last-Φ finalisation, uniform targets, MUTAG nodes 10..29")
-    beta_bn: float = Field(0.01, ge=0, description="weight of R_BN (published, l2 form)")
-    beta_oh: float = Field(1e-6, ge=0, description="weight of the one-hot prior")
+    beta_bn: float = Field(0.01, ge=0, le=WEIGHT_MAX, description="weight of R_BN (published, l2 form)")
+    beta_oh: float = Field(1e-6, ge=0, le=WEIGHT_MAX, description="weight of the one-hot prior")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("l2", description="R_BN form")
     bn_target: Literal["auto", "running", "eval"] = Field("running", description="BN statistics matched")
     init: Literal["uniform", "density"] = Field("uniform", description="uniform: p ~ U(0,1) per edge, as published")
     directed: bool = Field(True, description="directed edge logits, as published")
-    arm_pairs: int = Field(1, ge=1, description="antithetic pairs averaged per step")
+    arm_pairs: int = Field(1, ge=1, le=256, description="antithetic pairs averaged per step")
     finalize: Literal["best", "last", "reference"] = Field("best", description="which iteration's parameters are kept")
     fair: bool = Field(False, description="shared fixes: density init, relative R_BN, beta_bn 1, beta_oh 0.1, lr 0.1")
 
@@ -282,19 +337,23 @@ class GenerateConfig(_Frozen):
     """Pseudo-graph generation (acgkd.md §2, §7; gfkd.md)."""
 
     method: Literal["acgkd", "gfkd", "randg", "deepinvg", "deepinv"] = Field("acgkd", description="generator")
-    num_graphs: Literal["auto"] | PositiveInt = Field("auto", description="M per bank; auto = the teacher's training-set size")
+    num_graphs: Literal["auto"] | Annotated[int, Field(gt=0, le=GRAPHS_MAX)] = Field(
+        "auto", description="M per bank; auto = the teacher's training-set size")
     banks: int = Field(6, ge=1, le=64, description="independent banks; later stages train on their union")
     nodes: Literal["empirical", "uniform", "range"] = Field("empirical", description="empirical: the metadata "
                                                             "histogram; uniform: [0.5, 1.5] x mean; range: node_range")
-    node_range: tuple[int, int] = Field((10, 29), description="nodes = range: n ~ Uniform{lo..hi}")
-    max_nodes: int = Field(256, ge=2, description="node counts above are clamped (and counted)")
+    node_range: tuple[int, int] = Field((10, 29), description=f"nodes = range: n ~ Uniform{{lo..hi}}, 2 <= lo <= hi "
+                                        f"<= {NODES_MAX}")
+    max_nodes: int = Field(256, ge=2, le=NODES_MAX, description="node counts above are clamped (and counted)")
     targets: Literal["balanced", "uniform", "prior"] = Field(
         "balanced", description="target labels of the pseudo-graphs; prior: in the training class shares (metadata "
         "class_counts: not data-free, protocol.md §1; a diagnostic)")
     confidence_low: float = Field(1.0, ge=0, le=1, description="acgkd: 1 = hard targets; below 1, soft targets: each "
                                   "graph's label gets teacher probability c ~ U(max(this, 1/C), 1) (docs/generate.md)")
-    iterations: int = Field(400, ge=1, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
-    batch_size: int = Field(256, ge=1, description="graphs per chunk; one chunk = one optimisation = one shard")
+    iterations: int = Field(
+        400, ge=1, le=STEPS_MAX, description="Adam steps per chunk (acgkd, deepinvg uses gfkd.iterations)")
+    batch_size: int = Field(
+        256, ge=1, le=GRAPHS_MAX, description="graphs per chunk; one chunk = one optimisation = one shard")
     workers: int = Field(1, ge=1, le=256, description="CPU processes that optimise chunks side by side, each at "
                          "run.threads threads (auto: the cores shared out); at run.threads=1 the same shards as 1, "
                          "sooner where cores are free; CUDA runs one process. Not in the cache key (docs/generate.md)")
@@ -303,8 +362,8 @@ class GenerateConfig(_Frozen):
                               "(1: one padded batch); the same values up to float rounding, less work on padding")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("relative", description="R_BN form")
     bn_target: Literal["auto", "running", "eval"] = Field("auto", description="auto: eval stats when stored")
-    beta_bn: float = Field(1.0, ge=0, description="weight of R_BN")
-    bn_first_weight: Literal["auto"] | NonNegativeFloat = Field(
+    beta_bn: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="weight of R_BN")
+    bn_first_weight: Literal["auto"] | Weight = Field(
         "auto", description="acgkd: weight of the first BN layer's R_BN term (the layer that sees the node types) "
         "relative to the others; auto: 1 with the teacher degree start (featureless sets), else 10")
     acgkd: ACGKDConfig = ACGKDConfig()
@@ -314,8 +373,8 @@ class GenerateConfig(_Frozen):
     @field_validator("node_range")
     @classmethod
     def _range_ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 2 <= v[0] <= v[1]:
-            raise ValueError("node_range must be [lo, hi] with 2 <= lo <= hi")
+        if not 2 <= v[0] <= v[1] <= NODES_MAX:
+            raise ValueError(f"node_range must be [lo, hi] with 2 <= lo <= hi <= {NODES_MAX}")
         return v
 
 
@@ -324,7 +383,7 @@ class StudentConfig(_Frozen):
 
     arch: Literal["auto", "gin", "gcn"] = Field("auto", description="auto: the teacher's layer type")
     layers: int = Field(3, ge=2, le=16, description="L, counting the input layer")
-    hidden: int = Field(32, ge=1, description="H before widening (distill.width_mult)")
+    hidden: int = Field(32, ge=1, le=WIDTH_MAX, description="H before widening (distill.width_mult)")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before an own classifier (none before a reused head)")
 
 
@@ -333,13 +392,13 @@ class TemperatureConfig(_Frozen):
 
     mode: Literal["global", "instance", "fixed", "ctkd_paper"] = Field("global", description="global: one learnable "
                                                                          "τ; instance: per-graph MLP; fixed: τ = value")
-    value: float = Field(2.0, gt=0, description="τ of mode = fixed (and of recipe = plain)")
-    tau_min: float = Field(1.0, gt=0, description="τ = tau_min + tau_range·σ(t)")
-    tau_range: float = Field(9.0, gt=0, description="width of τ's range (ctkd_paper: 20)")
-    tau_init: float = Field(2.0, gt=0, description="τ at the start (ctkd_paper: t0 = 0)")
-    lambda_max: float = Field(1.0, ge=0, description="full strength of the adversary after the ramp")
-    ramp_epochs: int = Field(10, ge=1, description="E_λ: epochs of the cosine ramp from 0 to lambda_max")
-    lr: float = Field(0.01, gt=0, description="η_t: Adam lr of t, scaled by λ_e each epoch")
+    value: float = Field(2.0, gt=0, le=TEMPERATURE_MAX, description="τ of mode = fixed (and of recipe = plain)")
+    tau_min: float = Field(1.0, gt=0, le=TEMPERATURE_MAX, description="τ = tau_min + tau_range·σ(t)")
+    tau_range: float = Field(9.0, gt=0, le=TEMPERATURE_MAX, description="width of τ's range (ctkd_paper: 20)")
+    tau_init: float = Field(2.0, gt=0, le=TEMPERATURE_MAX, description="τ at the start (ctkd_paper: t0 = 0)")
+    lambda_max: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="full strength of the adversary after the ramp")
+    ramp_epochs: int = Field(10, ge=1, le=EPOCHS_MAX, description="E_λ: epochs of the cosine ramp from 0 to lambda_max")
+    lr: float = Field(0.01, gt=0, le=LR_MAX, description="η_t: Adam lr of t, scaled by λ_e each epoch")
 
 
 # the top of group.graph.anchor_temperature=calibrated's search: the distill temperature's default upper bound (10)
@@ -373,10 +432,12 @@ class AdversarialConfig(_Frozen):
     epoch's training set."""
 
     rounds: bool = Field(False, description="on: alternate generator rounds and student epochs (ACGKD banks only)")
-    steps: int = Field(5, ge=1, description="adv_steps: generator steps per chunk per epoch")
-    beta: float = Field(1.0, ge=0, description="β_adv: weight of the teacher-student divergence the generator maximises")
+    steps: int = Field(5, ge=1, le=STEPS_MAX, description="adv_steps: generator steps per chunk per epoch")
+    beta: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="β_adv: weight of the teacher-student divergence "
+                        "the generator maximises")
     div: Literal["js", "kl", "l1"] = Field("js", description="adv_div: the divergence D(p_T ‖ p_S)")
-    lr_scale: float = Field(0.01, gt=0, description="generator learning rates as a fraction of generation's")
+    lr_scale: float = Field(
+        0.01, gt=0, le=WEIGHT_MAX, description="generator learning rates as a fraction of generation's")
 
 
 class DistillConfig(_Frozen):
@@ -385,17 +446,18 @@ class DistillConfig(_Frozen):
     recipe: Literal["acgkd", "plain"] = Field("acgkd", description="plain: own head, fixed τ = 2, no curriculum, no "
                                              "feature loss (gfkd.md §5); acgkd: the switches below")
     profile: Literal["default", "paper"] = Field("default", description="paper: 400 epochs")
-    epochs: Literal["auto"] | PositiveInt = Field("auto", description="auto: 50 on a union of banks, 150 on one bank or real graphs")
-    batch_size: int = Field(32, ge=1, description="graphs per batch")
-    lr: float = Field(0.01, gt=0, description="Adam lr, linear decay to 0")
+    epochs: Literal["auto"] | Annotated[int, Field(gt=0, le=EPOCHS_MAX)] = Field(
+        "auto", description="auto: 50 on a union of banks, 150 on one bank or real graphs")
+    batch_size: int = Field(32, ge=1, le=GRAPHS_MAX, description="graphs per batch")
+    lr: float = Field(0.01, gt=0, le=LR_MAX, description="Adam lr, linear decay to 0")
     seeds: int = Field(3, ge=1, le=20, description="student seeds 0..seeds-1 per variant")
     student: StudentConfig = StudentConfig()
     head: Literal["reuse", "own"] = Field("reuse", description="reuse: the teacher's frozen classifier behind a projector")
     projector: Literal["gat", "linear"] = Field("gat", description="projector d_S → d_T in front of a reused head")
     width_mult: Literal["teacher"] | int = Field(1, description="widen every student layer by this factor, 1..16, or to teacher (d_T)")
-    feat_weight: float = Field(1.0, ge=0, description="γ: weight of the projected-embedding loss")
+    feat_weight: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="γ: weight of the projected-embedding loss")
     feat_level: Literal["node", "graph"] = Field("node", description="match node or pooled embeddings")
-    beta_ce: float = Field(0.0, ge=0, description="weight of CE to the generation targets")
+    beta_ce: float = Field(0.0, ge=0, le=WEIGHT_MAX, description="weight of CE to the generation targets")
     class_weight: Literal["auto", "none", "balanced", "prior"] = Field(
         "auto", description="auto: balanced on featureless sets; prior: the teacher's predicted classes reweighted to "
         "the training class shares (metadata class_counts: not data-free, protocol.md §1; a diagnostic)")
@@ -414,6 +476,14 @@ class DistillConfig(_Frozen):
         if v != "teacher" and not 1 <= int(v) <= 16:
             raise ValueError("width_mult must be teacher or an integer in 1..16")
         return v
+
+    @model_validator(mode="after")
+    def _widened_width(self) -> "DistillConfig":
+        """A widened student's layers are student.hidden · width_mult wide: bounded as a teacher's are."""
+        if self.width_mult != "teacher" and self.student.hidden * int(self.width_mult) > WIDTH_MAX:
+            raise CrossKeyError(f"distill.student.hidden × distill.width_mult = {self.student.hidden} × "
+                                f"{self.width_mult} is wider than a layer may be ({WIDTH_MAX}): lower one of them")
+        return self
 
     @model_validator(mode="after")
     def _one_resampler(self) -> "DistillConfig":
@@ -458,21 +528,26 @@ class GraphGroupConfig(_Frozen):
                                                  "student reusing the teacher's frozen classifier (distill.width_mult, "
                                                  "distill.projector); plain: own Linear heads, as oad.md §6 (MUTAG "
                                                  "10-fold: docs/group.md)")
-    feat_weight: float = Field(1.0, ge=0, description="student = widened: γ of the projected-embedding loss against "
-                               "the teacher's node embeddings (as distill.feat_weight, node level)")
-    warmup_epochs: int = Field(30, ge=0, description="W: epochs of supervised + teacher-anchor loss only")
-    epochs: int = Field(120, ge=1, description="E: distillation epochs after the warm-up")
-    batch_size: int = Field(32, ge=1, description="pseudo-graphs per batch")
-    lr: float = Field(0.01, gt=0, description="Adam lr of students and discriminators, linear decay to 0 over W + E")
-    temperature: float = Field(3.0, gt=0, description="T of the peer-mean KL")
-    lambda_global: float = Field(1.0, ge=0, description="λ_G")
-    lambda_adv: float = Field(1.0, ge=0, description="λ_adv")
-    sup_weight: float = Field(0.0, ge=0, description="weight of the CE term to ŷ (hard labels); default 0, not "
-                              "oad.md §6's 1: with it the PROTEINS group fell 9.1 points below the single student, "
-                              "without it +1.0 (folds 0-2), MUTAG level (docs/group.md)")
-    teacher_anchor: float = Field(1.0, ge=0, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits")
-    anchor_tau: float = Field(2.0, gt=0, description="τ of the teacher anchor (anchor_temperature = fixed; "
-                              "calibrated: the low end of its search)")
+    feat_weight: float = Field(
+        1.0, ge=0, le=WEIGHT_MAX, description="student = widened: γ of the projected-embedding loss against the "
+        "teacher's node embeddings (as distill.feat_weight, node level)")
+    warmup_epochs: int = Field(30, ge=0, le=EPOCHS_MAX, description="W: epochs of supervised + teacher-anchor loss only")
+    epochs: int = Field(120, ge=1, le=EPOCHS_MAX, description="E: distillation epochs after the warm-up")
+    batch_size: int = Field(32, ge=1, le=GRAPHS_MAX, description="pseudo-graphs per batch")
+    lr: float = Field(
+        0.01, gt=0, le=LR_MAX, description="Adam lr of students and discriminators, linear decay to 0 over W + E")
+    temperature: float = Field(3.0, gt=0, le=TEMPERATURE_MAX, description="T of the peer-mean KL")
+    lambda_global: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="λ_G")
+    lambda_adv: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="λ_adv")
+    sup_weight: float = Field(
+        0.0, ge=0, le=WEIGHT_MAX, description="weight of the CE term to ŷ (hard labels); default 0, not oad.md §6's "
+        "1: with it the PROTEINS group fell 9.1 points below the single student, without it +1.0 (folds 0-2), MUTAG "
+        "level (docs/group.md)")
+    teacher_anchor: float = Field(
+        1.0, ge=0, le=WEIGHT_MAX, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits")
+    anchor_tau: float = Field(
+        2.0, gt=0, le=TEMPERATURE_MAX, description="τ of the teacher anchor (anchor_temperature = fixed; calibrated: "
+        "the low end of its search)")
     anchor_temperature: Literal["fixed", "inherit", "calibrated"] = Field(
         "fixed", description="inherit: each student's anchor τ as the distill stage's student has it "
         "(distill.temperature: learnable and adversarial by default), one per student; calibrated: one τ for all, "
@@ -484,8 +559,8 @@ class GraphGroupConfig(_Frozen):
     label_source: Literal["teacher_argmax", "target"] = Field("teacher_argmax", description="ŷ of the CE term")
     local_level: Literal["node", "graph"] = Field("node", description="node: GCN discriminators over the batched "
                                                   "graphs; graph: MLP on mean-pooled embeddings")
-    d_hidden: int = Field(16, ge=1, description="d_D")
-    d_loss_scale: float = Field(1.0, gt=0, description="c_D")
+    d_hidden: int = Field(16, ge=1, le=WIDTH_MAX, description="d_D")
+    d_loss_scale: float = Field(1.0, gt=0, le=WEIGHT_MAX, description="c_D")
     pick_holdout: float = Field(0.1, ge=0, lt=1, description="share of pseudo-graphs held out to pick a student")
     curriculum: Literal["off", "inherit"] = Field("off", description="inherit: the distill stage's easy-to-hard "
                                                   "subsets (distill.curriculum: measure, pace, q0), all graphs from "
@@ -503,21 +578,24 @@ class GroupConfig(_Frozen):
         "(λ_G = 0); oad_agnostic: D an MLP per node; oad_l2: the ring's local term as ‖h_{k−1} − sg h_k‖², no D")
     backbone: Literal["gcn", "gat", "sage"] = Field("gcn", description="node students (oad.md §5)")
     students: int = Field(4, ge=2, le=16, description="K students, student k initialised from seed + k")
-    warmup_epochs: int = Field(100, ge=0, description="W: epochs of supervised loss only")
-    epochs: int = Field(100, ge=1, description="E: distillation epochs after the warm-up (ê is chosen among them)")
-    lr: float = Field(5e-3, gt=0, description="Adam lr of the students and of the discriminators")
-    weight_decay: float = Field(5e-4, ge=0, description="students' Adam weight decay (discriminators: 0)")
-    hidden: int = Field(16, ge=1, description="hidden width per head")
-    heads: int = Field(8, ge=1, description="GAT heads")
+    warmup_epochs: int = Field(100, ge=0, le=EPOCHS_MAX, description="W: epochs of supervised loss only")
+    epochs: int = Field(
+        100, ge=1, le=EPOCHS_MAX, description="E: distillation epochs after the warm-up (ê is chosen among them)")
+    lr: float = Field(5e-3, gt=0, le=LR_MAX, description="Adam lr of the students and of the discriminators")
+    weight_decay: float = Field(
+        5e-4, ge=0, le=WEIGHT_DECAY_MAX, description="students' Adam weight decay (discriminators: 0)")
+    hidden: int = Field(16, ge=1, le=WIDTH_MAX, description="hidden width per head")
+    heads: int = Field(8, ge=1, le=HEADS_MAX, description="GAT heads")
     dropout: float | None = Field(None, ge=0, lt=1, description="None: the backbone's default (GCN/SAGE 0.5, GAT 0.6)")
-    temperature: float = Field(3.0, gt=0, description="T of the peer-mean KL (and of KDCL)")
-    dml_temperature: float = Field(1.0, gt=0, description="T of DML")
-    lambda_global: float = Field(1.0, ge=0, description="λ_G, weight of the peer-mean KL")
-    lambda_adv: float = Field(1.0, ge=0, description="λ_adv, weight of the ring adversarial loss (of the L2 ring term "
-                              "under method oad_l2)")
+    temperature: float = Field(3.0, gt=0, le=TEMPERATURE_MAX, description="T of the peer-mean KL (and of KDCL)")
+    dml_temperature: float = Field(1.0, gt=0, le=TEMPERATURE_MAX, description="T of DML")
+    lambda_global: float = Field(1.0, ge=0, le=WEIGHT_MAX, description="λ_G, weight of the peer-mean KL")
+    lambda_adv: float = Field(
+        1.0, ge=0, le=WEIGHT_MAX, description="λ_adv, weight of the ring adversarial loss (of the L2 ring term under "
+        "method oad_l2)")
     global_on: Literal["train", "all"] = Field("train", description="nodes of the KL terms: labelled ones, or all")
-    d_hidden: int = Field(16, ge=1, description="d_D, the discriminator's hidden width")
-    d_loss_scale: float = Field(1.0, gt=0, description="c_D, scale of the discriminator loss")
+    d_hidden: int = Field(16, ge=1, le=WIDTH_MAX, description="d_D, the discriminator's hidden width")
+    d_loss_scale: float = Field(1.0, gt=0, le=WEIGHT_MAX, description="c_D, scale of the discriminator loss")
     parity: Literal["clean", "reference"] = Field("clean", description="reference: every switch below takes the "
                                                   "reference code's behaviour unless set explicitly")
     kl_scale: Literal["batchmean", "reference"] | None = Field(None, description="None: from parity; batchmean, or "
@@ -530,6 +608,14 @@ class GroupConfig(_Frozen):
                                                                      "h is read (reference: after_dropout)")
     dml_stop_grad: bool | None = Field(None, description="None: from parity (clean true); peers detached in DML")
     graph: GraphGroupConfig = GraphGroupConfig()
+
+    @model_validator(mode="after")
+    def _gat_width(self) -> "GroupConfig":
+        """A GAT student's first layer is heads · hidden wide: bounded as a teacher's layers are."""
+        if self.backbone == "gat" and self.heads * self.hidden > WIDTH_MAX:
+            raise CrossKeyError(f"group.heads × group.hidden = {self.heads} × {self.hidden} is wider than a GAT layer "
+                                f"may be ({WIDTH_MAX}): lower one of them")
+        return self
 
     def resolved(self, key: str):
         """A parity switch's value: the explicit setting, else the clean or reference behaviour."""
@@ -840,7 +926,13 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
                               f"{fix}") from exc
         msgs = [m.removeprefix("Value error, ") for m in msgs]
         said = " or ".join(m if i == 0 else m.removeprefix("Input should be ") for i, m in enumerate(msgs))
+        if field is not None and any(e["type"] in _BOUND_ERRORS for e in errs if path(e) == loc):  # name the range
+            said += f" (allowed: {_kind(field.annotation, field.metadata).replace('`', '')})"
+        said = re.sub(r"\d{16,}", lambda m: f"{float(m[0]):g}", said)  # pydantic writes a bound of 1e30 in 31 digits
         raise ConfigError(f"config value {loc}={errs[0].get('input')!r}{origin.get(loc, '')} is invalid: {said}") from exc
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}

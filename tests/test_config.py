@@ -1,10 +1,11 @@
 import re
+import typing
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from gfkd.config import RunConfig, config_hash, resolve_config
+from gfkd.config import RunConfig, _fields, _item_types, _leaf_types, config_hash, resolve_config
 from gfkd.errors import ConfigError
 
 
@@ -71,6 +72,33 @@ def test_overrides_are_typed():
     ("data.cache_dir=' '", "data.cache_dir=' ' is invalid: an empty path"),
     ("data.root='~nosuchuser-gfkd/d'", "cannot expand ~nosuchuser-gfkd: no such user"),  # was a RuntimeError's traceback
     ("run.threads=1025", "run.threads must be auto or an integer in 1..1024"),
+    # every number has an upper bound, named with the key's range: an int, an int past int64, auto or an int, a float,
+    # auto or a float, a float or none, a learning rate (pydantic alone writes 1e30 in 31 digits), a [lo, hi] pair
+    ("teacher.model.hidden=1000000", "teacher.model.hidden=1000000 is invalid: Input should be less than or equal to "
+     "4096 (allowed: int ≥ 1 and ≤ 4096)"),  # was a 4 TB allocation's traceback in the teacher stage
+    ("teacher.epochs=99999999999999999999", "less than or equal to 1000000 (allowed: int ≥ 1 and ≤ 1000000)"),
+    ("generate.num_graphs=100000000", "generate.num_graphs=100000000 is invalid: Input should be 'auto' or less than "
+     "or equal to 1000000 (allowed: auto or int > 0 and ≤ 1000000)"),
+    ("generate.max_nodes=100000000", "(allowed: int ≥ 2 and ≤ 10000)"),
+    ("group.graph.anchor_tau=1001", "group.graph.anchor_tau=1001 is invalid: Input should be less than or equal to "
+     "1000 (allowed: float > 0 and ≤ 1000)"),
+    ("generate.acgkd.beta_deg=1e7", "'auto' or less than or equal to 1000000 (allowed: auto or float ≥ 0 and ≤ 1000000)"),
+    ("teacher.weight_decay=2", "(allowed: float ≥ 0 and ≤ 1 or none)"),
+    ("teacher.lr=1e31", "teacher.lr=1e+31 is invalid: Input should be less than or equal to 1e+30 (allowed: float > 0 "
+     "and ≤ 1e+30)"),
+    ("generate.node_range=[10, 20000]", "node_range must be [lo, hi] with 2 <= lo <= hi <= 10000"),
+    ("teacher.epochs=0", "greater than or equal to 1 (allowed: int ≥ 1 and ≤ 1000000)"),  # a lower bound: the range too
+    # an integer key takes no float, whole or not (pydantic alone reads 1e3 as 1000 and refuses only 3.5)
+    ("teacher.epochs=1e3", "teacher.epochs=1000.0 is invalid: a float is not a value of this key: write 1000"),
+    ("teacher.epochs=3.5", "a float is not a value of this key: write an integer"),
+    ("distill.epochs=2.0", "distill.epochs=2.0 is invalid: a float is not a value of this key: write 2"),  # auto or int
+    ("generate.node_range=[10.0, 29]", "a float is not a value of this key: write 10"),  # each item of a pair
+    ("run.threads=2.0", "run.threads must be auto or an integer"),
+    # the tool's own folders in run.runs_dir: _cache (datasets), benchmark (`gfkd benchmark`'s default folder)
+    ("run.name=_cache", "run.name may not start with '_' or '.': those folders in run.runs_dir are the tool's own"),
+    ("run.name='.hidden'", "run.name may not start with '_' or '.'"),
+    ("run.name=benchmark", "the folder in run.runs_dir that `gfkd benchmark` writes its table and tracking to"),
+    ("run.name=Benchmark", "`gfkd benchmark`"),  # the same folder on a case-insensitive file system
 ])
 def test_bad_overrides_are_one_line_errors(override, needle):
     with pytest.raises(ConfigError) as err:
@@ -165,3 +193,118 @@ def test_a_path_key_expands_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # `key=~/x` reaches us unexpanded: the shell expands only a leading ~
     cfg = resolve_config(None, ["run.runs_dir='~/runs'", "data.root=~/data", "data.cache_dir='~/cache'"])
     assert (cfg.run.runs_dir, cfg.data.root, cfg.data.cache_dir) == (tmp_path / "runs", tmp_path / "data", tmp_path / "cache")
+
+
+# Numeric keys whose upper bound is checked by a validator instead of Field(le=...), and where.
+BOUNDED_BY_VALIDATOR = {
+    "run.threads": "RunSection._threads: auto or 1..1024",
+    "distill.width_mult": "DistillConfig._width: teacher or 1..16",
+    "generate.node_range": "GenerateConfig._range_ordered: 2 <= lo <= hi <= NODES_MAX",
+}
+UNBOUNDED: dict[str, str] = {}  # numeric keys that may take any size, with the reason: none today
+
+
+def _numeric_keys() -> dict[str, set]:
+    """Every config key that takes a number (or a pair of numbers), with the number types it admits."""
+    out = {}
+    for key, field in _fields(RunConfig):
+        kinds = (_leaf_types(field.annotation) | _item_types(field.annotation)) & {int, float}
+        if kinds:
+            out[key] = kinds
+    return out
+
+
+def _upper(field) -> tuple[str, float] | None:
+    """A field's upper bound, ('le' or 'lt', value), from its own metadata or from an Annotated member of its type
+    (`auto` or int ≤ N); None when it has neither."""
+    found = list(field.metadata)
+    stack = [field.annotation]
+    while stack:
+        ann = stack.pop()
+        if typing.get_origin(ann) is typing.Annotated:
+            found += [m for a in typing.get_args(ann)[1:] for m in getattr(a, "metadata", [a])]
+        else:
+            stack += typing.get_args(ann)
+    return next(((k, getattr(m, k)) for m in found for k in ("le", "lt") if getattr(m, k, None) is not None), None)
+
+
+def test_every_number_has_an_upper_bound():
+    """docs/pipeline.md: every number is bounded. A new numeric key without one fails here: give it le=... (or name
+    its validator in BOUNDED_BY_VALIDATOR, or its reason in UNBOUNDED)."""
+    fields = dict(_fields(RunConfig))
+    numeric = _numeric_keys()
+    assert len(numeric) > 90  # the walk reaches every section
+    missing = [k for k in numeric if _upper(fields[k]) is None and k not in BOUNDED_BY_VALIDATOR and k not in UNBOUNDED]
+    assert not missing, f"numeric keys without an upper bound: {missing}"
+    assert set(BOUNDED_BY_VALIDATOR) | set(UNBOUNDED) <= set(numeric)  # the lists name keys that exist
+    assert all(_upper(fields[k]) is None for k in BOUNDED_BY_VALIDATOR)  # and only ones that need naming
+
+
+@pytest.mark.parametrize("key", [k for k in _numeric_keys() if k not in UNBOUNDED])
+def test_every_number_refuses_an_absurd_value_and_takes_its_bound(key):
+    """Whatever holds the bound (Field, validator), an absurd value is a one-line error naming the key; a Field's
+    inclusive bound itself is accepted (the range the error and the reference table give is the true one)."""
+    kinds, field = _numeric_keys()[key], dict(_fields(RunConfig))[key]
+    huge = "1e300" if float in kinds else str(10**18)
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, [f"{key}=[2, {huge}]" if _item_types(field.annotation) else f"{key}={huge}"])
+    msg = str(err.value)
+    assert "\n" not in msg and (f"config value {key}=" in msg or f"{key} must be" in msg), msg
+    bound = _upper(field)
+    if bound is not None and bound[0] == "le":
+        value = resolve_config(None, [f"{key}={bound[1]!r}"])
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert value == bound[1]
+
+
+@pytest.mark.parametrize("key", [k for k, kinds in _numeric_keys().items() if float not in kinds])
+def test_every_integer_key_refuses_a_float(key):
+    """1e3 and 2.0 are TOML floats: an integer key refuses them as it refuses 3.5, saying which integer to write."""
+    pair = bool(_item_types(dict(_fields(RunConfig))[key].annotation))
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, [f"{key}=[2.0, 3]" if pair else f"{key}=2.0"])
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg
+    assert ("run.threads must be auto or an integer" if key == "run.threads"
+            else "a float is not a value of this key: write 2") in msg
+
+
+def test_a_float_for_an_integer_key_is_refused_in_a_file_too(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[teacher]\nepochs = 1e3\n")
+    with pytest.raises(ConfigError, match=f"teacher.epochs=1000.0 \\(in '{re.escape(str(f))}'\\) is invalid: a float is "
+                       "not a value of this key: write 1000"):
+        resolve_config(f)
+    assert resolve_config(None, ["teacher.lr=1", "generate.beta_bn=2"]).teacher.lr == 1.0  # an int for a float: fine
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["distill.student.hidden=4096", "distill.width_mult=2"], "distill.student.hidden × distill.width_mult = 4096 × 2 "
+     "is wider than a layer may be (4096): lower one of them"),
+    (["group.backbone=gat", "group.hidden=1024"], "group.heads × group.hidden = 8 × 1024 is wider than a GAT layer may "
+     "be (4096): lower one of them"),
+])
+def test_widths_built_from_two_keys_are_bounded_too(overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(None, overrides)
+    assert str(err.value) == needle
+
+
+def test_widths_within_the_bound_stay_valid():
+    resolve_config(None, ["distill.student.hidden=256", "distill.width_mult=16"])  # 4096 wide
+    resolve_config(None, ["distill.student.hidden=4096", "distill.width_mult=teacher"])  # d_T ≤ 4096 already
+    resolve_config(None, ["group.backbone=gat", "group.heads=64", "group.hidden=64"])
+    resolve_config(None, ["group.backbone=gcn", "group.hidden=4096"])  # GCN layers are hidden wide
+
+
+def test_documented_and_used_values_stay_valid():
+    """The values docs/, benchmarks/, configs/ and the other tests pass are inside the bounds."""
+    cfg = resolve_config(None, ["teacher.lr=1e30", "distill.lr=1e30", "group.graph.lr=1e30",  # docs/reliability.md
+                                "generate.max_nodes=512", "generate.iterations=100000", "generate.banks=12",
+                                "generate.acgkd.beta_deg=30", "generate.acgkd.beta_hist=10", "group.graph.anchor_tau=12",
+                                "generate.gfkd.iterations=2500", "distill.width_mult=16", "group.backbone=gat",
+                                "run.name=mutag-quick", "run.name=my_benchmark", "run.name=benchmark-2"])
+    assert (cfg.teacher.lr, cfg.generate.max_nodes, cfg.run.name) == (1e30, 512, "benchmark-2")
+    for toml in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")):
+        resolve_config(toml)
