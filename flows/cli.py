@@ -33,6 +33,7 @@ from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.versions import versions_line
 from flows.env import check_prefect_api, local_env, scratch_tmp
+from flows.signals import exit_on_signals
 from flows.watchdog import reap_descendants_on_kill
 
 
@@ -160,27 +161,6 @@ def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
                f"{after} run again over its results; pass run.name=NAME to keep both", err=True)
 
 
-@contextmanager
-def _exit_on_interrupt(layout: RunLayout) -> Iterator[None]:
-    """Ctrl-C during the pipeline: one line and exit 130 at once. Ctrl-C reaches Prefect's temporary server too, and
-    Prefect would spend a minute or more retrying to report the crash to it; exiting now loses nothing, since every
-    file is written under a temporary name and renamed, and a stage's manifest comes last (the watchdog stops the
-    servers this process started)."""
-    import signal
-
-    def interrupted(signum: int, frame: object) -> None:
-        sys.stderr.write(f"\ngfkd: interrupted: the finished stages and shards in {layout.root} are kept; run the "
-                         "same command again to resume\n")
-        sys.stderr.flush()
-        os._exit(INTERRUPTED)
-
-    before = signal.signal(signal.SIGINT, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
 def _quiet_user_errors(record: logging.LogRecord) -> bool:
     """A logging filter for Prefect's task-run logger: drop its report (traceback included) of a task that failed
     with a GfkdError; the CLI reports that error as its one `gfkd: error:` line."""
@@ -286,7 +266,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from flows.pipeline import pipeline
 
         logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
-        with _exit_on_interrupt(layout):
+        with exit_on_signals(layout.root):
             records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
                    "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}

@@ -14,6 +14,7 @@ from prefect import flow
 
 from gfkd.config import RunConfig
 from gfkd.errors import GfkdError
+from flows.signals import keep_in_flow
 from tasks.distill import distill_task
 from tasks.evaluate import evaluate_task
 from tasks.generate import generate_task
@@ -35,6 +36,7 @@ def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
 def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None,
              until: str | None = None) -> list[dict[str, Any]]:
     """Run teacher → generate → distill → group → evaluate (or up to `until`) for one dataset and split."""
+    keep_in_flow()  # `gfkd run`'s exit at once on Ctrl-C or SIGTERM, over Prefect's SIGTERM handler
     force = set(force or ())
     parent = open_pipeline_run(cfg, run_root)
     records: list[dict[str, Any]] = []

@@ -93,6 +93,9 @@ _INIT_ERROR: Exception | None = None
 _QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM}  # held off while the workers are created (`_interrupts_held`)
+
+
 def _exit_with_parent(parent: int) -> None:
     """End this worker when the stage's process is gone (killed without the chance to stop its pool)."""
     while os.getppid() == parent:
@@ -105,7 +108,7 @@ def _init_worker(cfg: RunConfig, teacher_pt: str, threads: int) -> None:
     it (an initializer that raises would only break the pool, with no message)."""
     global _CTX, _INIT_ERROR
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C reaches the whole group: leave quietly
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since the spawn (see `run_jobs`)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # blocked since the spawn (see `_interrupts_held`)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         if cfg.run.threads == "auto":
@@ -189,36 +192,36 @@ def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[Proc
 
 
 @contextmanager
-def _sigint_held() -> Iterator[None]:
-    """Hold Ctrl-C off while `ProcessPoolExecutor.submit` spawns the workers, and deliver it after.
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM off while `ProcessPoolExecutor.submit` spawns the workers, and deliver them after.
 
-    Blocked in this thread, SIGINT stays blocked in the workers, which inherit the mask through the exec, until their
-    initializer has set its handler: a Ctrl-C during their start-up (seconds of imports) prints no traceback. The
-    mask alone is not enough: the kernel hands a process-wide SIGINT to another thread (Prefect's, the pool's), and
-    Python then runs the handler here between two bytecodes, possibly between a worker's creation and the write of
-    its start-up data; a handler that ends the process there (the CLI's exits at once) left that worker an EOFError
-    traceback. So in the main thread the handler only notes the signal meanwhile, and the noted Ctrl-C is raised
-    again once every worker has its data."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    Blocked in this thread, the signals stay blocked in the workers, which inherit the mask through the exec, until
+    their initializer has set SIGINT's handler: a Ctrl-C during their start-up (seconds of imports) prints no
+    traceback. The mask alone is not enough: the kernel hands a process-wide signal to another thread (Prefect's, the
+    pool's), and Python then runs the handler here between two bytecodes, possibly between a worker's creation and
+    the write of its start-up data; a handler that ends the process there (the CLI's exits at once) left that worker
+    an EOFError traceback. So in the main thread the handlers only note the signals meanwhile, and each noted one is
+    raised again once every worker has its data."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     noted: list[int] = []
-    handler = signal.getsignal(signal.SIGINT)
-    swap = threading.current_thread() is threading.main_thread() and handler is not None
-    if swap:
-        signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    handlers = {sig: signal.getsignal(sig) for sig in _HELD}
+    swap = [sig for sig, h in handlers.items() if h is not None and threading.current_thread() is threading.main_thread()]
+    for sig in swap:
+        signal.signal(sig, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        if swap:
-            signal.signal(signal.SIGINT, handler)
+        for sig in swap:
+            signal.signal(sig, handlers[sig])
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if noted:
-            signal.raise_signal(signal.SIGINT)
+        for sig in dict.fromkeys(noted):
+            signal.raise_signal(sig)
 
 
 def run_jobs(pool: ProcessPoolExecutor, jobs: list[ChunkJob]) -> Iterator[tuple[int, int, float, list, int]]:
     """`_run_job`'s result per finished chunk, in the order they finish; a worker's exception is raised here, and a
     worker that died (killed, out of memory) is a StageError, not a hang."""
-    with _sigint_held():  # the workers start here
+    with _interrupts_held():  # the workers start here
         futures = [pool.submit(_run_job, args) for args in jobs]
     for fut in as_completed(futures):
         try:

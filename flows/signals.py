@@ -1,0 +1,52 @@
+"""`gfkd run`'s exit at once on Ctrl-C or SIGTERM, kept in force inside the pipeline flow.
+
+Ctrl-C or SIGTERM (`timeout`, a scheduler's or `docker stop`'s stop) reaches the whole process group, Prefect's
+temporary server included, and Prefect would spend a minute or more retrying to report the crash to it, in
+tracebacks. Exiting at once loses nothing: every file is written under a temporary name and renamed, and a stage's
+manifest comes last (the watchdog stops the servers this process started). Prefect's flow engine installs its own
+SIGTERM handler for the flow's duration (its bridge for a runner's cancel), so the flow calls `keep_in_flow` first;
+where no CLI handler is set (a deployment served by `gfkd serve`), Prefect's stays.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_handler = None  # the CLI's, while `exit_on_signals` is active
+
+
+@contextmanager
+def exit_on_signals(run_root: Path) -> Iterator[None]:
+    """One line naming `run_root` and exit 130 (Ctrl-C) or 143 (SIGTERM) at once, while the block runs."""
+    global _handler
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        sys.stderr.write(f"\ngfkd: {what}: the finished stages and shards in {run_root} are kept; run the same "
+                         "command again to resume\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    before = {sig: signal.signal(sig, stop) for sig in SIGNALS}
+    _handler = stop
+    try:
+        yield
+    finally:
+        _handler = None
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def keep_in_flow() -> None:
+    """Put the CLI's handlers back over the ones Prefect's flow engine has just installed (a no-op elsewhere)."""
+    if _handler is not None and threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _handler)
