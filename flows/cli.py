@@ -32,7 +32,7 @@ from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.versions import versions_line
-from flows.env import check_prefect_api, local_env, scratch_tmp
+from flows.env import check_prefect_api, check_prefect_home, local_env, scratch_tmp
 from flows.signals import exit_on_signals
 from flows.watchdog import reap_descendants_on_kill
 
@@ -122,6 +122,9 @@ def _prefect_env(layout: RunLayout) -> None:
     servers Prefect and MLflow start from here on stop even if this process is killed outright."""
     for k, v in local_env(layout.prefect_home.resolve(), layout.prefect_storage.resolve()).items():
         os.environ.setdefault(k, v)
+    note = check_prefect_home()
+    if note:
+        typer.echo(f"gfkd: note: {note}", err=True)
     reap_descendants_on_kill()
 
 

@@ -51,6 +51,43 @@ def check_prefect_api(timeout: float = 3.0, local_fallback: bool = True) -> None
                         + (" or unset PREFECT_API_URL to run on a temporary local server" if local_fallback else ""))
 
 
+def check_prefect_home() -> str | None:
+    """Before Prefect starts: $PREFECT_HOME must be a folder (a one-line error, instead of Prefect's server
+    restarting for two minutes in tracebacks), and its database readable. A damaged `prefect.db` (it holds only
+    Prefect's run history: results and caches live in the run folder) is moved aside to `prefect.db.damaged`, with
+    its journal files, so the temporary server starts on a fresh one; the returned note says so (None: nothing done).
+    Skipped where Prefect uses a server ($PREFECT_API_URL) or a database URL of its own.
+
+    Raises:
+        GfkdError: naming PREFECT_HOME and the fix.
+    """
+    import sqlite3
+
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    if home.exists() and not home.is_dir():
+        raise GfkdError(f"PREFECT_HOME={home} is not a folder: point it at a folder, or unset it to keep Prefect's "
+                        "files in the run folder")
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return None
+    db = home / "prefect.db"
+    if not db.is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+            verdict = con.execute("PRAGMA quick_check").fetchone()[0]
+        con.close()
+    except sqlite3.Error as exc:
+        verdict = str(exc)
+    if verdict == "ok":
+        return None
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        part = home / f"prefect.db{suffix}"
+        if part.exists():
+            part.replace(home / f"prefect.db.damaged{suffix}")
+    return (f"Prefect's database {db} was damaged ({verdict.splitlines()[0][:80]}); moved to prefect.db.damaged, "
+            "and Prefect starts a new one (it held only Prefect's run history)")
+
+
 @contextmanager
 def scratch_tmp(folder: Path) -> Iterator[Path]:
     """Send this process's (and its children's) temporary files into `folder`, removed on exit.

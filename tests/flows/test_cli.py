@@ -240,8 +240,13 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     assert ev["status"] == "ran" and "evaluate/test/acc_teacher" in ev["metrics"]
     assert (run_dir / "evaluate" / "report.md").is_file()
 
+    db = run_dir / "prefect" / "prefect.db"  # damaged (Prefect's server restarted for 2 min in tracebacks on it)
+    with open(db, "r+b") as fh:
+        fh.truncate(db.stat().st_size // 3)
     second = gfkd(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert f"gfkd: note: Prefect's database {db} was damaged" in second.stderr and "Traceback" not in second.stderr
+    assert (run_dir / "prefect" / "prefect.db.damaged").is_file()
     stages2 = json.loads((run_dir / "summary.json").read_text())["stages"]
     rec2 = stages2["teacher"]
     assert rec2["status"] == "cached" and rec2["metrics"] == rec["metrics"]
