@@ -106,11 +106,12 @@ def flush_denormal_enabled() -> bool:
     return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
 
-def resumable_staging(layout: RunLayout, stage: str, cache_key: str) -> Path:
-    """The staging folder, kept across a killed run with the same cache key (so finished shards survive), else new."""
+def resumable_staging(layout: RunLayout, stage: str, cache_key: str, fresh: bool = False) -> Path:
+    """The staging folder, kept across a killed run with the same cache key (so finished shards survive), else new;
+    `fresh` (`--force STAGE`: redo it) discards it either way, damaged files of the killed run included."""
     staging = layout.staging_dir(stage)
     keyfile = staging / ".cache_key"
-    if staging.exists() and (not keyfile.is_file() or keyfile.read_text() != cache_key):
+    if staging.exists() and (fresh or not keyfile.is_file() or keyfile.read_text() != cache_key):
         shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=True)
     for tmp in staging.rglob(".*.tmp-*"):  # half-written files of a killed run (see io.atomic): never read

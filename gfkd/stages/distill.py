@@ -127,7 +127,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                    if class_weights is not None else "none", "teacher_dir": str(teacher_dir),
                    "generate_dir": str(generate_dir)})
 
-    staging = resumable_staging(layout, STAGE, cache_key)
+    staging = resumable_staging(layout, STAGE, cache_key, fresh=force)
     (staging / "students").mkdir(exist_ok=True)
     variants = [("pseudo", s) for s in range(dc.seeds)] + [(b, s) for b in dc.baselines for s in range(dc.seeds)]
     train_graphs: list[Data] | None = None

@@ -11,12 +11,14 @@ with a fixed seed the final set equals an uninterrupted run's. Outputs in `<run>
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
@@ -34,6 +36,8 @@ from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, usable_wo
 from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
 from gfkd.stages.teacher import load_teacher
 from gfkd.tracking import NullLogger
+
+log = logging.getLogger(__name__)
 
 STAGE = "generate"
 
@@ -57,7 +61,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     logger.params({"generate": gc.model_dump(mode="json"), "num_graphs_per_bank": M, "method": method,
                    "teacher_dir": str(teacher_dir or layout.stage_dir("teacher"))})
 
-    staging = resumable_staging(layout, STAGE, cache_key)
+    staging = resumable_staging(layout, STAGE, cache_key, fresh=force)
     shard_dir = staging / "shards"
     shard_dir.mkdir(exist_ok=True)
     if device.type == "cuda":
@@ -78,8 +82,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                        confidence_low=gc.confidence_low) for bank in range(gc.banks)]
     chunks = [(bank, c) for bank, plan in enumerate(plans) for c in range(len(plan.chunks))]
     files = [f"shards/{shard_name(bank, c)}" for bank, c in chunks]
-    # a shard already there finished before a kill: written atomically, so whole
-    todo = [(bank, c) for bank, c in chunks if not (shard_dir / shard_name(bank, c)).is_file()]
+    # a shard already there finished before a kill: written atomically, so whole (unless damaged from outside)
+    todo = [(bank, c) for bank, c in chunks if not _kept_shard(shard_dir, shard_name(bank, c))]
     workers = usable_workers(gc.workers, len(todo), device)
     gen_wall, worker_rss = 0.0, 0
     bar = tqdm(total=len(files), initial=len(files) - len(todo), desc=f"generate ({method})", unit="shard",
@@ -133,6 +137,25 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                               metrics=metrics, info={"method": method, "banks": gc.banks, "graphs_per_bank": M},
                               mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
+
+
+def _kept_shard(shard_dir: Path, name: str) -> bool:
+    """Whether shard `name` of a killed run is there to keep. Written atomically after its sidecars, it is whole
+    unless something outside gfkd damaged it: one that Parquet cannot read, or without its timing sidecar, is
+    removed, with a warning naming it, and made again (the same bytes: each chunk's seed is its own)."""
+    path = shard_dir / name
+    if not path.is_file():
+        return False
+    try:
+        pq.read_metadata(path)
+        if (shard_dir / timing_name(name)).is_file():
+            return True
+        why = f"has no {timing_name(name)}"
+    except (OSError, ValueError, pa.ArrowException) as exc:  # a truncated file: ArrowInvalid, a ValueError
+        why = f"is unreadable ({str(exc).splitlines()[0][:100]})"
+    log.warning("generate: the kept shard %s %s; making it again", path, why)
+    path.unlink()
+    return False
 
 
 def _shard_meta(shard_dir: Path) -> list[dict[str, str]]:

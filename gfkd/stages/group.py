@@ -82,7 +82,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         for child, rec in zip(children, per_student):
             child.metrics(rec, step=epoch)
 
-    staging = resumable_staging(layout, STAGE, cache_key)
+    staging = resumable_staging(layout, STAGE, cache_key, fresh=force)
     res = train_graph_group(students, graphs, gc, seed=cfg.split_seed, device=device, val_loader=val_loader,
                             test_loader=test_loader, teacher=teacher, on_epoch=on_epoch, stage=STAGE,
                             checkpoint=staging / TRAIN_STATE, checkpoint_every=cfg.run.checkpoint_every,

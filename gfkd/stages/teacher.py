@@ -107,7 +107,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                    "resolved": {"label_smoothing": tc.resolved_label_smoothing,
                                 "weight_decay": tc.resolved_weight_decay}})
 
-    staging = resumable_staging(layout, STAGE, cache_key)
+    staging = resumable_staging(layout, STAGE, cache_key, fresh=force)
     fit = fit_classifier(model, train_loader, val_loader, epochs=tc.epochs, lr=tc.lr,
                          weight_decay=tc.resolved_weight_decay, lr_step=tc.lr_step, lr_gamma=tc.lr_gamma,
                          label_smoothing=tc.resolved_label_smoothing, device=device, stage=STAGE,

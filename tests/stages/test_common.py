@@ -123,6 +123,9 @@ def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_the
     staging = resumable_staging(layout, "teacher", "key")
     (staging / "a.txt").write_text("a")
     assert resumable_staging(layout, "teacher", "key") == staging and (staging / "a.txt").is_file()  # kept on resume
+    (staging / "_train.pt").write_bytes(b"damaged")  # --force STAGE: redone from scratch, the killed run's files gone
+    assert not list(resumable_staging(layout, "teacher", "key", fresh=True).glob("*.pt"))
+    (staging / "a.txt").write_text("a")
     publish(layout, "teacher", staging, Manifest.build("teacher", "key", staging, ["a.txt"]))
     assert not (layout.stage_dir("teacher") / ".cache_key").exists()
 

@@ -91,6 +91,41 @@ def test_kill_and_resume_writes_only_missing_shards_and_matches(tmp_path, tiny_t
     assert not staging.exists()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "no timing sidecar"])
+def test_a_kept_shard_damaged_from_outside_is_made_again(tmp_path, tiny_teacher_dir, damage, caplog):
+    """Shards are written atomically, so only something outside gfkd leaves a kept one unreadable (it used to end
+    the resume in a Parquet traceback naming no file): it is named in a warning and made again, to the same bytes."""
+    cfg = resolve_config(None, FAST)
+    whole = RunLayout(tmp_path / "whole")
+    ref = generate.run(cfg, whole, "key", teacher_dir=tiny_teacher_dir)
+    resumed = RunLayout(tmp_path / "resumed")
+    staging = resumed.staging_dir("generate")
+    shutil.copytree(whole.stage_dir("generate") / "shards", staging / "shards")
+    (staging / ".cache_key").write_text("key")
+    damaged = staging / "shards" / "shard-b01-c000.parquet"
+    if damage == "truncated":
+        damaged.write_bytes(damaged.read_bytes()[:500])
+    else:
+        (staging / "shards" / "_time-b01-c000.json").unlink()
+    out = generate.run(cfg, resumed, "key", teacher_dir=tiny_teacher_dir)
+    assert out.manifest.metrics["generate/shards/written"] == 1 and out.manifest.metrics["generate/shards/resumed"] == 3
+    assert f"the kept shard {damaged}" in caplog.text
+    files = {k: v.sha256 for k, v in out.manifest.files.items() if k.endswith(".parquet")}
+    assert files == {k: v.sha256 for k, v in ref.manifest.files.items() if k.endswith(".parquet")}
+
+
+def test_force_discards_the_staging_of_a_killed_run(tmp_path, tiny_teacher_dir):
+    """`--force generate` redoes the stage: it does not resume from the killed run's shards (nor trip on them)."""
+    cfg = resolve_config(None, FAST)
+    layout = RunLayout(tmp_path)
+    staging = layout.staging_dir("generate")
+    (staging / "shards").mkdir(parents=True)
+    (staging / ".cache_key").write_text("key")
+    (staging / "shards" / "shard-b00-c000.parquet").write_bytes(b"damaged")
+    out = generate.run(cfg, layout, "key", force=True, teacher_dir=tiny_teacher_dir)
+    assert out.manifest.metrics["generate/shards/written"] == 4 and out.manifest.metrics["generate/shards/resumed"] == 0
+
+
 def test_staging_of_another_config_is_discarded(tmp_path, tiny_teacher_dir):
     cfg = resolve_config(None, FAST)
     layout = RunLayout(tmp_path)
