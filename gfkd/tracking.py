@@ -143,8 +143,14 @@ def check_tracking(layout: RunLayout) -> None:
     """
     uri = tracking_uri(layout)
     check_reachable(uri)
-    if not os.environ.get("MLFLOW_TRACKING_URI") or urlsplit(uri).scheme in ("http", "https"):
-        return  # the run folder's own SQLite file, made on first use; or a server that answered
+    if not os.environ.get("MLFLOW_TRACKING_URI"):  # the run folder's own SQLite file, made on first use
+        damage = _damage(layout.mlflow_db) if layout.mlflow_db.is_file() else None
+        if damage:
+            raise GfkdError(f"{layout.mlflow_db} {damage}: move it away (to mlflow.db.damaged, say) and rerun; the "
+                            "stages' results in the run folder are kept, and MLflow starts a new database")
+        return
+    if urlsplit(uri).scheme in ("http", "https"):
+        return  # a server that answered
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
@@ -191,8 +197,10 @@ class Tracker:
             location = None if server else layout.mlflow_artifacts.resolve().as_uri()
             self.experiment_id = experiment_id(self.client, experiment, location)
         except Exception as exc:  # unreachable server, locked or corrupt database
-            raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({type(exc).__name__}: {str(exc)[:200]}): "
-                            f"start the server or unset MLFLOW_TRACKING_URI") from exc
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            fix = ("start the server or unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
+                   f"move {layout.mlflow_db} away and rerun")
+            raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({why}): {fix}") from exc
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> RunLogger:
         tags = dict(tags or {})
@@ -209,6 +217,29 @@ class Tracker:
 
     def metric_history(self, run_id: str, key: str) -> list[float]:
         return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with the SQLite file `path` as MLflow's database ("is not an SQLite database", ...), or None
+    (read-only; the file is not changed)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return f"cannot be opened ({exc})"
+    try:
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            return f"is damaged ({verdict.splitlines()[0][:80]})"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "experiments" not in tables:  # none: a file MLflow made and was killed before its tables
+            return "is not an MLflow database (no experiments table)"
+        return None
+    except sqlite3.DatabaseError as exc:
+        return f"is damaged or not a database ({exc})"
+    finally:
+        db.close()
 
 
 def _is_mlflow_db(path: Path) -> bool:

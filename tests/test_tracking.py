@@ -131,3 +131,42 @@ def test_a_usable_tracking_uri_passes(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
     check_tracking(RunLayout(tmp_path / "run"))
     assert _is_mlflow_db(tmp_path / "shared.db")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another database"])
+def test_a_damaged_run_database_is_one_line_naming_it_before_the_run_starts(tmp_path, monkeypatch, damage):
+    """A truncated mlflow.db used to end the run in a 116-line traceback advising to unset a variable nobody set."""
+    import sqlite3
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    tracker = Tracker(layout, "damaged")
+    for i in range(30):  # pages enough that a cut lands inside a table
+        tracker.end_run(tracker.start_run(f"r{i}").run_id)
+    check_tracking(layout)  # sound: passes
+    if damage == "truncated":
+        with open(layout.mlflow_db, "r+b") as fh:
+            fh.truncate(layout.mlflow_db.stat().st_size // 2)
+    elif damage == "garbage":
+        layout.mlflow_db.write_bytes(b"not a database at all" * 500)
+    else:
+        layout.mlflow_db.unlink()
+        with sqlite3.connect(layout.mlflow_db) as con:
+            con.execute("CREATE TABLE other (x)")
+        con.close()
+    before = layout.mlflow_db.read_bytes()
+    with pytest.raises(GfkdError, match=f"{layout.mlflow_db} .*: move it away .* and rerun") as err:
+        check_tracking(layout)
+    assert "\n" not in str(err.value) and "MLFLOW_TRACKING_URI" not in str(err.value)
+    assert layout.mlflow_db.read_bytes() == before  # read only
+
+
+def test_an_empty_run_database_is_left_to_mlflow(tmp_path, monkeypatch):
+    """A file MLflow made and was killed before it wrote its tables: MLflow makes them on the next run."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    layout.mlflow_db.write_bytes(b"")
+    check_tracking(layout)
+    Tracker(layout, "fresh")
