@@ -50,6 +50,7 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="gfkd: data-free distillation of graph neural networks, as a tracked Prefect pipeline.")
 
 
@@ -201,13 +202,18 @@ def _check_data(cfg: RunConfig, graphs: bool = True) -> None:
 
 
 def _check_writable(path: Path, key: str = "run.runs_dir") -> None:
+    what = "run folder" if key == "run.runs_dir" else key
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # mkdir would say "File exists", which reads as a permission problem
+        fix = "remove it or choose another run.name" if blocker == path and key == "run.runs_dir" else \
+            f"remove it or set {key} elsewhere"
+        raise GfkdError(f"{what} {path} cannot be made: {blocker} is a file, not a folder: {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-probe-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        what = "run folder" if key == "run.runs_dir" else key
         raise GfkdError(f"{what} {path} is not writable ({exc.strerror}): set {key} to a writable folder") from exc
 
 
@@ -243,7 +249,10 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         data_root: Optional[str] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)"),
         force: list[str] = typer.Option([], "--force", metavar="STAGE", help=f"redo this stage even if it is cached (repeatable): {', '.join(STAGES)}"),
         until: Optional[str] = typer.Option(None, "--until", help=f"stop after this stage, one of {', '.join(STAGES)} (the same command without it goes on from there)")) -> None:
-    """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line."""
+    """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line.
+
+    The run goes to <run.runs_dir>/<run.name> (default ./runs/<dataset>-<protocol>-fold<k>); every key with its
+    default and range: gfkd config --reference."""
     cfg = _load(args, data_root)
     for flag, s in [*(("--force", s) for s in force), *([("--until", until)] if until is not None else [])]:
         if s not in STAGES:
@@ -288,14 +297,20 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     typer.echo(str(layout.root))
 
 
+_GROUP_DEFAULTS = RunConfig().group
+_PIPELINE_ONLY = ("protocol.", "teacher.", "generate.", "distill.", "group.graph.")  # keys `gfkd group` never reads
+
+
 @app.command()
 @_one_line_errors
 def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then key=value overrides (group.*)"),
           dataset: Optional[str] = typer.Option(None, "--dataset", help="Cora, CiteSeer or PubMed (default: the "
                                                 "config file's data.dataset when it sets one, else Cora)"),
-          backbone: Optional[str] = typer.Option(None, "--backbone", help="gcn | gat | sage (group.backbone)"),
+          backbone: Optional[str] = typer.Option(None, "--backbone", help="gcn | gat | sage (group.backbone; "
+                                                 f"default: {_GROUP_DEFAULTS.backbone})"),
           method: Optional[str] = typer.Option(None, "--method", help="oad | independent | dml | kdcl | oad_global "
-                                               "| oad_local | oad_agnostic | oad_l2 (group.method)"),
+                                               "| oad_local | oad_agnostic | oad_l2 (group.method; default: "
+                                               f"{_GROUP_DEFAULTS.method})"),
           seeds: str = typer.Option("0..9", "--seeds", help="seeds: 0..9, 0,1,2 or 3"),
           data_root: Optional[str] = typer.Option(None, "--data-root", help="data root (else $GFKD_DATA_ROOT, ./data, ../shared/datasets)")) -> None:
     """Node-level online group distillation (OAD or a baseline) on a citation graph; print the run folder last."""
@@ -310,6 +325,11 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
             source = ("an override" if any(a.strip().startswith("data.dataset=") for a in args or [])
                       else f"the config file '{_split_args(args or [])[0]}'")
             dataset = check_node_dataset(base.data.dataset, source)
+    elsewhere = [a.split("=", 1)[0].strip() for a in args or []
+                 if "=" in a and a.strip().startswith(_PIPELINE_ONLY)]
+    if elsewhere:  # accepted silently before: a user would think it took effect
+        raise ConfigError(f"{elsewhere[0]} is a pipeline key, unused by `gfkd group` on a citation graph (it reads "
+                          "group.*, data.* and run.*): drop the override, or run it with `gfkd run`")
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
     for flag, key, given in (("--dataset", "data.dataset", flagged), ("--backbone", "group.backbone", backbone),
                              ("--method", "group.method", method)):

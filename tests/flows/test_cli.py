@@ -185,6 +185,22 @@ def test_help_shows_no_value_for_a_flag(command):
     assert r.exit_code == 0 and "--help" in r.output and "<bool>" not in r.output, r.output
     if command in (["benchmark"], ["serve"]):
         assert "--dask" in r.output and "<int>" in r.output  # other options still show their type
+    short = CliRunner().invoke(app, [*command, "-h"], terminal_width=120)  # "No such option: -h" before
+    assert short.exit_code == 0 and short.output == r.output
+
+
+def test_group_help_names_the_defaults_and_refuses_pipeline_keys(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = " ".join(CliRunner().invoke(app, ["group", "--help"]).output.replace("│", " ").split())
+    assert "(group.backbone; default: gcn)" in out and "(group.method; default: oad)" in out
+    r = gfkd("group", "teacher.epochs=3", "group.epochs=2", cwd=tmp_path, timeout=60)  # was accepted silently
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "gfkd: error: teacher.epochs is a pipeline key, unused by `gfkd group` on a citation graph (it reads group.*, "
+        "data.* and run.*): drop the override, or run it with `gfkd run`"], r.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_config_command_prints_resolved_config(tmp_path):

@@ -358,7 +358,17 @@ def test_non_finite_loss_names_stage_step_and_cause(case, tmp_path, finished):
 def test_unwritable_output_folder(tmp_path, tiny_root):
     (tmp_path / "file").write_text("a file where the runs folder should be")
     r = _cli(["run", *TINY, f"run.runs_dir='{tmp_path / 'file' / 'runs'}'", f"--data-root={tiny_root}"])
-    _check("unwritable output folder", "run.runs_dir under a file", r, ["not writable", "set run.runs_dir"])
+    _check("unwritable output folder", "run.runs_dir under a file", r, ["is a file, not a folder", "set run.runs_dir"])
+
+
+def test_a_run_folder_that_is_a_file(tmp_path, tiny_root):
+    """It used to read "not writable (File exists): set run.runs_dir to a writable folder": a permission problem."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "tiny-cv10-fold0").write_text("a file where the run folder should be")
+    r = _cli(["run", *TINY, f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"])
+    _check("run folder is a file", "a file at the run folder's path", r,
+           ["tiny-cv10-fold0 is a file, not a folder: remove it or choose another run.name"])
 
 
 def _refused_server(tmp_path: Path, tiny_root: Path, case: str, var: str, url: str, fix: str) -> None:
