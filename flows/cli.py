@@ -114,6 +114,9 @@ def _load(args: list[str], data_root: Optional[str | Path]) -> RunConfig:
         if not str(data_root).strip():  # typer would make "" the current folder: `--data-root "$UNSET"`
             raise ConfigError("--data-root is empty (an unset shell variable?): give the folder that holds "
                               "<Dataset>/raw/, or drop the flag to use $GFKD_DATA_ROOT, ./data or ../shared/datasets")
+        given = [o for o in overrides if o.split("=", 1)[0].strip() == "data.root"]
+        if given:  # which would win is a guess either way
+            raise ConfigError(f"the data root is given twice, as --data-root and as {given[0].strip()}: keep one")
         overrides.append(f"data.root={_toml_path(Path(data_root))}")
     return resolve_config(config, overrides)
 
@@ -142,6 +145,21 @@ def _run_lock(layout: RunLayout) -> Iterator[None]:
         yield
 
 
+def _reaches_a_stage(before: RunConfig, key: str, value: object) -> bool:
+    """Whether setting dotted `key` to `value` alone in `before` changes some stage's cache key (data.root does not)."""
+    probe = before.model_dump(mode="json")
+    *path, last = key.split(".")
+    node = probe
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = value
+    try:
+        after = RunConfig.model_validate(probe)
+    except ValueError:  # valid only together with another change (a pair of keys checked jointly): keep it
+        return True
+    return any(before.stage_config(s) != after.stage_config(s) for s in STAGES)
+
+
 def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
     """Say so when the run folder holds a run whose stages had other settings: the run name depends only on the
     dataset, protocol, split and seed, so `gfkd run generate.method=gfkd` reuses the default run's folder and redoes
@@ -158,7 +176,7 @@ def _note_other_settings(layout: RunLayout, cfg: RunConfig) -> None:
 
     old, new = flatten(before.model_dump(mode="json")), flatten(cfg.model_dump(mode="json"))
     changed = [f"{k}: {json.dumps(old.get(k))} → {json.dumps(new.get(k))}" for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k)]
+               if old.get(k) != new.get(k) and _reaches_a_stage(before, k, new.get(k))]
     more = f"; {len(changed) - 3} more" if len(changed) > 3 else ""
     after = "" if first == STAGES[-1] else " and the stages after it"
     typer.echo(f"gfkd: note: {layout.root} holds a run of other settings ({', '.join(changed[:3])}{more}): {first}"

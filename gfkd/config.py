@@ -183,7 +183,7 @@ class DataConfig(_Frozen):
     """Which dataset, and where to find it."""
 
     dataset: str = Field("MUTAG", min_length=1, description="TU or Planetoid dataset name (folder name in the root)")
-    root: Path | None = Field(None, description="data root; default: --data-root, GFKD_DATA_ROOT, ./data, ../shared/datasets")
+    root: Path | None = Field(None, description="data root (--data-root sets it, over a config file; not both it and data.root=); default: GFKD_DATA_ROOT, ./data, ../shared/datasets")
     cache_dir: Path | None = Field(None, description="writable folder PyG processes into; default <runs_dir>/_cache/datasets")
     max_degree_cap: int = Field(
         1000, ge=1, le=DEGREE_MAX, description="D cap for degree one-hot features of featureless sets")

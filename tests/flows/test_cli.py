@@ -116,6 +116,9 @@ def test_a_run_folder_of_other_settings_is_noted(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'generate.method: "acgkd" → "gfkd"' in err and "pass run.name=NAME to keep both" in err
     assert "generate and the stages after it run again" in err
+    _note_other_settings(layout, resolve_config(None, ["generate.method=gfkd", "data.root='/elsewhere'"]))
+    err = capsys.readouterr().err  # the keys listed are those that reach a stage: data.root took one of 3 slots
+    assert 'generate.method: "acgkd" → "gfkd"' in err and "data.root" not in err and "more" not in err
 
 
 def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_root, monkeypatch):
@@ -516,3 +519,10 @@ def test_ctrl_c_in_the_node_group_is_one_line_and_exit_130(tmp_path, monkeypatch
     assert done.value.code == 130 and err.strip().splitlines() == [err.strip()], err
     assert err.strip().startswith("gfkd: interrupted") and "run the same command again" in err
     assert json.loads((tmp_path / "group-cora-gcn-oad" / "config.json").read_text())["group"]["backbone"] == "gcn"
+
+
+def test_the_data_root_given_twice_is_refused(tmp_path, tiny_root):
+    """`data.root=X --data-root Y` used to take Y silently."""
+    r = gfkd("config", f"data.root='{tmp_path}'", f"--data-root={tiny_root}", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("gfkd: error: the data root is given twice, as --data-root and "
+                                                     "as data.root=") and r.stderr.strip().endswith("keep one"), r.stderr
