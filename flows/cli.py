@@ -397,13 +397,17 @@ def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, th
 @app.command()
 @_one_line_errors
 def ui(run_dir: Path = typer.Argument(Path("."), help="a run folder made by `gfkd run`"),
-       port: int = typer.Option(5000, min=1, max=65535, help="port on 127.0.0.1"),
+       port: int = typer.Option(5000, min=1, max=65535, help="port to serve on (at --host)"),
        host: str = typer.Option("127.0.0.1", help="bind address (keep 127.0.0.1 unless you mean to share it)")) -> None:
-    """Open the MLflow UI over a run folder's tracking backend."""
+    """Open the MLflow UI over a run folder's tracking backend; Ctrl-C stops it."""
     from gfkd.tracking import serve_ui
 
     reap_descendants_on_kill()  # `mlflow ui` and its workers stop with this command, however it ends
-    raise typer.Exit(serve_ui(RunLayout(run_dir), host=host, port=port))
+    try:
+        code = serve_ui(RunLayout(run_dir), host=host, port=port)
+    except KeyboardInterrupt:  # the way to stop a server: nothing to resume, so no "run it again" line
+        code = INTERRUPTED
+    raise typer.Exit(code)
 
 
 _GRID_HELP = {

@@ -526,3 +526,19 @@ def test_the_data_root_given_twice_is_refused(tmp_path, tiny_root):
     r = gfkd("config", f"data.root='{tmp_path}'", f"--data-root={tiny_root}", cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("gfkd: error: the data root is given twice, as --data-root and "
                                                      "as data.root=") and r.stderr.strip().endswith("keep one"), r.stderr
+
+
+def test_ctrl_c_on_the_ui_stops_it_without_a_resume_hint(tmp_path, monkeypatch):
+    """Ctrl-C is how the UI is stopped: it used to say "run the same command again to go on"."""
+    from typer.testing import CliRunner
+
+    import flows.cli
+    import gfkd.tracking
+
+    def serve(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flows.cli, "reap_descendants_on_kill", lambda: None)
+    monkeypatch.setattr(gfkd.tracking, "serve_ui", serve)
+    r = CliRunner().invoke(flows.cli.app, ["ui", str(tmp_path)])
+    assert r.exit_code == 130 and "again" not in r.output and "Traceback" not in r.output, r.output
