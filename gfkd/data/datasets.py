@@ -190,6 +190,16 @@ def cache_lock(cache: Path, name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_SAID: set[str] = set()
+
+
+def _once(message: str) -> None:
+    """Log `message` at INFO the first time in this process: every stage of a run loads the dataset."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.info(message)
+
+
 class _Prepare:
     """Drop edge attributes and self-loops; add degree one-hot features to featureless graphs."""
 
@@ -268,9 +278,9 @@ def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path(
     if featureless:
         max_deg = int(max(degree(g.edge_index[0], g.num_nodes).max().item() if g.num_edges else 0 for g in ds))
         max_degree = min(max_deg, max_degree_cap)
-        log.info("%s: no node features; degree one-hot with D = %d (max degree %d)", name, max_degree, max_deg)
+        _once(f"{name}: no node features; degree one-hot with D = {max_degree} (max degree {max_deg})")
     else:
-        log.info("%s: %d node-label features", name, ds.num_node_features)
+        _once(f"{name}: {ds.num_node_features} node-label features")
     ds.transform = _Prepare(max_degree)
     return GraphDataset(name=name, dataset=ds, labels=labels.astype(np.int64),
                         num_features=(max_degree + 1) if featureless else ds.num_node_features,
