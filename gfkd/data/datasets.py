@@ -123,6 +123,11 @@ def check_available(name: str, root: Path, cache: Path, allow_download: bool) ->
         return raw
     where = _looked_in(name, root, cache) + _spelled_as(name, root)
     files = ", ".join(expected_files(name))
+    partial = Path(root) / _folder_name(name) / "raw"
+    lacking = [f for f in expected_files(name) if not (partial / f).is_file()]
+    if partial.is_dir() and len(lacking) < len(expected_files(name)):  # a copy that lost files: say which
+        raise DataError(f"dataset '{name}' in {os.path.abspath(partial)} lacks {', '.join(lacking)}: copy "
+                        f"{'it' if len(lacking) == 1 else 'them'} there from the dataset's archive")
     if not allow_download:
         raise DataError(f"dataset '{name}' not found in {where}; expected {files}. "
                         f"Put the files there, pass --data-root/GFKD_DATA_ROOT, or allow the download (data.download=true)")

@@ -192,3 +192,13 @@ def test_a_parse_error_names_the_real_raw_folder_not_the_cache_link(tmp_path):
     (raw / "BAD_graph_labels.txt").write_text("1\n")
     with pytest.raises(DataError, match=f"in {raw.resolve()} could not be read"):
         load_tu("BAD", tmp_path / "root", tmp_path / "cache", allow_download=False)
+
+
+def test_a_raw_folder_that_lost_a_file_names_that_file(tmp_path, tiny_root):
+    import shutil
+
+    shutil.copytree(tiny_root / "TINY", tmp_path / "root" / "TINY")
+    (tmp_path / "root" / "TINY" / "raw" / "TINY_graph_labels.txt").unlink()
+    raw = (tmp_path / "root" / "TINY" / "raw").resolve()
+    with pytest.raises(DataError, match=f"dataset 'TINY' in {raw} lacks TINY_graph_labels.txt: copy it there"):
+        load_tu("TINY", tmp_path / "root", tmp_path / "cache", allow_download=True)  # no download attempt either

@@ -141,7 +141,7 @@ def _tu(root: Path, name: str, edit) -> Path:
 DATA_CASES = {
     "dataset missing": (lambda raw: shutil.rmtree(raw.parent), ["BAD", "not found", "--data-root"]),
     "dataset file missing": (lambda raw: (raw / "BAD_graph_labels.txt").unlink(),
-                             ["BAD_graph_labels.txt", "not found", "Put the files there"]),
+                             ["lacks BAD_graph_labels.txt", "copy it there"]),
 }
 
 
