@@ -35,7 +35,11 @@ class BenchmarkSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return folder_name(v, "the benchmark folder is one folder name inside run.runs_dir", "--name nightly")
+        v = folder_name(v, "the benchmark folder is one folder name inside run.runs_dir", "--name nightly")
+        if v.startswith(("_", ".")):  # <runs_dir>/_cache holds the datasets
+            raise ValueError(f"--name {v}: names starting with '_' or '.' are the tool's own folders in run.runs_dir "
+                             "(_cache: the datasets); e.g. --name nightly")
+        return v
 
     @field_validator("datasets", "generators", "splits")
     @classmethod

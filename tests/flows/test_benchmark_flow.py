@@ -122,6 +122,7 @@ def test_benchmark_refuses_bad_options_before_prefect_loads(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--name", "../escaped-bench"], "--name '../escaped-bench' is invalid: the benchmark folder is one folder name"),
     (["--name", "a/b"], "no '/' or '..'"),
+    (["--name", "_cache"], "names starting with '_' or '.' are the tool's own folders"),  # the datasets' folder
     (["--out", "."], "is a folder: give a file"),
     (["--out", "no-such-dir/t.md"], "no-such-dir does not exist: create it or give another path"),
     (["--dask-address", "garbage"], "--dask-address 'garbage' is invalid: write the scheduler's address as tcp://"),
