@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def check_tracking(layout: RunLayout) -> None:
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow's own refusal, whatever its type
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        why = textwrap.shorten(f"{type(exc).__name__}: {exc}", 200, placeholder=" ...")
         raise GfkdError(f"MLflow tracking at '{uri}' is unusable ({why}): set MLFLOW_TRACKING_URI to http://HOST:PORT "
                         "or sqlite:///FILE.db, or unset it to log into the run folder") from exc
 
@@ -197,7 +198,7 @@ class Tracker:
             location = None if server else layout.mlflow_artifacts.resolve().as_uri()
             self.experiment_id = experiment_id(self.client, experiment, location)
         except Exception as exc:  # unreachable server, locked or corrupt database
-            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            why = textwrap.shorten(f"{type(exc).__name__}: {exc}", 200, placeholder=" ...")
             fix = ("start the server or unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
                    f"move {layout.mlflow_db} away and rerun")
             raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({why}): {fix}") from exc
