@@ -530,12 +530,12 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
           name: str = typer.Option("benchmark", help="benchmark folder <runs_dir>/<name>, MLflow run name"),
           data_root: Optional[str] = typer.Option(None, "--data-root", help="data root")) -> None:
     """Serve the benchmark as the Prefect deployment gfkd-benchmark/scheduled on a cron schedule (needs PREFECT_API_URL)."""
-    if not os.environ.get("PREFECT_API_URL"):
-        raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
-                        "PREFECT_API_URL=http://127.0.0.1:4200/api")
     from flows.serve import check_cron, serve_benchmark
 
     check_cron(cron)  # input first, then the server
+    if not os.environ.get("PREFECT_API_URL"):
+        raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
+                        "PREFECT_API_URL=http://127.0.0.1:4200/api")
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
                                   out, name, serving=True)
     with scratch_tmp(bench.scratch):

@@ -27,8 +27,9 @@ def test_serve_without_a_prefect_server_is_one_line_and_exit_2(tmp_path, tiny_ro
     assert proc.returncode == 2 and "Traceback" not in err and "PREFECT_API_URL" in err, err
 
 
-def test_serve_rejects_a_bad_cron(tmp_path, tiny_root):
-    proc = _serve(tmp_path, tiny_root, "http://127.0.0.1:9/api", "--cron", "every night", stderr=subprocess.PIPE)
+@pytest.mark.parametrize("api", ["http://127.0.0.1:9/api", None])  # the input is named first, server or none
+def test_serve_rejects_a_bad_cron(tmp_path, tiny_root, api):
+    proc = _serve(tmp_path, tiny_root, api, "--cron", "every night", stderr=subprocess.PIPE)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 2 and "--cron 'every night'" in err and "Traceback" not in err, err
 
