@@ -93,7 +93,7 @@ _INIT_ERROR: Exception | None = None
 _QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
-_HELD = {signal.SIGINT, signal.SIGTERM}  # held off while the workers are created (`_interrupts_held`)
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)  # handled only once the workers are created (`_interrupts_held`)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -108,7 +108,7 @@ def _init_worker(cfg: RunConfig, teacher_pt: str, threads: int) -> None:
     it (an initializer that raises would only break the pool, with no message)."""
     global _CTX, _INIT_ERROR
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # Ctrl-C reaches the whole group: leave quietly
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # blocked since the spawn (see `_interrupts_held`)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since the spawn (`_interrupts_held`)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         if cfg.run.threads == "auto":
@@ -195,17 +195,19 @@ def worker_pool(cfg: RunConfig, teacher_pt: Path, workers: int) -> Iterator[Proc
 def _interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM off while `ProcessPoolExecutor.submit` spawns the workers, and deliver them after.
 
-    Blocked in this thread, the signals stay blocked in the workers, which inherit the mask through the exec, until
-    their initializer has set SIGINT's handler: a Ctrl-C during their start-up (seconds of imports) prints no
-    traceback. The mask alone is not enough: the kernel hands a process-wide signal to another thread (Prefect's, the
-    pool's), and Python then runs the handler here between two bytecodes, possibly between a worker's creation and
-    the write of its start-up data; a handler that ends the process there (the CLI's exits at once) left that worker
-    an EOFError traceback. So in the main thread the handlers only note the signals meanwhile, and each noted one is
-    raised again once every worker has its data."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    SIGINT is blocked in this thread, so it stays blocked in the workers, which inherit the mask through the exec,
+    until their initializer has set its handler: a Ctrl-C during their start-up (seconds of imports) prints no
+    traceback. (SIGTERM is not blocked: the pool's clean-up terminates workers that may still be starting.) The mask
+    alone is not enough: the kernel hands a process-wide signal to another thread (Prefect's, the pool's), and Python
+    then runs the handler here between two bytecodes, possibly between a worker's creation and the write of its
+    start-up data; a handler that ends the process there (the CLI's exits at once) left that worker an EOFError
+    traceback. So in the main thread the handlers only note the signals meanwhile, and each noted one is raised again
+    once every worker has its data."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     noted: list[int] = []
-    handlers = {sig: signal.getsignal(sig) for sig in _HELD}
-    swap = [sig for sig, h in handlers.items() if h is not None and threading.current_thread() is threading.main_thread()]
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in _DEFERRED} if main else {}
+    swap = [sig for sig, h in handlers.items() if h is not None]
     for sig in swap:
         signal.signal(sig, lambda signum, frame: noted.append(signum))
     try:

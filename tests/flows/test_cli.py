@@ -89,7 +89,7 @@ def test_an_unwritable_cache_dir_is_one_line_before_any_stage(tmp_path, tiny_roo
     (tmp_path / "a-file").write_text("")
     r = gfkd("run", *TINY, f"run.runs_dir='{tmp_path / 'runs'}'", f"data.cache_dir='{tmp_path / 'a-file' / 'cache'}'",
              f"--data-root={tiny_root}", cwd=tmp_path, timeout=120)
-    assert r.returncode == 2 and "data.cache_dir" in r.stderr and "set data.cache_dir to a writable folder" in r.stderr
+    assert r.returncode == 2 and "a-file is a file, not a folder: remove it or set data.cache_dir elsewhere" in r.stderr
     assert "Traceback" not in r.stderr and not list((tmp_path / "runs").glob("*/teacher")), r.stderr
 
 
