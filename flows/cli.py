@@ -126,10 +126,14 @@ def _prefect_env(layout: RunLayout) -> None:
     servers Prefect and MLflow start from here on stop even if this process is killed outright."""
     for k, v in local_env(layout.prefect_home.resolve(), layout.prefect_storage.resolve()).items():
         os.environ.setdefault(k, v)
-    note = check_prefect_home()
+    reap_descendants_on_kill()
+
+
+def _check_prefect_home(layout: RunLayout) -> None:
+    """`check_prefect_home` for this folder, before anything is written: a refusal leaves the folder as it was."""
+    note = check_prefect_home(layout.prefect_home.resolve())
     if note:
         typer.echo(f"gfkd: note: {note}", err=True)
-    reap_descendants_on_kill()
 
 
 @contextmanager
@@ -287,6 +291,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     check_prefect_api()
     _check_folder_kind(layout, node=False)
     _check_run_folders(layout, cfg)
+    _check_prefect_home(layout)
     with _run_lock(layout), scratch_tmp(layout.scratch):
         _note_other_settings(layout, cfg)
         write_json(layout.config, cfg.model_dump(mode="json"))
@@ -296,7 +301,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from flows.pipeline import pipeline
 
         logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
-        with exit_on_signals(layout.root):
+        with exit_on_signals(layout.root, tuple(force)):
             records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
                    "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}
@@ -474,6 +479,7 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     _check_writable(bench.root)
     for cache in {c.cfg.data.cache_dir for c in cells} - {None}:
         _check_writable(cache, "data.cache_dir")
+    _check_prefect_home(bench)
     _prefect_env(bench)
     return spec, bench
 

@@ -51,41 +51,40 @@ def check_prefect_api(timeout: float = 3.0, local_fallback: bool = True) -> None
                         + (" or unset PREFECT_API_URL to run on a temporary local server" if local_fallback else ""))
 
 
-def check_prefect_home() -> str | None:
-    """Before Prefect starts: $PREFECT_HOME must be a folder (a one-line error, instead of Prefect's server
-    restarting for two minutes in tracebacks), and its database readable. A damaged `prefect.db` (it holds only
-    Prefect's run history: results and caches live in the run folder) is moved aside to `prefect.db.damaged`, with
-    its journal files, so the temporary server starts on a fresh one; the returned note says so (None: nothing done).
-    Skipped where Prefect uses a server ($PREFECT_API_URL) or a database URL of its own.
+def check_prefect_home(default_home: Path) -> str | None:
+    """Before Prefect starts: its home ($PREFECT_HOME, else `default_home`, the run folder's) must be a folder (a
+    one-line error, instead of Prefect's server restarting for two minutes in tracebacks), and its database sound. A
+    damaged `prefect.db` (it holds only Prefect's run history: results and caches live in the run folder) is moved
+    aside to `prefect.db.damaged`, with its journal files, so the temporary server starts on a fresh one; the returned
+    note says so (None: nothing done). Only damage SQLite is sure of counts (`sqlite_damage`: a locked database or a
+    hot journal is not). Skipped where Prefect uses a server ($PREFECT_API_URL) or a database URL of its own.
 
     Raises:
-        GfkdError: naming PREFECT_HOME and the fix.
+        GfkdError: naming PREFECT_HOME or the file, and the fix.
     """
-    import sqlite3
+    from gfkd.io.sqlite_check import sqlite_damage
 
-    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    home = Path(os.environ.get("PREFECT_HOME") or default_home).expanduser()
     if home.exists() and not home.is_dir():
         raise GfkdError(f"PREFECT_HOME={home} is not a folder: point it at a folder, or unset it to keep Prefect's "
                         "files in the run folder")
-    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+    if any(os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL",
+                                       "PREFECT_SERVER_DATABASE_CONNECTION_URL")):
         return None
     db = home / "prefect.db"
-    if not db.is_file():
+    why = sqlite_damage(db) if db.is_file() else None
+    if why is None:
         return None
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
-            verdict = con.execute("PRAGMA quick_check").fetchone()[0]
-        con.close()
-    except sqlite3.Error as exc:
-        verdict = str(exc)
-    if verdict == "ok":
-        return None
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        part = home / f"prefect.db{suffix}"
-        if part.exists():
-            part.replace(home / f"prefect.db.damaged{suffix}")
-    return (f"Prefect's database {db} was damaged ({verdict.splitlines()[0][:80]}); moved to prefect.db.damaged, "
-            "and Prefect starts a new one (it held only Prefect's run history)")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            part = home / f"prefect.db{suffix}"
+            if part.exists():
+                part.replace(home / f"prefect.db.damaged{suffix}")
+    except OSError as exc:
+        raise GfkdError(f"Prefect's database {db} is damaged ({why}) and could not be moved aside ({exc.strerror}): "
+                        "move it away and rerun") from exc
+    return (f"Prefect's database {db} was damaged ({why}); moved to prefect.db.damaged, and Prefect starts a new "
+            "one (it held only Prefect's run history)")
 
 
 @contextmanager

@@ -24,14 +24,16 @@ _handler = None  # the CLI's, while `exit_on_signals` is active
 
 
 @contextmanager
-def exit_on_signals(run_root: Path) -> Iterator[None]:
-    """One line naming `run_root` and exit 130 (Ctrl-C) or 143 (SIGTERM) at once, while the block runs."""
+def exit_on_signals(run_root: Path, forced: tuple[str, ...] = ()) -> Iterator[None]:
+    """One line naming `run_root` and exit 130 (Ctrl-C) or 143 (SIGTERM) at once, while the block runs. `forced`:
+    the run's `--force` stages, which the same command would start over instead of resuming."""
     global _handler
+    again = ("run the same command again to resume" if not forced else
+             f"run it again without --force to resume ({', '.join(forced)} would start over with it)")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        sys.stderr.write(f"\ngfkd: {what}: the finished stages and shards in {run_root} are kept; run the same "
-                         "command again to resume\n")
+        sys.stderr.write(f"\ngfkd: {what}: the finished stages and shards in {run_root} are kept; {again}\n")
         sys.stderr.flush()
         os._exit(128 + signum)
 

@@ -158,7 +158,7 @@ def check_tracking(layout: RunLayout) -> None:
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow's own refusal, whatever its type
-        why = textwrap.shorten(f"{type(exc).__name__}: {exc}", 200, placeholder=" ...")
+        why = _short(f"{type(exc).__name__}: {exc}")
         raise GfkdError(f"MLflow tracking at '{uri}' is unusable ({why}): set MLFLOW_TRACKING_URI to http://HOST:PORT "
                         "or sqlite:///FILE.db, or unset it to log into the run folder") from exc
 
@@ -198,9 +198,12 @@ class Tracker:
             location = None if server else layout.mlflow_artifacts.resolve().as_uri()
             self.experiment_id = experiment_id(self.client, experiment, location)
         except Exception as exc:  # unreachable server, locked or corrupt database
-            why = textwrap.shorten(f"{type(exc).__name__}: {exc}", 200, placeholder=" ...")
+            why = _short(f"{type(exc).__name__}: {exc}")
+            damage = None if os.environ.get("MLFLOW_TRACKING_URI") or not layout.mlflow_db.is_file() \
+                else _damage(layout.mlflow_db)
             fix = ("start the server or unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
-                   f"move {layout.mlflow_db} away and rerun")
+                   f"{layout.mlflow_db} {damage}: move it away and rerun" if damage else
+                   "another process may hold the database: run again once it is done")
             raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({why}): {fix}") from exc
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> RunLogger:
@@ -221,26 +224,34 @@ class Tracker:
 
 
 def _damage(path: Path) -> str | None:
-    """What is wrong with the SQLite file `path` as MLflow's database ("is not an SQLite database", ...), or None
-    (read-only; the file is not changed)."""
+    """What is wrong with `path` as MLflow's database ("is damaged (...)", "is not an MLflow database"), or None:
+    sound, empty (a file MLflow made and was killed before its tables), or nothing SQLite is sure of (locked, a hot
+    journal; see `sqlite_damage`). Read-only; the file is not changed."""
     import sqlite3
 
+    from gfkd.io.sqlite_check import sqlite_damage
+
+    why = sqlite_damage(path)
+    if why:
+        return f"is damaged ({why})"
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        return f"cannot be opened ({exc})"
-    try:
-        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-        if verdict != "ok":
-            return f"is damaged ({verdict.splitlines()[0][:80]})"
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "experiments" not in tables:  # none: a file MLflow made and was killed before its tables
-            return "is not an MLflow database (no experiments table)"
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
         return None
-    except sqlite3.DatabaseError as exc:
-        return f"is damaged or not a database ({exc})"
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        return None
     finally:
-        db.close()
+        con.close()
+    return "is not an MLflow database (no experiments table)" if tables and "experiments" not in tables else None
+
+
+def _short(text: str, width: int = 200) -> str:
+    """`text` on one line, cut at a word within `width` characters, or mid-word where a word is longer than that."""
+    flat = " ".join(text.split())
+    cut = textwrap.shorten(flat, width, placeholder=" ...")
+    return cut if len(cut) > width // 2 or len(flat) <= width else flat[:width - 4] + " ..."
 
 
 def _is_mlflow_db(path: Path) -> bool:

@@ -170,3 +170,31 @@ def test_an_empty_run_database_is_left_to_mlflow(tmp_path, monkeypatch):
     layout.mlflow_db.write_bytes(b"")
     check_tracking(layout)
     Tracker(layout, "fresh")
+
+
+def test_a_locked_run_database_or_a_hot_journal_is_not_called_damaged(tmp_path, monkeypatch):
+    """A run killed mid-write leaves mlflow.db-journal, which a read-only open cannot roll back ("attempt to write a
+    readonly database"); another writer's lock reads "database is locked". Neither is damage: moving the file away,
+    as the damage message advises, would throw the run's history away for nothing."""
+    import sqlite3
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    Tracker(layout, "busy")
+    writer = sqlite3.connect(layout.mlflow_db, timeout=0)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        check_tracking(layout)
+    finally:
+        writer.rollback()
+        writer.close()
+    (tmp_path / "run" / "mlflow.db-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
+    check_tracking(layout)
+
+
+def test_a_long_refusal_keeps_its_words():
+    from gfkd.tracking import _short
+
+    assert _short("OperationalError: " + "x" * 300).startswith("OperationalError: xxxx")  # shorten dropped it all
+    assert _short("a b  c\n d") == "a b c d" and len(_short("word " * 100)) <= 200

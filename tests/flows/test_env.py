@@ -10,10 +10,10 @@ from gfkd.errors import GfkdError
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    return tmp_path / "prefect"
+    for var in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL",
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "run" / "prefect"  # the run folder's, as `gfkd run` passes it
 
 
 def _database(path):
@@ -24,18 +24,47 @@ def _database(path):
     con.close()
 
 
-def test_a_prefect_home_that_is_a_file_is_a_one_line_error(home):
+def test_a_prefect_home_that_is_a_file_is_a_one_line_error(home, monkeypatch, tmp_path):
+    home.parent.mkdir(parents=True)
     home.write_text("not a folder")
     with pytest.raises(GfkdError, match=f"PREFECT_HOME={home} is not a folder: point it at a folder"):
-        check_prefect_home()
+        check_prefect_home(home)
+    monkeypatch.setenv("PREFECT_HOME", str(home))  # the user's own, which wins over the run folder's
+    with pytest.raises(GfkdError, match=f"PREFECT_HOME={home} is not a folder"):
+        check_prefect_home(tmp_path / "elsewhere")
 
 
 def test_a_sound_database_or_none_is_left_alone(home):
-    assert check_prefect_home() is None  # no home yet: Prefect makes it
+    assert check_prefect_home(home) is None  # no home yet: Prefect makes it
     _database(home / "prefect.db")
     before = (home / "prefect.db").read_bytes()
-    assert check_prefect_home() is None
+    assert check_prefect_home(home) is None
     assert (home / "prefect.db").read_bytes() == before
+
+
+def test_a_sound_database_under_a_path_with_uri_characters_is_left_alone(tmp_path, monkeypatch):
+    """`file:{path}` read %41 as 'A' and stopped at '#' or '?': a sound database was moved aside on every run."""
+    for var in ("PREFECT_HOME", "PREFECT_API_URL"):
+        monkeypatch.delenv(var, raising=False)
+    for name in ("x%41y", "a#b", "c?d"):
+        home = tmp_path / name / "prefect"
+        _database(home / "prefect.db")
+        assert check_prefect_home(home) is None and (home / "prefect.db").is_file(), name
+
+
+def test_a_locked_database_or_a_hot_journal_is_not_damage(home):
+    """A writer holding the lock, or the journal of a process killed mid-write (the next writer rolls it back):
+    SQLite cannot tell without a writer, so nothing is moved."""
+    _database(home / "prefect.db")
+    writer = sqlite3.connect(home / "prefect.db", timeout=0)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        assert check_prefect_home(home) is None
+    finally:
+        writer.rollback()
+        writer.close()
+    (home / "prefect.db-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
+    assert check_prefect_home(home) is None and (home / "prefect.db").is_file()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -49,14 +78,17 @@ def test_a_damaged_database_is_moved_aside_with_a_note(home, damage):
     else:
         db.write_bytes(b"\x00garbage" * 1000)
     (home / "prefect.db-wal").write_bytes(b"wal")
-    note = check_prefect_home()
+    note = check_prefect_home(home)
     assert note is not None and f"Prefect's database {db} was damaged" in note and "\n" not in note
     assert not db.exists() and (home / "prefect.db.damaged").is_file()
     assert (home / "prefect.db.damaged-wal").read_bytes() == b"wal"
 
 
-def test_a_server_or_a_database_url_of_prefects_own_is_not_checked(home, monkeypatch):
-    home.mkdir()
+@pytest.mark.parametrize("var, value", [("PREFECT_API_URL", "http://127.0.0.1:4200/api"),
+                                        ("PREFECT_API_DATABASE_CONNECTION_URL", "sqlite+aiosqlite:////tmp/other.db"),
+                                        ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://db/prefect")])
+def test_a_server_or_a_database_url_of_prefects_own_is_not_checked(home, monkeypatch, var, value):
+    home.mkdir(parents=True)
     (home / "prefect.db").write_bytes(b"garbage" * 100)
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
-    assert check_prefect_home() is None and (home / "prefect.db").exists()
+    monkeypatch.setenv(var, value)
+    assert check_prefect_home(home) is None and (home / "prefect.db").exists()
