@@ -128,8 +128,16 @@ def _folds(text: str) -> list[int]:
     return [int(t) for t in text.split(",")]
 
 
-def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str], runs: str, extra: list[str]) -> str:
-    """All stages of one (dataset, fold); returns the cell's folder."""
+def plain_folder(gen: str) -> str:
+    """The folder of a baseline generator's students under protocol.md §6's plain KD recipe: `<cell>/<gen>-plain`."""
+    return f"{gen}-plain"
+
+
+def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str], runs: str, extra: list[str],
+             plain_baselines: bool = False) -> str:
+    """All stages of one (dataset, fold); returns the cell's folder. `plain_baselines`: the students of every
+    generator but ACGKD are also trained with the plain KD recipe (protocol.md §6 defines RandG, DeepInvG and GFKD
+    that way), on the same banks, into `<cell>/<gen>-plain`."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -151,6 +159,12 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
                              teacher_dir=t_layout.stage_dir("teacher"))
         distill.run(gcfg, layout, stage_key(gcfg, "distill", (t_out.manifest.digest, g_out.manifest.digest)),
                     teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
+        if plain_baselines and gen != "acgkd":
+            pcfg = resolve_config(None, [*base, f"generate.method={gen}", "distill.baselines=[]",
+                                         "distill.recipe=plain"])
+            distill.run(pcfg, RunLayout(root / plain_folder(gen)),
+                        stage_key(pcfg, "distill", (t_out.manifest.digest, g_out.manifest.digest)),
+                        teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
         if ablations and gen == "acgkd":
             for name in ablations:
                 own_banks = name in GEN_ABLATIONS
@@ -269,6 +283,9 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
                 add("student (real data)", fold, _fold_values(recs, "student_real"))
                 add("KD (real data)", fold, _fold_values(recs, "kd_real"))
             add(row_name(gen), fold, _fold_values(recs, "pseudo"), _bank_figures(gm, res))
+            plain = _load(root / plain_folder(gen) / "distill" / "results.json")
+            if plain is not None:  # the same banks, protocol.md §6's recipe for the baselines
+                add(f"{row_name(gen)}, plain recipe", fold, _fold_values(plain["records"], "pseudo"))
         for gdir in sorted(root.glob("acgkd-group-*")):
             grp = _load(gdir / "group" / "results.json")
             if grp is None:
@@ -444,6 +461,10 @@ def targets(rows: dict) -> list[str]:
     d = _paired_mean(rows, "ACGKD", "RandG")
     out.append(f"- ACGKD ≥ RandG + 5 points: " + ("not run" if d is None else
                f"{'met' if d >= 0.05 else 'missed'} ({d * 100:+.1f} points)"))
+    d = _paired_mean(rows, "ACGKD", "RandG, plain recipe")
+    if d is not None:  # protocol.md §6's RandG: the plain KD recipe on the same random graphs
+        out.append(f"- ACGKD ≥ RandG + 5 points, RandG with the plain KD recipe (protocol.md §6): "
+                   f"{'met' if d >= 0.05 else 'missed'} ({d * 100:+.1f} points)")
     d = _paired_mean(rows, "ACGKD", "GFKD")
     out.append(f"- ACGKD not below GFKD: " + ("not run (GFKD was not generated in this benchmark)" if d is None else
                f"{'met' if d >= 0 else 'missed'} ({d * 100:+.1f} points)"))
@@ -522,7 +543,8 @@ def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
                     f"(run [{n['source'] + 1}])" for n in sec["reruns"]]
         out += ["", "Paired per-fold differences (mean ± std over the folds both rows ran):", ""]
         pairs = [(a, single_student(a)) for a in rows if a.startswith("group ") and a.endswith(": ensemble")]
-        pairs += [("ACGKD", "RandG"), ("ACGKD", "GFKD"), ("ACGKD", "KD (real data)")]
+        pairs += [("ACGKD", "RandG"), ("ACGKD", "RandG, plain recipe"), ("ACGKD", "GFKD"),
+                  ("ACGKD", "GFKD, plain recipe"), ("ACGKD", "KD (real data)")]
         pairs += [("ACGKD", a) for a in rows if a.startswith("ACGKD, ")]
         for a, b in pairs:
             if a in rows and b in rows:
@@ -557,6 +579,9 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     p.add_argument("--report-only", action="store_true", help="only aggregate what is on disk")
+    p.add_argument("--plain-baselines", action="store_true",
+                   help="also train every generator's students but ACGKD's with the plain KD recipe (protocol.md §6) "
+                        "on the same banks: rows '<generator>, plain recipe'")
     p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS, *GEN_ABLATIONS],
                    help="run the group stage and/or ablations on the finished cells' teacher and ACGKD banks (read "
                    "from disk; a generate ablation makes its own banks from that teacher)")
@@ -596,7 +621,7 @@ def _run(args: argparse.Namespace) -> None:
         cells = [(ds, f) for f in folds for ds in args.datasets]
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [pool.submit(run_cell, ds, f, args.generators, args.ablation_set if ds in args.ablations else [],
-                                 str(args.runs), args.extra)
+                                 str(args.runs), args.extra, args.plain_baselines)
                     for ds, f in cells]
             for fut in futs:
                 print("done", fut.result(), flush=True)

@@ -284,3 +284,35 @@ def test_the_recorded_command_keeps_a_name_with_spaces_one_argument(monkeypatch)
     cmd = bench.command_line(argparse.Namespace(ran_with="", jobs=1), None)
     assert cmd == "`python benchmarks/distill.py --ablation-set 'prior targets' 'no curriculum' --runs /tmp/r`"
     assert shlex.split(cmd.strip("`"))[3] == "prior targets"
+
+
+def test_plain_baselines_train_the_baseline_generators_students_with_the_plain_recipe(tmp_path, tiny_root):
+    """protocol.md §6 defines RandG (and GFKD, DeepInvG) as the plain KD recipe: `--plain-baselines` trains those
+    students on the same banks under distill.recipe=plain, read back as "RandG, plain recipe" with its own target."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
+             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
+             "distill.baselines=[]"]
+    root = Path(bench.run_cell("TINY", 0, ["acgkd", "randg"], [], str(tmp_path), extra, plain_baselines=True))
+    assert not (root / "acgkd-plain").exists()  # ACGKD's own recipe is the default one
+    res = json.loads((root / "randg-plain" / "distill" / "results.json").read_text())
+    assert res["records"] and all(r["variant"] == "pseudo" for r in res["records"].values())
+    from gfkd.config import resolve_config
+    from gfkd.io.manifest import load_manifest
+    from tasks.cache import stage_key
+
+    up = (load_manifest(root / "teacher" / "manifest.json").digest,
+          load_manifest(root / "randg" / "generate" / "manifest.json").digest)  # the RandG banks, not new ones
+    base = ["data.dataset='TINY'", "protocol.fold=0", f"run.runs_dir='{tmp_path}'", *extra, "generate.method=randg"]
+    assert load_manifest(root / "randg-plain" / "distill" / "manifest.json").cache_key == stage_key(
+        resolve_config(None, [*base, "distill.recipe=plain"]), "distill", up)
+    assert not (root / "randg-plain" / "generate").exists()
+    rows = bench.collect("TINY", [0], ["acgkd", "randg"], tmp_path)
+    assert {"RandG", "RandG, plain recipe"} <= set(rows)
+    d = rows["ACGKD"]["folds"][0] - rows["RandG, plain recipe"]["folds"][0]
+    (line,) = [t for t in bench.targets(rows) if "plain KD recipe (protocol.md §6)" in t]
+    assert line.endswith(f"({d * 100:+.1f} points)")
