@@ -45,6 +45,25 @@ def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
     return torch.bincount(y * c + pred, minlength=c * c).view(c, c).tolist()
 
 
+def info_data(dirs: dict[str, Path], cfg: RunConfig) -> str:
+    """What the run's group trained on: "pseudo" (the banks) or "real" (group.graph.data=real, with data)."""
+    gm = load_manifest(dirs["group"] / "manifest.json") if "group" in dirs else None
+    return (gm.info if gm else {}).get("data", cfg.group.graph.data)
+
+
+def data_free_reads(cfg: RunConfig, method: str) -> str:
+    """The report's line on what the data-free rows' generation read besides the teacher's weights (protocol.md §1:
+    a data-free stage may read the training split's summaries in the teacher's metadata, nothing else)."""
+    summaries = "the training split's node-count histogram, density and degree from the teacher's metadata"
+    if method == "randg":
+        return f"{summaries}; no BN statistics, no training graph"
+    target = cfg.generate.gfkd.bn_target if method in ("gfkd", "deepinvg", "deepinv") else cfg.generate.bn_target
+    if target == "running":
+        return f"{summaries} and the teacher's own BN running statistics (teacher alone); no training graph"
+    return (f"{summaries} and BN statistics the teacher stage computed over the training graphs (generate.bn_target="
+            f"{target}); no training graph itself. The teacher-alone setting is bn_target=running")
+
+
 def _metric(dirs: dict[str, Path], stage: str, key: str) -> float | None:
     if stage not in dirs:
         return None
@@ -114,6 +133,10 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                             params.get("pseudo"), wall, "no distill stage"))
         else:
             rows.append(Row(label, gen, [], note=f"this run generated with {method}; run generate.method={gen}"))
+    if used == "acgkd" and cfg.generate.bn_target != "running":  # protocol.md §1: shown beside the default
+        rows.append(Row("ACGKD (teacher alone)", "acgkd_teacher_alone", [],
+                        note=f"this run matched BN statistics of the training graphs (generate.bn_target="
+                             f"{cfg.generate.bn_target}); run generate.bn_target=running"))
 
     # the group: each student, the picked one, the ensemble
     if "group" in dirs:
@@ -132,6 +155,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         confusion["group-ensemble"] = _confusion(ens, y, C)
         gparams = sum(p.numel() for p in student.parameters())
         gwall = _metric(dirs, "group", "group/time/wall_s")
+        if gwall is not None and info_data(dirs, cfg) != "real":  # as a data-free row: its pseudo-graphs' generation too
+            gwall += gen_wall or 0.0
         pick = int(res["numbers"].get("picked_student", 0))
         gm = load_manifest(dirs["group"] / "manifest.json")
         info = gm.info if gm else {"method": cfg.group.graph.method, "data": cfg.group.graph.data}
@@ -172,7 +197,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
              "device": f"{device.type} ({platform.machine()}"
                        f"{f', {cpu_model()}, kernels {cpu_kernels()}' if device.type == 'cpu' else ''}), float32, torch "
                        f"{torch.__version__}, PyG {torch_geometric.__version__}",
+             "runtime": f"run.deterministic={str(cfg.run.deterministic).lower()}, run.threads={cfg.run.threads}",
              "config hash": config_hash(cfg)[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
+             "data-free rows read": data_free_reads(cfg, method),
              "command": f"gfkd run (the run's resolved config: {layout.config.name})"}
     report = markdown_report(f"gfkd report: {cfg.run_name}", facts, rows, FIGURES)
     write_atomic(staging / "report.md", lambda tmp: Path(tmp).write_text(report))

@@ -52,6 +52,22 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     assert f"{cpu_model()}, kernels" in report  # and on which processor (docs/pipeline.md, "Across machines")
     for f in evaluate.FIGURES:
         assert (layout.stage_dir("evaluate") / f).stat().st_size > 1000
+    # protocol.md §1: the default's BN targets are summaries of the training graphs, beyond the teacher alone; the
+    # report says so and keeps the teacher-alone row, "—" with how to run it
+    assert "BN statistics the teacher stage computed over the training graphs (generate.bn_target=auto)" in report
+    assert "bn_target=running" in rows["ACGKD (teacher alone)"]["note"] and not rows["ACGKD (teacher alone)"]["accs"]
+    assert "run.deterministic=true, run.threads=1" in report
+    # the group's wall time, a data-free row's, counts its pseudo-graphs' generation as ACGKD's does
+    gen_wall = json.loads((dirs["generate"] / "manifest.json").read_text())["metrics"]["generate/time/wall_s"]
+    group_wall = json.loads((dirs["group"] / "manifest.json").read_text())["metrics"]["group/time/wall_s"]
+    assert rows["group (oad_global): ensemble"]["wall_s"] == pytest.approx(gen_wall + group_wall)
+
+
+def test_the_data_free_line_names_what_generation_read():
+    cfg = resolve_config(None, ["generate.bn_target=running"])
+    assert "(teacher alone); no training graph" in evaluate.data_free_reads(cfg, "acgkd")
+    assert "no BN statistics" in evaluate.data_free_reads(cfg, "randg")
+    assert "teacher alone" in evaluate.data_free_reads(resolve_config(None, []), "gfkd")  # GFKD's default: running
 
 
 def test_majority_row_is_the_test_frequency_of_the_training_majority(run_dirs, tiny_root, tmp_path):
