@@ -243,7 +243,7 @@ def train_group(g: NodeGraph, s: GroupSettings, seed: int,
                 hist[k].append(ev[k])
             record |= {"val_acc": ev["val_acc"], "test_acc": ev["test_acc"],
                        "ensemble_test_acc": ev["ensemble_test_acc"]}
-        run.losses.append({k: v for k, v in record.items() if isinstance(v, float)})
+        run.losses.append({k: v for k, v in record.items() if isinstance(v, float) and not k.endswith("_acc")})
         run.epoch_s.append(time.perf_counter() - t0)
         if on_epoch is not None:
             on_epoch(epoch, record)

@@ -82,7 +82,8 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
             def on_epoch(epoch: int, rec: dict) -> None:
                 if seed_log is None:
                     return
-                seed_log.metrics({f"group/train/{k}": v for k, v in rec.items() if isinstance(v, float)}, step=epoch)
+                seed_log.metrics({f"group/train/{k}": v for k, v in rec.items()  # the loss terms; accuracies below
+                                  if isinstance(v, float) and not k.endswith("_acc")}, step=epoch)
                 if "val_acc" in rec:
                     seed_log.metrics({"group/test/ensemble_acc": rec["ensemble_test_acc"]}, step=epoch)
                     for k, lg in enumerate(students):
@@ -100,8 +101,8 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
                      seed, r["mean_students"], r["val_best_student"], r["ensemble"], r["epoch"])
             if seed_log is not None:
                 seed_log.metrics({f"group/test/{k}": r[k] for k in NUMBERS}
-                                 | {"group/selected_epoch": r["epoch"], "group/best_val_student": r["best_val_student"],
-                                    "group/wall_s": r["wall_s"]})
+                                 | {"group/val/selected_epoch": r["epoch"],
+                                    "group/val/best_student": r["best_val_student"], "group/time/wall_s": r["wall_s"]})
                 for lg in [*students, seed_log]:
                     lg.flush()
                     tracker.end_run(lg.run_id)

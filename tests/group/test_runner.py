@@ -40,6 +40,26 @@ def test_run_writes_per_seed_histories_and_the_summary(tmp_path, monkeypatch, gr
     assert len(seed0["val_acc"]) == 2 and len(seed0["val_acc"][0]) == 2 and len(seed0["losses"]) == 3
     assert "| oad (GCN, K = 2) |" in (out / "results.md").read_text()
     assert layout.root.name == "group-cora-gcn-oad"
+    assert not any(k.endswith("_acc") for rec in seed0["losses"] for k in rec)  # accuracies are not losses
+
+
+def test_the_node_group_logs_stage_split_metric_names(tmp_path, monkeypatch, graph):
+    """The test ensemble accuracy was also logged as group/train/ensemble_test_acc, and ê, the val-best student and
+    the wall time had no split: every key now reads stage/split/metric."""
+    from gfkd.tracking import Tracker
+
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = resolve_config(None, ["data.dataset=Cora", "group.students=2", "group.warmup_epochs=1", "group.epochs=2",
+                                "group.hidden=4", f"run.runs_dir='{tmp_path}'"])
+    layout = RunLayout(tmp_path / runner.run_name(cfg))
+    layout.root.mkdir(parents=True)
+    tracker = Tracker(layout, "names")
+    runner.run_node_group(cfg, [0], layout, tracker)
+    keys = {k for run in tracker.client.search_runs([tracker.experiment_id]) for k in run.data.metrics}
+    assert keys and all(k.count("/") == 2 and k.split("/")[1] in ("train", "val", "test", "time") for k in keys), keys
+    assert not {k for k in keys if k.startswith("group/train/") and k.endswith("_acc")}
+    assert {"group/val/selected_epoch", "group/val/best_student", "group/time/wall_s"} <= keys
 
 
 def test_a_changed_config_clears_the_old_results_before_the_run(tmp_path):
