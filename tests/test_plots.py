@@ -67,4 +67,6 @@ def test_confusion_matrices_annotate_every_count():
 def test_accuracy_vs_time_places_each_model():
     ax = plots.accuracy_vs_time([("teacher", 10.0, 0.8), ("student", 3.0, 0.7)]).axes[0]
     assert [tuple(c.get_offsets()[0]) for c in ax.collections] == [(10.0, 0.8), (3.0, 0.7)]
-    assert [t.get_text() for t in ax.texts] == ["teacher", "student"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["teacher: 0.800, 10 s", "student: 0.700, 3 s"]
+    assert not ax.texts  # no labels at the points: the group's three rows share one wall time and printed over each other
+    assert len({(c.get_facecolor()[0][:3].tobytes(), c.get_paths()[0].vertices.tobytes()) for c in ax.collections}) == 2
