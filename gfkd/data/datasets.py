@@ -176,9 +176,11 @@ def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> 
 
 
 def _stamp(cache: Path, name: str, fingerprint: str | None) -> None:
-    """Record the raw files that `<cache>/<Folder>/processed` was made from (see `_prepare_cache`)."""
-    if fingerprint is not None:
-        write_atomic(cache / _folder_name(name) / "raw.json", lambda tmp: tmp.write_text(fingerprint))
+    """Record the raw files that `<cache>/<Folder>/processed` was made from (see `_prepare_cache`); None: PyG has
+    just downloaded them into the cache's own raw folder, whose files are fingerprinted now (else the next load, not
+    finding the stamp, would process them again)."""
+    fingerprint = fingerprint or _raw_fingerprint(cache / _folder_name(name) / "raw")
+    write_atomic(cache / _folder_name(name) / "raw.json", lambda tmp: tmp.write_text(fingerprint))
 
 
 @contextmanager

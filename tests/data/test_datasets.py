@@ -202,3 +202,23 @@ def test_a_raw_folder_that_lost_a_file_names_that_file(tmp_path, tiny_root):
     raw = (tmp_path / "root" / "TINY" / "raw").resolve()
     with pytest.raises(DataError, match=f"dataset 'TINY' in {raw} lacks TINY_graph_labels.txt: copy it there"):
         load_tu("TINY", tmp_path / "root", tmp_path / "cache", allow_download=True)  # no download attempt either
+
+
+def test_a_downloaded_dataset_is_stamped_and_not_processed_again(tmp_path, tiny_root, monkeypatch, caplog):
+    """A download (check_available: None) leaves the raw files in the cache's own folder: they are fingerprinted
+    once PyG has read them, so the next stage's load keeps processed/ instead of making it again."""
+    import logging
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_root / "TINY" / "raw", cache / "TINY" / "raw")  # what PyG's download leaves
+    real = D.check_available
+    monkeypatch.setattr(D, "check_available", lambda *a, **k: None)
+    first = load_tu("TINY", tmp_path / "empty-root", cache).labels
+    assert (cache / "TINY" / "raw.json").is_file()
+    monkeypatch.setattr(D, "check_available", real)
+    made = (cache / "TINY" / "processed").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="gfkd.data.datasets"):
+        again = load_tu("TINY", tmp_path / "empty-root", cache, allow_download=False).labels
+    assert np.array_equal(first, again) and "processing again" not in caplog.text
+    assert (cache / "TINY" / "processed").stat().st_mtime_ns == made
