@@ -19,7 +19,7 @@ import torch_geometric
 from torch import nn
 from torch_geometric.loader import DataLoader
 
-from gfkd.config import RunConfig, config_hash
+from gfkd.config import STAGES, RunConfig, config_hash
 from gfkd.data.splits import make_split
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.checkpoint import load_checkpoint
@@ -198,7 +198,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                        f"{f', {cpu_model()}, kernels {cpu_kernels()}' if device.type == 'cpu' else ''}), float32, torch "
                        f"{torch.__version__}, PyG {torch_geometric.__version__}",
              "runtime": f"run.deterministic={str(cfg.run.deterministic).lower()}, run.threads={cfg.run.threads}",
-             "config hash": config_hash(cfg)[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
+             # the settings that reach a stage: not run.runs_dir, data.root or other paths, which change no result
+             "config hash": config_hash({st: cfg.stage_config(st) for st in STAGES})[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
              "data-free rows read": data_free_reads(cfg, method),
              "command": f"gfkd run (the run's resolved config: {layout.config.name})"}
     report = markdown_report(f"gfkd report: {cfg.run_name}", facts, rows, FIGURES)

@@ -151,3 +151,23 @@ def test_a_rerun_repeats_the_digest_though_the_wall_times_differ(run_dirs, tmp_p
     files = a.manifest.files
     assert {f for f, e in files.items() if e.volatile} == set(evaluate.TIMED)
     assert files["confusion.png"].sha256 == b.manifest.files["confusion.png"].sha256
+
+
+def test_the_reports_config_hash_ignores_where_the_run_and_the_data_live(run_dirs, tmp_path):
+    """The same settings under another runs_dir or data root gave another hash, every cache key being equal."""
+    import shutil
+
+    cfg, layout, dirs = run_dirs
+    shutil.copytree(cfg.data.root, tmp_path / "other-root")  # the same dataset elsewhere
+    moved = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": tmp_path / "elsewhere"}),
+                                   "data": cfg.data.model_copy(update={"root": tmp_path / "other-root"})})
+    hashes = []
+    for c, where in ((cfg, "a"), (moved, "b")):
+        evaluate.run(c, RunLayout(tmp_path / where), "e", stage_dirs=dirs)
+        facts = json.loads((RunLayout(tmp_path / where).stage_dir("evaluate") / "results.json").read_text())["facts"]
+        hashes.append(facts["config hash"])
+    assert hashes[0] == hashes[1]
+    other = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"epochs": 3})})
+    evaluate.run(other, RunLayout(tmp_path / "c"), "e", stage_dirs=dirs)
+    facts = json.loads((RunLayout(tmp_path / "c").stage_dir("evaluate") / "results.json").read_text())["facts"]
+    assert facts["config hash"] != hashes[0]
