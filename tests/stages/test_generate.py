@@ -114,26 +114,26 @@ def test_a_kept_shard_damaged_from_outside_is_made_again(tmp_path, tiny_teacher_
     assert files == {k: v.sha256 for k, v in ref.manifest.files.items() if k.endswith(".parquet")}
 
 
-def test_force_discards_the_staging_of_a_killed_run(tmp_path, tiny_teacher_dir):
-    """`--force generate` redoes the stage: it does not resume from the killed run's shards (nor trip on them)."""
-    cfg = resolve_config(None, FAST)
-    layout = RunLayout(tmp_path)
+def _killed_staging(root: Path, key: str) -> RunLayout:
+    """A run folder whose generate staging, left by a killed run under cache key `key`, holds one bad shard."""
+    layout = RunLayout(root)
     staging = layout.staging_dir("generate")
     (staging / "shards").mkdir(parents=True)
-    (staging / ".cache_key").write_text("key")
-    (staging / "shards" / "shard-b00-c000.parquet").write_bytes(b"damaged")
-    out = generate.run(cfg, layout, "key", force=True, teacher_dir=tiny_teacher_dir)
+    (staging / ".cache_key").write_text(key)
+    (staging / "shards" / "shard-b00-c000.parquet").write_bytes(b"stale")
+    return layout
+
+
+def test_force_discards_the_staging_of_a_killed_run(tmp_path, tiny_teacher_dir):
+    """`--force generate` redoes the stage: it does not resume from the killed run's shards (nor trip on them)."""
+    out = generate.run(resolve_config(None, FAST), _killed_staging(tmp_path, "key"), "key", force=True,
+                       teacher_dir=tiny_teacher_dir)
     assert out.manifest.metrics["generate/shards/written"] == 4 and out.manifest.metrics["generate/shards/resumed"] == 0
 
 
 def test_staging_of_another_config_is_discarded(tmp_path, tiny_teacher_dir):
-    cfg = resolve_config(None, FAST)
-    layout = RunLayout(tmp_path)
-    staging = layout.staging_dir("generate")
-    (staging / "shards").mkdir(parents=True)
-    (staging / ".cache_key").write_text("old-key")
-    (staging / "shards" / "shard-b00-c000.parquet").write_bytes(b"stale")
-    out = generate.run(cfg, layout, "new-key", teacher_dir=tiny_teacher_dir)
+    out = generate.run(resolve_config(None, FAST), _killed_staging(tmp_path, "old-key"), "new-key",
+                       teacher_dir=tiny_teacher_dir)
     assert out.manifest.metrics["generate/shards/written"] == 4
 
 
