@@ -199,11 +199,12 @@ class Tracker:
             self.experiment_id = experiment_id(self.client, experiment, location)
         except Exception as exc:  # unreachable server, locked or corrupt database
             why = _short(f"{type(exc).__name__}: {exc}")
-            damage = None if os.environ.get("MLFLOW_TRACKING_URI") or not layout.mlflow_db.is_file() \
-                else _damage(layout.mlflow_db)
-            fix = ("start the server or unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else
-                   f"{layout.mlflow_db} {damage}: move it away and rerun" if damage else
-                   "another process may hold the database: run again once it is done")
+            if os.environ.get("MLFLOW_TRACKING_URI"):
+                fix = "start the server or unset MLFLOW_TRACKING_URI"
+            elif damage := _damage(layout.mlflow_db):  # None for a missing file too
+                fix = f"{layout.mlflow_db} {damage}: move it away and rerun"
+            else:
+                fix = "another process may hold the database: run again once it is done"
             raise GfkdError(f"MLflow tracking at '{self.uri}' is unusable ({why}): {fix}") from exc
 
     def start_run(self, name: str, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> RunLogger:

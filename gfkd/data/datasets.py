@@ -145,9 +145,8 @@ def _raw_fingerprint(raw: Path) -> str:
     return json.dumps({"raw": str(real), "files": files})
 
 
-def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> tuple[Path, str | None]:
-    """Make `<cache>/<Folder>/raw` point at the raw files (or be ready for a download); return `<cache>` and the
-    raw files' fingerprint, None for a download.
+def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> Path:
+    """Make `<cache>/<Folder>/raw` point at the raw files (or be ready for a download); return `<cache>`.
 
     `processed/` is kept only while it was made from the same raw files (`<Folder>/raw.json`, written by
     `_stamp` once PyG has read them): a cache shared by runs with another data root, or raw files edited in place,
@@ -156,7 +155,7 @@ def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> 
     raw = check_available(name, root, cache, allow_download)
     if raw is None:
         (folder / "raw").mkdir(parents=True, exist_ok=True)  # PyG downloads into it
-        return cache, None
+        return cache
     link = folder / "raw"
     if raw.resolve() != link.resolve():
         folder.mkdir(parents=True, exist_ok=True)
@@ -166,21 +165,21 @@ def _prepare_cache(name: str, root: Path, cache: Path, allow_download: bool) -> 
             else:
                 raise DataError(f"cache folder {link} holds other files than {raw}: delete {folder} and retry")
         link.symlink_to(raw.resolve(), target_is_directory=True)
-    fingerprint = _raw_fingerprint(raw)
     stamp = folder / "raw.json"
-    if (folder / "processed").exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+    if (folder / "processed").exists() and (not stamp.is_file() or stamp.read_text() != _raw_fingerprint(raw)):
         log.info("%s: processed/ was made from other raw files than %s; processing again", name, raw.resolve())
         shutil.rmtree(folder / "processed")
         stamp.unlink(missing_ok=True)
-    return cache, fingerprint
+    return cache
 
 
-def _stamp(cache: Path, name: str, fingerprint: str | None) -> None:
-    """Record the raw files that `<cache>/<Folder>/processed` was made from (see `_prepare_cache`); None: PyG has
-    just downloaded them into the cache's own raw folder, whose files are fingerprinted now (else the next load, not
-    finding the stamp, would process them again)."""
-    fingerprint = fingerprint or _raw_fingerprint(cache / _folder_name(name) / "raw")
-    write_atomic(cache / _folder_name(name) / "raw.json", lambda tmp: tmp.write_text(fingerprint))
+def _stamp(cache: Path, name: str) -> None:
+    """Record the raw files that `<cache>/<Folder>/processed` was made from (see `_prepare_cache`), once PyG has
+    read them: the link's target, or the cache's own raw folder after a download (else the next load, not finding
+    the stamp, would process them again). Written only when it changed."""
+    stamp, fingerprint = cache / _folder_name(name) / "raw.json", _raw_fingerprint(cache / _folder_name(name) / "raw")
+    if not stamp.is_file() or stamp.read_text() != fingerprint:
+        write_atomic(stamp, lambda tmp: tmp.write_text(fingerprint))
 
 
 @contextmanager
@@ -266,9 +265,9 @@ def load_tu(name: str, root: Path | str | None = None, cache: Path | str = Path(
     root, cache = resolve_data_root(root), Path(cache)
     try:
         with cache_lock(cache, name):
-            cache, fingerprint = _prepare_cache(name, root, cache, allow_download)
+            cache = _prepare_cache(name, root, cache, allow_download)
             ds = TUDataset(str(cache), name)
-            _stamp(cache, name, fingerprint)
+            _stamp(cache, name)
     except DataError:
         raise
     except Exception as exc:  # malformed raw files surface from PyG's parser
@@ -305,7 +304,7 @@ def load_planetoid(name: str, root: Path | str | None = None, cache: Path | str 
         raise DataError(f"'{name}' is not a Planetoid dataset: choose one of {', '.join(PLANETOID.values())}")
     root = resolve_data_root(root)
     with cache_lock(Path(cache), name):
-        cache, fingerprint = _prepare_cache(name, root, Path(cache), allow_download)
+        cache = _prepare_cache(name, root, Path(cache), allow_download)
         data = Planetoid(str(cache), PLANETOID[name.lower()], transform=NormalizeFeatures())[0]
-        _stamp(cache, name, fingerprint)
+        _stamp(cache, name)
         return data

@@ -45,12 +45,6 @@ def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
     return torch.bincount(y * c + pred, minlength=c * c).view(c, c).tolist()
 
 
-def info_data(dirs: dict[str, Path], cfg: RunConfig) -> str:
-    """What the run's group trained on: "pseudo" (the banks) or "real" (group.graph.data=real, with data)."""
-    gm = load_manifest(dirs["group"] / "manifest.json") if "group" in dirs else None
-    return (gm.info if gm else {}).get("data", cfg.group.graph.data)
-
-
 def data_free_reads(cfg: RunConfig, method: str) -> str:
     """The report's line on what the data-free rows' generation read besides the teacher's weights (protocol.md §1:
     a data-free stage may read the training split's summaries in the teacher's metadata, nothing else)."""
@@ -154,12 +148,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         accs["group-ensemble"] = float((ens == y).float().mean())
         confusion["group-ensemble"] = _confusion(ens, y, C)
         gparams = sum(p.numel() for p in student.parameters())
-        gwall = _metric(dirs, "group", "group/time/wall_s")
-        if gwall is not None and info_data(dirs, cfg) != "real":  # as a data-free row: its pseudo-graphs' generation too
-            gwall += gen_wall or 0.0
         pick = int(res["numbers"].get("picked_student", 0))
         gm = load_manifest(dirs["group"] / "manifest.json")
         info = gm.info if gm else {"method": cfg.group.graph.method, "data": cfg.group.graph.data}
+        gwall = _metric(dirs, "group", "group/time/wall_s")
+        if gwall is not None and info.get("data", cfg.group.graph.data) != "real":  # a data-free row: with generation
+            gwall += gen_wall or 0.0
         label = f"group ({info.get('method', cfg.group.graph.method)}" + (
             f", anchor τ {info['anchor_tau']:.1f} calibrated" if info.get("anchor_tau") is not None else "") + (
             ", on the real training graphs, with data; val-selected)" if info.get("data") == "real" else ")")
@@ -199,7 +193,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                        f"{torch.__version__}, PyG {torch_geometric.__version__}",
              "runtime": f"run.deterministic={str(cfg.run.deterministic).lower()}, run.threads={cfg.run.threads}",
              # the settings that reach a stage: not run.runs_dir, data.root or other paths, which change no result
-             "config hash": config_hash({st: cfg.stage_config(st) for st in STAGES})[:16], "generator": f"{method}, distill recipe {cfg.distill.recipe}",
+             "config hash": config_hash({st: cfg.stage_config(st) for st in STAGES})[:16],
+             "generator": f"{method}, distill recipe {cfg.distill.recipe}",
              "data-free rows read": data_free_reads(cfg, method),
              "command": f"gfkd run (the run's resolved config: {layout.config.name})"}
     report = markdown_report(f"gfkd report: {cfg.run_name}", facts, rows, FIGURES)
