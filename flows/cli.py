@@ -66,6 +66,25 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     pass
 
 
+# The metrics the line per stage after `gfkd run` shows (summary.json keeps them all). The stage's seconds stand
+# beside them, so no `time/wall_s`: distill's is the mean per student, not the stage's.
+HEADLINE = {
+    "teacher": ("teacher/val/acc", "teacher/test/acc"),
+    "generate": ("generate/quality/num_graphs", "generate/quality/teacher_agreement",
+                 "generate/quality/edge_density_mean"),
+    "distill": ("distill/test/acc", "distill/test/acc_kd_real"),
+    "group": ("group/test/acc_mean", "group/test/acc_ensemble"),
+    "evaluate": (),
+}
+
+
+def stage_line(record: dict) -> str:
+    """One stage's line: its status, seconds and headline metrics (those it logged of HEADLINE's)."""
+    metrics = record.get("metrics") or {}
+    head = ", ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE.get(record["stage"], ()) if k in metrics)
+    return f"{record['stage']:>9}: {record['status']:<6} {record['wall_s']:6.1f}s  {head}".rstrip()
+
+
 INTERRUPTED = 130  # 128 + SIGINT, the shell's code for a Ctrl-C
 
 
@@ -307,9 +326,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
                    "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}
         write_json(layout.summary, summary)
     for r in records:
-        head = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()
-                         if k.endswith(("/test/acc", "/val/acc", "/teacher_agreement", "/edge_density_mean", "/wall_s")))
-        typer.echo(f"{r['stage']:>9}: {r['status']:<6} {r['wall_s']:6.1f}s  {head}", err=True)
+        typer.echo(stage_line(r), err=True)
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         typer.echo(f"gfkd: error: stage {failed[0]['stage']} failed: {failed[0]['error']}", err=True)
