@@ -393,7 +393,10 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
         start_folder(layout, cfg)
         from gfkd.tracking import Tracker
 
-        res = run_node_group(cfg, seed_list, layout, Tracker(layout, f"group-{cfg.data.dataset.lower()}"))
+        from tasks.cache import node_group_key
+
+        res = run_node_group(cfg, seed_list, layout, Tracker(layout, f"group-{cfg.data.dataset.lower()}"),
+                             key=node_group_key(cfg))
     for key, stats in res["summary"].items():
         typer.echo(f"{key:>16}: {100 * stats['mean']:.2f} ± {100 * stats['std']:.2f} (n = {stats['n']})", err=True)
     typer.echo(str(layout.root))

@@ -70,8 +70,13 @@ def _imports(root: Path, file: Path) -> set[Path]:
 
 def stage_files(stage: str, root: Path | None = None) -> list[str]:
     """The source files, relative to gfkd/, that `stage`'s code version hashes (sorted)."""
+    return source_files(f"stages/{stage}.py", root)
+
+
+def source_files(entry: str, root: Path | None = None) -> list[str]:
+    """The source files, relative to gfkd/, that code starting at `entry` (a file relative to gfkd/) hashes (sorted)."""
     root = root or _ROOT
-    seen, todo = set(), [root / "stages" / f"{stage}.py", *(root / f for f in COMMON_CODE)]
+    seen, todo = set(), [root / entry, *(root / f for f in COMMON_CODE)]
     while todo:
         f = todo.pop()
         if f not in seen:
@@ -80,10 +85,10 @@ def stage_files(stage: str, root: Path | None = None) -> list[str]:
     return sorted(rel for rel in (str(f.relative_to(root)) for f in seen) if rel not in NOT_HASHED)
 
 
-def code_version(stage: str) -> str:
-    """sha256 over gfkd's version and the source files `stage` imports."""
+def code_version(stage: str, entry: str | None = None) -> str:
+    """sha256 over gfkd's version and the source files `stage` imports (or those `entry`, under gfkd/, imports)."""
     h = hashlib.sha256(gfkd.__version__.encode())
-    for rel in stage_files(stage, _ROOT):
+    for rel in source_files(entry or f"stages/{stage}.py", _ROOT):
         h.update(rel.encode())
         h.update((_ROOT / rel).read_bytes())
     return h.hexdigest()
@@ -93,3 +98,10 @@ def stage_key(cfg: RunConfig, stage: str, upstream_digests: tuple[str, ...] = ()
     """The cache key of `stage` in this run."""
     return config_hash({"stage": stage, "config": cfg.stage_config(stage), "upstream": list(upstream_digests),
                         "code": code_version(stage)})
+
+
+def node_group_key(cfg: RunConfig) -> str:
+    """The key `gfkd group` keeps a finished seed's file under: the whole resolved config and the code it runs
+    (gfkd/group/runner.py and its imports), so a rerun of the same command redoes only the seeds not yet written."""
+    return config_hash({"command": "group", "config": cfg.model_dump(mode="json"),
+                        "code": code_version("group", "group/runner.py")})

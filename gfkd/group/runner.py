@@ -3,6 +3,9 @@
 Writes, under `<run>/group/`: `seed-<s>.json` (per-epoch accuracies of every student, loss terms, the report),
 `results.json` (per-seed numbers and their mean ± std) and `results.md` (the table). MLflow (through
 `gfkd.tracking`): one parent run, one nested run per seed, one nested run per student under its seed.
+
+A seed's file carries the key of the config and code that made it: a rerun of the same command (after a failure
+or Ctrl-C) keeps the seeds already written under that key, replays their curves into MLflow, and trains the rest.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 from gfkd.config import RunConfig
 from gfkd.data.datasets import PLANETOID, resolve_data_root
@@ -51,7 +55,29 @@ def start_folder(layout: RunLayout, cfg: RunConfig) -> bool:
     return cleared
 
 
-def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=None) -> dict:
+def kept_seed(path: Path, seed: int, key: str) -> dict | None:
+    """The stored file of `seed` when it is whole and was written under `key` (same config and code); else None."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or cut short (files are renamed into place, so only by hand)
+        return None
+    if not isinstance(stored, dict) or stored.get("key") != key or stored.get("report", {}).get("seed") != seed:
+        return None
+    return stored
+
+
+def replay(stored: dict, warmup_epochs: int, on_epoch) -> None:
+    """Call `on_epoch(epoch, record)` with the records a kept seed's training passed it, from its stored file."""
+    for epoch, losses in enumerate(stored["losses"]):
+        record = dict(losses)
+        if epoch >= warmup_epochs:  # evaluated epochs: the distillation phase
+            i = epoch - warmup_epochs
+            record |= {"val_acc": stored["val_acc"][i], "test_acc": stored["test_acc"][i],
+                       "ensemble_test_acc": stored["ensemble_test"][i]}
+        on_epoch(epoch, record)
+
+
+def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=None, key: str = "") -> dict:
     """Train `cfg.group.method` on `cfg.data.dataset` once per seed; write and log; return results.json's dict.
 
     Args:
@@ -59,11 +85,14 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
         seeds: group seeds; students of seed s start from torch seeds s + k.
         layout: the run folder; outputs go to `layout.stage_dir("group")`.
         tracker: a `gfkd.tracking.Tracker`, or None to log nothing.
+        key: the config-and-code key written into each seed's file; a seed whose file holds the same key is kept,
+            not trained again. "" keeps none.
     """
     from gfkd.group.node import load_citation, settings_from_config, train_group  # PyG: inside the run's TMPDIR
 
     dataset = check_node_dataset(cfg.data.dataset)
     device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device (a one-line error for a missing GPU)
+    key = f"{key}@{device}" if key else ""  # run.device=auto: a GPU's seeds are not kept for a CPU rerun
     cache = cfg.data_cache
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)
@@ -72,10 +101,12 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
     if parent:
         parent.params({"group": cfg.group.model_dump(mode="json"), "data.dataset": dataset, "seeds": seeds,
                        "resolved": vars(s)})
-    per_seed = []
+    per_seed, kept = [], []
     try:
         for seed in seeds:
-            seed_log = tracker.start_run(f"seed-{seed}", parent.run_id) if tracker else None
+            stored = kept_seed(out / f"seed-{seed}.json", seed, key) if key else None
+            status = {"gfkd.status": "cached" if stored else "ran"}
+            seed_log = tracker.start_run(f"seed-{seed}", parent.run_id, tags=status) if tracker else None
             students = [tracker.start_run(f"seed-{seed}-student-{k}", seed_log.run_id) for k in range(s.students)] \
                 if tracker else []
 
@@ -90,15 +121,21 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
                         lg.metrics({"group/val/acc": float(rec["val_acc"][k]),
                                     "group/test/acc": float(rec["test_acc"][k])}, step=epoch)
 
-            run = train_group(g, s, seed, on_epoch)
-            r = run.report | {"seed": seed}
+            if stored:
+                replay(stored, s.warmup_epochs, on_epoch)
+                r = stored["report"]
+                kept.append(seed)
+            else:
+                run = train_group(g, s, seed, on_epoch)
+                r = run.report | {"seed": seed}
+                write_json(out / f"seed-{seed}.json", {"key": key, "report": r, "val_acc": run.val_acc.tolist(),
+                                                       "test_acc": run.test_acc.tolist(),
+                                                       "ensemble_test": run.ensemble_test.tolist(),
+                                                       "losses": run.losses, "epoch_s": run.epoch_s})
             per_seed.append(r)
-            write_json(out / f"seed-{seed}.json", {"report": r, "val_acc": run.val_acc.tolist(),
-                                                   "test_acc": run.test_acc.tolist(),
-                                                   "ensemble_test": run.ensemble_test.tolist(),
-                                                   "losses": run.losses, "epoch_s": run.epoch_s})
-            log.info("seed %d: mean over students %.4f, val-best student %.4f, ensemble %.4f (ê = %d)",
-                     seed, r["mean_students"], r["val_best_student"], r["ensemble"], r["epoch"])
+            log.info("seed %d: mean over students %.4f, val-best student %.4f, ensemble %.4f (ê = %d)%s",
+                     seed, r["mean_students"], r["val_best_student"], r["ensemble"], r["epoch"],
+                     ", kept from an earlier run of this config and code" if stored else "")
             if seed_log is not None:
                 seed_log.metrics({f"group/test/{k}": r[k] for k in NUMBERS}
                                  | {"group/val/selected_epoch": r["epoch"],
@@ -111,7 +148,7 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
             tracker.end_run(parent.run_id, "FAILED")
         raise
     summary = summarize(per_seed)
-    results = {"dataset": dataset, "backbone": s.backbone, "method": s.method, "seeds": seeds,
+    results = {"dataset": dataset, "backbone": s.backbone, "method": s.method, "seeds": seeds, "kept_seeds": kept,
                "device": str(device), "settings": vars(s), "summary": summary, "per_seed": per_seed}
     write_json(out / "results.json", results)
     table = markdown_table([(f"{s.method} ({s.backbone.upper()}, K = {s.students})", summary)])

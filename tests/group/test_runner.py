@@ -75,3 +75,91 @@ def test_a_changed_config_clears_the_old_results_before_the_run(tmp_path):
     assert runner.start_folder(layout, full) is True
     assert not layout.stage_dir("group").exists()
     assert json.loads(layout.config.read_text())["group"]["epochs"] == full.group.epochs
+
+
+def _tiny(tmp_path):
+    return resolve_config(None, ["data.dataset=Cora", "group.students=2", "group.warmup_epochs=1", "group.epochs=2",
+                                 "group.hidden=4", f"run.runs_dir='{tmp_path}'"])
+
+
+def test_a_rerun_keeps_the_seeds_written_under_the_same_key_and_trains_the_rest(tmp_path, monkeypatch, graph):
+    """A killed `gfkd group` redid every seed; now the seeds whose files hold the same config-and-code key are kept."""
+    from gfkd.group import node
+
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    cfg = _tiny(tmp_path)
+    fresh = runner.run_node_group(cfg, [0, 1, 2], RunLayout(tmp_path / "fresh"), key="k1")
+    layout = RunLayout(tmp_path / runner.run_name(cfg))
+    runner.run_node_group(cfg, [0, 1], layout, key="k1")
+    trained = []
+    real = node.train_group
+    monkeypatch.setattr(node, "train_group", lambda g, s, seed, *a, **k: trained.append(seed) or real(g, s, seed, *a, **k))
+    res = runner.run_node_group(cfg, [0, 1, 2], layout, key="k1")
+    assert trained == [2] and res["kept_seeds"] == [0, 1]
+    def numbers(rs):
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # the wall time is the machine's
+
+    assert res["summary"] == fresh["summary"] and numbers(res["per_seed"]) == numbers(fresh["per_seed"])
+
+    trained.clear()  # another key (config or code changed): nothing kept
+    assert runner.run_node_group(cfg, [0, 1], layout, key="k2")["kept_seeds"] == []
+    assert trained == [0, 1]
+    trained.clear()  # no key: nothing kept either
+    runner.run_node_group(cfg, [1], layout)
+    assert trained == [1]
+
+
+def test_a_damaged_or_foreign_seed_file_is_trained_again(tmp_path, monkeypatch, graph):
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    cfg = _tiny(tmp_path)
+    layout = RunLayout(tmp_path / "run")
+    runner.run_node_group(cfg, [0, 1], layout, key="k")
+    out = layout.stage_dir("group")
+    (out / "seed-0.json").write_text((out / "seed-0.json").read_text()[:40])  # cut short
+    (out / "seed-1.json").write_text((out / "seed-1.json").read_text().replace('"seed": 1', '"seed": 7'))
+    assert runner.run_node_group(cfg, [0, 1], layout, key="k")["kept_seeds"] == []
+    assert json.loads((out / "seed-0.json").read_text())["report"]["seed"] == 0  # written whole again
+
+
+def test_a_kept_seed_is_replayed_into_mlflow_with_the_curves_it_was_trained_with(tmp_path, monkeypatch, graph):
+    from gfkd.tracking import Tracker
+
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = _tiny(tmp_path)
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir(parents=True)
+    tracker = Tracker(layout, "replay")
+    runner.run_node_group(cfg, [0], layout, tracker, key="k")
+    runner.run_node_group(cfg, [0], layout, tracker, key="k")
+    seeds = tracker.client.search_runs([tracker.experiment_id], "attributes.run_name = 'seed-0'")
+    assert sorted(r.data.tags["gfkd.status"] for r in seeds) == ["cached", "ran"]
+    first, second = ({k: [(m.step, m.value) for m in tracker.client.get_metric_history(r.info.run_id, k)]
+                      for k in r.data.metrics} for r in sorted(seeds, key=lambda r: r.data.tags["gfkd.status"] == "cached"))
+    assert first and first == second  # every curve and end number, step by step
+    students = tracker.client.search_runs([tracker.experiment_id], "attributes.run_name = 'seed-0-student-1'")
+    hist = [[(m.step, m.value) for m in tracker.client.get_metric_history(r.info.run_id, "group/val/acc")]
+            for r in students]
+    assert len(hist) == 2 and hist[0] == hist[1] and len(hist[0]) == 2
+
+
+def test_the_same_gfkd_group_command_again_trains_only_the_seeds_not_yet_finished(tmp_path, monkeypatch, graph,
+                                                                                  caplog):
+    import flows.cli
+
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    monkeypatch.setattr(flows.cli, "_check_data", lambda *a, **k: None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["group", "--dataset", "Cora", "group.students=2", "group.warmup_epochs=1", "group.epochs=2",
+            "group.hidden=4", f"run.runs_dir='{tmp_path}'"]
+    assert CliRunner().invoke(app, [*args, "--seeds", "0"]).exit_code == 0
+    caplog.clear()
+    r = CliRunner().invoke(app, [*args, "--seeds", "0..1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "group-cora-gcn-oad" / "group" / "results.json").read_text())
+    assert res["kept_seeds"] == [0] and [p["seed"] for p in res["per_seed"]] == [0, 1]
+    kept = [m for m in caplog.messages if "kept from an earlier run" in m]
+    assert len(kept) == 1 and kept[0].startswith("seed 0:"), caplog.messages
+    r = CliRunner().invoke(app, [*args, "--seeds", "0..1", "group.lr=0.02"])  # another config: cleared, all trained
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "group-cora-gcn-oad" / "group" / "results.json").read_text())["kept_seeds"] == []

@@ -114,6 +114,29 @@ def test_a_stages_code_version_follows_its_imports(tmp_path, monkeypatch):
     assert changed_by("extra/helper.py") == {"evaluate"} and changed_by("extra/rel.py") == {"evaluate"}
 
 
+def test_the_node_group_key_follows_its_code_and_its_config(tmp_path, monkeypatch):
+    """`gfkd group` keeps a seed's file only under the key of the config and the node-level code that made it."""
+    import shutil
+
+    import gfkd
+    from gfkd.config import resolve_config
+    from tasks import cache
+
+    root = tmp_path / "gfkd"
+    shutil.copytree(Path(gfkd.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "_ROOT", root)
+    assert {"group/runner.py", "group/node.py", "losses/group.py", "config.py"} <= set(
+        cache.source_files("group/runner.py", root))
+    cfg = resolve_config(None, ["data.dataset=Cora"])
+    key = cache.node_group_key(cfg)
+    assert cache.node_group_key(resolve_config(None, ["data.dataset=Cora", "group.epochs=5"])) != key
+    (root / "group" / "node.py").write_text((root / "group" / "node.py").read_text() + "\n# changed\n")
+    assert cache.node_group_key(cfg) != key
+    key = cache.node_group_key(cfg)
+    (root / "generators" / "gfkd.py").write_text((root / "generators" / "gfkd.py").read_text() + "\n# changed\n")
+    assert cache.node_group_key(cfg) == key  # the pipeline's generator is not the node-level group's code
+
+
 def test_a_published_stage_keeps_no_cache_key_and_its_staging_keeps_it_until_then(tmp_path):
     from gfkd.io.manifest import Manifest
     from gfkd.layout import RunLayout
