@@ -81,7 +81,8 @@ HEADLINE = {
 def stage_line(record: dict) -> str:
     """One stage's line: its status, seconds and headline metrics (those it logged of HEADLINE's)."""
     metrics = record.get("metrics") or {}
-    head = ", ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE.get(record["stage"], ()) if k in metrics)
+    shown = lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.4g}"  # noqa: E731  (17262 graphs, not 1.726e+04)
+    head = ", ".join(f"{k}={shown(metrics[k])}" for k in HEADLINE.get(record["stage"], ()) if k in metrics)
     return f"{record['stage']:>9}: {record['status']:<6} {record['wall_s']:6.1f}s  {head}".rstrip()
 
 
@@ -379,6 +380,9 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     extra += [f"group.method={method.lower()}"] if method else []
     cfg = _load([*(args or []), *extra], data_root)
     seed_list = parse_seeds(seeds)
+    twice = sorted({x for x in seed_list if seed_list.count(x) > 1})
+    if twice:  # the second was reported as a second seed, kept from the first
+        raise ConfigError(f"--seeds '{seeds}' lists seed {twice[0]} twice: give each seed once")
     _check_device(cfg)
     _check_data(cfg, graphs=False)  # fail fast, before any folder is made
     layout = RunLayout(cfg.run.runs_dir / run_name(cfg))

@@ -85,10 +85,15 @@ def source_files(entry: str, root: Path | None = None) -> list[str]:
     return sorted(rel for rel in (str(f.relative_to(root)) for f in seen) if rel not in NOT_HASHED)
 
 
-def code_version(stage: str, entry: str | None = None) -> str:
-    """sha256 over gfkd's version and the source files `stage` imports (or those `entry`, under gfkd/, imports)."""
+def code_version(stage: str) -> str:
+    """sha256 over gfkd's version and the source files `stage` imports."""
+    return source_version(f"stages/{stage}.py")
+
+
+def source_version(entry: str) -> str:
+    """sha256 over gfkd's version and the source files `entry` (a file relative to gfkd/) imports."""
     h = hashlib.sha256(gfkd.__version__.encode())
-    for rel in source_files(entry or f"stages/{stage}.py", _ROOT):
+    for rel in source_files(entry, _ROOT):
         h.update(rel.encode())
         h.update((_ROOT / rel).read_bytes())
     return h.hexdigest()
@@ -104,4 +109,4 @@ def node_group_key(cfg: RunConfig) -> str:
     """The key `gfkd group` keeps a finished seed's file under: the whole resolved config and the code it runs
     (gfkd/group/runner.py and its imports), so a rerun of the same command redoes only the seeds not yet written."""
     return config_hash({"command": "group", "config": cfg.model_dump(mode="json"),
-                        "code": code_version("group", "group/runner.py")})
+                        "code": source_version("group/runner.py")})

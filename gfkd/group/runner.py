@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from gfkd.config import RunConfig
 from gfkd.data.datasets import PLANETOID, resolve_data_root
@@ -55,8 +56,9 @@ def start_folder(layout: RunLayout, cfg: RunConfig) -> bool:
     return cleared
 
 
-def kept_seed(path: Path, seed: int, key: str) -> dict | None:
-    """The stored file of `seed` when it is whole and was written under `key` (same config and code); else None."""
+def _kept_seed(path: Path, seed: int, key: str) -> dict | None:
+    """The stored file of `seed` when it is whole and was written under `key` (same config, code, device and
+    threads); else None."""
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError):  # absent, or cut short (files are renamed into place, so only by hand)
@@ -66,8 +68,9 @@ def kept_seed(path: Path, seed: int, key: str) -> dict | None:
     return stored
 
 
-def replay(stored: dict, warmup_epochs: int, on_epoch) -> None:
-    """Call `on_epoch(epoch, record)` with the records a kept seed's training passed it, from its stored file."""
+def _replay(stored: dict, warmup_epochs: int, on_epoch: Callable[[int, dict], None]) -> None:
+    """Call `on_epoch(epoch, record)` with the records a kept seed's training passed it, from its stored file
+    (losses: [W + E] dicts; val_acc, test_acc: [E, K]; ensemble_test: [E])."""
     for epoch, losses in enumerate(stored["losses"]):
         record = dict(losses)
         if epoch >= warmup_epochs:  # evaluated epochs: the distillation phase
@@ -77,24 +80,71 @@ def replay(stored: dict, warmup_epochs: int, on_epoch) -> None:
         on_epoch(epoch, record)
 
 
+def _one_seed(seed: int, g, s, out: Path, key: str, tracker, parent_id: str | None) -> tuple[dict, bool]:
+    """Train one seed's group (or keep its file, written under `key`), write it and log it under `parent_id`;
+    return its report and whether it was kept."""
+    from gfkd.group.node import train_group
+
+    stored = _kept_seed(out / f"seed-{seed}.json", seed, key) if key else None
+    status = {"gfkd.status": "cached" if stored else "ran"}
+    seed_log = tracker.start_run(f"seed-{seed}", parent_id, tags=status) if tracker else None
+    students = [tracker.start_run(f"seed-{seed}-student-{k}", seed_log.run_id, tags=status)
+                for k in range(s.students)] if tracker else []
+
+    def on_epoch(epoch: int, rec: dict) -> None:
+        if seed_log is None:
+            return
+        seed_log.metrics({f"group/train/{k}": v for k, v in rec.items()  # the loss terms; accuracies below
+                          if isinstance(v, float) and not k.endswith("_acc")}, step=epoch)
+        if "val_acc" in rec:
+            seed_log.metrics({"group/test/ensemble_acc": rec["ensemble_test_acc"]}, step=epoch)
+            for k, lg in enumerate(students):
+                lg.metrics({"group/val/acc": float(rec["val_acc"][k]), "group/test/acc": float(rec["test_acc"][k])},
+                           step=epoch)
+
+    if stored:
+        _replay(stored, s.warmup_epochs, on_epoch)
+        r = stored["report"]
+    else:
+        run = train_group(g, s, seed, on_epoch)
+        r = run.report | {"seed": seed}
+        write_json(out / f"seed-{seed}.json", {"key": key, "report": r, "val_acc": run.val_acc.tolist(),
+                                               "test_acc": run.test_acc.tolist(),
+                                               "ensemble_test": run.ensemble_test.tolist(),
+                                               "losses": run.losses, "epoch_s": run.epoch_s})
+    log.info("seed %d: mean over students %.4f, val-best student %.4f, ensemble %.4f (ê = %d)%s",
+             seed, r["mean_students"], r["val_best_student"], r["ensemble"], r["epoch"],
+             ", kept from an earlier run of this config and code" if stored else "")
+    if seed_log is not None:
+        seed_log.metrics({f"group/test/{k}": r[k] for k in NUMBERS}
+                         | {"group/val/selected_epoch": r["epoch"],
+                            "group/val/best_student": r["best_val_student"], "group/time/wall_s": r["wall_s"]})
+        for lg in [*students, seed_log]:
+            lg.flush()
+            tracker.end_run(lg.run_id)
+    return r, stored is not None
+
+
 def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=None, key: str = "") -> dict:
     """Train `cfg.group.method` on `cfg.data.dataset` once per seed; write and log; return results.json's dict.
 
     Args:
         cfg: resolved config (data.dataset a Planetoid name, group.* the method and switches).
-        seeds: group seeds; students of seed s start from torch seeds s + k.
+        seeds: group seeds, each once; students of seed s start from torch seeds s + k.
         layout: the run folder; outputs go to `layout.stage_dir("group")`.
         tracker: a `gfkd.tracking.Tracker`, or None to log nothing.
-        key: the config-and-code key written into each seed's file; a seed whose file holds the same key is kept,
-            not trained again. "" keeps none.
+        key: the config-and-code key (tasks.cache.node_group_key); each seed's file holds it with the device and
+            the thread count appended, and a seed whose file holds the same is kept, not trained again. "" keeps none.
     """
-    from gfkd.group.node import load_citation, settings_from_config, train_group  # PyG: inside the run's TMPDIR
+    from gfkd.group.node import load_citation, settings_from_config  # PyG: inside the run's TMPDIR
 
     dataset = check_node_dataset(cfg.data.dataset)
     device = prepare_runtime(cfg.run)  # threads, deterministic kernels, the device (a one-line error for a missing GPU)
-    key = f"{key}@{device}" if key else ""  # run.device=auto: a GPU's seeds are not kept for a CPU rerun
-    cache = cfg.data_cache
-    g = load_citation(dataset, resolve_data_root(cfg.data.root), cache, cfg.data.download, device)
+    import torch
+
+    # run.device=auto and run.threads=auto resolve per machine, and the floats depend on both
+    key = f"{key}@{device}/threads={torch.get_num_threads()}" if key else ""
+    g = load_citation(dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)
     out = layout.stage_dir("group")
     parent = tracker.start_run("group", tags={"gfkd.stage": "group", "gfkd.dataset": dataset}) if tracker else None
@@ -104,45 +154,9 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
     per_seed, kept = [], []
     try:
         for seed in seeds:
-            stored = kept_seed(out / f"seed-{seed}.json", seed, key) if key else None
-            status = {"gfkd.status": "cached" if stored else "ran"}
-            seed_log = tracker.start_run(f"seed-{seed}", parent.run_id, tags=status) if tracker else None
-            students = [tracker.start_run(f"seed-{seed}-student-{k}", seed_log.run_id) for k in range(s.students)] \
-                if tracker else []
-
-            def on_epoch(epoch: int, rec: dict) -> None:
-                if seed_log is None:
-                    return
-                seed_log.metrics({f"group/train/{k}": v for k, v in rec.items()  # the loss terms; accuracies below
-                                  if isinstance(v, float) and not k.endswith("_acc")}, step=epoch)
-                if "val_acc" in rec:
-                    seed_log.metrics({"group/test/ensemble_acc": rec["ensemble_test_acc"]}, step=epoch)
-                    for k, lg in enumerate(students):
-                        lg.metrics({"group/val/acc": float(rec["val_acc"][k]),
-                                    "group/test/acc": float(rec["test_acc"][k])}, step=epoch)
-
-            if stored:
-                replay(stored, s.warmup_epochs, on_epoch)
-                r = stored["report"]
-                kept.append(seed)
-            else:
-                run = train_group(g, s, seed, on_epoch)
-                r = run.report | {"seed": seed}
-                write_json(out / f"seed-{seed}.json", {"key": key, "report": r, "val_acc": run.val_acc.tolist(),
-                                                       "test_acc": run.test_acc.tolist(),
-                                                       "ensemble_test": run.ensemble_test.tolist(),
-                                                       "losses": run.losses, "epoch_s": run.epoch_s})
+            r, was_kept = _one_seed(seed, g, s, out, key, tracker, parent.run_id if parent else None)
             per_seed.append(r)
-            log.info("seed %d: mean over students %.4f, val-best student %.4f, ensemble %.4f (ê = %d)%s",
-                     seed, r["mean_students"], r["val_best_student"], r["ensemble"], r["epoch"],
-                     ", kept from an earlier run of this config and code" if stored else "")
-            if seed_log is not None:
-                seed_log.metrics({f"group/test/{k}": r[k] for k in NUMBERS}
-                                 | {"group/val/selected_epoch": r["epoch"],
-                                    "group/val/best_student": r["best_val_student"], "group/time/wall_s": r["wall_s"]})
-                for lg in [*students, seed_log]:
-                    lg.flush()
-                    tracker.end_run(lg.run_id)
+            kept += [seed] if was_kept else []
     except BaseException:
         if parent:
             tracker.end_run(parent.run_id, "FAILED")

@@ -19,3 +19,9 @@ def test_every_stage_has_a_headline_entry():
     from gfkd.config import STAGES
 
     assert set(HEADLINE) == set(STAGES)
+
+
+def test_a_count_is_printed_whole():
+    rec = {"stage": "generate", "status": "ran", "wall_s": 3.0,
+           "metrics": {"generate/quality/num_graphs": 17262.0, "generate/quality/teacher_agreement": 0.88631}}
+    assert stage_line(rec).endswith("generate/quality/num_graphs=17262, generate/quality/teacher_agreement=0.8863")

@@ -18,6 +18,7 @@ from gfkd.layout import RunLayout
     (["--backbone", "gin"], "group.backbone"),
     (["group.students=1"], "group.students"),
     (["group.kl_scale=mean"], "group.kl_scale"),
+    (["--seeds", "1,2,1"], "--seeds '1,2,1' lists seed 1 twice: give each seed once"),  # n = 3, one "kept"
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     r = CliRunner().invoke(app, ["group", *args, f"run.runs_dir='{tmp_path}'"])
@@ -93,7 +94,8 @@ def test_a_rerun_keeps_the_seeds_written_under_the_same_key_and_trains_the_rest(
     runner.run_node_group(cfg, [0, 1], layout, key="k1")
     trained = []
     real = node.train_group
-    monkeypatch.setattr(node, "train_group", lambda g, s, seed, *a, **k: trained.append(seed) or real(g, s, seed, *a, **k))
+    monkeypatch.setattr(node, "train_group",
+                        lambda g, s, seed, *a, **k: trained.append(seed) or real(g, s, seed, *a, **k))
     res = runner.run_node_group(cfg, [0, 1, 2], layout, key="k1")
     assert trained == [2] and res["kept_seeds"] == [0, 1]
     def numbers(rs):
@@ -107,6 +109,15 @@ def test_a_rerun_keeps_the_seeds_written_under_the_same_key_and_trains_the_rest(
     trained.clear()  # no key: nothing kept either
     runner.run_node_group(cfg, [1], layout)
     assert trained == [1]
+    trained.clear()  # a file made on another device (run.device=auto) or thread count (run.threads=auto)
+    runner.run_node_group(cfg, [0], layout, key="k3")
+    for other in ("cuda:0/threads=1", "cpu/threads=16"):
+        seed0 = json.loads((layout.stage_dir("group") / "seed-0.json").read_text())
+        seed0["key"] = f"k3@{other}"
+        (layout.stage_dir("group") / "seed-0.json").write_text(json.dumps(seed0))
+        assert runner.run_node_group(cfg, [0], layout, key="k3")["kept_seeds"] == []
+    assert trained == [0, 0, 0]
+    assert json.loads((layout.stage_dir("group") / "seed-0.json").read_text())["key"] == "k3@cpu/threads=1"
 
 
 def test_a_damaged_or_foreign_seed_file_is_trained_again(tmp_path, monkeypatch, graph):
@@ -134,13 +145,17 @@ def test_a_kept_seed_is_replayed_into_mlflow_with_the_curves_it_was_trained_with
     runner.run_node_group(cfg, [0], layout, tracker, key="k")
     seeds = tracker.client.search_runs([tracker.experiment_id], "attributes.run_name = 'seed-0'")
     assert sorted(r.data.tags["gfkd.status"] for r in seeds) == ["cached", "ran"]
-    first, second = ({k: [(m.step, m.value) for m in tracker.client.get_metric_history(r.info.run_id, k)]
-                      for k in r.data.metrics} for r in sorted(seeds, key=lambda r: r.data.tags["gfkd.status"] == "cached"))
-    assert first and first == second  # every curve and end number, step by step
-    students = tracker.client.search_runs([tracker.experiment_id], "attributes.run_name = 'seed-0-student-1'")
-    hist = [[(m.step, m.value) for m in tracker.client.get_metric_history(r.info.run_id, "group/val/acc")]
-            for r in students]
-    assert len(hist) == 2 and hist[0] == hist[1] and len(hist[0]) == 2
+    def curves(run):
+        return {k: [(m.step, m.value) for m in tracker.client.get_metric_history(run.info.run_id, k)]
+                for k in run.data.metrics}
+
+    by_status = {r.data.tags["gfkd.status"]: curves(r) for r in seeds}
+    assert by_status["ran"] and by_status["ran"] == by_status["cached"]  # every curve and end number, step by step
+    for k in range(2):
+        students = tracker.client.search_runs([tracker.experiment_id], f"attributes.run_name = 'seed-0-student-{k}'")
+        by_status = {r.data.tags["gfkd.status"]: curves(r) for r in students}
+        assert set(by_status["ran"]) == {"group/val/acc", "group/test/acc"} and len(by_status["ran"]["group/val/acc"]) == 2
+        assert by_status["ran"] == by_status["cached"]
 
 
 def test_the_same_gfkd_group_command_again_trains_only_the_seeds_not_yet_finished(tmp_path, monkeypatch, graph,
