@@ -116,6 +116,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     fig = group_curves(res.history, STAGE)
     fig.savefig(staging / "curves.png", dpi=110)
     logger.figure(fig, "group/curves.png")
+    logger.artifact(staging / "results.json", "group")  # the per-student numbers and history, as distill's
     logger.metrics(metrics, step=gc.warmup_epochs + gc.epochs)
     logger.flush()
     (staging / TRAIN_STATE).unlink(missing_ok=True)

@@ -255,6 +255,8 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
         assert rec_s["status"] == "ran" and client.get_run(rec_s["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == parent_id
     assert 0 <= summary["stages"]["distill"]["metrics"]["distill/test/acc_kd_real"] <= 1
     assert "group/test/acc_ensemble" in summary["stages"]["group"]["metrics"]
+    group_arts = {a.path for a in client.list_artifacts(summary["stages"]["group"]["mlflow_run_id"], "group")}
+    assert {"group/curves.png", "group/results.json"} <= group_arts, group_arts
     group_line = next(line for line in first.stderr.splitlines() if line.lstrip().startswith("group: ran"))
     assert "group/test/acc_mean=" in group_line and "group/test/acc_ensemble=" in group_line, group_line
     ev = summary["stages"]["evaluate"]
