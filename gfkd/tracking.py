@@ -3,7 +3,8 @@
 Logging goes through `MlflowClient` with explicit run ids (the fluent API is not thread-safe, and Prefect runs
 tasks in threads). The default backend is a SQLite file in the run folder with artifacts beside it; an explicit
 `MLFLOW_TRACKING_URI` (e.g. an `mlflow server`) is honoured. Stages get a `RunLogger` (or a `NullLogger` in unit
-tests) and hand it dicts and figures; they never see MLflow.
+tests) and hand it dicts and the files they wrote (figures too: MLflow keeps the run folder's bytes); they never
+see MLflow.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ class NullLogger:
 
     def params(self, params: dict[str, Any]) -> None: ...
     def metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def figure(self, fig: Any, name: str) -> None: ...
     def artifact(self, path: Path, folder: str | None = None) -> None: ...
     def tags(self, tags: dict[str, str]) -> None: ...
     def flush(self) -> None: ...
@@ -85,9 +85,6 @@ class RunLogger(NullLogger):
             chunk, self._buffer = self._buffer[:900], self._buffer[900:]
             self.tracker.client.log_batch(self.run_id, metrics=chunk)
         self._last_flush = time.monotonic()
-
-    def figure(self, fig: Any, name: str) -> None:
-        self.tracker.client.log_figure(self.run_id, fig, name)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         self.tracker.client.log_artifact(self.run_id, str(path), folder)

@@ -197,7 +197,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     write_json(staging / "results.json", results)
     fig = distill_curves(records["pseudo-s0"]["history"], STAGE)
     fig.savefig(staging / "curves.png", dpi=110)
-    logger.figure(fig, "distill/curves.png")
+    logger.artifact(staging / "curves.png", "distill")  # the file itself: MLflow shows what the run folder holds
     logger.metrics(metrics)
     logger.artifact(staging / "results.json", "distill")
     logger.flush()

@@ -184,7 +184,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     staging = fresh_staging(layout, STAGE)
     for name, fig in figs.items():
         fig.savefig(staging / name, dpi=100)
-        logger.figure(fig, f"evaluate/{name}")
+        logger.artifact(staging / name, "evaluate")  # the file itself: MLflow shows what the run folder holds
     facts = {"dataset": f"{cfg.data.dataset}, protocol {cfg.protocol.name}, "
                         f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
                         f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",

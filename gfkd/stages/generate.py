@@ -125,7 +125,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     write_json(staging / "quality.json", quality)
     for name, fig in figs.items():
         fig.savefig(staging / name, dpi=110)
-        logger.figure(fig, f"generate/{name}")
+        logger.artifact(staging / name, "generate")  # the file itself: MLflow shows what the run folder holds
     logger.metrics(metrics)
     logger.artifact(staging / "quality.json", "generate")
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")

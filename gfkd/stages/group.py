@@ -115,7 +115,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                           "train_graphs": len(graphs), "selection": selection})
     fig = group_curves(res.history, STAGE)
     fig.savefig(staging / "curves.png", dpi=110)
-    logger.figure(fig, "group/curves.png")
+    logger.artifact(staging / "curves.png", "group")  # the file itself: MLflow shows what the run folder holds
     logger.artifact(staging / "results.json", "group")  # the per-student numbers and history, as distill's
     logger.metrics(metrics, step=gc.warmup_epochs + gc.epochs)
     logger.flush()

@@ -146,7 +146,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     if val is not None:
         metrics |= {"teacher/val/acc": val.acc, "teacher/val/loss": val.loss}
     logger.metrics(metrics, step=tc.epochs)  # the selected epoch's values, after the per-epoch curve
-    logger.figure(fig, "teacher/curve.png")
+    logger.artifact(staging / "curve.png", "teacher")  # the file itself: MLflow shows what the run folder holds
     for f in ("teacher.pt", "teacher.json", "history.json"):
         logger.artifact(staging / f, "teacher")
     logger.flush()

@@ -242,6 +242,8 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     assert len(client.get_metric_history(stage_run.info.run_id, "teacher/train/loss")) == 3
     arts = {a.path for a in client.list_artifacts(stage_run.info.run_id, "teacher")}
     assert {"teacher/teacher.pt", "teacher/teacher.json", "teacher/curve.png"} <= arts
+    logged = Path(client.download_artifacts(stage_run.info.run_id, "teacher/curve.png", str(tmp_path)))
+    assert logged.read_bytes() == (run_dir / "teacher" / "curve.png").read_bytes()  # not re-rendered at MLflow's dpi
     assert exp.artifact_location.startswith((run_dir.resolve()).as_uri())
 
     gen = summary["stages"]["generate"]
