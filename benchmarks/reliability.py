@@ -34,7 +34,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = ["tests/reliability", "tests/flows/test_kill_resume.py"]
+TESTS = ["tests/reliability", "tests/flows/test_kill_resume.py", "tests/flows/test_group_kill_resume.py"]
 STAGES = ("teacher", "generate", "distill", "group", "evaluate")
 
 
