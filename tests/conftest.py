@@ -8,6 +8,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -171,3 +173,12 @@ def _remove_tmp() -> None:
         shutil.rmtree(_TMP, ignore_errors=True)
     else:
         print(f"test outputs kept in {_TMP}")
+
+
+def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m flows.cli ARGS` in its own session (a test can kill its process group), with the caller's Prefect
+    and MLflow tracking settings removed, as a user's shell would start it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    env |= {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)

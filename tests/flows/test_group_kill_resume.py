@@ -7,22 +7,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import start_cli
 
 ARGS = ["--dataset", "Cora", "--seeds", "0..3", "group.warmup_epochs=2", "group.epochs=40", "group.hidden=8",
         "group.students=2"]
 
 
 def _start(runs: Path, root: Path, cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
-    env |= {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "group", *ARGS, f"run.runs_dir='{runs}'",
-                             f"--data-root={root}"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return start_cli(["group", *ARGS, f"run.runs_dir='{runs}'", f"--data-root={root}"], cwd)
 
 
 def _numbers(results: dict) -> list[dict]:

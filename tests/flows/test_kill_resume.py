@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import start_cli
 
 ARGS = ["data.dataset=TINY", "teacher.epochs=2", "teacher.model.layers=3", "teacher.model.hidden=8",
         "teacher.batch_size=8", "data.download=false", "generate.banks=4", "generate.iterations=150",
@@ -21,11 +22,7 @@ ARGS = ["data.dataset=TINY", "teacher.epochs=2", "teacher.model.layers=3", "teac
 
 
 def _start(runs: Path, root: Path, cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
-    env |= {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *ARGS, f"run.runs_dir='{runs}'",
-                             f"--data-root={root}"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return start_cli(["run", *ARGS, f"run.runs_dir='{runs}'", f"--data-root={root}"], cwd)
 
 
 def _shards(stage_dir: Path) -> dict[str, str]:
