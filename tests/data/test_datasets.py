@@ -173,7 +173,7 @@ def test_a_cache_shared_by_two_data_roots_serves_each_root_its_own_graphs(tmp_pa
 
 def test_raw_files_edited_in_place_are_processed_again(tmp_path):
     """A raw file rewritten (another size or mtime) in the same root invalidates `processed/`."""
-    from tests.conftest import tiny_graphs, write_tu
+    from conftest import tiny_graphs, write_tu
 
     root = tmp_path / "root"
     write_tu(root, "TINY", tiny_graphs())

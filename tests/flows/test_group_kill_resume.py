@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_cli
+from conftest import start_cli
 
 ARGS = ["--dataset", "Cora", "--seeds", "0..3", "group.warmup_epochs=2", "group.epochs=40", "group.hidden=8",
         "group.students=2"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_cli
+from conftest import start_cli
 
 ARGS = ["data.dataset=TINY", "teacher.epochs=2", "teacher.model.layers=3", "teacher.model.hidden=8",
         "teacher.batch_size=8", "data.download=false", "generate.banks=4", "generate.iterations=150",
