@@ -179,6 +179,11 @@ def evaluate(models: GroupModels, g: NodeGraph) -> dict[str, np.ndarray | float]
     return out
 
 
+def loss_terms(record: dict) -> dict[str, float]:
+    """The loss terms of an epoch's record (floats; not the accuracies, which are logged under val/ and test/)."""
+    return {k: v for k, v in record.items() if isinstance(v, float) and not k.endswith("_acc")}
+
+
 @dataclass
 class GroupRun:
     """History of one seed: per epoch and student accuracies, loss terms, wall time; the report at ê."""
@@ -243,7 +248,7 @@ def train_group(g: NodeGraph, s: GroupSettings, seed: int,
                 hist[k].append(ev[k])
             record |= {"val_acc": ev["val_acc"], "test_acc": ev["test_acc"],
                        "ensemble_test_acc": ev["ensemble_test_acc"]}
-        run.losses.append({k: v for k, v in record.items() if isinstance(v, float) and not k.endswith("_acc")})
+        run.losses.append(loss_terms(record))
         run.epoch_s.append(time.perf_counter() - t0)
         if on_epoch is not None:
             on_epoch(epoch, record)

@@ -83,7 +83,7 @@ def _replay(stored: dict, warmup_epochs: int, on_epoch: Callable[[int, dict], No
 def _one_seed(seed: int, g, s, out: Path, key: str, tracker, parent_id: str | None) -> tuple[dict, bool]:
     """Train one seed's group (or keep its file, written under `key`), write it and log it under `parent_id`;
     return its report and whether it was kept."""
-    from gfkd.group.node import train_group
+    from gfkd.group.node import loss_terms, train_group
 
     stored = _kept_seed(out / f"seed-{seed}.json", seed, key) if key else None
     status = {"gfkd.status": "cached" if stored else "ran"}
@@ -94,8 +94,7 @@ def _one_seed(seed: int, g, s, out: Path, key: str, tracker, parent_id: str | No
     def on_epoch(epoch: int, rec: dict) -> None:
         if seed_log is None:
             return
-        seed_log.metrics({f"group/train/{k}": v for k, v in rec.items()  # the loss terms; accuracies below
-                          if isinstance(v, float) and not k.endswith("_acc")}, step=epoch)
+        seed_log.metrics({f"group/train/{k}": v for k, v in loss_terms(rec).items()}, step=epoch)  # accuracies below
         if "val_acc" in rec:
             seed_log.metrics({"group/test/ensemble_acc": rec["ensemble_test_acc"]}, step=epoch)
             for k, lg in enumerate(students):

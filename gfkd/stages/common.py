@@ -56,6 +56,13 @@ def fresh_staging(layout: RunLayout, stage: str) -> Path:
     return staging
 
 
+def save_figure(fig, path: Path, logger, folder: str, dpi: int = 110) -> None:
+    """Write `fig` to the staged file `path` and log that file to MLflow under `folder` (the stage's name): MLflow
+    shows the run folder's bytes, not a second rendering."""
+    fig.savefig(path, dpi=dpi)
+    logger.artifact(path, folder)
+
+
 def publish(layout: RunLayout, stage: str, staging: Path, manifest: Manifest) -> StageOutcome:
     """Write the manifest last, then swap the staging folder in whole as the stage's folder."""
     manifest.write(staging / "manifest.json")

@@ -41,7 +41,7 @@ from gfkd.losses.kd import class_balance_weights
 from gfkd.models import GraphClassifier
 from gfkd.models.widened import build_student
 from gfkd.plots import distill_curves
-from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
 from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import evaluate, fit_classifier, logits_of
@@ -196,8 +196,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                "class_weights": class_weights.tolist() if class_weights is not None else None}
     write_json(staging / "results.json", results)
     fig = distill_curves(records["pseudo-s0"]["history"], STAGE)
-    fig.savefig(staging / "curves.png", dpi=110)
-    logger.artifact(staging / "curves.png", "distill")  # the file itself: MLflow shows what the run folder holds
+    save_figure(fig, staging / "curves.png", logger, STAGE)
     logger.metrics(metrics)
     logger.artifact(staging / "results.json", "distill")
     logger.flush()

@@ -29,7 +29,7 @@ from gfkd.layout import RunLayout
 from gfkd.models.widened import build_student
 from gfkd.plots import accuracy_vs_time, confusion_matrices, degree_comparison, pseudo_graph_grid
 from gfkd.report import Row, markdown_report, markdown_table
-from gfkd.stages.common import StageOutcome, cached, fresh_staging, publish, prepare_runtime
+from gfkd.stages.common import StageOutcome, cached, fresh_staging, prepare_runtime, publish, save_figure
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import logits_of
@@ -183,8 +183,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
 
     staging = fresh_staging(layout, STAGE)
     for name, fig in figs.items():
-        fig.savefig(staging / name, dpi=100)
-        logger.artifact(staging / name, "evaluate")  # the file itself: MLflow shows what the run folder holds
+        save_figure(fig, staging / name, logger, STAGE, dpi=100)
     facts = {"dataset": f"{cfg.data.dataset}, protocol {cfg.protocol.name}, "
                         f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
                         f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",

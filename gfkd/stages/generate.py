@@ -33,7 +33,7 @@ from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
 from gfkd.layout import RunLayout
 from gfkd.plots import degree_histogram, pseudo_graph_grid
 from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, usable_workers, worker_pool, write_chunk
-from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
 from gfkd.stages.teacher import load_teacher
 from gfkd.tracking import NullLogger
 
@@ -124,8 +124,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         metrics["generate/mem/peak_bytes"] = float(torch.cuda.max_memory_allocated(device))
     write_json(staging / "quality.json", quality)
     for name, fig in figs.items():
-        fig.savefig(staging / name, dpi=110)
-        logger.artifact(staging / name, "generate")  # the file itself: MLflow shows what the run folder holds
+        save_figure(fig, staging / name, logger, STAGE)
     logger.metrics(metrics)
     logger.artifact(staging / "quality.json", "generate")
     logger.artifact(shard_dir / SHARD_MANIFEST, "generate")

@@ -31,7 +31,7 @@ from gfkd.layout import RunLayout
 from gfkd.models.classifier import GraphClassifier
 from gfkd.models.widened import build_student
 from gfkd.plots import group_curves
-from gfkd.stages.common import StageOutcome, cached, publish, prepare_runtime, resumable_staging
+from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
 from gfkd.stages.distill import load_pseudo_graphs, student_spec
 from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
@@ -114,8 +114,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                           if cfg.group_temperature is not None else res.anchor_tau,
                                           "train_graphs": len(graphs), "selection": selection})
     fig = group_curves(res.history, STAGE)
-    fig.savefig(staging / "curves.png", dpi=110)
-    logger.artifact(staging / "curves.png", "group")  # the file itself: MLflow shows what the run folder holds
+    save_figure(fig, staging / "curves.png", logger, STAGE)
     logger.artifact(staging / "results.json", "group")  # the per-student numbers and history, as distill's
     logger.metrics(metrics, step=gc.warmup_epochs + gc.epochs)
     logger.flush()

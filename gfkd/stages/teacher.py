@@ -146,8 +146,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     if val is not None:
         metrics |= {"teacher/val/acc": val.acc, "teacher/val/loss": val.loss}
     logger.metrics(metrics, step=tc.epochs)  # the selected epoch's values, after the per-epoch curve
-    logger.artifact(staging / "curve.png", "teacher")  # the file itself: MLflow shows what the run folder holds
-    for f in ("teacher.pt", "teacher.json", "history.json"):
+    for f in ("curve.png", "teacher.pt", "teacher.json", "history.json"):  # the files themselves, figure included
         logger.artifact(staging / f, "teacher")
     logger.flush()
     (staging / TRAIN_STATE).unlink(missing_ok=True)
