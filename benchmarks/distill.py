@@ -134,10 +134,11 @@ def plain_folder(gen: str) -> str:
 
 
 def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str], runs: str, extra: list[str],
-             plain_baselines: bool = False) -> str:
+             plain_baselines: bool = False, plain_only: bool = False) -> str:
     """All stages of one (dataset, fold); returns the cell's folder. `plain_baselines`: the students of every
     generator but ACGKD are also trained with the plain KD recipe (protocol.md §6 defines RandG, DeepInvG and GFKD
-    that way), on the same banks, into `<cell>/<gen>-plain`."""
+    that way), on the same banks, into `<cell>/<gen>-plain`; `plain_only`: only that way (their banks are still
+    generated, their ACGKD-recipe students are not trained: those rows stay as an earlier run stored them)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -157,9 +158,10 @@ def run_cell(dataset: str, fold: int, generators: list[str], ablations: list[str
         layout = RunLayout(root / gen)
         g_out = generate.run(gcfg, layout, stage_key(gcfg, "generate", (t_out.manifest.digest,)),
                              teacher_dir=t_layout.stage_dir("teacher"))
-        distill.run(gcfg, layout, stage_key(gcfg, "distill", (t_out.manifest.digest, g_out.manifest.digest)),
-                    teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
-        if plain_baselines and gen != "acgkd":
+        if not (plain_only and gen != "acgkd"):
+            distill.run(gcfg, layout, stage_key(gcfg, "distill", (t_out.manifest.digest, g_out.manifest.digest)),
+                        teacher_dir=t_layout.stage_dir("teacher"), generate_dir=layout.stage_dir("generate"))
+        if (plain_baselines or plain_only) and gen != "acgkd":
             pcfg = resolve_config(None, [*base, f"generate.method={gen}", "distill.baselines=[]",
                                          "distill.recipe=plain"])
             distill.run(pcfg, RunLayout(root / plain_folder(gen)),
@@ -274,15 +276,16 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
         add("majority class", fold, (m["teacher/test/majority_acc"], 0.0, float("nan"), 0, 0))
         add("teacher", fold, (m["teacher/test/acc"], 0.0, float("nan"), 0, 1))
         for gen in generators:
-            res = _load(root / gen / "distill" / "results.json")
             gm = _load(root / gen / "generate" / "manifest.json")
-            if res is None or gm is None:
+            if gm is None:
                 continue
-            recs = res["records"]
-            if gen == generators[0]:
-                add("student (real data)", fold, _fold_values(recs, "student_real"))
-                add("KD (real data)", fold, _fold_values(recs, "kd_real"))
-            add(row_name(gen), fold, _fold_values(recs, "pseudo"), _bank_figures(gm, res))
+            res = _load(root / gen / "distill" / "results.json")  # absent where --plain-only skipped it
+            if res is not None:
+                recs = res["records"]
+                if gen == generators[0]:
+                    add("student (real data)", fold, _fold_values(recs, "student_real"))
+                    add("KD (real data)", fold, _fold_values(recs, "kd_real"))
+                add(row_name(gen), fold, _fold_values(recs, "pseudo"), _bank_figures(gm, res))
             plain = _load(root / plain_folder(gen) / "distill" / "results.json")
             if plain is not None:  # the same banks, protocol.md §6's recipe for the baselines
                 add(f"{row_name(gen)}, plain recipe", fold, _fold_values(plain["records"], "pseudo"))
@@ -582,6 +585,9 @@ def main() -> None:
     p.add_argument("--plain-baselines", action="store_true",
                    help="also train every generator's students but ACGKD's with the plain KD recipe (protocol.md §6) "
                         "on the same banks: rows '<generator>, plain recipe'")
+    p.add_argument("--plain-only", action="store_true",
+                   help="as --plain-baselines, but skip those generators' ACGKD-recipe students (their banks are "
+                        "still made): for adding the plain rows beside stored ones on the same teachers and banks")
     p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS, *GEN_ABLATIONS],
                    help="run the group stage and/or ablations on the finished cells' teacher and ACGKD banks (read "
                    "from disk; a generate ablation makes its own banks from that teacher)")
@@ -621,7 +627,7 @@ def _run(args: argparse.Namespace) -> None:
         cells = [(ds, f) for f in folds for ds in args.datasets]
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [pool.submit(run_cell, ds, f, args.generators, args.ablation_set if ds in args.ablations else [],
-                                 str(args.runs), args.extra, args.plain_baselines)
+                                 str(args.runs), args.extra, args.plain_baselines, args.plain_only)
                     for ds, f in cells]
             for fut in futs:
                 print("done", fut.result(), flush=True)

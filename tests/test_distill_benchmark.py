@@ -316,3 +316,21 @@ def test_plain_baselines_train_the_baseline_generators_students_with_the_plain_r
     d = rows["ACGKD"]["folds"][0] - rows["RandG, plain recipe"]["folds"][0]
     (line,) = [t for t in bench.targets(rows) if "plain KD recipe (protocol.md §6)" in t]
     assert line.endswith(f"({d * 100:+.1f} points)")
+
+
+def test_plain_only_trains_the_plain_students_on_the_banks_and_skips_the_acgkd_recipe_ones(tmp_path, tiny_root):
+    """`--plain-only`: the RandG banks are made, only their plain-recipe students are trained, and collect reads
+    the plain row without the ACGKD-recipe one (which stays as an earlier run stored it)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+             "teacher.model.hidden=8", "teacher.batch_size=8", "distill.epochs=1", "distill.seeds=1",
+             "distill.student.layers=2", "distill.student.hidden=8", "distill.baselines=[]"]
+    root = Path(bench.run_cell("TINY", 0, ["randg"], [], str(tmp_path), extra, plain_only=True))
+    assert (root / "randg" / "generate" / "manifest.json").is_file()
+    assert not (root / "randg" / "distill").exists()
+    assert (root / "randg-plain" / "distill" / "results.json").is_file()
+    rows = bench.collect("TINY", [0], ["randg"], tmp_path)
+    assert "RandG, plain recipe" in rows and "teacher" in rows
+    assert "RandG" not in rows and "KD (real data)" not in rows
