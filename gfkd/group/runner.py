@@ -146,6 +146,8 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)
     out = layout.stage_dir("group")
+    for tmp in out.glob(".*.tmp-*"):  # half-written files of a killed run (see io.atomic; the caller holds the lock)
+        tmp.unlink(missing_ok=True)
     parent = tracker.start_run("group", tags={"gfkd.stage": "group", "gfkd.dataset": dataset}) if tracker else None
     if parent:
         parent.params({"group": cfg.group.model_dump(mode="json"), "data.dataset": dataset, "seeds": seeds,

@@ -178,3 +178,15 @@ def test_the_same_gfkd_group_command_again_trains_only_the_seeds_not_yet_finishe
     r = CliRunner().invoke(app, [*args, "--seeds", "0..1", "group.lr=0.02"])  # another config: cleared, all trained
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "group-cora-gcn-oad" / "group" / "results.json").read_text())["kept_seeds"] == []
+
+
+def test_a_killed_runs_half_written_files_are_removed(tmp_path, monkeypatch, graph):
+    """A SIGKILL between io.atomic's write and rename leaves `.seed-<s>.json.tmp-PID`; the next run removes it."""
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    cfg = _tiny(tmp_path)
+    layout = RunLayout(tmp_path / runner.run_name(cfg))
+    half = layout.stage_dir("group") / ".seed-0.json.tmp-999999"
+    half.parent.mkdir(parents=True)
+    half.write_text('{"key": ')
+    runner.run_node_group(cfg, [0], layout, key="k1")
+    assert not half.exists() and (layout.stage_dir("group") / "seed-0.json").is_file()
