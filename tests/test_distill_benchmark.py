@@ -334,3 +334,25 @@ def test_plain_only_trains_the_plain_students_on_the_banks_and_skips_the_acgkd_r
     rows = bench.collect("TINY", [0], ["randg"], tmp_path)
     assert "RandG, plain recipe" in rows and "teacher" in rows
     assert "RandG" not in rows and "KD (real data)" not in rows
+
+
+def test_a_generator_ablation_needs_only_the_cells_teacher(tmp_path, tiny_root):
+    """A cell whose only data-free banks are RandG's (a --plain-only run): `--on-banks 'running BN targets'` makes
+    its ACGKD banks from the stored teacher; a distill ablation still asks for the ACGKD banks, in one line."""
+    import sys
+
+    import pytest
+
+    sys.path.insert(0, str(REPO))
+    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
+             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
+             "distill.baselines=[]"]
+    root = Path(bench.run_cell("TINY", 0, ["randg"], [], str(tmp_path), extra, plain_only=True))
+    with pytest.raises(SystemExit, match="teacher and acgkd banks"):
+        bench.run_on_banks("TINY", 0, str(tmp_path), extra, ["no curriculum"])
+    bench.run_on_banks("TINY", 0, str(tmp_path), extra, ["running BN targets"])
+    assert (root / "acgkd-running-BN-targets" / "distill" / "results.json").is_file()
+    assert not (root / "acgkd").exists()
+    rows = bench.collect("TINY", [0], ["acgkd"], tmp_path)
+    assert 0 in rows["ACGKD, running BN targets"]["folds"]
