@@ -197,8 +197,8 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     `<cell>/acgkd-group-…`), ablation names (distill variants, into `<cell>/acgkd-<name>`) and generate ablation
     names (new banks from the stored teacher under the ablation's overrides, then the default distill, both into
     `<cell>/acgkd-<name>`: the cell's other stages are not rerun, so a code change since they were made costs
-    nothing; these need only the cell's teacher). `banks` names a generate ablation whose banks the group reads instead (`<cell>/acgkd-<banks>/generate`;
-    group only)."""
+    nothing; these need only the cell's teacher). `banks` names a generate ablation whose banks the group reads
+    instead (`<cell>/acgkd-<banks>/generate`; group only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -215,7 +215,8 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     t_m, g_m = load_manifest(t_dir / "manifest.json"), load_manifest(g_dir / "manifest.json")
     needs_banks = banks or any(item not in GEN_ABLATIONS for item in what)  # a generate ablation makes its own
     if t_m is None or (g_m is None and needs_banks):
-        raise SystemExit(f"{root}: run the cell first (teacher{f' and {g_dir.parent.name} banks' if needs_banks else ''})")
+        banks_too = f" and {g_dir.parent.name} banks" if needs_banks else ""
+        raise SystemExit(f"{root}: run the cell first (teacher{banks_too})")
     # the banks' own generate settings, so the group's saved config says how its banks were made
     base = [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'",
             *(GEN_ABLATIONS[banks] if banks else []), *extra]
