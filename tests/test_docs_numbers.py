@@ -21,6 +21,10 @@ SIGNED = r"(?<![\d.])[+\-−]\d+\.\d+"  # a difference in points: +44.7, −0.6
 # protocol.md §6's RandG (the plain KD recipe), where `benchmarks/distill.py --plain-baselines` measured it
 PLAIN_STORES = {"MUTAG": "mutag-plain-baselines.json", "PTC_MR": "ptc-plain-baselines.json",
                 "IMDB-BINARY": "imdb-plain-baselines.json"}
+# protocol.md §1's teacher-alone row (generate.bn_target=running), where `--ablation-set` / `--on-banks 'running BN
+# targets'` measured it
+ALONE_COLUMN, ALONE_ROW = "ACGKD, teacher alone (protocol.md §1)", "ACGKD, running BN targets"
+ALONE_STORES = {"MUTAG": "mutag-plain-baselines.json", "PTC_MR": "ptc-plain-baselines.json"}
 
 
 def _table() -> list[dict[str, str]]:
@@ -85,6 +89,18 @@ def test_each_cell_is_the_stored_mean_and_std_over_its_folds(row):
     else:
         values = np.array(list(plain["folds"].values()))
         assert len(values) == len(rows["ACGKD"]["folds"]) and row[PLAIN_COLUMN] == f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r["dataset"])
+def test_the_teacher_alone_column_is_its_stored_row_on_every_fold(row):
+    ds, cell = row["dataset"], row[ALONE_COLUMN]
+    if ds not in ALONE_STORES:
+        assert cell == "not run", f"{ds}: {ALONE_STORES} has no store for it"
+        return
+    folds = json.loads((REPO / "docs" / "benchmarks" / ALONE_STORES[ds]).read_text())[ds]["rows"][ALONE_ROW]["folds"]
+    values = np.array(list(folds.values()))
+    assert len(values) == len(STORE[ds]["rows"]["ACGKD"]["folds"]), f"{ds}: the teacher-alone row is partial"
+    assert cell == f"{values.mean():.3f} ± {values.std():.3f}", f"{ds}: {cell!r}"
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r["dataset"])
