@@ -20,7 +20,7 @@ NUMBER = r"[+\-−]?\d+(?:\.\d+)?"
 SIGNED = r"(?<![\d.])[+\-−]\d+\.\d+"  # a difference in points: +44.7, −0.6
 # protocol.md §6's RandG (the plain KD recipe), where `benchmarks/distill.py --plain-baselines` measured it
 PLAIN_STORES = {"MUTAG": "mutag-plain-baselines.json", "PTC_MR": "ptc-plain-baselines.json",
-                "IMDB-BINARY": "imdb-plain-baselines.json"}
+                "PROTEINS": "proteins-plain-baselines.json", "IMDB-BINARY": "imdb-plain-baselines.json"}
 # protocol.md §1's teacher-alone row (generate.bn_target=running), where `--ablation-set` / `--on-banks 'running BN
 # targets'` measured it
 ALONE_COLUMN, ALONE_ROW = "ACGKD, teacher alone (protocol.md §1)", "ACGKD, running BN targets"
