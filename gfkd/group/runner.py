@@ -20,7 +20,7 @@ from gfkd.config import RunConfig
 from gfkd.data.datasets import PLANETOID, resolve_data_root
 from gfkd.errors import ConfigError
 from gfkd.group.report import NUMBERS, markdown_table, summarize
-from gfkd.io.atomic import write_atomic, write_json
+from gfkd.io.atomic import remove_leftovers, write_atomic, write_json
 from gfkd.layout import RunLayout
 from gfkd.stages.common import prepare_runtime
 
@@ -146,8 +146,7 @@ def run_node_group(cfg: RunConfig, seeds: list[int], layout: RunLayout, tracker=
     g = load_citation(dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download, device)
     s = settings_from_config(cfg.group)
     out = layout.stage_dir("group")
-    for tmp in out.glob(".*.tmp-*"):  # half-written files of a killed run (see io.atomic; the caller holds the lock)
-        tmp.unlink(missing_ok=True)
+    remove_leftovers(out)  # half-written files of a killed run (the caller holds the folder's lock)
     parent = tracker.start_run("group", tags={"gfkd.stage": "group", "gfkd.dataset": dataset}) if tracker else None
     if parent:
         parent.params({"group": cfg.group.model_dump(mode="json"), "data.dataset": dataset, "seeds": seeds,

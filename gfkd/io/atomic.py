@@ -25,6 +25,13 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def remove_leftovers(folder: Path) -> None:
+    """Delete the hidden temporaries `write_atomic` leaves anywhere under `folder` when its process is killed between
+    write and rename (never read). Only for a folder no other process is writing to."""
+    for tmp in Path(folder).rglob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj: Any) -> Path:
     """Atomically write `obj` as indented, key-sorted JSON."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"

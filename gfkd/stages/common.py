@@ -11,7 +11,7 @@ import torch
 
 from gfkd.config import RunSection
 from gfkd.errors import ConfigError, StageError
-from gfkd.io.atomic import swap_in
+from gfkd.io.atomic import remove_leftovers, swap_in
 from gfkd.io.manifest import Manifest, load_manifest, valid_manifest
 from gfkd.layout import RunLayout
 
@@ -121,7 +121,6 @@ def resumable_staging(layout: RunLayout, stage: str, cache_key: str, fresh: bool
     if staging.exists() and (fresh or not keyfile.is_file() or keyfile.read_text() != cache_key):
         shutil.rmtree(staging)
     staging.mkdir(parents=True, exist_ok=True)
-    for tmp in staging.rglob(".*.tmp-*"):  # half-written files of a killed run (see io.atomic): never read
-        tmp.unlink(missing_ok=True)
+    remove_leftovers(staging)  # half-written files of a killed run
     keyfile.write_text(cache_key)
     return staging
