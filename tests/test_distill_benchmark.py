@@ -19,6 +19,14 @@ def _row(folds: dict[int, float]) -> dict:
             "collapsed": {f: 0 for f in folds}, "students": {f: 3 for f in folds}, "gen": {}}
 
 
+def _tiny_extra(tiny_root) -> list[str]:
+    """Overrides that make a cell of the TINY dataset run in seconds: one small bank, one short student."""
+    return [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+            "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
+            "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
+            "distill.baselines=[]"]
+
+
 def _roundtrip(section: dict) -> dict:
     """As stored: JSON (fold keys become strings)."""
     return json.loads(json.dumps(section))
@@ -113,10 +121,7 @@ def test_a_generator_ablation_makes_its_own_banks_and_its_row(tmp_path, tiny_roo
     import sys
 
     sys.path.insert(0, str(REPO))
-    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
-             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
-             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
-             "distill.baselines=[]"]
+    extra = _tiny_extra(tiny_root)
     root = Path(bench.run_cell("TINY", 0, ["acgkd"], ["soft samples"], str(tmp_path), extra))
     from gfkd.config import resolve_config
     from gfkd.io.manifest import load_manifest
@@ -158,10 +163,7 @@ def test_a_generator_ablation_on_a_finished_cell_reruns_nothing_else(tmp_path, t
     from gfkd.config import resolve_config
     from gfkd.io.manifest import load_manifest
 
-    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
-             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
-             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
-             "distill.baselines=[]"]
+    extra = _tiny_extra(tiny_root)
     root = Path(bench.run_cell("TINY", 0, ["acgkd"], [], str(tmp_path), extra))
     made = {p: p.stat().st_mtime_ns for p in root.rglob("manifest.json")}
     version = tasks.cache.code_version
@@ -293,10 +295,7 @@ def test_plain_baselines_train_the_baseline_generators_students_with_the_plain_r
     import sys
 
     sys.path.insert(0, str(REPO))
-    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
-             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
-             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
-             "distill.baselines=[]"]
+    extra = _tiny_extra(tiny_root)
     root = Path(bench.run_cell("TINY", 0, ["acgkd", "randg"], [], str(tmp_path), extra, plain_baselines=True))
     assert not (root / "acgkd-plain").exists()  # ACGKD's own recipe is the default one
     res = json.loads((root / "randg-plain" / "distill" / "results.json").read_text())
@@ -324,9 +323,7 @@ def test_plain_only_trains_the_plain_students_on_the_banks_and_skips_the_acgkd_r
     import sys
 
     sys.path.insert(0, str(REPO))
-    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
-             "teacher.model.hidden=8", "teacher.batch_size=8", "distill.epochs=1", "distill.seeds=1",
-             "distill.student.layers=2", "distill.student.hidden=8", "distill.baselines=[]"]
+    extra = _tiny_extra(tiny_root)
     root = Path(bench.run_cell("TINY", 0, ["randg"], [], str(tmp_path), extra, plain_only=True))
     assert (root / "randg" / "generate" / "manifest.json").is_file()
     assert not (root / "randg" / "distill").exists()
@@ -344,10 +341,7 @@ def test_a_generator_ablation_needs_only_the_cells_teacher(tmp_path, tiny_root):
     import pytest
 
     sys.path.insert(0, str(REPO))
-    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
-             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
-             "distill.epochs=1", "distill.seeds=1", "distill.student.layers=2", "distill.student.hidden=8",
-             "distill.baselines=[]"]
+    extra = _tiny_extra(tiny_root)
     root = Path(bench.run_cell("TINY", 0, ["randg"], [], str(tmp_path), extra, plain_only=True))
     with pytest.raises(SystemExit, match="teacher and acgkd banks"):
         bench.run_on_banks("TINY", 0, str(tmp_path), extra, ["no curriculum"])
