@@ -590,7 +590,7 @@ def main() -> None:
                         "on the same banks: rows '<generator>, plain recipe'")
     p.add_argument("--plain-only", action="store_true",
                    help="as --plain-baselines, but skip those generators' ACGKD-recipe students (their banks are "
-                        "still made): for adding the plain rows beside stored ones on the same teachers and banks")
+                        "still made): for adding the plain rows beside stored ones (check that the teachers' row repeats)")
     p.add_argument("--on-banks", nargs="*", default=[], choices=["group", *ABLATIONS, *GEN_ABLATIONS],
                    help="run the group stage and/or ablations on the finished cells' teacher and ACGKD banks (read "
                    "from disk; a generate ablation makes its own banks from that teacher)")
