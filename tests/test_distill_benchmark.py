@@ -277,6 +277,16 @@ def test_the_recipe_check_judges_on_val_selected_numbers_as_acgkd_md_says():
     assert "level or better, default kept (-0.5 points val-selected" in line
 
 
+def test_not_below_gfkd_also_reads_against_the_plain_recipe_gfkd_where_it_ran():
+    """protocol.md §6's GFKD row is the plain KD recipe: its own target line beside the ACGKD-recipe one."""
+    rows = {"ACGKD": _row({0: 0.80, 1: 0.70}), "GFKD": _row({0: 0.60, 1: 0.60})}
+    assert not [t for t in bench.targets(rows) if "GFKD with the plain KD recipe" in t]
+    rows["GFKD, plain recipe"] = _row({0: 0.85, 1: 0.70, 2: 0.10})  # fold 2: not ACGKD's, left out of the pairing
+    [recipe] = [t for t in bench.targets(rows) if t.startswith("- ACGKD not below GFKD:")]
+    [plain] = [t for t in bench.targets(rows) if "GFKD with the plain KD recipe (protocol.md §6)" in t]
+    assert recipe.endswith("met (+15.0 points)") and plain.endswith("missed (-2.5 points)")
+
+
 def test_the_recorded_command_keeps_a_name_with_spaces_one_argument(monkeypatch):
     import argparse
     import shlex
