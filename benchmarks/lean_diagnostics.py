@@ -10,6 +10,7 @@ acgkd) names the folder whose students are diagnosed. Four tables:
 
 1. structure by class: node count, density, mean degree and the share of graphs with a node joined to every other
    node, for the real training graphs by their label and by the teacher's, and for each bank by the teacher's label;
+   then, per fold, the share of each bank in the teacher's largest class;
 2. the students' agreement with the teacher by graph density, on every graph of the dataset (no data-free
    student saw any of them), for each of the teacher's classes;
 3. BN statistics: the students' test accuracy, agreement with the teacher and share called class 0 with their stored
@@ -69,6 +70,26 @@ def structure(graphs: list, labels: np.ndarray) -> dict[int, tuple[int, float, f
     density, degree = m / np.maximum(n * (n - 1), 1), m / n
     return {int(c): (int((labels == c).sum()), float(n[labels == c].mean()), float(density[labels == c].mean()),
                      float(degree[labels == c].mean()), float(hub[labels == c].mean())) for c in np.unique(labels)}
+
+
+def top_class_by_fold(cells: list[dict], folds: list[int]) -> list[str]:
+    """Markdown rows: per bank and fold, the share of its pseudo-graphs in the teacher's largest class (that class in
+    brackets), read off each cell's structure rows; then how many folds have every pseudo-graph in one class."""
+    banks = [k for k in dict.fromkeys(k for c in cells for k in c["structure"]) if k.endswith(" bank, by the teacher")]
+    out = ["| bank | " + " | ".join(f"fold {f}" for f in folds) + " | folds all in one class |",
+           "|---|" + "---|" * (len(folds) + 1)]
+    for bank in banks:
+        row, whole = [], 0
+        for c in cells:
+            counts = {k: v[0] for k, v in c["structure"].get(bank, {}).items()}
+            if not counts:
+                row.append("—")
+                continue
+            top = max(counts, key=counts.get)
+            row.append(f"{counts[top] / sum(counts.values()):.3f} ({top})")
+            whole += counts[top] == sum(counts.values())
+        out.append(f"| {bank.removesuffix(', by the teacher')} | " + " | ".join(row) + f" | {whole} |")
+    return out
 
 
 def with_bn_stats_of(model: nn.Module, graphs: list) -> nn.Module:
@@ -175,6 +196,9 @@ def main() -> None:
             cnt = sum(r[0] for r in rows)
             avg = [sum(r[0] * r[i] for r in rows) / cnt for i in (1, 2, 3, 4)]
             out.append(f"| {label} | {k} | {cnt} | {avg[0]:.1f} | {avg[1]:.3f} | {avg[2]:.2f} | {avg[3]:.3f} |")
+    out += ["", "Per fold, the share of each bank's pseudo-graphs that the teacher puts in its largest class (that class "
+            "in brackets): a bank the teacher puts wholly in one class can teach a student only that class.", "",
+            *top_class_by_fold(cells, _folds(args.folds))]
     t = np.concatenate([d[0] for c in cells for d in c["density"]])
     s = np.concatenate([d[1] for c in cells for d in c["density"]])
     dens = np.concatenate([d[2] for c in cells for d in c["density"]])

@@ -31,6 +31,17 @@ def test_structure_counts_density_degree_and_centres_per_class():
     assert out[1] == (1, 3.0, 1.0, 2.0, 1.0)
 
 
+def test_top_class_by_fold_gives_each_banks_largest_teacher_class_and_counts_the_folds_all_in_one():
+    cells = [{"structure": {"real training graphs, by label": {0: (5, 0, 0, 0, 0), 1: (5, 0, 0, 0, 0)},
+                            "GFKD bank, by the teacher": {1: (10, 0, 0, 0, 0)},
+                            "ACGKD bank, by the teacher": {0: (3, 0, 0, 0, 0), 1: (1, 0, 0, 0, 0)}}},
+             {"structure": {"GFKD bank, by the teacher": {0: (6, 0, 0, 0, 0), 1: (2, 0, 0, 0, 0)}}}]
+    head, rule, gfkd, acgkd = bench.top_class_by_fold(cells, [3, 7])
+    assert head == "| bank | fold 3 | fold 7 | folds all in one class |" and rule == "|---|---|---|---|"
+    assert gfkd == "| GFKD bank | 1.000 (1) | 0.750 (0) | 1 |"
+    assert acgkd == "| ACGKD bank | 0.750 (0) | — | 0 |"
+
+
 def test_best_shift_moves_the_boundary_onto_the_teachers_and_prefers_no_shift():
     margin = torch.tensor([-2.0, -0.3, -0.2, 1.0])
     assert bench.best_shift(margin, torch.tensor([0, 1, 1, 1])) == pytest.approx(0.35)  # the smallest s that makes −0.3 positive
