@@ -85,9 +85,9 @@ def top_class_by_fold(cells: list[dict], folds: list[int]) -> list[str]:
             if not counts:
                 row.append("—")
                 continue
-            top = max(counts, key=counts.get)
-            row.append(f"{counts[top] / sum(counts.values()):.3f} ({top})")
-            whole += counts[top] == sum(counts.values())
+            top, total = max(counts, key=counts.get), sum(counts.values())
+            row.append(f"{counts[top] / total:.3f} ({top})")
+            whole += counts[top] == total
         out.append(f"| {bank.removesuffix(', by the teacher')} | " + " | ".join(row) + f" | {whole} |")
     return out
 
