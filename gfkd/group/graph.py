@@ -38,6 +38,7 @@ from gfkd.config import ANCHOR_TAU_MAX, CurriculumConfig, GraphGroupConfig, Temp
 from gfkd.distillation import feature_loss, graph_difficulty, teacher_outputs
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
+from gfkd.group.ring import ring_step
 from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
 from gfkd.losses.kd import Temperature, calibrated_tau, kd_kl, ramp
@@ -252,18 +253,11 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                 loss = loss + terms["kdcl"]
             if distill and uses_adv:
                 adj = normalized_adjacency(b.edge_index, b.num_nodes) if node_level else None
-                score = (lambda dk, x: dk(x, adj)) if node_level else (lambda dk, x: dk(x, b.batch, b.num_graphs))
-                adv = z.new_zeros(())
-                for k in range(K):  # D_k steps first, then its generator loss reaches student k − 1 only
-                    fake = h[losses.ring_fake(k, K)]
-                    d_opts[k].zero_grad(set_to_none=True)
-                    l_d = losses.discriminator_loss(score(discs[k], h[k].detach()), score(discs[k], fake.detach()),
-                                                    gc.d_loss_scale)
-                    l_d.backward()
-                    d_opts[k].step()
-                    adv = adv + losses.generator_loss(score(discs[k], fake))
-                terms["adv"] = adv
-                loss = loss + gc.lambda_adv * adv
+                score = (lambda k, x: discs[k](x, adj)) if node_level else \
+                    (lambda k, x: discs[k](x, b.batch, b.num_graphs))
+                adv, _ = ring_step(d_opts, h, score, gc.d_loss_scale)  # D_k steps, then L_adv,k reaches student k − 1
+                terms["adv"] = sum(adv, z.new_zeros(()))
+                loss = loss + gc.lambda_adv * terms["adv"]
             if not torch.isfinite(loss):
                 bad = next((k for k, v in terms.items() if not torch.isfinite(torch.as_tensor(v))), "loss")
                 raise StageError(f"{stage}: non-finite loss term '{bad}' at epoch {epoch}, step {n // gc.batch_size}: "

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gfkd.errors import StageError
+from gfkd.group import ring
 from gfkd.group.report import ensemble_probs, group_numbers
 from gfkd.losses import group as losses
 from gfkd.models.discriminator import GCNDiscriminator
@@ -118,22 +119,13 @@ def forward_all(models: GroupModels, g: NodeGraph) -> tuple[Tensor, list[Tensor]
 
 def ring_step(models: GroupModels, d_opts: list[torch.optim.Optimizer], h: list[Tensor], g: NodeGraph,
               d_loss_scale: float, graph_aware: bool = True) -> tuple[Tensor, Tensor]:
-    """One Adam step per discriminator in ring order, each followed by its generator loss. `graph_aware` False:
+    """The ring's step (gfkd.group.ring.ring_step) with each D_k on its student's GCN operator; `graph_aware` False:
     each D_k scores every node alone (its GCN layers without the adjacency: an MLP per node).
 
     Returns (Σ_k L_adv,k with graph to the students, Σ_k L_D,k detached)."""
-    K = len(h)
-    adv, d_total = h[0].new_zeros(()), h[0].new_zeros(())
-    for k in range(K):
-        disc, adj = models.discriminators[k], models.students[k].adjacency(g) if graph_aware else None
-        fake = h[losses.ring_fake(k, K)]
-        d_opts[k].zero_grad(set_to_none=True)
-        l_d = losses.discriminator_loss(disc(h[k].detach(), adj), disc(fake.detach(), adj), d_loss_scale)
-        l_d.backward()
-        d_opts[k].step()
-        d_total = d_total + l_d.detach()
-        adv = adv + losses.generator_loss(disc(fake, adj))  # D_k already updated; its grads are cleared next step
-    return adv, d_total
+    adjs = [models.students[k].adjacency(g) if graph_aware else None for k in range(len(h))]
+    adv, d_total = ring.ring_step(d_opts, h, lambda k, x: models.discriminators[k](x, adjs[k]), d_loss_scale)
+    return sum(adv, h[0].new_zeros(())), d_total
 
 
 def ring_l2(h: list[Tensor]) -> Tensor:

@@ -72,6 +72,42 @@ def test_every_method_runs(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, metho
     assert out.status == "ran"
 
 
+@pytest.mark.parametrize("level", ["node", "graph"])
+def test_the_stage_feeds_the_ring_student_k_s_embeddings_and_pairs_d_k_with_its_optimiser(tmp_path, tiny_root,
+                                                                                          tiny_teacher_dir, gen_dir,
+                                                                                          monkeypatch, level):
+    """gfkd.group.ring.ring_step's own ring is tested in test_ring.py; here: what the stage hands it, every step."""
+    import gfkd.group.graph as graph_mod
+
+    seen = {"students": None, "calls": 0, "train_steps": 0}
+    real_outputs, real_ring = graph_mod.student_outputs, graph_mod.ring_step
+
+    def outputs_spy(students, batch):
+        seen["students"] = students
+        seen["train_steps"] += students.training
+        return real_outputs(students, batch)
+
+    def ring_spy(d_opts, h, score, d_loss_scale):
+        students = seen["students"]
+        assert len(h) == len(d_opts) == len(students) == 3
+        for k in range(3):  # h[k] has a graph to student k only; score(k, ·) has a graph to D_k's parameters only
+            for j in range(3):
+                trained = [p for p in students[j].parameters() if p.requires_grad]  # widened: the head is frozen
+                g_h = torch.autograd.grad(h[k].sum(), trained, allow_unused=True, retain_graph=True)
+                assert any(g is not None and g.abs().max() > 0 for g in g_h) == (j == k)
+                d_params = [p for group_ in d_opts[j].param_groups for p in group_["params"]]
+                g_d = torch.autograd.grad(score(k, h[k].detach()).sum(), d_params, allow_unused=True)
+                assert any(g is not None and g.abs().max() > 0 for g in g_d) == (j == k)
+        seen["calls"] += 1
+        return real_ring(d_opts, h, score, d_loss_scale)
+
+    monkeypatch.setattr(graph_mod, "student_outputs", outputs_spy)
+    monkeypatch.setattr(graph_mod, "ring_step", ring_spy)
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.method=oad", f"group.graph.local_level={level}"),
+              RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    assert seen["calls"] > 0 and 2 * seen["calls"] == seen["train_steps"]  # every step of epochs 3-4, none before
+
+
 def test_group_never_opens_the_training_split(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, monkeypatch):
     from gfkd.data.splits import make_split
 
