@@ -24,7 +24,7 @@ def _batch(seed=0, graphs=60):
 def test_bn_matching_vanishes_on_own_statistics_float64():
     torch.manual_seed(0)
     model = build_classifier("gin", 5, 2, layers=3, hidden=16).double()
-    b = _batch(graphs=80)
+    b = _batch(graphs=240)  # 4040 nodes (acgkd.md §13.5: a batch of ≥ 1000)
     b.x = b.x.double()
     assert b.num_nodes >= 1000
     layers = bn_layers(model)
@@ -47,8 +47,9 @@ def test_bn_matching_vanishes_on_own_statistics_float64():
         first = next(iter(layers))
         var_gap = torch.linalg.vector_norm(matcher.stats[first][1] - layers[first].running_var).item()
         assert var_gap <= 1e-3 * torch.linalg.vector_norm(layers[first].running_var).item()  # the n/(n-1) factor
-        # deeper layers also see the (n-1)/n rescaled outputs of earlier ones (measured 2.3e-3 of the norm here)
-        bound = 5e-3 * sum(torch.linalg.vector_norm(m.running_var).item() for m in layers.values())
+        # the spec's bound; deeper layers also see the (n-1)/n rescaled outputs of earlier ones, so the ratio falls as
+        # about 2.4/n: measured 5.9e-4 at these 4040 nodes, 1.8e-3 at 1330
+        bound = 1e-3 * sum(torch.linalg.vector_norm(m.running_var).item() for m in layers.values())
         assert matcher.loss().item() <= bound
     for n, m in layers.items():
         m.running_var.copy_(captured[n].var(0, unbiased=False))
