@@ -1,7 +1,9 @@
-"""The distillation loop's wiring of the adversarial temperature (acgkd.md §9): the ramp drives t's optimiser."""
+"""The distillation loop: the adversarial temperature's wiring (acgkd.md §9) and the evaluation callback that feeds
+nothing back (protocol.md §8.3–4)."""
 
 import pytest
 import torch
+from torch_geometric.data import Batch
 
 from conftest import path_graphs
 from gfkd.config import resolve_config
@@ -29,3 +31,43 @@ def test_the_ramp_lets_the_temperature_move_after_a_silent_first_epoch():
 
 def test_a_silent_adversary_keeps_the_initial_temperature_in_the_loop():
     assert _taus("distill.temperature.lambda_max=0") == pytest.approx([2.0] * 4)
+
+
+def _distill(evaluate):
+    torch.manual_seed(1)
+    teacher = build_classifier("gin", 3, 2, layers=3, hidden=8).eval()
+    spec = {"kind": "widened", "arch": "gin", "in_dim": 3, "num_classes": 2, "layers": 2, "hidden": 4,
+            "dropout": 0.5, "projector": "gat"}
+    dc = resolve_config(None, []).distill  # the default recipe: curriculum, adversarial temperature
+    return distill_student(build_student(spec, teacher), teacher, path_graphs(), dc, epochs=4, seed=0,
+                           device=torch.device("cpu"), evaluate=evaluate)
+
+
+def _callback(test_acc: list[float]):
+    """Scores the student on held-out graphs as the stage's callback does, with fixed validation losses (best: epoch
+    1) and the given test accuracies; checks it runs without autograd on a student in eval mode."""
+    val = [0.9, 0.4, 0.6, 0.5]
+    held_out = Batch.from_data_list(path_graphs()[:6])
+    epoch = []
+
+    def evaluate(student):
+        assert not torch.is_grad_enabled() and not student.training
+        student(held_out.x, held_out.edge_index, held_out.batch, held_out.num_graphs)  # a real forward, as the stage's callback makes
+        epoch.append(len(epoch))
+        return {"distill/val/loss": val[epoch[-1]], "distill/val/acc": 0.5, "distill/test/acc": test_acc[epoch[-1]]}
+
+    return evaluate
+
+
+def test_the_evaluation_callback_feeds_nothing_back_and_only_validation_selects():
+    """protocol.md §8.3–4: with or without the callback the training is bitwise the same (optimiser, curriculum,
+    temperature, last epoch), and other test accuracies (permuted test labels) select the same epoch."""
+    alone = _distill(None)
+    runs = [_distill(_callback([0.1, 0.9, 0.2, 0.3])), _distill(_callback([0.9, 0.1, 0.8, 0.7]))]
+    train = lambda res: [{k: v for k, v in h.items() if "/train/" in k} for h in res.history]  # noqa: E731
+    for res in runs:
+        assert all(torch.equal(res.last_state[k], v) for k, v in alone.last_state.items())
+        assert train(res) == train(alone)
+        assert res.best_epoch == 1
+    assert all(torch.equal(runs[0].best_state[k], v) for k, v in runs[1].best_state.items())
+    assert alone.best_epoch == 3  # no validation: the last epoch
