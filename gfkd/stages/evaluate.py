@@ -36,13 +36,43 @@ from gfkd.train import logits_of
 from gfkd.versions import cpu_kernels, cpu_model
 
 STAGE = "evaluate"
-GENERATOR_ROWS = {"randg": "RandG", "deepinvg": "DeepInvG", "gfkd": "GFKD", "acgkd": "ACGKD"}
+REPORT_GENERATORS = [("randg", "RandG"), ("deepinvg", "DeepInvG"), ("gfkd", "GFKD"), ("gfkd_fair", "GFKD (fair)"),
+                     ("acgkd", "ACGKD"), ("acgkd_teacher_alone", "ACGKD (teacher alone)")]  # protocol.md §6's order
+GENERATOR_ROWS = {gen: label for gen, label in REPORT_GENERATORS[:-1] if gen != "gfkd_fair"}  # generate.method → row
 FIGURES = ["confusion.png", "acc_vs_time.png", "degrees.png", "graphs.png"]
 TIMED = ("results.json", "report.md", "table.md", "acc_vs_time.png")  # carry wall times: left out of the digest
 
 
 def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
     return torch.bincount(y * c + pred, minlength=c * c).view(c, c).tolist()
+
+
+def _generator_row(cfg: RunConfig, used: str) -> str:
+    """The generator row of protocol.md §6 that this run's students fill (a REPORT_GENERATORS key)."""
+    if used == "gfkd" and cfg.generate.gfkd.fair:
+        return "gfkd_fair"
+    if used == "acgkd" and cfg.generate.bn_target == "running":
+        return "acgkd_teacher_alone"
+    return used
+
+
+def _how_to_run(row: str, cfg: RunConfig, used: str) -> str:
+    """The "—" note of a generator row this run did not fill: what it ran instead, and the setting that fills it."""
+    g = cfg.generate
+    if row == "gfkd_fair":
+        ran = "GFKD without the shared fixes" if used == "gfkd" else g.method
+        return f"this run generated with {ran}; run generate.method=gfkd generate.gfkd.fair=true"
+    if row == "gfkd" and used == "gfkd":
+        return "this run generated GFKD with the shared fixes (generate.gfkd.fair=true); run generate.gfkd.fair=false"
+    if row == "acgkd_teacher_alone":
+        if used == "acgkd":  # protocol.md §1: shown beside the default
+            return (f"this run matched BN statistics of the training graphs (generate.bn_target={g.bn_target}); run "
+                    "generate.bn_target=running")
+        return f"this run generated with {g.method}; run generate.method=acgkd generate.bn_target=running"
+    if row == "acgkd" and used == "acgkd":
+        return ("this run matched the teacher's own BN running statistics (generate.bn_target=running); run "
+                "generate.bn_target=auto")
+    return f"this run generated with {g.method}; run generate.method={row}"
 
 
 def data_free_reads(cfg: RunConfig, method: str) -> str:
@@ -119,18 +149,14 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                     dwall("kd_real"), why_real))
     gen_wall = _metric(dirs, "generate", "generate/time/wall_s")
     used = "deepinvg" if method == "deepinv" else method
-    for gen, label in GENERATOR_ROWS.items():
-        if gen == used:
-            recipe = cfg.distill.recipe
+    filled = _generator_row(cfg, used)
+    for gen, label in REPORT_GENERATORS:
+        if gen == filled:
             wall = (gen_wall or 0.0) + (dwall("pseudo") or 0.0)
-            rows.append(Row(f"{label} ({recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
+            rows.append(Row(f"{label} ({cfg.distill.recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
                             params.get("pseudo"), wall, "no distill stage"))
         else:
-            rows.append(Row(label, gen, [], note=f"this run generated with {method}; run generate.method={gen}"))
-    if used == "acgkd" and cfg.generate.bn_target != "running":  # protocol.md §1: shown beside the default
-        rows.append(Row("ACGKD (teacher alone)", "acgkd_teacher_alone", [],
-                        note=f"this run matched BN statistics of the training graphs (generate.bn_target="
-                             f"{cfg.generate.bn_target}); run generate.bn_target=running"))
+            rows.append(Row(label, gen, [], note=_how_to_run(gen, cfg, used)))
 
     # the group: each student, the picked one, the ensemble
     if "group" in dirs:

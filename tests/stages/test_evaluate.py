@@ -34,11 +34,15 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     out = evaluate.run(cfg, layout, "e", stage_dirs=dirs)
     res = json.loads((layout.stage_dir("evaluate") / "results.json").read_text())
     names = [r["name"] for r in res["rows"]]
-    for row in ("majority class", "teacher", "student (real data)", "KD (real data)", "RandG", "GFKD", "DeepInvG",
-                "ACGKD (acgkd recipe)", "group (oad_global): mean over students", "group (oad_global): ensemble"):
-        assert row in names
+    # protocol.md §6's rows, in its order, each with its value or "—" and how to run it
+    order = ["majority class", "teacher", "student (real data)", "KD (real data)", "RandG", "DeepInvG", "GFKD",
+             "GFKD (fair)", "ACGKD (acgkd recipe)", "ACGKD (teacher alone)", "group (oad_global): mean over students",
+             "group (oad_global): picked student", "group (oad_global): ensemble"]
+    assert [n for n in names if n in order] == order
     rows = {r["name"]: r for r in res["rows"]}
     assert rows["RandG"]["accs"] == [] and "generate.method=randg" in rows["RandG"]["note"]
+    assert rows["GFKD (fair)"]["accs"] == [] and "generate.gfkd.fair=true" in rows["GFKD (fair)"]["note"]
+    assert all(r["accs"] or r["note"] for r in res["rows"])  # no row without a value or its reason
     assert len(rows["ACGKD (acgkd recipe)"]["accs"]) == 2 and len(rows["group (oad_global): mean over students"]["accs"]) == 2
     # the same code scores the distill stage's students: its own recorded numbers agree
     recs = json.loads((dirs["distill"] / "results.json").read_text())["records"]
@@ -131,6 +135,28 @@ def test_a_calibrated_group_names_its_anchor_tau(run_dirs, tiny_teacher_dir, tmp
     evaluate.run(cfg, layout, "e-cal", stage_dirs={**dirs, "group": layout.stage_dir("group")})
     names = [r["name"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
     assert f"group (oad_global, anchor τ {tau:.1f} calibrated): ensemble" in names
+
+
+@pytest.mark.parametrize("setting, filled, other, how", [
+    ({"method": "gfkd"}, "GFKD (acgkd recipe)", "GFKD (fair)", "generate.gfkd.fair=true"),
+    ({"method": "gfkd", "fair": True}, "GFKD (fair) (acgkd recipe)", "GFKD", "generate.gfkd.fair=false"),
+    ({"bn_target": "running"}, "ACGKD (teacher alone) (acgkd recipe)", "ACGKD", "generate.bn_target=auto"),
+])
+def test_the_run_fills_its_own_generator_row_and_every_other_says_how_to_run_it(run_dirs, tmp_path, setting, filled,
+                                                                                 other, how):
+    """protocol.md §6 and §8.7: GFKD as published and GFKD (fair), ACGKD and ACGKD from the teacher alone are rows of
+    every report; the run's settings name the row its students fill (labelled from the config, as for the group)."""
+    cfg, _, dirs = run_dirs
+    g = cfg.generate
+    gen = g.model_copy(update={"method": setting.get("method", g.method), "bn_target": setting.get("bn_target", g.bn_target),
+                               "gfkd": g.gfkd.model_copy(update={"fair": setting.get("fair", False)})})
+    layout = RunLayout(tmp_path / "gen")
+    evaluate.run(cfg.model_copy(update={"generate": gen}), layout, "e-gen", stage_dirs=dirs)
+    rows = {r["name"]: r for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]}
+    assert len(rows[filled]["accs"]) == 2 and rows[other]["accs"] == [] and how in rows[other]["note"]
+    labels = ["RandG", "DeepInvG", "GFKD", "GFKD (fair)", "ACGKD", "ACGKD (teacher alone)"]
+    assert sum(label in rows or f"{label} (acgkd recipe)" in rows for label in labels) == 6
+    assert all(r["accs"] or r["note"] for r in rows.values())
 
 
 def test_a_rerun_repeats_the_digest_though_the_wall_times_differ(run_dirs, tmp_path):
