@@ -27,7 +27,8 @@ def _check_graphs(g, ctx, symmetric=True):
     assert set(g.adj.unique().tolist()) <= {0.0, 1.0}
     if symmetric:
         assert torch.equal(g.adj, g.adj.transpose(1, 2))
-    assert torch.allclose(g.x[mask].sum(-1), torch.ones(int(mask.sum())))  # one-hot rows
+    assert set(g.x[mask].unique().tolist()) <= {0.0, 1.0}  # exact one-hot rows (gfkd.md §11.6, 9; acgkd.md §13)
+    assert torch.equal(g.x[mask].sum(-1), torch.ones(int(mask.sum())))
 
 
 @pytest.mark.parametrize("mode", ["none", "lowrank", "budget"])
@@ -198,6 +199,28 @@ def test_gfkd_reference_parity_schedule_and_bank(tiny_teacher_dir):
     plan = plan_bank({"num_classes": 2, "nodes_mean": 18.0}, 200, 0, 0, nodes="range", targets="uniform",
                      node_range=(10, 29))
     assert plan.num_nodes.min() >= 10 and plan.num_nodes.max() <= 29
+
+
+def test_gfkd_reference_parity_divides_the_structure_lr_by_ten_every_700_iterations(tiny_teacher_dir, monkeypatch):
+    """gfkd.md §11.10: with parity = reference the lr at iteration t is lr_0·0.1^⌊t/700⌋ (read at each Adam step)."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.parity=reference", "generate.gfkd.iterations=702")
+    made, lrs = [], []
+    adam = torch.optim.Adam
+
+    class Spy(adam):
+        def step(self, *args, **kwargs):
+            if self is made[0]:  # the structure optimiser is built first
+                lrs.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    def factory(params, lr):
+        made.append(Spy(params, lr=lr))
+        return made[-1]
+
+    monkeypatch.setattr(torch.optim, "Adam", factory)
+    gfkd.generate(ctx, N, Y, make_generator(0))
+    assert len(lrs) == 702 and lrs[0] == 1.0
+    assert set(lrs[:700]) == {1.0} and lrs[700:] == pytest.approx([0.1, 0.1])
 
 
 @pytest.mark.parametrize("arch", ["gin", "gcn"])
