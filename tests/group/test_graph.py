@@ -108,6 +108,32 @@ def test_the_stage_feeds_the_ring_student_k_s_embeddings_and_pairs_d_k_with_its_
     assert seen["calls"] > 0 and 2 * seen["calls"] == seen["train_steps"]  # every step of epochs 3-4, none before
 
 
+def test_the_evaluation_after_each_epoch_feeds_nothing_back(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                             monkeypatch):
+    """protocol.md §8.3: the students trained beside the per-epoch scoring on the real validation and test graphs
+    are bitwise those trained beside a stub that never runs them."""
+    import gfkd.group.graph as graph_mod
+
+    def students(name):
+        layout = RunLayout(tmp_path / name)
+        group.run(_cfg(tiny_root, tmp_path, "group.graph.method=oad"), layout, "k", teacher_dir=tiny_teacher_dir,
+                  generate_dir=gen_dir)
+        return [torch.load(layout.stage_dir("group") / "students" / f"student-{k}.pt", weights_only=True)["state_dict"]
+                for k in range(3)]
+
+    scored = students("scored")
+    calls = []
+
+    def stub(students_, loader, device):
+        calls.append(1)
+        y = torch.cat([b.y.view(-1) for b in loader])
+        return torch.zeros(len(students_), len(y), 2), y
+
+    monkeypatch.setattr(graph_mod, "_eval", stub)
+    blind = students("blind")
+    assert calls and all(torch.equal(a[p], b[p]) for a, b in zip(scored, blind) for p in a)
+
+
 def test_group_never_opens_the_training_split(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, monkeypatch):
     from gfkd.data.splits import make_split
 
