@@ -8,12 +8,14 @@ stops the stages after it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from gfkd.config import RunConfig
 from gfkd.errors import GfkdError
+from gfkd.layout import RunLayout
 from flows.signals import keep_in_flow
 from tasks.distill import distill_task
 from tasks.evaluate import evaluate_task
@@ -55,7 +57,7 @@ def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None,
         rec["wall_s"] = wall
         records.append(rec)
         upstream = (*upstream, rec["digest"])
-        inputs[stage] = rec["manifest"]
+        inputs[stage] = str(RunLayout(Path(run_root)).manifest(stage))  # not the record's: the folder may have moved
         if stage == until:
             break
     close_pipeline_run(cfg, run_root, parent, records)

@@ -176,6 +176,43 @@ def experiment_id(client, name: str, location: str | None) -> str:
         return exp.experiment_id
 
 
+def follow_moved_folder(layout: RunLayout) -> int:
+    """Point the run folder's own MLflow database at this folder's artifacts when the folder has moved.
+
+    MLflow stores absolute `file://` locations: the experiment's `<run>/mlartifacts` and each run's and logged
+    model's place under it. After `mv runs/a runs/b` new runs would log into `runs/a/mlartifacts`, outside the run
+    folder, and the UI would look there for the old runs' artifacts; the old prefix is rewritten to this folder's.
+    Only for the default backend (no $MLFLOW_TRACKING_URI); a database SQLite cannot open is left to MLflow's own
+    error. Returns the number of experiments moved (0 when nothing had to change)."""
+    import sqlite3
+
+    if os.environ.get("MLFLOW_TRACKING_URI") or not layout.mlflow_db.is_file():
+        return 0
+    new = layout.mlflow_artifacts.resolve().as_uri()
+    moved = 0
+    try:
+        con = sqlite3.connect(layout.mlflow_db, timeout=30)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "experiments" not in tables:
+                return 0
+            for exp_id, old in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
+                if not old or old == new or not old.startswith("file://") or not old.endswith("/mlartifacts"):
+                    continue
+                with con:  # one transaction per experiment
+                    con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
+                    for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+                        if table in tables:
+                            con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE experiment_id = ? "
+                                        f"AND substr({column}, 1, ?) = ?", (new, len(old) + 1, exp_id, len(old), old))
+                moved += 1
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return moved
+    return moved
+
+
 class Tracker:
     """One MLflow experiment per dataset; runs are created and ended with explicit ids."""
 
@@ -189,6 +226,7 @@ class Tracker:
         self.layout = layout
         self.uri = tracking_uri(layout)
         check_reachable(self.uri)
+        follow_moved_folder(layout)
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             server = self.uri.startswith(("http://", "https://", "databricks"))  # a server keeps its own store
@@ -278,6 +316,7 @@ def serve_ui(layout: RunLayout, host: str = "127.0.0.1", port: int = 5000) -> in
     if uri.startswith("sqlite:") and not _is_mlflow_db(layout.mlflow_db):
         raise GfkdError(f"{layout.mlflow_db} is not an MLflow database: pass a run folder made by `gfkd run`, or "
                         "move the file away and rerun the run to log again")
+    follow_moved_folder(layout)  # the old runs' artifacts, where the folder is now
     import errno
     import socket
 

@@ -199,3 +199,28 @@ def test_a_long_refusal_keeps_its_words():
 
     assert _short("OperationalError: " + "x" * 300).startswith("OperationalError: xxxx")  # shorten dropped it all
     assert _short("a b  c\n d") == "a b c d" and len(_short("word " * 100)) <= 200
+
+
+def test_a_moved_run_folder_logs_into_its_new_place_and_finds_its_old_artifacts(tmp_path, monkeypatch):
+    """MLflow keeps absolute artifact locations: after `mv a b` nothing may be written under a/ again."""
+    from gfkd.tracking import follow_moved_folder
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "f.json").write_text("{}")
+    before = Tracker(RunLayout(tmp_path / "a"), "gfkd-TEST")
+    old = before.start_run("teacher")
+    old.artifact(tmp_path / "f.json", "teacher")
+    before.end_run(old.run_id)
+    del before
+    (tmp_path / "a").rename(tmp_path / "b")
+    layout = RunLayout(tmp_path / "b")
+    after = Tracker(layout, "gfkd-TEST")
+    new = after.start_run("generate")
+    new.artifact(tmp_path / "f.json", "generate")
+    after.end_run(new.run_id)
+    assert not (tmp_path / "a").exists()
+    here = layout.mlflow_artifacts.resolve().as_uri()
+    for run_id, folder in ((old.run_id, "teacher"), (new.run_id, "generate")):
+        assert after.client.get_run(run_id).info.artifact_uri.startswith(here)
+        assert [a.path for a in after.client.list_artifacts(run_id, folder)] == [f"{folder}/f.json"]
+    assert follow_moved_folder(layout) == 0  # done once: nothing left to rewrite

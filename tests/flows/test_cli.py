@@ -317,6 +317,20 @@ def test_until_stops_after_the_stage_and_the_same_command_goes_on(tmp_path, tiny
     assert not (run_dir / "distill").exists()
 
 
+def test_a_moved_run_folder_goes_on_from_its_new_place(tmp_path, tiny_root):
+    """The cached teacher's record holds where its manifest was; the next stage must read the moved folder's copy."""
+    args = ["run", *TINY, f"--data-root={tiny_root}"]
+    first = gfkd(*args, f"run.runs_dir='{tmp_path / 'a'}'", "--until", "teacher", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (tmp_path / "a").rename(tmp_path / "b")
+    second = gfkd(*args, f"run.runs_dir='{tmp_path / 'b'}'", "--until", "generate", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    run_dir = Path(second.stdout.strip().splitlines()[-1])
+    stages = json.loads((run_dir / "summary.json").read_text())["stages"]
+    assert {s: r["status"] for s, r in stages.items()} == {"teacher": "cached", "generate": "ran"}
+    assert not (tmp_path / "a").exists()
+
+
 def _check_ui_serves_run(run_dir: Path, run_id: str, cwd: Path) -> None:
     """`gfkd ui` binds 127.0.0.1 and serves the run's experiment and its logged curve."""
     import socket
