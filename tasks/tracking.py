@@ -19,6 +19,7 @@ def open_pipeline_run(cfg: RunConfig, run_root: str) -> str:
     """Create the parent MLflow run of this pipeline run; log the resolved config; return its id."""
     layout = RunLayout(Path(run_root))
     tracker = Tracker(layout, experiment_name(cfg))
+    tracker.end_orphans()  # a killed earlier command's runs would show RUNNING in the UI for ever
     logger = tracker.start_run(cfg.run_name, tags={
         "gfkd.dataset": cfg.data.dataset, "gfkd.run": cfg.run_name, "gfkd.protocol": cfg.protocol.name,
         "prefect.flow_run_id": flow_run.get_id() or "", "prefect.flow_run_name": flow_run.get_name() or "",

@@ -224,3 +224,25 @@ def test_a_moved_run_folder_logs_into_its_new_place_and_finds_its_old_artifacts(
         assert after.client.get_run(run_id).info.artifact_uri.startswith(here)
         assert [a.path for a in after.client.list_artifacts(run_id, folder)] == [f"{folder}/f.json"]
     assert follow_moved_folder(layout) == 0  # done once: nothing left to rewrite
+
+
+def test_runs_left_running_by_a_dead_process_end_as_killed_when_the_folder_is_opened_again(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = Tracker(RunLayout(tmp_path / "run"), "gfkd-TEST")
+    parent = first.start_run("pipeline")
+    done = first.start_run("teacher", parent.run_id)
+    first.end_run(done.run_id)
+    dead = first.start_run("generate", parent.run_id)  # the process is killed here: no end_run
+    again = Tracker(RunLayout(tmp_path / "run"), "gfkd-TEST")
+    assert sorted(again.end_orphans()) == sorted([parent.run_id, dead.run_id])
+    status = {r: again.client.get_run(r).info.status for r in (parent.run_id, done.run_id, dead.run_id)}
+    assert status == {parent.run_id: "KILLED", done.run_id: "FINISHED", dead.run_id: "KILLED"}
+    assert "process had died" in again.client.get_run(dead.run_id).data.tags["gfkd.ended_by"]
+    assert again.end_orphans() == []
+
+
+def test_a_tracking_server_keeps_its_running_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'server.db'}")  # stands for a shared server
+    tracker = Tracker(RunLayout(tmp_path / "run"), "gfkd-TEST")
+    live = tracker.start_run("someone else's stage")
+    assert tracker.end_orphans() == [] and tracker.client.get_run(live.run_id).info.status == "RUNNING"
