@@ -217,7 +217,13 @@ def load_states(shard_dir: Path, key: str = "distill.adversarial.rounds") -> lis
     if missing:
         raise StageError(f"{key}: {shard_dir} has no generator state {missing[0]} (and "
                          f"{len(missing) - 1} more): rerun the generate stage (gfkd run --force generate)")
-    out = [torch.load(p, weights_only=True) for p in states]
+    out = []
+    for p in states:
+        try:
+            out.append(torch.load(p, map_location="cpu", weights_only=True))
+        except Exception as exc:  # truncated or not a torch file: name it, not a traceback
+            raise StageError(f"{key}: generator state {p} is unreadable ({type(exc).__name__}): rerun the generate "
+                             "stage (gfkd run --force generate)") from exc
     for p, st in zip(states, out):
         if not ({"alpha"} <= set(st) or {"z", "w", "b"} <= set(st)):
             raise StageError(f"{key}: {p} holds no ACGKD structure parameters (alpha or z/w/b)")

@@ -134,3 +134,17 @@ def test_resample_redraws_fresh_graphs_from_a_generator_that_never_moves(tiny_te
     assert [int(g.y) for g in first] == [int(g.y) for g in second]
     assert any(a.edge_index.shape != b.edge_index.shape or not torch.equal(a.edge_index, b.edge_index)
                for a, b in zip(first, second))  # but a fresh draw of their edges
+
+
+def test_an_unreadable_generator_state_is_named_with_the_fix(tmp_path):
+    import json
+
+    from gfkd.errors import StageError
+    from gfkd.generators.rounds import load_states
+    from gfkd.generators.base import state_name
+
+    (tmp_path / "_manifest.json").write_text(json.dumps({"generator": "acgkd"}))
+    (tmp_path / "shard-b00-c000.parquet").write_bytes(b"")
+    (tmp_path / state_name("shard-b00-c000.parquet")).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(StageError, match=r"generator state .*_state-b00-c000\.pt is unreadable .*--force generate"):
+        load_states(tmp_path)
