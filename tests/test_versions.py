@@ -57,3 +57,18 @@ def test_checkout_commit_names_the_commit_and_a_dirty_tree(tmp_path):
     assert checkout_commit(tmp_path) == short
     (tmp_path / "a.txt").write_text("b")
     assert checkout_commit(tmp_path) == f"{short} (with uncommitted changes)"
+
+
+def test_the_installed_dependencies_satisfy_the_pins():
+    """stack.md's pins (sqlalchemy < 2.1 for Prefect's scheduler, fastapi < 0.151 for its server, torch 2.13.0, ...)
+    hold in the environment the suite runs in, not only in pyproject.toml."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    for dep in pyproject["project"]["dependencies"]:
+        req = Requirement(dep)
+        installed = version(req.name).split("+")[0]  # torch's local label, "+cpu"
+        assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} is outside {req.specifier}"
