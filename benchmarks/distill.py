@@ -519,6 +519,25 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+PROTOCOL_ROWS = [  # protocol.md §6's rows: (its name, this table's row that holds it, how to run it)
+    ("student (real data)", "student (real data)", "without `distill.baselines=[]`"),
+    ("KD (real data)", "KD (real data)", "without `distill.baselines=[]`"),
+    ("RandG", "RandG, plain recipe", "`--generators randg --plain-baselines`"),
+    ("DeepInvG", "DeepInvG, plain recipe", "`--generators deepinvg --plain-baselines`"),
+    ("GFKD", "GFKD, plain recipe", "`--generators gfkd --plain-baselines`"),
+    ("GFKD (fair)", None, "not in this script: `gfkd run generate.method=gfkd generate.gfkd.fair=true` per fold"),
+    ("ACGKD", "ACGKD", "`--generators acgkd`"),
+    ("ACGKD (teacher alone)", "ACGKD, running BN targets", "`--on-banks 'running BN targets'`"),
+    ("OAD group", "group ", "`--on-banks group`"),
+]
+
+
+def missing_rows(rows: dict) -> list[str]:
+    """protocol.md §6's rows this table lacks, each with how to run it (§6: no row is dropped silently)."""
+    have = lambda r: r is not None and any(n == r or (r.endswith(" ") and n.startswith(r)) for n in rows)  # noqa: E731
+    return [f"{name} ({how})" for name, row, how in PROTOCOL_ROWS if not have(row)]
+
+
 def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
     """docs/results.md from {dataset: {"commands": [...], "rows": {...}, "reruns": [...]}} stored in `store`."""
     import torch
@@ -547,6 +566,9 @@ def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
             out.append(f"| {name} | {_pm(vals)} | {len(vals)} | {np.mean(list(r['within_std'].values())):.3f} | "
                        f"{_pm(vs) if vs else '—'} | {sum(r['collapsed'].values())} / {sum(r['students'].values())} | "
                        f"[{runs}] |")
+        out += ["", "protocol.md §6's RandG, DeepInvG and GFKD rows are the plain-recipe rows; the rows named RandG and "
+                "GFKD alone are the ACGKD recipe on the same banks. Not run in this table: "
+                + ("; ".join(missing_rows(rows)) or "none") + "."]
         if sec.get("reruns"):
             out += ["", "Reruns of stored rows (same code path, seeds and folds):", ""]
             out += [f"- {n['row']} (stored from run [{', '.join(str(i + 1) for i in n['old'])}]): {n['text']} "

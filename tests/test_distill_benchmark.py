@@ -370,3 +370,16 @@ def test_the_generator_table_sets_the_banks_density_beside_the_real_graphs_over_
     section = _roundtrip(bench.add_run(None, {"ACGKD": row}, "`run a`"))
     [line] = [t for t in bench.render({"MUTAG": section}).splitlines() if t.startswith("| ACGKD | 10 |")]
     assert "| 0.520 (0.521) |" in line
+
+
+def test_every_protocol_row_is_in_the_table_or_named_with_how_to_run_it():
+    """protocol.md §6: no row is dropped silently; the plain-recipe rows stand for §6's RandG, DeepInvG and GFKD."""
+    rows = {n: {} for n in ("ACGKD", "RandG", "GFKD, plain recipe", "group oad_global: ensemble", "KD (real data)",
+                            "student (real data)")}
+    missing = bench.missing_rows(rows)
+    names = [m[: m.index(" (`") if " (`" in m else m.index(" (not")] for m in missing]
+    assert names == ["RandG", "DeepInvG", "GFKD (fair)", "ACGKD (teacher alone)"]
+    assert "--generators randg --plain-baselines" in missing[0] and "generate.gfkd.fair=true" in missing[2]
+    rows |= {n: {} for n in ("RandG, plain recipe", "DeepInvG, plain recipe", "ACGKD, running BN targets")}
+    assert bench.missing_rows(rows) == ["GFKD (fair) (not in this script: `gfkd run generate.method=gfkd "
+                                        "generate.gfkd.fair=true` per fold)"]
