@@ -16,13 +16,8 @@ from gfkd.tracking import refusal
 
 
 def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
-    """Prefect's home (and its database) and result storage in the given folders; telemetry and analytics off.
-
-    PREFECT_API_URL is set, empty (a temporary local server), so that a stray `.env` or `prefect.toml` in the working
-    folder, which Prefect would read, cannot send the run (or the tests) to a live server; callers keep a value the
-    user exported (`setdefault`)."""
+    """Prefect's home (and its database) and result storage in the given folders; telemetry and analytics off."""
     return {
-        "PREFECT_API_URL": "",
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(result_storage),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

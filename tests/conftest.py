@@ -19,10 +19,10 @@ import pytest
 from flows.env import local_env  # noqa: E402  (imports no prefect)
 
 _TMP = Path(tempfile.mkdtemp(prefix="gfkd-tests-"))
-os.environ.update(local_env(_TMP / "prefect", _TMP / "prefect" / "storage"))  # PREFECT_API_URL "": not a stray .env's
+os.environ.update(local_env(_TMP / "prefect", _TMP / "prefect" / "storage"))
 (_TMP / "tmp").mkdir()  # every temporary file of the session, ours and the libraries', pytest's tmp_path included
 os.environ["TMPDIR"] = tempfile.tempdir = str(_TMP / "tmp")
-for key in ("MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
+for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
     os.environ.pop(key, None)
 
 MAX_WORKERS = 4  # each worker starts its own Prefect servers; more than this gains little and costs memory

@@ -92,22 +92,3 @@ def test_a_server_or_a_database_url_of_prefects_own_is_not_checked(home, monkeyp
     (home / "prefect.db").write_bytes(b"garbage" * 100)
     monkeypatch.setenv(var, value)
     assert check_prefect_home(home) is None and (home / "prefect.db").exists()
-
-
-def test_a_stray_dotenv_in_the_working_folder_cannot_point_prefect_at_a_server(tmp_path):
-    """stack.md: Prefect reads ./.env; with gfkd's environment the API stays the temporary local one ("")."""
-    import os
-    import subprocess
-    import sys
-
-    from flows.env import local_env
-
-    (tmp_path / ".env").write_text("PREFECT_API_URL=http://127.0.0.1:9/api\n")
-    probe = "from prefect.settings import get_current_settings; print(repr(get_current_settings().api.url))"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    bare = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env | {"PREFECT_HOME": str(tmp_path / "h")},
-                          capture_output=True, text=True, timeout=120)
-    assert bare.stdout.strip() == "'http://127.0.0.1:9/api'"  # the trap: Prefect alone takes the file's URL
-    ours = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env | local_env(tmp_path / "h", tmp_path / "s"),
-                          capture_output=True, text=True, timeout=120)
-    assert ours.stdout.strip() == "''", ours.stderr[-2000:]
