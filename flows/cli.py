@@ -32,7 +32,7 @@ from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.versions import versions_line
-from flows.env import check_prefect_api, check_prefect_home, local_env, scratch_tmp
+from flows.env import check_prefect_api, check_prefect_home, local_env, prefect_api_url, scratch_tmp
 from flows.signals import exit_on_signals
 from flows.watchdog import reap_descendants_on_kill
 
@@ -563,7 +563,7 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     from flows.serve import check_cron, serve_benchmark
 
     check_cron(cron)  # input first, then the server
-    if not os.environ.get("PREFECT_API_URL"):
+    if not prefect_api_url()[0]:
         raise GfkdError("gfkd serve needs a running Prefect server: run `prefect server start` and set "
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,

@@ -30,6 +30,32 @@ def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
     }
 
 
+def prefect_api_url(folder: Path | None = None) -> tuple[str | None, str]:
+    """The Prefect API URL a command started in `folder` (default: the working folder) will use, and where it is set:
+    $PREFECT_API_URL, else a PREFECT_API_URL line of `folder/.env` or `[api] url` of `folder/prefect.toml`, both of
+    which Prefect reads by itself (stack.md: a stray `.env` points the tests at a live server); else (None, "")."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url, "$PREFECT_API_URL"
+    folder = Path.cwd() if folder is None else folder
+    if (folder / ".env").is_file():
+        from dotenv import dotenv_values
+
+        url = dotenv_values(folder / ".env").get("PREFECT_API_URL")
+        if url:
+            return url, str(folder / ".env")
+    if (folder / "prefect.toml").is_file():
+        import tomllib
+
+        try:
+            url = tomllib.loads((folder / "prefect.toml").read_text()).get("api", {}).get("url")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+            url = None
+        if url:
+            return str(url), str(folder / "prefect.toml")
+    return None, ""
+
+
 def check_prefect_api(timeout: float = 3.0, local_fallback: bool = True) -> None:
     """Fail in seconds when $PREFECT_API_URL names a server that does not accept connections (Prefect itself
     retries, then dies with a long traceback); unset, the run starts a temporary local server in its folder.
@@ -38,17 +64,19 @@ def check_prefect_api(timeout: float = 3.0, local_fallback: bool = True) -> None
     Raises:
         GfkdError: naming the URL and the fix.
     """
-    url = os.environ.get("PREFECT_API_URL")
+    url, source = prefect_api_url()
     if not url:
         return
+    where = "" if source == "$PREFECT_API_URL" else f" (set in {source}, which Prefect reads)"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise GfkdError(f"PREFECT_API_URL={url} is not an http(s) URL: set it like http://127.0.0.1:4200/api"
-                        + (", or unset it" if local_fallback else ""))
+        raise GfkdError(f"PREFECT_API_URL={url}{where} is not an http(s) URL: set it like http://127.0.0.1:4200/api"
+                        + ((", or unset it" if not where else f", or remove it from {source}") if local_fallback else ""))
     why = refusal(url, timeout)
     if why:
-        raise GfkdError(f"Prefect API {url} is unreachable ({why}): start it (prefect server start)"
-                        + (" or unset PREFECT_API_URL to run on a temporary local server" if local_fallback else ""))
+        unset = "unset PREFECT_API_URL" if not where else f"remove it from {source}"
+        raise GfkdError(f"Prefect API {url}{where} is unreachable ({why}): start it (prefect server start)"
+                        + (f" or {unset} to run on a temporary local server" if local_fallback else ""))
 
 
 def check_prefect_home(default_home: Path) -> str | None:
@@ -68,8 +96,8 @@ def check_prefect_home(default_home: Path) -> str | None:
     if home.exists() and not home.is_dir():
         raise GfkdError(f"PREFECT_HOME={home} is not a folder: point it at a folder, or unset it to keep Prefect's "
                         "files in the run folder")
-    if any(os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL",
-                                       "PREFECT_SERVER_DATABASE_CONNECTION_URL")):
+    if prefect_api_url()[0] or any(os.environ.get(k) for k in ("PREFECT_API_DATABASE_CONNECTION_URL",
+                                                              "PREFECT_SERVER_DATABASE_CONNECTION_URL")):
         return None
     db = home / "prefect.db"
     why = sqlite_damage(db) if db.is_file() else None

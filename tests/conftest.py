@@ -36,7 +36,14 @@ def pytest_xdist_auto_num_workers(config) -> int:
 def pytest_configure(config) -> None:
     """Several workers share the cores: each runs torch on one thread, as `gfkd run` does by default (run.threads), so
     no worker's thread pool waits on another's (docs/pipeline.md, "Threads": two threads beside one other job ran the
-    teacher 22-24 times slower)."""
+    teacher 22-24 times slower). A `.env` or `prefect.toml` here that names a Prefect API (Prefect reads both) would
+    send the in-process flows to that server (stack.md): the session stops with how to fix it."""
+    from flows.env import prefect_api_url
+
+    url, source = prefect_api_url()
+    if url:
+        raise pytest.UsageError(f"{source} sets the Prefect API {url}, which Prefect reads: the tests would run their "
+                                "flows on that server. Move the file away (or run pytest from another folder)")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 

@@ -1,5 +1,6 @@
 """flows/env.py: Prefect's home and database checked before Prefect starts."""
 
+import os
 import sqlite3
 
 import pytest
@@ -92,3 +93,27 @@ def test_a_server_or_a_database_url_of_prefects_own_is_not_checked(home, monkeyp
     (home / "prefect.db").write_bytes(b"garbage" * 100)
     monkeypatch.setenv(var, value)
     assert check_prefect_home(home) is None and (home / "prefect.db").exists()
+
+
+@pytest.mark.parametrize("name, text", [(".env", "PREFECT_API_URL=http://127.0.0.1:9/api\n"),
+                                        ("prefect.toml", '[api]\nurl = "http://127.0.0.1:9/api"\n')])
+def test_a_prefect_api_in_a_file_of_the_working_folder_is_found_and_checked(tmp_path, monkeypatch, name, text):
+    """stack.md: Prefect reads ./.env and ./prefect.toml by itself; gfkd checks that URL as it checks $PREFECT_API_URL
+    and names the file."""
+    import subprocess
+    import sys
+
+    from flows.env import check_prefect_api, prefect_api_url
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert prefect_api_url() == (None, "")
+    (tmp_path / name).write_text(text)
+    assert prefect_api_url() == ("http://127.0.0.1:9/api", str(tmp_path / name))
+    with pytest.raises(GfkdError, match=rf"unreachable .*remove it from {tmp_path / name}"):
+        check_prefect_api(timeout=1.0)
+    probe = "from prefect.settings import get_current_settings; print(get_current_settings().api.url)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"PREFECT_HOME": str(tmp_path / "h")}
+    seen = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert seen.stdout.strip() == "http://127.0.0.1:9/api"  # what Prefect itself would use: the trap is real
