@@ -534,7 +534,10 @@ PROTOCOL_ROWS = [  # protocol.md §6's rows: (its name, this table's row that ho
 
 def missing_rows(rows: dict) -> list[str]:
     """protocol.md §6's rows this table lacks, each with how to run it (§6: no row is dropped silently)."""
-    have = lambda r: r is not None and any(n == r or (r.endswith(" ") and n.startswith(r)) for n in rows)  # noqa: E731
+    def have(row: str | None) -> bool:  # "group ": a data-free group on the default banks, not a with-data one
+        return row is not None and any(n == row or (row.endswith(" ") and n.startswith(row) and "with data" not in n
+                                                    and ", on the " not in n) for n in rows)
+
     return [f"{name} ({how})" for name, row, how in PROTOCOL_ROWS if not have(row)]
 
 

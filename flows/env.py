@@ -32,27 +32,33 @@ def local_env(prefect_home: Path, result_storage: Path) -> dict[str, str]:
 
 def prefect_api_url(folder: Path | None = None) -> tuple[str | None, str]:
     """The Prefect API URL a command started in `folder` (default: the working folder) will use, and where it is set:
-    $PREFECT_API_URL, else a PREFECT_API_URL line of `folder/.env` or `[api] url` of `folder/prefect.toml`, both of
-    which Prefect reads by itself (stack.md: a stray `.env` points the tests at a live server); else (None, "")."""
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url, "$PREFECT_API_URL"
+    $PREFECT_API_URL (exported, even empty), else PREFECT_API_URL in `folder/.env` (any case), `[api] url` of
+    `folder/prefect.toml` or `[tool.prefect.api] url` of `folder/pyproject.toml`, which Prefect reads by itself
+    (stack.md: a stray `.env` points the tests at a live server); else (None, ""). An unreadable file counts as none."""
+    if "PREFECT_API_URL" in os.environ:
+        return os.environ["PREFECT_API_URL"] or None, "$PREFECT_API_URL"
     folder = Path.cwd() if folder is None else folder
     if (folder / ".env").is_file():
         from dotenv import dotenv_values
 
-        url = dotenv_values(folder / ".env").get("PREFECT_API_URL")
-        if url:
-            return url, str(folder / ".env")
-    if (folder / "prefect.toml").is_file():
-        import tomllib
-
         try:
-            url = tomllib.loads((folder / "prefect.toml").read_text()).get("api", {}).get("url")
+            values = {k.upper(): v for k, v in dotenv_values(folder / ".env").items()}
+        except (OSError, UnicodeDecodeError):
+            values = {}
+        if values.get("PREFECT_API_URL"):
+            return values["PREFECT_API_URL"], str(folder / ".env")
+    import tomllib
+
+    for name, path in (("prefect.toml", ("api",)), ("pyproject.toml", ("tool", "prefect", "api"))):
+        try:
+            table = tomllib.loads((folder / name).read_text()) if (folder / name).is_file() else {}
+            for part in path:
+                table = table.get(part, {})
+            url = table.get("url")
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
             url = None
         if url:
-            return str(url), str(folder / "prefect.toml")
+            return str(url), str(folder / name)
     return None, ""
 
 

@@ -44,6 +44,7 @@ def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None,
     records: list[dict[str, Any]] = []
     upstream: tuple[str, ...] = ()
     inputs: dict[str, str] = {}  # upstream stage -> its manifest path
+    layout = RunLayout(Path(run_root))
     for stage, stage_task in STAGE_TASKS.items():
         t0 = time.perf_counter()
         task = stage_task.with_options(refresh_cache=True) if stage in force else stage_task
@@ -57,7 +58,7 @@ def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None,
         rec["wall_s"] = wall
         records.append(rec)
         upstream = (*upstream, rec["digest"])
-        inputs[stage] = str(RunLayout(Path(run_root)).manifest(stage))  # not the record's: the folder may have moved
+        rec["manifest"] = inputs[stage] = str(layout.manifest(stage))  # not a cached record's: the folder may have moved
         if stage == until:
             break
     close_pipeline_run(cfg, run_root, parent, records)

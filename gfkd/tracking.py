@@ -183,7 +183,7 @@ def follow_moved_folder(layout: RunLayout) -> int:
     model's place under it. After `mv runs/a runs/b` new runs would log into `runs/a/mlartifacts`, outside the run
     folder, and the UI would look there for the old runs' artifacts; the old prefix is rewritten to this folder's.
     Only for the default backend (no $MLFLOW_TRACKING_URI); a database SQLite cannot open is left to MLflow's own
-    error. Returns the number of experiments moved (0 when nothing had to change)."""
+    error, and one held busy for 30 s is left as it is, with a warning. Returns the number of experiments moved."""
     import sqlite3
 
     if os.environ.get("MLFLOW_TRACKING_URI") or not layout.mlflow_db.is_file():
@@ -194,23 +194,32 @@ def follow_moved_folder(layout: RunLayout) -> int:
         con = sqlite3.connect(layout.mlflow_db, timeout=30)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if "experiments" not in tables:
-                return 0
-            for exp_id, old in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
-                if not old or old == new or not old.startswith("file://") or not old.endswith("/mlartifacts"):
-                    continue
-                with con:  # one transaction per experiment
-                    con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
-                    for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
-                        if table in tables:
-                            con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE experiment_id = ? "
-                                        f"AND substr({column}, 1, ?) = ?", (new, len(old) + 1, exp_id, len(old), old))
-                moved += 1
+            rows = (con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+                    if "experiments" in tables else [])
+            for exp_id, old in rows:
+                if old and old != new and old.startswith("file://") and old.endswith("/mlartifacts"):
+                    _move_experiment(con, tables, exp_id, old, new)
+                    moved += 1
         finally:
             con.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            print(f"gfkd: warning: {layout.mlflow_db} was busy: its artifact locations still point at the folder's "
+                  "old place", file=sys.stderr)
     except sqlite3.Error:
-        return moved
+        pass
     return moved
+
+
+def _move_experiment(con, tables: set[str], exp_id: int, old: str, new: str) -> None:
+    """One experiment's artifact location `old` → `new`, with every run's and logged model's under it (the prefix
+    `old/`), in one transaction."""
+    with con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, exp_id))
+        for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+            if table in tables:
+                con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE experiment_id = ? AND "
+                            f"substr({column}, 1, ?) = ?", (new, len(old) + 1, exp_id, len(old) + 1, old + "/"))
 
 
 class Tracker:

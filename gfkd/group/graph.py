@@ -253,8 +253,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                 loss = loss + terms["kdcl"]
             if distill and uses_adv:
                 adj = normalized_adjacency(b.edge_index, b.num_nodes) if node_level else None
-                score = (lambda k, x: discs[k](x, adj)) if node_level else \
-                    (lambda k, x: discs[k](x, b.batch, b.num_graphs))
+                score = ((lambda k, x: discs[k](x, adj)) if node_level
+                         else (lambda k, x: discs[k](x, b.batch, b.num_graphs)))
                 adv, _ = ring_step(d_opts, h, score, gc.d_loss_scale)  # D_k steps, then L_adv,k reaches student k − 1
                 terms["adv"] = sum(adv, z.new_zeros(()))
                 loss = loss + gc.lambda_adv * terms["adv"]

@@ -48,6 +48,13 @@ def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
     return torch.bincount(y * c + pred, minlength=c * c).view(c, c).tolist()
 
 
+ROW_SETTINGS = {  # the settings whose run fills each generator row of protocol.md §6
+    "randg": "generate.method=randg", "deepinvg": "generate.method=deepinvg generate.gfkd.fair=false",
+    "gfkd": "generate.method=gfkd generate.gfkd.fair=false", "gfkd_fair": "generate.method=gfkd generate.gfkd.fair=true",
+    "acgkd": "generate.method=acgkd generate.bn_target=auto",
+    "acgkd_teacher_alone": "generate.method=acgkd generate.bn_target=running"}
+
+
 def _generator_row(cfg: RunConfig, used: str) -> str:
     """The generator row of protocol.md §6 that this run's students fill (a REPORT_GENERATORS key)."""
     if used == "gfkd" and cfg.generate.gfkd.fair:
@@ -57,36 +64,24 @@ def _generator_row(cfg: RunConfig, used: str) -> str:
     return used
 
 
-def _how_to_run(row: str, cfg: RunConfig, used: str) -> str:
-    """The "—" note of a generator row this run did not fill: what it ran instead, and the setting that fills it."""
-    g = cfg.generate
-    if row == "gfkd_fair":
-        ran = "GFKD without the shared fixes" if used == "gfkd" else g.method
-        return f"this run generated with {ran}; run generate.method=gfkd generate.gfkd.fair=true"
-    if row == "gfkd" and used == "gfkd":
-        return "this run generated GFKD with the shared fixes (generate.gfkd.fair=true); run generate.gfkd.fair=false"
-    if row == "acgkd_teacher_alone":
-        if used == "acgkd":  # protocol.md §1: shown beside the default
-            return (f"this run matched BN statistics of the training graphs (generate.bn_target={g.bn_target}); run "
-                    "generate.bn_target=running")
-        return f"this run generated with {g.method}; run generate.method=acgkd generate.bn_target=running"
-    if row == "acgkd" and used == "acgkd":
-        return ("this run matched the teacher's own BN running statistics (generate.bn_target=running); run "
-                "generate.bn_target=auto")
-    return f"this run generated with {g.method}; run generate.method={row}"
-
-
 def data_free_reads(cfg: RunConfig, method: str) -> str:
     """The report's line on what the data-free rows' generation read besides the teacher's weights (protocol.md §1:
     a data-free stage may read the training split's summaries in the teacher's metadata, nothing else)."""
     summaries = "the training split's node-count histogram, density and degree from the teacher's metadata"
     if method == "randg":
         return f"{summaries}; no BN statistics, no training graph"
-    target = cfg.generate.gfkd.bn_target if method in ("gfkd", "deepinvg", "deepinv") else cfg.generate.bn_target
+    if method in ("gfkd", "deepinvg", "deepinv"):  # the GFKD family's own key; its shared fixes match `auto`
+        fair = cfg.generate.gfkd.fair
+        target = "auto" if fair else cfg.generate.gfkd.bn_target
+        setting = "generate.gfkd.fair=true" if fair else f"generate.gfkd.bn_target={target}"
+        alone = "generate.gfkd.bn_target=running" + (" with generate.gfkd.fair=false" if fair else "")
+    else:
+        target = cfg.generate.bn_target
+        setting, alone = f"generate.bn_target={target}", "generate.bn_target=running"
     if target == "running":
         return f"{summaries} and the teacher's own BN running statistics (teacher alone); no training graph"
-    return (f"{summaries} and BN statistics the teacher stage computed over the training graphs (generate.bn_target="
-            f"{target}); no training graph itself. The teacher-alone setting is bn_target=running")
+    return (f"{summaries} and BN statistics the teacher stage computed over the training graphs ({setting}); no "
+            f"training graph itself. The teacher-alone setting is {alone}")
 
 
 def _metric(dirs: dict[str, Path], stage: str, key: str) -> float | None:
@@ -151,13 +146,16 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     gen_wall = _metric(dirs, "generate", "generate/time/wall_s")
     used = "deepinvg" if method == "deepinv" else method
     filled = _generator_row(cfg, used)
+    shared_fixes = used == "deepinvg" and cfg.generate.gfkd.fair  # DeepInvG under gfkd.md §6's fixes: said so
+    filled_name = dict(REPORT_GENERATORS)[filled] + (", shared fixes" if shared_fixes else "")
     for gen, label in REPORT_GENERATORS:
         if gen == filled:
             wall = (gen_wall or 0.0) + (dwall("pseudo") or 0.0)
-            rows.append(Row(f"{label} ({cfg.distill.recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
+            rows.append(Row(f"{filled_name} ({cfg.distill.recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
                             params.get("pseudo"), wall, "no distill stage"))
         else:
-            rows.append(Row(label, gen, [], note=_how_to_run(gen, cfg, used)))
+            rows.append(Row(label, gen, [], note=f"this run's students are the {filled_name} row; run "
+                                                 f"{ROW_SETTINGS[gen]}"))
 
     # the group: each student, the picked one, the ensemble
     if "group" in dirs:

@@ -96,7 +96,9 @@ def test_a_server_or_a_database_url_of_prefects_own_is_not_checked(home, monkeyp
 
 
 @pytest.mark.parametrize("name, text", [(".env", "PREFECT_API_URL=http://127.0.0.1:9/api\n"),
-                                        ("prefect.toml", '[api]\nurl = "http://127.0.0.1:9/api"\n')])
+                                        (".env", "prefect_api_url=http://127.0.0.1:9/api\n"),
+                                        ("prefect.toml", '[api]\nurl = "http://127.0.0.1:9/api"\n'),
+                                        ("pyproject.toml", '[tool.prefect.api]\nurl = "http://127.0.0.1:9/api"\n')])
 def test_a_prefect_api_in_a_file_of_the_working_folder_is_found_and_checked(tmp_path, monkeypatch, name, text):
     """stack.md: Prefect reads ./.env and ./prefect.toml by itself; gfkd checks that URL as it checks $PREFECT_API_URL
     and names the file."""
@@ -117,3 +119,15 @@ def test_a_prefect_api_in_a_file_of_the_working_folder_is_found_and_checked(tmp_
     seen = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert seen.stdout.strip() == "http://127.0.0.1:9/api"  # what Prefect itself would use: the trap is real
+
+
+def test_an_unreadable_dotenv_counts_as_none_and_an_exported_empty_url_wins(tmp_path, monkeypatch):
+    from flows.env import prefect_api_url
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    (tmp_path / ".env").write_bytes(b"\xff\xfe not text")
+    (tmp_path / "prefect.toml").write_text("[api\n")  # not TOML
+    assert prefect_api_url(tmp_path) == (None, "")
+    (tmp_path / ".env").write_text("PREFECT_API_URL=http://127.0.0.1:9/api\n")
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    assert prefect_api_url(tmp_path) == (None, "$PREFECT_API_URL")  # as Prefect: the exported value wins

@@ -301,6 +301,8 @@ def mutag_teacher_dir(shared_root, tmp_path_factory):
     from gfkd.layout import RunLayout
     from gfkd.stages import teacher
 
+    if not (shared_root / "MUTAG" / "raw").is_dir():
+        pytest.skip(f"MUTAG is not in {shared_root}")
     runs = tmp_path_factory.mktemp("teacher-mutag")
     cfg = resolve_config(None, ["data.dataset=MUTAG", f"data.root='{shared_root}'", "data.download=false",
                                 "teacher.epochs=30", "teacher.model.layers=3", "teacher.model.hidden=16",
@@ -310,6 +312,7 @@ def mutag_teacher_dir(shared_root, tmp_path_factory):
     return layout.stage_dir("teacher")
 
 
+@pytest.mark.dataset
 @pytest.mark.parametrize("mode", ["none", "budget", "lowrank"])
 def test_acgkd_with_its_full_objective_lowers_the_loss_and_raises_the_teachers_agreement(mutag_teacher_dir, mode):
     """acgkd.md §13.12: 100 steps of L_gen (default weights, R_BN included) lower it and leave the teacher agreeing

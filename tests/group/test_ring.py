@@ -46,7 +46,7 @@ def test_each_generator_loss_reaches_student_k_minus_1_only(level):
 def test_each_discriminator_steps_on_detached_inputs_before_its_generator_loss(level):
     discs, d_opts, h, score = _setup(level)
     before = [_params(d) for d in discs]
-    calls = []  # (k, input needs grad, D_k's weights equal to its start, every other D at its start or stepped once)
+    calls = []  # (k, input needs grad, D_k's weights equal to its start)
 
     def spy(k, x):
         calls.append((k, x.requires_grad, all(torch.equal(a, b) for a, b in zip(before[k], _params(discs[k])))))

@@ -72,6 +72,8 @@ def test_the_data_free_line_names_what_generation_read():
     assert "(teacher alone); no training graph" in evaluate.data_free_reads(cfg, "acgkd")
     assert "no BN statistics" in evaluate.data_free_reads(cfg, "randg")
     assert "teacher alone" in evaluate.data_free_reads(resolve_config(None, []), "gfkd")  # GFKD's default: running
+    fair = evaluate.data_free_reads(resolve_config(None, ["generate.gfkd.fair=true"]), "gfkd")  # matches `auto`
+    assert "over the training graphs (generate.gfkd.fair=true)" in fair and "teacher alone" not in fair
 
 
 def test_majority_row_is_the_test_frequency_of_the_training_majority(run_dirs, tiny_root, tmp_path):
@@ -141,6 +143,9 @@ def test_a_calibrated_group_names_its_anchor_tau(run_dirs, tiny_teacher_dir, tmp
     ({"method": "gfkd"}, "GFKD (acgkd recipe)", "GFKD (fair)", "generate.gfkd.fair=true"),
     ({"method": "gfkd", "fair": True}, "GFKD (fair) (acgkd recipe)", "GFKD", "generate.gfkd.fair=false"),
     ({"bn_target": "running"}, "ACGKD (teacher alone) (acgkd recipe)", "ACGKD", "generate.bn_target=auto"),
+    ({"method": "deepinvg", "fair": True}, "DeepInvG, shared fixes (acgkd recipe)", "DeepInvG (fair)", None),
+    ({"method": "gfkd", "bn_target": "running"}, "GFKD (acgkd recipe)", "ACGKD",
+     "generate.method=acgkd generate.bn_target=auto"),
 ])
 def test_the_run_fills_its_own_generator_row_and_every_other_says_how_to_run_it(run_dirs, tmp_path, setting, filled,
                                                                                  other, how):
@@ -153,9 +158,13 @@ def test_the_run_fills_its_own_generator_row_and_every_other_says_how_to_run_it(
     layout = RunLayout(tmp_path / "gen")
     evaluate.run(cfg.model_copy(update={"generate": gen}), layout, "e-gen", stage_dirs=dirs)
     rows = {r["name"]: r for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]}
-    assert len(rows[filled]["accs"]) == 2 and rows[other]["accs"] == [] and how in rows[other]["note"]
-    labels = ["RandG", "DeepInvG", "GFKD", "GFKD (fair)", "ACGKD", "ACGKD (teacher alone)"]
-    assert sum(label in rows or f"{label} (acgkd recipe)" in rows for label in labels) == 6
+    assert len(rows[filled]["accs"]) == 2
+    if how:
+        assert rows[other]["accs"] == [] and how in rows[other]["note"] and filled.split(" (acgkd")[0] in rows[other]["note"]
+    else:  # no such row: the fair DeepInvG fills DeepInvG's, named so
+        assert other not in rows and "generate.gfkd.fair=false" in rows["GFKD"]["note"]
+    keys = [r["key"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
+    assert len([k for k in keys if k in evaluate.ROW_SETTINGS or k == "pseudo"]) == 6  # each §6 generator row once
     assert all(r["accs"] or r["note"] for r in rows.values())
 
 
