@@ -21,6 +21,8 @@ from gfkd.generators.randg import edge_prob, random_graphs
 
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
              step_offset: int = 0) -> FinalGraphs:
+    """One chunk of DeepInvG graphs (num_nodes, targets: [B]): RandG structure, fixed, and features Φ: [B, N, F]
+    optimised against the teacher, finalised one-hot → FinalGraphs with adj: [B, N, N], x: [B, N, F]."""
     g = ctx.cfg.gfkd
     num_nodes, targets = num_nodes.to(ctx.device), targets.to(ctx.device)
     p = edge_prob(ctx)

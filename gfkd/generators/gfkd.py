@@ -48,6 +48,8 @@ def _edge_mask(num_nodes: Tensor, n: int, directed: bool) -> Tensor:
 
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
              step_offset: int = 0) -> FinalGraphs:
+    """One chunk of GFKD pseudo-graphs (num_nodes, targets: [B]) → FinalGraphs with adj: [B, N, N] (directed by
+    default), x: [B, N, F] one-hot; `log(step, metrics)` every 10 iterations."""
     g = ctx.cfg.gfkd
     dev = ctx.device
     num_nodes, targets = num_nodes.to(dev), targets.to(dev)
