@@ -30,13 +30,14 @@ from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
 from gfkd.config import GenerateConfig
-from gfkd.errors import StageError
+from gfkd.errors import CheckpointError, StageError
 from gfkd.generators.acgkd import (_finalise, _Structure, first_layer_weight, node_features, objective, resolve_xi,
                                    start_histogram)
 from gfkd.generators.base import GenContext, dense_logits, node_mask, state_name, teacher_verdict
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.concrete import concrete_sample, logistic_noise, pairs_to_adjacency
 from gfkd.generators.features import degree_one_hot
+from gfkd.io.checkpoint import load_training_state
 from gfkd.models import DenseTwin, GraphClassifier
 from gfkd.models.widened import WidenedStudent
 
@@ -217,13 +218,11 @@ def load_states(shard_dir: Path, key: str = "distill.adversarial.rounds") -> lis
     if missing:
         raise StageError(f"{key}: {shard_dir} has no generator state {missing[0]} (and "
                          f"{len(missing) - 1} more): rerun the generate stage (gfkd run --force generate)")
-    out = []
-    for p in states:
-        try:
-            out.append(torch.load(p, map_location="cpu", weights_only=True))
-        except Exception as exc:  # truncated or not a torch file: name it, not a traceback
-            raise StageError(f"{key}: generator state {p} is unreadable ({type(exc).__name__}): rerun the generate "
-                             "stage (gfkd run --force generate)") from exc
+    try:
+        out = [load_training_state(p, "generator state", "rerun the generate stage (gfkd run --force generate)")
+               for p in states]
+    except CheckpointError as exc:
+        raise StageError(f"{key}: {exc}") from exc
     for p, st in zip(states, out):
         if not ({"alpha"} <= set(st) or {"z", "w", "b"} <= set(st)):
             raise StageError(f"{key}: {p} holds no ACGKD structure parameters (alpha or z/w/b)")

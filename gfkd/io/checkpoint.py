@@ -62,14 +62,14 @@ def save_training_state(path: Path, state: dict[str, Any]) -> Path:
     return write_atomic(Path(path), lambda tmp: torch.save(state, tmp))
 
 
-def load_training_state(path: Path) -> dict[str, Any]:
-    """Read a state written by `save_training_state` with weights_only=True.
+def load_training_state(path: Path, what: str = "training checkpoint",
+                        fix: str = "delete it to restart the stage from its first epoch") -> dict[str, Any]:
+    """Read a state written by `save_training_state` (or another torch.save of tensors) with weights_only=True.
 
     Raises:
-        CheckpointError: naming the file when it is unreadable (delete it to start the stage from its first epoch).
+        CheckpointError: naming the file (as `what`) when it is unreadable, and `fix`.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"training checkpoint {path} is unreadable ({type(exc).__name__}): delete it to "
-                              f"restart the stage from its first epoch") from exc
+        raise CheckpointError(f"{what} {path} is unreadable ({type(exc).__name__}): {fix}") from exc
