@@ -36,9 +36,14 @@ from gfkd.train import logits_of
 from gfkd.versions import cpu_kernels, cpu_model
 
 STAGE = "evaluate"
-REPORT_GENERATORS = [("randg", "RandG"), ("deepinvg", "DeepInvG"), ("gfkd", "GFKD"), ("gfkd_fair", "GFKD (fair)"),
-                     ("acgkd", "ACGKD"), ("acgkd_teacher_alone", "ACGKD (teacher alone)")]  # protocol.md §6's order
-GENERATOR_ROWS = {gen: label for gen, label in REPORT_GENERATORS  # generate.method → its row
+REPORT_GENERATORS = {  # protocol.md §6's generator rows, in its order: key → (row, the settings whose run fills it)
+    "randg": ("RandG", "generate.method=randg"),
+    "deepinvg": ("DeepInvG", "generate.method=deepinvg generate.gfkd.fair=false"),
+    "gfkd": ("GFKD", "generate.method=gfkd generate.gfkd.fair=false"),
+    "gfkd_fair": ("GFKD (fair)", "generate.method=gfkd generate.gfkd.fair=true"),
+    "acgkd": ("ACGKD", "generate.method=acgkd generate.bn_target=auto"),
+    "acgkd_teacher_alone": ("ACGKD (teacher alone)", "generate.method=acgkd generate.bn_target=running")}
+GENERATOR_ROWS = {gen: row for gen, (row, _) in REPORT_GENERATORS.items()  # generate.method → its row
                   if gen not in ("gfkd_fair", "acgkd_teacher_alone")}
 FIGURES = ["confusion.png", "acc_vs_time.png", "degrees.png", "graphs.png"]
 TIMED = ("results.json", "report.md", "table.md", "acc_vs_time.png")  # carry wall times: left out of the digest
@@ -46,13 +51,6 @@ TIMED = ("results.json", "report.md", "table.md", "acc_vs_time.png")  # carry wa
 
 def _confusion(pred: torch.Tensor, y: torch.Tensor, c: int) -> list[list[int]]:
     return torch.bincount(y * c + pred, minlength=c * c).view(c, c).tolist()
-
-
-ROW_SETTINGS = {  # the settings whose run fills each generator row of protocol.md §6
-    "randg": "generate.method=randg", "deepinvg": "generate.method=deepinvg generate.gfkd.fair=false",
-    "gfkd": "generate.method=gfkd generate.gfkd.fair=false", "gfkd_fair": "generate.method=gfkd generate.gfkd.fair=true",
-    "acgkd": "generate.method=acgkd generate.bn_target=auto",
-    "acgkd_teacher_alone": "generate.method=acgkd generate.bn_target=running"}
 
 
 def _generator_row(cfg: RunConfig, used: str) -> str:
@@ -147,15 +145,14 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     used = "deepinvg" if method == "deepinv" else method
     filled = _generator_row(cfg, used)
     shared_fixes = used == "deepinvg" and cfg.generate.gfkd.fair  # DeepInvG under gfkd.md §6's fixes: said so
-    filled_name = dict(REPORT_GENERATORS)[filled] + (", shared fixes" if shared_fixes else "")
-    for gen, label in REPORT_GENERATORS:
+    filled_name = REPORT_GENERATORS[filled][0] + (", shared fixes" if shared_fixes else "")
+    for gen, (label, settings) in REPORT_GENERATORS.items():
         if gen == filled:
             wall = (gen_wall or 0.0) + (dwall("pseudo") or 0.0)
             rows.append(Row(f"{filled_name} ({cfg.distill.recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
                             params.get("pseudo"), wall, "no distill stage"))
         else:
-            rows.append(Row(label, gen, [], note=f"this run's students are the {filled_name} row; run "
-                                                 f"{ROW_SETTINGS[gen]}"))
+            rows.append(Row(label, gen, [], note=f"this run's students are the {filled_name} row; run {settings}"))
 
     # the group: each student, the picked one, the ensemble
     if "group" in dirs:

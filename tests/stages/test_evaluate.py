@@ -164,7 +164,7 @@ def test_the_run_fills_its_own_generator_row_and_every_other_says_how_to_run_it(
     else:  # no such row: the fair DeepInvG fills DeepInvG's, named so
         assert other not in rows and "generate.gfkd.fair=false" in rows["GFKD"]["note"]
     keys = [r["key"] for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]]
-    assert len([k for k in keys if k in evaluate.ROW_SETTINGS or k == "pseudo"]) == 6  # each §6 generator row once
+    assert len([k for k in keys if k in evaluate.REPORT_GENERATORS or k == "pseudo"]) == 6  # each §6 generator row once
     assert all(r["accs"] or r["note"] for r in rows.values())
 
 
