@@ -54,7 +54,7 @@ def stage_once(teacher_dir: Path, workers: int, extra: list[str]) -> dict:
         out = generate.run(cfg, RunLayout(Path(d)), "workers-benchmark", teacher_dir=teacher_dir)
         wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     m = out.manifest.metrics
-    return {"dataset": dataset, "workers": int(m["generate/workers"]), "wall_s": wall, "cpu_s": cpu,
+    return {"dataset": dataset, "workers": int(m["generate/time/workers"]), "wall_s": wall, "cpu_s": cpu,
             "shards": int(m["generate/shards/written"]), "method": out.manifest.info["method"],
             "digests": {k: f.sha256 for k, f in out.manifest.files.items() if not f.volatile}}
 

@@ -18,7 +18,8 @@ from gfkd.models.bn_stats import bn_layers
 
 
 def bn_targets(model: nn.Module, mode: str, eval_stats: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
-    """Per BN layer (mean, var) to match: `running` buffers, stored `eval` statistics, or `auto` (eval if stored)."""
+    """Per BN layer l, (mean [C_l], var [C_l]) to match: `running` buffers, stored `eval` statistics, or `auto`
+    (eval if stored)."""
     layers = bn_layers(model)
     if mode == "auto":
         mode = "eval" if eval_stats else "running"

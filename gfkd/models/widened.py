@@ -49,9 +49,11 @@ class PlainStudent(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """x: [N, F], edge_index: [2, E], batch: [N] → logits [B, C]."""
         return self.net(x, edge_index, batch, num_graphs)
 
     def features(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, None]:
+        """The logits [B, C] and None: a plain student has no embedding to match."""
         return self.net(x, edge_index, batch, num_graphs), None
 
     def param_counts(self) -> dict[str, int]:
@@ -83,6 +85,7 @@ class WidenedStudent(nn.Module):
         return self.projector(x, edge_index)
 
     def features(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
+        """x: [N, F], edge_index: [2, E], batch: [N] → (logits [B, C], P(H_S) [N, d_T])."""
         from torch_geometric.utils import scatter
 
         h = self.node_embeddings(x, edge_index)
@@ -90,6 +93,7 @@ class WidenedStudent(nn.Module):
         return self.head(g), h
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """x: [N, F], edge_index: [2, E], batch: [N] → logits [B, C]."""
         return self.features(x, edge_index, batch, num_graphs)[0]
 
     def param_counts(self) -> dict[str, int]:

@@ -117,7 +117,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                 "generate/shards/written": float(written), "generate/shards/resumed": float(len(files) - written),
                 "generate/mem/peak_rss_bytes": float(peak_rss),
                 "generate/mem/rss_growth_bytes": float(max(0, peak_rss - rss_before)),
-                "generate/workers": float(workers)}
+                "generate/time/workers": float(workers)}
     if workers > 1:  # the largest worker's peak; the two above are this process's
         metrics["generate/mem/worker_peak_rss_bytes"] = float(worker_rss)
     if device.type == "cuda":

@@ -206,7 +206,7 @@ def test_worker_processes_write_the_same_shards(tmp_path, tiny_teacher_dir):
     two = generate.run(cfg, RunLayout(tmp_path / "two"), "key", logs[1], teacher_dir=tiny_teacher_dir)
     # each step's metrics reach the parent's logger from the worker that ran the chunk, with the same values
     assert logs[0].steps and logs[0].steps == logs[1].steps
-    assert one.manifest.metrics["generate/workers"] == 1 and two.manifest.metrics["generate/workers"] == 2
+    assert one.manifest.metrics["generate/time/workers"] == 1 and two.manifest.metrics["generate/time/workers"] == 2
     digests = [{k: f.sha256 for k, f in out.manifest.files.items() if not f.volatile} for out in (one, two)]
     assert digests[0] == digests[1] and sum(k.endswith(".parquet") for k in digests[0]) == 4
     assert two.manifest.metrics["generate/shards/written"] == 4 and two.manifest.metrics["generate/mem/worker_peak_rss_bytes"] > 0
