@@ -399,8 +399,9 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 
         from tasks.cache import node_group_key
 
-        res = run_node_group(cfg, seed_list, layout, Tracker(layout, f"group-{cfg.data.dataset.lower()}"),
-                             key=node_group_key(cfg))
+        tracker = Tracker(layout, f"group-{cfg.data.dataset.lower()}")
+        tracker.end_orphans()  # a killed earlier command's runs would show RUNNING in the UI for ever
+        res = run_node_group(cfg, seed_list, layout, tracker, key=node_group_key(cfg))
     for key, stats in res["summary"].items():
         typer.echo(f"{key:>16}: {100 * stats['mean']:.2f} ± {100 * stats['std']:.2f} (n = {stats['n']})", err=True)
     typer.echo(str(layout.root))

@@ -266,14 +266,15 @@ class Tracker:
 
     def end_orphans(self) -> list[str]:
         """End as KILLED the runs the folder's own database still shows RUNNING: their process died (SIGKILL, power
-        loss), since a `gfkd run` holds the folder's lock while it logs. Called when a new pipeline run opens, under
-        that lock; not with $MLFLOW_TRACKING_URI, whose server may hold other commands' live runs. Returns their ids."""
+        loss), since `gfkd run` and `gfkd group` hold the folder's lock while they log. Called when either opens its
+        tracking, under that lock; not with $MLFLOW_TRACKING_URI, whose server may hold other commands' live runs.
+        Returns their ids."""
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return []
         ids = [r.info.run_id for r in self.client.search_runs(
             [e.experiment_id for e in self.client.search_experiments()], "attributes.status = 'RUNNING'")]
         for run_id in ids:
-            self.client.set_tag(run_id, "gfkd.ended_by", "a later gfkd run in this folder: this run's process had died")
+            self.client.set_tag(run_id, "gfkd.ended_by", "a later gfkd command in this folder: this run's process had died")
             self.client.set_terminated(run_id, status="KILLED")
         return ids
 

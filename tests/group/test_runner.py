@@ -180,6 +180,25 @@ def test_the_same_gfkd_group_command_again_trains_only_the_seeds_not_yet_finishe
     assert json.loads((tmp_path / "group-cora-gcn-oad" / "group" / "results.json").read_text())["kept_seeds"] == []
 
 
+def test_gfkd_group_ends_the_runs_a_killed_command_left_running(tmp_path, monkeypatch, graph):
+    """A SIGKILL leaves the seed's runs RUNNING in the folder's database; the next `gfkd group` there ends them."""
+    import flows.cli
+    from gfkd.tracking import Tracker
+
+    monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
+    monkeypatch.setattr(flows.cli, "_check_data", lambda *a, **k: None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["group", "--dataset", "Cora", "group.students=2", "group.warmup_epochs=1", "group.epochs=2",
+            "group.hidden=4", f"run.runs_dir='{tmp_path}'", "--seeds", "0"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    layout = RunLayout(tmp_path / "group-cora-gcn-oad")
+    dead = Tracker(layout, "group-cora").start_run("group")  # what a killed command leaves
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    run = Tracker(layout, "group-cora").client.get_run(dead.run_id)
+    assert run.info.status == "KILLED" and "process had died" in run.data.tags["gfkd.ended_by"]
+
+
 def test_a_killed_runs_half_written_files_are_removed(tmp_path, monkeypatch, graph):
     """A SIGKILL between io.atomic's write and rename leaves `.seed-<s>.json.tmp-PID`; the next run removes it."""
     monkeypatch.setattr("gfkd.group.node.load_citation", lambda *a, **k: graph)
