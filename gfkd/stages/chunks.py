@@ -34,7 +34,8 @@ from gfkd.errors import StageError
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import BankPlan, make_generator
 from gfkd.generators.base import GenContext, sidecar_name, state_name, teacher_verdict
-from gfkd.io.atomic import write_atomic, write_json
+from gfkd.io.atomic import write_json
+from gfkd.io.checkpoint import save_training_state
 from gfkd.io.shards import graphs_to_table, shard_schema, write_shard
 from gfkd.stages.common import prepare_runtime
 from gfkd.stages.teacher import load_teacher
@@ -79,7 +80,7 @@ def write_chunk(ctx: GenContext, method: str, plan: BankPlan, bank: int, chunk: 
                             final.edge_prob, final.x, logits, difficulty, method, final.gen_step, schema)
     write_json(shard_dir / timing_name(name), {"wall_s": wall})
     if final.state:  # the generator's parameters (α or Z/w/b, Φ), tensors only, for later rounds
-        write_atomic(shard_dir / state_name(name), lambda tmp: torch.save(final.state, tmp))
+        save_training_state(shard_dir / state_name(name), final.state)
     write_shard(shard_dir / name, table)
     return wall
 
