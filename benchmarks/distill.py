@@ -465,6 +465,11 @@ def _reading(d: float, least: float) -> str:
     return f"{'met' if d >= least else 'missed'} ({d * 100:+.1f} points)"
 
 
+def data_free_group(row: str) -> bool:
+    """A group row trained on pseudo-graphs (`group_label`'s "-real" groups say "with data")."""
+    return row.startswith("group ") and "with data" not in row
+
+
 def targets(rows: dict) -> list[str]:
     """Each target with the measured figure and met / missed (by how much), on the folds both rows ran."""
     out = []
@@ -487,7 +492,7 @@ def targets(rows: dict) -> list[str]:
                "point): " + ("not run" if d is None else
                              f"{'level or better, default kept' if d >= -0.01 else 'below: the default should become plain'}"
                              f" ({d * 100:+.1f} points val-selected; {last * 100:+.1f} at the last epoch)"))
-    for name in [n for n in rows if n.startswith("group ") and n.endswith(": ensemble") and "with data" not in n]:
+    for name in [n for n in rows if data_free_group(n) and n.endswith(": ensemble")]:
         d = _paired_mean(rows, name, single_student(name))
         out.append(f"- {name.removesuffix(': ensemble')} ensemble ≥ the single distilled student (issue 5): "
                    + ("not run" if d is None else _reading(d, 0.0)))
@@ -534,9 +539,10 @@ PROTOCOL_ROWS = [  # protocol.md §6's rows: (its name, this table's row that ho
 
 def missing_rows(rows: dict) -> list[str]:
     """protocol.md §6's rows this table lacks, each with how to run it (§6: no row is dropped silently)."""
-    def have(row: str | None) -> bool:  # "group ": a data-free group on the default banks, not a with-data one
-        return row is not None and any(n == row or (row.endswith(" ") and n.startswith(row) and "with data" not in n
-                                                    and ", on the " not in n) for n in rows)
+    def have(row: str | None) -> bool:  # "group ": a data-free group on the default banks (no ", on the ... banks")
+        if row == "group ":
+            return any(data_free_group(n) and ", on the " not in n for n in rows)
+        return row is not None and row in rows
 
     return [f"{name} ({how})" for name, row, how in PROTOCOL_ROWS if not have(row)]
 
