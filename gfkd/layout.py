@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MANIFEST = "manifest.json"  # a stage's manifest, in its folder (written last) or its staging folder
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -56,7 +58,7 @@ class RunLayout:
         return self.root / stage
 
     def manifest(self, stage: str) -> Path:
-        return self.stage_dir(stage) / "manifest.json"
+        return self.stage_dir(stage) / MANIFEST
 
     def staging_dir(self, stage: str) -> Path:
         """Where a stage writes before its folder is swapped in whole."""

@@ -13,7 +13,7 @@ from gfkd.config import RunSection
 from gfkd.errors import ConfigError, StageError
 from gfkd.io.atomic import remove_leftovers, swap_in
 from gfkd.io.manifest import Manifest, load_manifest, valid_manifest
-from gfkd.layout import RunLayout
+from gfkd.layout import MANIFEST, RunLayout
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def cached(layout: RunLayout, stage: str, cache_key: str, force: bool) -> StageO
         if found.cache_key == cache_key:
             raise StageError(f"{stage}: {found.problems(path.parent)[0]} (listed in {path}): the finished stage "
                              f"was modified, redo it with gfkd run --force {stage}")
-    staged = layout.staging_dir(stage) / "manifest.json"
+    staged = layout.staging_dir(stage) / MANIFEST
     if (m := valid_manifest(staged, cache_key)) is not None:  # killed between writing the manifest and the swap
         _swap(layout.staging_dir(stage), layout.stage_dir(stage))
         return StageOutcome(m, "cached")
@@ -65,7 +65,7 @@ def save_figure(fig, path: Path, logger, folder: str, dpi: int = 110) -> None:
 
 def publish(layout: RunLayout, stage: str, staging: Path, manifest: Manifest) -> StageOutcome:
     """Write the manifest last, then swap the staging folder in whole as the stage's folder."""
-    manifest.write(staging / "manifest.json")
+    manifest.write(staging / MANIFEST)
     _swap(staging, layout.stage_dir(stage))
     return StageOutcome(manifest, "ran")
 

@@ -25,7 +25,7 @@ from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.checkpoint import load_checkpoint
 from gfkd.io.manifest import Manifest, load_manifest
 from gfkd.io.shards import read_shard_set
-from gfkd.layout import RunLayout
+from gfkd.layout import MANIFEST, RunLayout
 from gfkd.models.widened import build_student
 from gfkd.plots import accuracy_vs_time, confusion_matrices, degree_comparison, pseudo_graph_grid
 from gfkd.report import Row, markdown_report, markdown_table
@@ -85,7 +85,7 @@ def data_free_reads(cfg: RunConfig, method: str) -> str:
 def _metric(dirs: dict[str, Path], stage: str, key: str) -> float | None:
     if stage not in dirs:
         return None
-    m = load_manifest(dirs[stage] / "manifest.json")
+    m = load_manifest(dirs[stage] / MANIFEST)
     return m.metrics.get(key) if m is not None else None
 
 
@@ -171,7 +171,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         confusion["group-ensemble"] = _confusion(ens, y, C)
         gparams = sum(p.numel() for p in student.parameters())
         pick = int(res["numbers"].get("picked_student", 0))
-        gm = load_manifest(dirs["group"] / "manifest.json")
+        gm = load_manifest(dirs["group"] / MANIFEST)
         info = gm.info if gm else {"method": cfg.group.graph.method, "data": cfg.group.graph.data}
         gwall = _metric(dirs, "group", "group/time/wall_s")
         if gwall is not None and info.get("data", cfg.group.graph.data) != "real":  # a data-free row: with generation
