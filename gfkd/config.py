@@ -338,7 +338,8 @@ class GenerateConfig(_Frozen):
 
     method: Literal["acgkd", "gfkd", "randg", "deepinvg", "deepinv"] = Field("acgkd", description="generator")
     num_graphs: Literal["auto"] | Annotated[int, Field(gt=0, le=GRAPHS_MAX)] = Field(
-        "auto", description="M per bank; auto = the teacher's training-set size")
+        "auto", description="M per bank; auto = the protocol's training portion (cv10: the 8 "
+                    "training folds; holdout: floor(0.7 N), validation included)")
     banks: int = Field(6, ge=1, le=64, description="independent banks; later stages train on their union")
     nodes: Literal["empirical", "uniform", "range"] = Field("empirical", description="empirical: the metadata "
                                                             "histogram; uniform: [0.5, 1.5] x mean; range: node_range")

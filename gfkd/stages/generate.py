@@ -42,6 +42,16 @@ log = logging.getLogger(__name__)
 STAGE = "generate"
 
 
+def auto_num_graphs(meta: dict) -> int:
+    """M under `generate.num_graphs=auto`: the protocol's training portion (acgkd.md §2). Under cv10 the 8 training
+    folds, as the teacher trained on; under holdout ⌊0.7·N⌋, its validation part included (protocol.md §2–3, as
+    GFKD did), which the teacher's 6/7 is not."""
+    split = meta.get("split", {})
+    if split.get("protocol") == "holdout":
+        return int(split["sizes"]["train"]) + int(split["sizes"]["val"])
+    return int(meta["data"]["num_train_graphs"])
+
+
 def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = NullLogger(), force: bool = False,
         teacher_dir: Path | None = None) -> StageOutcome:
     """Generate (or find finished) the pseudo-graph banks of this run from the teacher in `teacher_dir`."""
@@ -55,7 +65,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     teacher, meta, bn_eval = load_teacher(teacher_pt)
     data_meta = meta["data"]
     ctx = GenContext(teacher.to(device), data_meta, {k: v.to(device) for k, v in bn_eval.items()}, gc, device)
-    M = int(data_meta["num_train_graphs"]) if gc.num_graphs == "auto" else int(gc.num_graphs)
+    M = auto_num_graphs(meta) if gc.num_graphs == "auto" else int(gc.num_graphs)
     method = "deepinvg" if gc.method == "deepinv" else gc.method
     steps = {"acgkd": gc.iterations, "gfkd": gc.gfkd.resolved_iterations, "deepinvg": gc.gfkd.resolved_iterations, "randg": 1}[method]
     logger.params({"generate": gc.model_dump(mode="json"), "num_graphs_per_bank": M, "method": method,

@@ -58,3 +58,21 @@ def test_no_validation_selects_last_epoch(tiny_root, tmp_path):
     out = teacher.run(cfg, RunLayout(tmp_path / "r"), "k")
     assert out.manifest.metrics["teacher/select/best_epoch"] == 3
     assert "teacher/val/acc" not in out.manifest.metrics
+
+
+@pytest.mark.parametrize("protocol, teacher_graphs, expect", [
+    (["protocol.name=cv10"], 32, 32), (["protocol.name=holdout"], 24, 28),
+    (["protocol.name=holdout", "protocol.val=false"], 28, 28)])
+def test_generate_auto_m_is_the_protocols_training_portion(tiny_root, tmp_path, protocol, teacher_graphs, expect):
+    """protocol.md §2–3: M = the 8 training folds under cv10, ⌊0.7·40⌋ = 28 under holdout even where the teacher
+    trains on 6/7 of it (24) and keeps 4 for validation."""
+    from gfkd.stages import generate
+
+    cfg = resolve_config(None, [*TINY, *protocol, f"data.root='{tiny_root}'", "generate.method=randg",
+                                "generate.banks=1"])
+    layout = RunLayout(tmp_path / "r")
+    teacher.run(cfg, layout, "k")
+    _, meta, _ = teacher.load_teacher(layout.stage_dir("teacher") / "teacher.pt")
+    assert meta["data"]["num_train_graphs"] == teacher_graphs
+    out = generate.run(cfg, layout, "g")
+    assert generate.auto_num_graphs(meta) == expect == out.manifest.metrics["generate/quality/num_graphs"]
