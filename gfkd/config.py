@@ -508,12 +508,13 @@ class DistillConfig(_Frozen):
 
     def effective(self) -> "DistillConfig":
         """The settings actually used: recipe = plain fixes the head, temperature, curriculum, feature loss,
-        augmentation, adversarial rounds and resampling (off)."""
+        augmentation, adversarial rounds, resampling (off) and the class weights (none: gfkd.md §5's unweighted KL;
+        `class_weight` is an ACGKD-recipe switch, acgkd.md §11)."""
         if self.recipe == "acgkd":
             return self
         return self.model_copy(update={
             "head": "own", "feat_weight": 0.0, "augment": AugmentConfig(), "adversarial": AdversarialConfig(),
-            "resample": False,
+            "resample": False, "class_weight": "none",
             "temperature": self.temperature.model_copy(update={"mode": "fixed"}),
             "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
 

@@ -92,14 +92,23 @@ def test_killed_stage_resumes_finished_students_and_repeats_bitwise(tmp_path, ti
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_plain_recipe_uses_an_own_head_and_fixed_temperature(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
+def test_plain_recipe_uses_an_own_head_fixed_temperature_and_no_class_weights(tmp_path, tiny_root, tiny_teacher_dir,
+                                                                              shard_dir):
+    """gfkd.md §5: L = T²·(1/B) Σ_g KL at T = 2, every graph every epoch; class weights (acgkd.md §11, `balanced` by
+    default on featureless sets) belong to the ACGKD recipe."""
     layout = RunLayout(tmp_path / "run")
-    out = distill.run(_cfg(tiny_root, tmp_path, "distill.recipe=plain", "distill.baselines=[]", "distill.seeds=1"),
+    out = distill.run(_cfg(tiny_root, tmp_path, "distill.recipe=plain", "distill.baselines=[]", "distill.seeds=1",
+                           "distill.class_weight=balanced"),
                       layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
     rec = json.loads((layout.stage_dir("distill") / "students" / "pseudo-s0.result.json").read_text())
     assert rec["spec"]["kind"] == "plain" and out.manifest.metrics["distill/params/projector"] == 0
     assert {h["distill/train/tau"] for h in rec["history"]} == {2.0}
     assert {h["distill/train/fraction"] for h in rec["history"]} == {1.0}
+    assert json.loads((layout.stage_dir("distill") / "results.json").read_text())["class_weights"] is None
+    acgkd = RunLayout(tmp_path / "acgkd")  # the same switch under the ACGKD recipe weighs
+    distill.run(_cfg(tiny_root, tmp_path, "distill.baselines=[]", "distill.seeds=1", "distill.class_weight=balanced",
+                     "distill.epochs=1"), acgkd, "k2", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    assert json.loads((acgkd.stage_dir("distill") / "results.json").read_text())["class_weights"] is not None
 
 
 def test_prior_class_weights_give_the_teacher_classes_the_training_shares(tmp_path, tiny_root, tiny_teacher_dir,
