@@ -225,6 +225,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
             pool = pacing.easiest(difficulty, ids, frac)
         if t_opt is not None:
             t_opt.param_groups[0]["lr"] = tc.lr * ramp(epoch, tc.lambda_max, tc.ramp_epochs)
+        for d_opt in d_opts:  # oad.md §3: D_k's lr is the students' lr, which decays linearly over W + E
+            d_opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
         order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))]
         for b in DataLoader([train[i] for i in order], batch_size=gc.batch_size):
             b = b.to(device)

@@ -72,6 +72,22 @@ def test_every_method_runs(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, metho
     assert out.status == "ran"
 
 
+def test_the_discriminators_lr_decays_with_the_students(tmp_path, tiny_root, tiny_teacher_dir, gen_dir, monkeypatch):
+    """oad.md §3, §4: D_k's Adam lr is the students' lr, which decays linearly to 0 over W + E on pseudo-graphs."""
+    import gfkd.group.graph as graph_mod
+
+    lrs, real_ring = set(), graph_mod.ring_step
+
+    def ring_spy(d_opts, h, score, d_loss_scale):
+        lrs.update(round(d.param_groups[0]["lr"], 12) for d in d_opts)
+        return real_ring(d_opts, h, score, d_loss_scale)
+
+    monkeypatch.setattr(graph_mod, "ring_step", ring_spy)
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.method=oad"), RunLayout(tmp_path / "r"), "k",
+              teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    assert lrs == {0.005, 0.0025}  # epochs 3 and 4 of W + E = 4 at lr 0.01: 0.01·(1 − 2/4), 0.01·(1 − 3/4)
+
+
 @pytest.mark.parametrize("level", ["node", "graph"])
 def test_the_stage_feeds_the_ring_student_k_s_embeddings_and_pairs_d_k_with_its_optimiser(tmp_path, tiny_root,
                                                                                           tiny_teacher_dir, gen_dir,
