@@ -1,6 +1,7 @@
 """RandG: random graphs, no optimisation (gfkd.md §9).
 
-Symmetric Erdős–Rényi G(n_g, p) with p = the teacher metadata's edge density (`auto`) or a fixed value; node types
+Symmetric Erdős–Rényi G(n_g, p) with p = the teacher metadata's edge density (`auto`) or a fixed value (with
+`generate.randg.directed`, every ordered pair an independent edge, as GFKD's directed layout); node types
 i.i.d. uniform one-hot (featureful sets) or the degree one-hot of the sample (featureless sets). The label column is
 the teacher's argmax: nothing was optimised toward a target. Parameter count 0.
 """
@@ -21,12 +22,17 @@ def edge_prob(ctx: GenContext) -> float:
 
 
 def random_graphs(ctx: GenContext, num_nodes: Tensor, gen: torch.Generator, p: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Symmetric G(n, p) adjacencies [B, N, N], uniform one-hot (or degree) features [B, N, F], mask [B, N]."""
+    """G(n, p) adjacencies [B, N, N] (symmetric, or directed under `randg.directed`), uniform one-hot (or degree)
+    features [B, N, F], mask [B, N]."""
     mask = node_mask(num_nodes)
     B, N = mask.shape
-    pm = real_pairs(num_nodes, N)
-    pairs = (torch.rand(pm.shape, generator=gen, device=ctx.device) < p).float() * pm
-    adj = pairs_to_adjacency(pairs, N)
+    if ctx.cfg.randg.directed:
+        real = mask.unsqueeze(2) & mask.unsqueeze(1) & ~torch.eye(N, dtype=torch.bool, device=mask.device)
+        adj = (torch.rand(real.shape, generator=gen, device=ctx.device) < p).float() * real
+    else:
+        pm = real_pairs(num_nodes, N)
+        pairs = (torch.rand(pm.shape, generator=gen, device=ctx.device) < p).float() * pm
+        adj = pairs_to_adjacency(pairs, N)
     if ctx.featureless:
         x = degree_features(adj, mask, ctx.max_degree)
     else:
@@ -45,4 +51,4 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     adj, x, mask = random_graphs(ctx, num_nodes, gen, p)
     labels = dense_logits(ctx, x, adj, mask, bucketed=True).argmax(-1)
     return FinalGraphs(num_nodes=num_nodes, adj=adj, edge_prob=adj * 0 + p, x=x, targets=labels, gen_step=0,
-                       num_params=0, info={"edge_prob": p})
+                       num_params=0, info={"edge_prob": p, "directed": float(ctx.cfg.randg.directed)})

@@ -110,6 +110,21 @@ def test_randg_density_seed_and_labels(tiny_teacher_dir):
     assert torch.equal(a.targets, dense_logits(ctx, a.x, a.adj, a.mask).argmax(-1))  # label = teacher argmax
 
 
+def test_directed_randg_draws_every_ordered_pair_alone(tiny_teacher_dir):
+    """gfkd.md §9: `directed = true` copies GFKD's layout: n(n − 1) independent edges, A_ij apart from A_ji."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.randg.edge_prob=0.3", "generate.randg.directed=true")
+    n = torch.full((400,), 12)
+    a = randg.generate(ctx, n, n * 0, make_generator(1))
+    assert torch.equal(a.adj, randg.generate(ctx, n, n * 0, make_generator(1)).adj)
+    _check_graphs(a, ctx, symmetric=False)
+    ordered = 400 * 132
+    assert abs((a.adj.sum() / ordered).item() - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / ordered)
+    both = (a.adj * a.adj.transpose(1, 2)).sum() / ordered  # P(A_ij = A_ji = 1) = p² when independent, p when symmetric
+    assert abs(both.item() - 0.09) <= 4 * math.sqrt(0.09 * 0.91 / (ordered / 2))
+    assert torch.equal(a.targets, dense_logits(ctx, a.x, a.adj, a.mask).argmax(-1))
+    assert a.info["directed"] == 1.0
+
+
 def test_deepinvg_keeps_structure_and_lowers_loss(tiny_teacher_dir):
     ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=100", "generate.gfkd.fair=true")
     gen_a, gen_b = make_generator(2), make_generator(2)
