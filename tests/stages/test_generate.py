@@ -29,6 +29,16 @@ def no_dataset(monkeypatch):
     monkeypatch.setattr(datasets, "load_planetoid", boom)
 
 
+def test_directed_randg_shards_read_back_directed(tmp_path, tiny_teacher_dir):
+    cfg = resolve_config(None, [*FAST, "generate.method=randg", "generate.randg.directed=true",
+                                "generate.randg.edge_prob=0.3"])
+    layout = RunLayout(tmp_path)
+    generate.run(cfg, layout, "key", teacher_dir=tiny_teacher_dir)
+    graphs = [g for t in read_shard_set(layout.stage_dir("generate") / "shards") for g in table_to_graphs(t)]
+    edges = {(int(g.graph_id), int(i), int(j)) for g in graphs for i, j in g.edge_index.t()}
+    assert len(graphs) == 60 and any((gid, j, i) not in edges for gid, i, j in edges)  # A_ij without A_ji
+
+
 @pytest.mark.parametrize("method", ["acgkd", "gfkd", "randg", "deepinvg"])
 def test_each_generator_writes_a_readable_shard_set(tmp_path, tiny_teacher_dir, method):
     cfg = resolve_config(None, [*FAST, f"generate.method={method}"])
