@@ -41,6 +41,7 @@ def one(teacher_pt: str, iterations: int, checkpoint: bool) -> dict:
     from gfkd.config import resolve_config
     from gfkd.generators import acgkd
     from gfkd.generators.bank import make_generator, plan_bank
+    from gfkd.stages.generate import auto_num_graphs
     from gfkd.generators.base import GenContext
     from gfkd.stages.teacher import load_teacher
 
@@ -49,7 +50,7 @@ def one(teacher_pt: str, iterations: int, checkpoint: bool) -> dict:
     teacher, meta, bn = load_teacher(Path(teacher_pt))
     cfg = resolve_config(None, [f"generate.iterations={iterations}", f"generate.acgkd.checkpoint={str(checkpoint).lower()}"])
     ctx = GenContext(teacher, meta["data"], bn, cfg.generate, torch.device("cpu"))
-    plan = plan_bank(meta["data"], int(meta["data"]["num_train_graphs"]), 0, 0, batch_size=cfg.generate.batch_size)
+    plan = plan_bank(meta["data"], auto_num_graphs(meta), 0, 0, batch_size=cfg.generate.batch_size)
     idx = plan.chunks[0]
     n = plan.num_nodes[idx]
     mode, xi = acgkd.resolve_xi(ctx, int(n.max()))

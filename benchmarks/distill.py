@@ -205,14 +205,14 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     torch.set_num_threads(1)
     from gfkd.config import DistillConfig, resolve_config
     from gfkd.io.manifest import load_manifest
-    from gfkd.layout import RunLayout
+    from gfkd.layout import MANIFEST, RunLayout
     from gfkd.stages import distill, group
     from tasks.cache import stage_key
 
     root = Path(runs) / f"{dataset.lower()}-fold{fold}"
     t_dir = root / "teacher"
     g_dir = root / (ablation_folder(banks) if banks else "acgkd") / "generate"
-    t_m, g_m = load_manifest(t_dir / "manifest.json"), load_manifest(g_dir / "manifest.json")
+    t_m, g_m = load_manifest(t_dir / MANIFEST), load_manifest(g_dir / MANIFEST)
     needs_banks = banks or any(item not in GEN_ABLATIONS for item in what)  # a generate ablation makes its own
     if t_m is None or (g_m is None and needs_banks):
         banks_too = f" and {g_dir.parent.name} banks" if needs_banks else ""
@@ -258,6 +258,7 @@ FIELDS = ("folds", "within_std", "val_sel", "collapsed", "students", "gen")  # p
 
 def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -> dict:
     """Per row: fold values (mean over student seeds), within-fold std, val-selected, collapsed; generator figures."""
+    from gfkd.layout import MANIFEST
     rows: dict[str, dict] = {}
 
     def add(row: str, fold: int, vals, extra: dict | None = None):
@@ -271,14 +272,14 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
 
     for fold in folds:
         root = runs / f"{dataset.lower()}-fold{fold}"
-        tm = _load(root / "teacher" / "manifest.json")
+        tm = _load(root / "teacher" / MANIFEST)
         if tm is None:
             continue
         m = tm["metrics"]
         add("majority class", fold, (m["teacher/test/majority_acc"], 0.0, float("nan"), 0, 0))
         add("teacher", fold, (m["teacher/test/acc"], 0.0, float("nan"), 0, 1))
         for gen in generators:
-            gm = _load(root / gen / "generate" / "manifest.json")
+            gm = _load(root / gen / "generate" / MANIFEST)
             if gm is None:
                 continue
             res = _load(root / gen / "distill" / "results.json")  # absent where --plain-only skipped it
@@ -310,7 +311,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             folder = root / ablation_folder(name)
             res = _load(folder / "distill" / "results.json")
             if res is not None:
-                gm = _load(folder / "generate" / "manifest.json")  # GEN_ABLATIONS: its own banks
+                gm = _load(folder / "generate" / MANIFEST)  # GEN_ABLATIONS: its own banks
                 add(row_name(folder.name), fold, _fold_values(res["records"], "pseudo"), gm and _bank_figures(gm, res))
     return rows
 

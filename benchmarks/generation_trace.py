@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from gfkd.config import resolve_config  # noqa: E402
 from gfkd.generators.acgkd import generate  # noqa: E402
 from gfkd.generators.bank import make_generator, plan_bank  # noqa: E402
+from gfkd.stages.generate import auto_num_graphs  # noqa: E402
 from gfkd.generators.base import GenContext, teacher_verdict  # noqa: E402
 from gfkd.io.atomic import write_atomic  # noqa: E402
 from gfkd.stages.teacher import load_teacher  # noqa: E402
@@ -53,7 +54,7 @@ def trace(teacher_pt: Path, overrides: list[str], graphs: int, pick: str = "firs
     cfg = resolve_config(None, [f"data.dataset='{dm['dataset']}'", *overrides])
     gc = cfg.generate
     ctx = GenContext(teacher, dm, bn_eval, gc, torch.device("cpu"))
-    plan = plan_bank(dm, int(dm["num_train_graphs"]), cfg.split_seed, 0, gc.nodes, gc.targets, gc.max_nodes,
+    plan = plan_bank(dm, auto_num_graphs(meta), cfg.split_seed, 0, gc.nodes, gc.targets, gc.max_nodes,
                      gc.batch_size, gc.node_range)
     chunk = plan.chunks[0]
     idx = chunk[:graphs] if pick == "first" else chunk[torch.linspace(0, len(chunk) - 1, min(graphs, len(chunk))).long()]

@@ -41,6 +41,7 @@ def chunk_context(teacher_dir: Path, buckets: int, method: str, iterations: int)
 
     from gfkd.config import resolve_config
     from gfkd.generators.bank import plan_bank
+    from gfkd.stages.generate import auto_num_graphs
     from gfkd.generators.base import GenContext
     from gfkd.stages.teacher import load_teacher
 
@@ -49,7 +50,7 @@ def chunk_context(teacher_dir: Path, buckets: int, method: str, iterations: int)
     key = "generate.iterations" if method == "acgkd" else "generate.gfkd.iterations"  # deepinvg: GFKD's schedule
     cfg = resolve_config(None, [f"generate.size_buckets={buckets}", f"{key}={iterations}"])
     gc = cfg.generate
-    plan = plan_bank(data, int(data["num_train_graphs"]), cfg.split_seed, 0, gc.nodes, gc.targets, gc.max_nodes,
+    plan = plan_bank(data, auto_num_graphs(meta), cfg.split_seed, 0, gc.nodes, gc.targets, gc.max_nodes,
                      gc.batch_size, gc.node_range)
     idx = plan.chunks[0]
     return GenContext(model, data, bn, gc, torch.device("cpu")), plan.num_nodes[idx], plan.targets[idx]

@@ -332,7 +332,7 @@ class GFKDConfig(_Frozen):
 class RandGConfig(_Frozen):
     edge_prob: Literal["auto"] | Probability = Field("auto", description="auto: the teacher metadata's edge density")
     directed: bool = Field(False, description="true: every ordered pair i != j an independent edge, GFKD's layout "
-                                              "(gfkd.md §9); false: symmetric G(n, p)")
+                                              "(gfkd.md §9), also DeepInvG's fixed structure; false: symmetric G(n, p)")
 
 
 class GenerateConfig(_Frozen):
@@ -447,7 +447,8 @@ class DistillConfig(_Frozen):
     """Student distillation on pseudo-graphs, and the real-data baselines (acgkd.md §8-§11; gfkd.md §5)."""
 
     recipe: Literal["acgkd", "plain"] = Field("acgkd", description="plain: own head, fixed τ = 2, no curriculum, no "
-                                             "feature loss (gfkd.md §5); acgkd: the switches below")
+                                             "feature loss, no class weights or CE to the targets, whatever those keys "
+                                             "say (gfkd.md §5); acgkd: the switches below")
     profile: Literal["default", "paper"] = Field("default", description="paper: 400 epochs")
     epochs: Literal["auto"] | Annotated[int, Field(gt=0, le=EPOCHS_MAX)] = Field(
         "auto", description="auto: 50 on a union of banks, 150 on one bank or real graphs")
@@ -510,13 +511,14 @@ class DistillConfig(_Frozen):
 
     def effective(self) -> "DistillConfig":
         """The settings actually used: recipe = plain fixes the head, temperature, curriculum, feature loss,
-        augmentation, adversarial rounds, resampling (off) and the class weights (none: gfkd.md §5's unweighted KL;
-        `class_weight` is an ACGKD-recipe switch, acgkd.md §11)."""
+        augmentation, adversarial rounds, resampling (off), the class weights and the CE to the generation targets
+        (none: gfkd.md §5's unweighted KL with pseudo-labels unused; `class_weight`, `beta_ce` are ACGKD-recipe
+        switches, acgkd.md §11)."""
         if self.recipe == "acgkd":
             return self
         return self.model_copy(update={
             "head": "own", "feat_weight": 0.0, "augment": AugmentConfig(), "adversarial": AdversarialConfig(),
-            "resample": False, "class_weight": "none",
+            "resample": False, "class_weight": "none", "beta_ce": 0.0,
             "temperature": self.temperature.model_copy(update={"mode": "fixed"}),
             "curriculum": self.curriculum.model_copy(update={"pace": "off"})})
 

@@ -156,8 +156,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                                  device=device, stage=STAGE, on_epoch=lambda e, m: child.metrics(m, step=e))
             last, best, best_epoch, history = fit.best_state, fit.best_state, fit.best_epoch, fit.history
         else:
-            # KD on real graphs: the plain recipe without CE (beta_ce is CE to the generation targets)
-            plain = cfg.distill.model_copy(update={"recipe": "plain", "beta_ce": 0.0}).effective()
+            # KD on real graphs: the plain recipe (no CE to generation targets, no class weights)
+            plain = cfg.distill.model_copy(update={"recipe": "plain"}).effective()
             ac = dc.adversarial
             rounds = None if real or states is None else AdversarialRounds(
                 teacher, meta["data"], bn_eval, cfg.generate, states, steps=ac.steps if ac.rounds else 0,

@@ -110,19 +110,25 @@ def test_randg_density_seed_and_labels(tiny_teacher_dir):
     assert torch.equal(a.targets, dense_logits(ctx, a.x, a.adj, a.mask).argmax(-1))  # label = teacher argmax
 
 
-def test_directed_randg_draws_every_ordered_pair_alone(tiny_teacher_dir):
+def test_directed_randg_draws_every_ordered_pair_alone(tiny_teacher_dir, tiny_deg_teacher_dir):
     """gfkd.md §9: `directed = true` copies GFKD's layout: n(n − 1) independent edges, A_ij apart from A_ji."""
     ctx = make_ctx(tiny_teacher_dir, "generate.randg.edge_prob=0.3", "generate.randg.directed=true")
-    n = torch.full((400,), 12)
+    n = torch.tensor([12, 5, 9, 2] * 100)  # mixed sizes: padding in every graph but the largest
     a = randg.generate(ctx, n, n * 0, make_generator(1))
     assert torch.equal(a.adj, randg.generate(ctx, n, n * 0, make_generator(1)).adj)
     _check_graphs(a, ctx, symmetric=False)
-    ordered = 400 * 132
+    ordered = int((n * (n - 1)).sum())
     assert abs((a.adj.sum() / ordered).item() - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / ordered)
     both = (a.adj * a.adj.transpose(1, 2)).sum() / ordered  # P(A_ij = A_ji = 1) = p² when independent, p when symmetric
     assert abs(both.item() - 0.09) <= 4 * math.sqrt(0.09 * 0.91 / (ordered / 2))
-    assert torch.equal(a.targets, dense_logits(ctx, a.x, a.adj, a.mask).argmax(-1))
-    assert a.info["directed"] == 1.0
+    sparse, _ = teacher_verdict(ctx, a)  # the label is the teacher's argmax in its sparse form too (edge i → j)
+    assert torch.allclose(sparse, dense_logits(ctx, a.x, a.adj, a.mask), atol=1e-4)
+    assert torch.equal(a.targets, sparse.argmax(-1)) and a.info["directed"] == 1.0
+    deg_ctx = make_ctx(tiny_deg_teacher_dir, "generate.randg.edge_prob=0.3", "generate.randg.directed=true")
+    d = randg.generate(deg_ctx, n, n * 0, make_generator(2))
+    assert not torch.equal(d.adj, d.adj.transpose(1, 2))
+    in_deg = d.adj.sum(1).long().clamp(max=deg_ctx.max_degree)  # featureless: the one-hot of the in-degree
+    assert torch.equal(d.x.argmax(-1)[d.mask], in_deg[d.mask])
 
 
 def test_deepinvg_keeps_structure_and_lowers_loss(tiny_teacher_dir):

@@ -94,8 +94,10 @@ def test_killed_stage_resumes_finished_students_and_repeats_bitwise(tmp_path, ti
 
 def test_plain_recipe_uses_an_own_head_fixed_temperature_and_no_class_weights(tmp_path, tiny_root, tiny_teacher_dir,
                                                                               shard_dir):
-    """gfkd.md §5: L = T²·(1/B) Σ_g KL at T = 2, every graph every epoch; class weights (acgkd.md §11, `balanced` by
-    default on featureless sets) belong to the ACGKD recipe."""
+    """gfkd.md §5: L = T²·(1/B) Σ_g KL at T = 2, every graph every epoch, pseudo-labels unused; class weights
+    (acgkd.md §11, `balanced` by default on featureless sets) and the CE to the targets belong to the ACGKD recipe."""
+    eff = resolve_config(None, ["distill.recipe=plain", "distill.beta_ce=1", "distill.class_weight=prior"]).distill
+    assert (eff.effective().beta_ce, eff.effective().class_weight) == (0.0, "none")
     layout = RunLayout(tmp_path / "run")
     out = distill.run(_cfg(tiny_root, tmp_path, "distill.recipe=plain", "distill.baselines=[]", "distill.seeds=1",
                            "distill.class_weight=balanced"),
