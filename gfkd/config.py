@@ -528,7 +528,8 @@ class GraphGroupConfig(_Frozen):
 
     method: Literal["oad", "independent", "dml", "kdcl", "oad_global", "oad_local"] = Field(
         "oad_global", description="as group.method; default oad_global (peer-mean KL, no ring): with the ring "
-        "adversarial term (oad) every student collapsed on MUTAG pseudo-graphs at lambda_adv 1 and 0.1 (docs/group.md)")
+        "adversarial term (oad) every student collapsed on MUTAG pseudo-graphs at lambda_adv 1 and 0.1, with the "
+        "discriminators' lr then fixed at 0.01 (docs/group.md)")
     students: int = Field(4, ge=2, le=16, description="K students (copies of distill.student)")
     student: Literal["plain", "widened"] = Field("widened", description="widened: the distill stage's widened "
                                                  "student reusing the teacher's frozen classifier (distill.width_mult, "
