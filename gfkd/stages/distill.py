@@ -26,6 +26,7 @@ from torch import nn
 from torch_geometric import seed_everything
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
+from torch_geometric.utils import is_undirected
 
 from gfkd.config import DistillConfig, RunConfig
 from gfkd.data.splits import make_split
@@ -93,6 +94,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     teacher = teacher.to(device)
     shard_dir = Path(generate_dir or layout.stage_dir("generate")) / "shards"
     pseudo = load_pseudo_graphs(shard_dir)
+    ac = dc.augment
+    if (ac.edge_flip > 0 or ac.edge_add > 0 or ac.hub > 0) and any(
+            not is_undirected(g.edge_index, num_nodes=g.num_nodes) for g in pseudo):
+        raise ConfigError(f"distill.augment's edge_flip, edge_add and hub make undirected graphs, and the pseudo-graphs "
+                          f"in {shard_dir} are directed (GFKD, or generate.randg.directed=true): set them to 0, or "
+                          f"generate undirected graphs")
     banks = int(json.loads((shard_dir / "_manifest.json").read_text()).get("banks", 1))
     redraw_key = "distill.adversarial.rounds" if dc.adversarial.rounds else "distill.resample"
     states = load_states(shard_dir, redraw_key) if dc.redraws else None  # every data-free student starts from them

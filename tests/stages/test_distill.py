@@ -32,6 +32,21 @@ def _cfg(tiny_root, tmp_path, *extra):
                                  "distill.student.layers=2", "distill.student.hidden=8", *extra])
 
 
+def test_edge_augmentation_refuses_a_directed_bank(tmp_path, tiny_root, tiny_teacher_dir):
+    """augment rebuilds undirected edge lists: on a directed bank it would drop every edge's direction."""
+    layout = RunLayout(tmp_path / "gen")
+    generate.run(resolve_config(None, [*GEN, "generate.method=randg", "generate.randg.directed=true"]), layout, "g",
+                 teacher_dir=tiny_teacher_dir)
+    for knob in ("edge_flip=0.1", "edge_add=0.5", "hub=0.5"):
+        with pytest.raises(ConfigError, match="are directed"):
+            distill.run(_cfg(tiny_root, tmp_path, f"distill.augment.{knob}", "distill.baselines=[]"),
+                        RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir,
+                        generate_dir=layout.stage_dir("generate"))
+    distill.run(_cfg(tiny_root, tmp_path, "distill.augment.node_noise=0.1", "distill.baselines=[]", "distill.seeds=1"),
+                RunLayout(tmp_path / "noise"), "k", teacher_dir=tiny_teacher_dir,
+                generate_dir=layout.stage_dir("generate"))  # node noise keeps the edges: allowed
+
+
 def test_every_variant_trains_and_is_summarised(tmp_path, tiny_root, tiny_teacher_dir, shard_dir):
     layout = RunLayout(tmp_path / "run")
     out = distill.run(_cfg(tiny_root, tmp_path), layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
