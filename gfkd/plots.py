@@ -54,7 +54,8 @@ def pseudo_graph_grid(graphs: list[tuple[int, list[int], list[int], list[int]]],
             if s < d or (d, s) not in edges:
                 ax.plot([xs[s], xs[d]], [ys[s], ys[d]], c="0.6", lw=0.6, zorder=1)
         ax.scatter(xs, ys, c=colour, cmap="tab10", vmin=0, vmax=9, s=18, zorder=2)
-        ax.set_title(f"n={n}, |E|={len(src) // 2}", fontsize=8)
+        directed = any((d, s) not in edges for s, d in edges)  # GFKD's, or RandG's under randg.directed
+        ax.set_title(f"n={n}, |E|={len(edges) if directed else len(edges) // 2}", fontsize=8)
         ax.set_aspect("equal")
     fig.suptitle(title)
     return fig

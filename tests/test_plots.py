@@ -47,6 +47,8 @@ def test_pseudo_graph_grid_draws_each_undirected_edge_once_and_every_node():
     assert (len(ax0.lines), len(ax1.lines)) == (2, 0)  # 0-1 and 1-2, each stored in both directions
     assert [len(ax.collections[0].get_offsets()) for ax in (ax0, ax1)] == [3, 2]
     assert (ax0.get_title(), ax1.get_title()) == ("n=3, |E|=2", "n=2, |E|=0")
+    directed = plots.pseudo_graph_grid([(3, [0, 1, 1], [1, 0, 2], [0, 1, 0])], "directed").axes[0]
+    assert len(directed.lines) == 2 and directed.get_title() == "n=3, |E|=3"  # 0→1, 1→0, 1→2: three edges
 
 
 def test_histograms_count_what_they_were_given():
