@@ -331,8 +331,9 @@ class GFKDConfig(_Frozen):
 
 class RandGConfig(_Frozen):
     edge_prob: Literal["auto"] | Probability = Field("auto", description="auto: the teacher metadata's edge density")
-    directed: bool = Field(False, description="true: every ordered pair i != j an independent edge, GFKD's layout "
-                                              "(gfkd.md §9), also DeepInvG's fixed structure; false: symmetric G(n, p)")
+    directed: bool = Field(False, description="true: every ordered pair i != j an independent edge, GFKD's "
+                                              "layout (gfkd.md §9), also DeepInvG's fixed structure; false: "
+                                              "symmetric G(n, p)")
 
 
 class GenerateConfig(_Frozen):

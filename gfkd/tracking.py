@@ -274,7 +274,8 @@ class Tracker:
         ids = [r.info.run_id for r in self.client.search_runs(
             [e.experiment_id for e in self.client.search_experiments()], "attributes.status = 'RUNNING'")]
         for run_id in ids:
-            self.client.set_tag(run_id, "gfkd.ended_by", "a later gfkd command in this folder: this run's process had died")
+            self.client.set_tag(run_id, "gfkd.ended_by",
+                                "a later gfkd command in this folder: this run's process had died")
             self.client.set_terminated(run_id, status="KILLED")
         return ids
 

@@ -54,6 +54,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
                                       "generate/train/bn": r_bn.item(), "generate/train/oh": oh.item()})
     x = one_hot_rows(best_phi) * mask.unsqueeze(-1)
     return FinalGraphs(num_nodes=num_nodes, adj=adj, edge_prob=adj * 0 + p, x=x, targets=targets, gen_step=best_step,
-                       num_params=int(num_nodes.sum()) * F_in, info={"edge_prob": p, "best_loss": best_loss, "directed": float(ctx.cfg.randg.directed)},
+                       num_params=int(num_nodes.sum()) * F_in,
+                       info={"edge_prob": p, "best_loss": best_loss, "directed": float(ctx.cfg.randg.directed)},
                        state={"adj": adj.cpu(), "phi": best_phi.cpu(), "num_nodes": num_nodes.cpu(),
                               "targets": targets.cpu()})

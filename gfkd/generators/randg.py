@@ -44,8 +44,8 @@ def random_graphs(ctx: GenContext, num_nodes: Tensor, gen: torch.Generator, p: f
 @torch.no_grad()
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
              step_offset: int = 0) -> FinalGraphs:
-    """One chunk of random graphs (num_nodes: [B]) → FinalGraphs with adj: [B, N, N] (symmetric unless `randg.directed`), x: [B, N, F];
-    `targets` is ignored (labels are the teacher's argmax)."""
+    """One chunk of random graphs (num_nodes: [B]) → FinalGraphs with adj: [B, N, N] (symmetric unless
+    `randg.directed`), x: [B, N, F]; `targets` is ignored (labels are the teacher's argmax)."""
     num_nodes = num_nodes.to(ctx.device)
     p = edge_prob(ctx)
     adj, x, mask = random_graphs(ctx, num_nodes, gen, p)

@@ -97,9 +97,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     ac = dc.augment
     if (ac.edge_flip > 0 or ac.edge_add > 0 or ac.hub > 0) and any(
             not is_undirected(g.edge_index, num_nodes=g.num_nodes) for g in pseudo):
-        raise ConfigError(f"distill.augment's edge_flip, edge_add and hub make undirected graphs, and the pseudo-graphs "
-                          f"in {shard_dir} are directed (GFKD, or generate.randg.directed=true): set them to 0, or "
-                          f"generate undirected graphs")
+        raise ConfigError(f"distill.augment's edge_flip, edge_add and hub make undirected graphs, and the "
+                          f"pseudo-graphs in {shard_dir} are directed (GFKD, or generate.randg.directed=true): set "
+                          f"them to 0, or generate undirected graphs")
     banks = int(json.loads((shard_dir / "_manifest.json").read_text()).get("banks", 1))
     redraw_key = "distill.adversarial.rounds" if dc.adversarial.rounds else "distill.resample"
     states = load_states(shard_dir, redraw_key) if dc.redraws else None  # every data-free student starts from them

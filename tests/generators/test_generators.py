@@ -119,7 +119,7 @@ def test_directed_randg_draws_every_ordered_pair_alone(tiny_teacher_dir, tiny_de
     _check_graphs(a, ctx, symmetric=False)
     ordered = int((n * (n - 1)).sum())
     assert abs((a.adj.sum() / ordered).item() - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / ordered)
-    both = (a.adj * a.adj.transpose(1, 2)).sum() / ordered  # P(A_ij = A_ji = 1) = p² when independent, p when symmetric
+    both = (a.adj * a.adj.transpose(1, 2)).sum() / ordered  # P(A_ij = A_ji = 1): p² if independent, p if symmetric
     assert abs(both.item() - 0.09) <= 4 * math.sqrt(0.09 * 0.91 / (ordered / 2))
     sparse, _ = teacher_verdict(ctx, a)  # the label is the teacher's argmax in its sparse form too (edge i → j)
     assert torch.allclose(sparse, dense_logits(ctx, a.x, a.adj, a.mask), atol=1e-4)
