@@ -102,6 +102,13 @@ def node_mask(num_nodes: Tensor) -> Tensor:
     return torch.arange(int(num_nodes.max()), device=num_nodes.device) < num_nodes.unsqueeze(1)
 
 
+def edge_mask(num_nodes: Tensor, n: int, directed: bool) -> Tensor:
+    """[B, N, N]: entries that are edge variables (real endpoints, off-diagonal; i < j when undirected)."""
+    real = torch.arange(n, device=num_nodes.device) < num_nodes.unsqueeze(1)
+    m = real.unsqueeze(2) & real.unsqueeze(1) & ~torch.eye(n, dtype=torch.bool, device=num_nodes.device)
+    return m if directed else m & torch.ones(n, n, dtype=torch.bool, device=num_nodes.device).triu(1)
+
+
 def degree_features(adj: Tensor, mask: Tensor, max_degree: int) -> Tensor:
     """Degree one-hot of a 0/1 adjacency (adj[b, i, j]: edge i → j; in-degree = column sums) → [B, N, D + 1],
     exact, zero on padding, built by one scatter (no gradient; soft degrees go through `degree_input`)."""

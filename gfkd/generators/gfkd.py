@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gfkd.errors import StageError
-from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, best_draw, degree_features, dense_logits,
+from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, best_draw, degree_features, dense_logits, edge_mask,
                                   node_mask)
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.features import entropy_prior, one_hot_rows
@@ -39,13 +39,6 @@ def arm_gradient(theta: Tensor, loss_fn, u: Tensor, owner: Tensor | None = None)
     return diff * (u - 0.5), l1, l2
 
 
-def _edge_mask(num_nodes: Tensor, n: int, directed: bool) -> Tensor:
-    """[B, N, N]: entries that are edge variables (real endpoints, off-diagonal; i < j when undirected)."""
-    real = torch.arange(n, device=num_nodes.device) < num_nodes.unsqueeze(1)
-    m = real.unsqueeze(2) & real.unsqueeze(1) & ~torch.eye(n, dtype=torch.bool, device=num_nodes.device)
-    return m if directed else m & torch.ones(n, n, dtype=torch.bool, device=num_nodes.device).triu(1)
-
-
 def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Generator, log: StepLog | None = None,
              step_offset: int = 0) -> FinalGraphs:
     """One chunk of GFKD pseudo-graphs (num_nodes, targets: [B]) → FinalGraphs with adj: [B, N, N] (directed by
@@ -55,7 +48,7 @@ def generate(ctx: GenContext, num_nodes: Tensor, targets: Tensor, gen: torch.Gen
     num_nodes, targets = num_nodes.to(dev), targets.to(dev)
     mask = node_mask(num_nodes)
     B, N = mask.shape
-    flat = _edge_mask(num_nodes, N, g.directed).flatten().nonzero().squeeze(1)  # [E] edge variables in [B·N·N]
+    flat = edge_mask(num_nodes, N, g.directed).flatten().nonzero().squeeze(1)  # [E] edge variables in [B·N·N]
     owner = torch.div(flat, N * N, rounding_mode="floor")  # [E] the graph of each
     lr_s = g.resolved_lr_structure(ctx.meta.get("dataset"))
     beta_bn, beta_oh, form, target_mode = g.beta_bn, g.beta_oh, g.bn_form, g.bn_target

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gfkd.generators.base import FinalGraphs, GenContext, StepLog, degree_features, dense_logits, node_mask
+from gfkd.generators.base import (FinalGraphs, GenContext, StepLog, degree_features, dense_logits, edge_mask,
+                                  node_mask)
 from gfkd.generators.concrete import pairs_to_adjacency, real_pairs
 
 
@@ -27,7 +28,7 @@ def random_graphs(ctx: GenContext, num_nodes: Tensor, gen: torch.Generator, p: f
     mask = node_mask(num_nodes)
     B, N = mask.shape
     if ctx.cfg.randg.directed:
-        real = mask.unsqueeze(2) & mask.unsqueeze(1) & ~torch.eye(N, dtype=torch.bool, device=mask.device)
+        real = edge_mask(num_nodes, N, directed=True)
         adj = (torch.rand(real.shape, generator=gen, device=ctx.device) < p).float() * real
     else:
         pm = real_pairs(num_nodes, N)

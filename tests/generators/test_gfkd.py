@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from gfkd.generators import gfkd as gfkd_gen
 from gfkd.generators.bank import make_generator
-from gfkd.generators.base import dense_logits, node_mask
+from gfkd.generators.base import dense_logits, edge_mask, node_mask
 from gfkd.generators.bn_stats import BNMatcher, bn_targets
 from gfkd.generators.features import entropy_prior
 from gfkd.generators.gfkd import arm_gradient
@@ -107,7 +107,7 @@ def test_finalised_graphs_are_the_mode_of_the_best_theta_and_reevaluate_to_its_l
     mask = node_mask(N)
     n = mask.size(1)
     theta, phi = g.state["theta"], g.state["phi"]  # [B, N, N] zero off the edge variables; [B, N, F]
-    a = ((theta >= 0) & gfkd_gen._edge_mask(N, n, directed)).float()
+    a = ((theta >= 0) & edge_mask(N, n, directed)).float()
     adj = a if directed else a + a.transpose(1, 2)
     assert torch.equal(g.adj, adj) and torch.all(g.adj.diagonal(dim1=1, dim2=2) == 0)
     assert set(g.x[mask].unique().tolist()) == {0.0, 1.0} and torch.all(g.x[mask].sum(-1) == 1)
