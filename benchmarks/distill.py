@@ -197,7 +197,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     `<cell>/acgkd-group-…`), ablation names (distill variants, into `<cell>/acgkd-<name>`) and generate ablation
     names (new banks from the stored teacher under the ablation's overrides, then the default distill, both into
     `<cell>/acgkd-<name>`: the cell's other stages are not rerun, so a code change since they were made costs
-    nothing; these need only the cell's teacher). `banks` names a generate ablation whose banks the group reads
+    nothing; these need only the cell's teacher, trained here when the cell has none). `banks` names a generate ablation whose banks the group reads
     instead (`<cell>/acgkd-<banks>/generate`; group only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -206,7 +206,7 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     from gfkd.config import DistillConfig, resolve_config
     from gfkd.io.manifest import load_manifest
     from gfkd.layout import MANIFEST, RunLayout
-    from gfkd.stages import distill, group
+    from gfkd.stages import distill, group, teacher
     from tasks.cache import stage_key
 
     root = Path(runs) / f"{dataset.lower()}-fold{fold}"
@@ -214,6 +214,10 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     g_dir = root / (ablation_folder(banks) if banks else "acgkd") / "generate"
     t_m, g_m = load_manifest(t_dir / MANIFEST), load_manifest(g_dir / MANIFEST)
     needs_banks = banks or any(item not in GEN_ABLATIONS for item in what)  # a generate ablation makes its own
+    if t_m is None and not needs_banks:  # generate ablations alone: a cell never run gets its teacher here
+        tcfg = resolve_config(None, [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'",
+                                     *extra])
+        t_m = teacher.run(tcfg, RunLayout(root), stage_key(tcfg, "teacher")).manifest
     if t_m is None or (g_m is None and needs_banks):
         banks_too = f" and {g_dir.parent.name} banks" if needs_banks else ""
         raise SystemExit(f"{root}: run the cell first (teacher{banks_too})")

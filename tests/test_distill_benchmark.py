@@ -362,6 +362,28 @@ def test_a_generator_ablation_needs_only_the_cells_teacher(tmp_path, tiny_root):
     assert 0 in rows["ACGKD, running BN targets"]["folds"]
 
 
+def test_a_generator_ablation_on_a_cell_never_run_trains_the_teacher_first(tmp_path, tiny_root):
+    """`--on-banks 'running BN targets'` alone on an empty runs folder: the cell's teacher is trained (as run_cell
+    would), then the ablation's banks and students; a distill ablation there still asks for the cell to be run."""
+    import sys
+
+    import pytest
+
+    sys.path.insert(0, str(REPO))
+    extra = _tiny_extra(tiny_root)
+    with pytest.raises(SystemExit, match="run the cell first"):
+        bench.run_on_banks("TINY", 0, str(tmp_path / "a"), extra, ["no curriculum"])
+    root = Path(bench.run_on_banks("TINY", 0, str(tmp_path / "b"), extra, ["running BN targets"]))
+    assert (root / "teacher" / "manifest.json").is_file()
+    assert (root / "acgkd-running-BN-targets" / "distill" / "results.json").is_file()
+    assert not (root / "acgkd").exists()
+    # the same teacher as a cell run the usual way
+    cell = Path(bench.run_cell("TINY", 0, [], [], str(tmp_path / "c"), extra))
+    got, want = ({k: v["sha256"] for k, v in json.loads((r / "teacher" / "manifest.json").read_text())["files"].items()
+                  if not v["volatile"]} for r in (root, cell))
+    assert got and got == want
+
+
 def test_the_generator_table_sets_the_banks_density_beside_the_real_graphs_over_the_same_folds():
     """Both densities are means over the folds (the real one was fold 0's alone, 0.529 beside a mean of 0.521)."""
     row = _row({0: 0.7, 1: 0.6})
