@@ -429,6 +429,16 @@ class AugmentConfig(_Frozen):
     hub: float = Field(0.0, ge=0, le=1, description="h: then, with probability h per graph, join its highest-degree node "
                        "to every other node (the centre of an ego network; IMDB-BINARY's and COLLAB's graphs have one)")
 
+    @property
+    def edits_edges(self) -> bool:
+        """Whether a knob rebuilds the edge lists (as undirected graphs: a directed bank would lose its directions)."""
+        return self.edge_flip > 0 or self.edge_add > 0 or self.hub > 0
+
+    @property
+    def on(self) -> bool:
+        """Whether any perturbation is applied."""
+        return self.edits_edges or self.node_noise > 0
+
 
 class AdversarialConfig(_Frozen):
     """Adversarial rounds (acgkd.md §7, schedule = alternate; gfkd/generators/rounds.py): before every epoch the saved

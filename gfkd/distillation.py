@@ -139,7 +139,7 @@ def distill_student(student: nn.Module, teacher: GraphClassifier, graphs: list[D
     until = curriculum.full_epoch(cc.until, epochs)
     use_feat = dc.feat_weight > 0
     ac = dc.augment
-    augment = ac.edge_flip > 0 or ac.node_noise > 0 or ac.edge_add > 0 or ac.hub > 0
+    augment = ac.on
 
     if hasattr(graphs[0], "teacher_logits"):  # on the stored graphs, before any perturbation or round
         check_graph_logits(teacher, graphs, device, stage, dc.batch_size)

@@ -112,3 +112,16 @@ def test_hub_zero_leaves_the_graph_and_the_generator_state_alone():
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     _, a = perturb(X, EI, BATCH, 2, edge_flip=0.0, node_noise=0.0, degree_features=False, generator=g1, hub=0.0)
     assert a.size(1) == EI.size(1) and torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_the_config_says_which_knobs_edit_edges_and_whether_any_is_on():
+    """distill's directed-bank refusal reads `edits_edges`, the loop's relabelling `on`: every knob counts."""
+    from gfkd.config import AugmentConfig
+
+    assert not AugmentConfig().on and not AugmentConfig().edits_edges
+    for knob in ("edge_flip", "edge_add", "hub"):
+        ac = AugmentConfig(**{knob: 0.1})
+        assert ac.edits_edges and ac.on, knob
+    ac = AugmentConfig(node_noise=0.1)
+    assert ac.on and not ac.edits_edges
+    assert set(AugmentConfig.model_fields) == {"edge_flip", "node_noise", "edge_add", "hub"}  # a new knob: decide

@@ -95,8 +95,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     shard_dir = Path(generate_dir or layout.stage_dir("generate")) / "shards"
     pseudo = load_pseudo_graphs(shard_dir)
     ac = dc.augment
-    if (ac.edge_flip > 0 or ac.edge_add > 0 or ac.hub > 0) and any(
-            not is_undirected(g.edge_index, num_nodes=g.num_nodes) for g in pseudo):
+    if ac.edits_edges and any(not is_undirected(g.edge_index, num_nodes=g.num_nodes) for g in pseudo):
         raise ConfigError(f"distill.augment's edge_flip, edge_add and hub make undirected graphs, and the "
                           f"pseudo-graphs in {shard_dir} are directed (GFKD, or generate.randg.directed=true): set "
                           f"them to 0, or generate undirected graphs")
