@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
+from torch_geometric.utils import is_undirected
 from tqdm import tqdm
 
 from gfkd import curriculum
@@ -79,6 +80,13 @@ def feature_loss(h_s: Tensor, h_t: Tensor, batch: Tensor, num_graphs: int, level
     return (diff ** 2).sum(-1).mean() / d
 
 
+def num_edges(g: Data) -> int:
+    """|E_g|: undirected edges of a symmetric graph (each stored in both directions), else its directed edges (GFKD's
+    banks, `generate.randg.directed`)."""
+    m = g.edge_index.size(1)
+    return m // 2 if is_undirected(g.edge_index, num_nodes=g.num_nodes) else m
+
+
 def graph_difficulty(graphs: list[Data], measure: str) -> Tensor:
     """d_g of each graph [M] under a fixed measure (acgkd.md §10); zeros for student_kl, recomputed per epoch."""
     if measure == "teacher_entropy":
@@ -87,7 +95,7 @@ def graph_difficulty(graphs: list[Data], measure: str) -> Tensor:
         return curriculum.teacher_margin(torch.cat([g.teacher_logits for g in graphs]))
     if measure == "size":
         return curriculum.size_rank(torch.tensor([g.num_nodes for g in graphs]),
-                                    torch.tensor([g.edge_index.size(1) // 2 for g in graphs]))
+                                    torch.tensor([num_edges(g) for g in graphs]))
     return torch.zeros(len(graphs))  # student_kl: recomputed every epoch
 
 

@@ -71,3 +71,16 @@ def test_the_evaluation_callback_feeds_nothing_back_and_only_validation_selects(
         assert res.best_epoch == 1
     assert all(torch.equal(runs[0].best_state[k], v) for k, v in runs[1].best_state.items())
     assert alone.best_epoch == 3  # no validation: the last epoch
+
+
+def test_the_size_measure_counts_a_directed_graphs_edges_once_each():
+    """acgkd.md §10's size d_g = n_g + |E_g|: a symmetric graph's edges are stored twice and count once, a directed
+    one's (GFKD's banks) count as stored. A 3-node path (n + |E| = 5) is easier than a directed 3-cycle (6)."""
+    from torch_geometric.data import Data
+
+    from gfkd.distillation import graph_difficulty, num_edges
+
+    path = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+    cycle = Data(edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]), num_nodes=3)
+    assert (num_edges(path), num_edges(cycle)) == (2, 3)
+    assert graph_difficulty([cycle, path], "size").tolist() == [1.0, 0.0]
