@@ -188,6 +188,10 @@ class DataConfig(_Frozen):
     max_degree_cap: int = Field(
         1000, ge=1, le=DEGREE_MAX, description="D cap for degree one-hot features of featureless sets")
     download: bool = Field(True, description="let PyG download a dataset missing from the root when the network allows")
+    selfloop_skip_isolated: bool | None = Field(
+        None, description="None: from generate.gfkd.parity (reference: true); true, with teacher.model."
+        "self_loops_in_data: a node without out-edges gets no self-loop (gfkd.md §8; the teacher applies it to every "
+        "graph it reads)")
 
     @field_validator("dataset")
     @classmethod
@@ -214,6 +218,12 @@ class ModelConfig(_Frozen):
     bn: bool = Field(True, description="BatchNorm in every layer (GIN: inside the MLP and after it)")
     residual: bool = Field(True, description="h <- h' + h from the second message-passing layer on")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier")
+    self_loops_in_data: bool | None = Field(
+        None, description="None: from generate.gfkd.parity (reference: true); true: an explicit self-loop edge on "
+        "every node, so GIN counts a node's own feature twice and GCN takes its loops from the graph (gfkd.md §8)")
+    logit_dropout: bool | None = Field(
+        None, description="None: from generate.gfkd.parity (reference: true); true: the dropout acts on the logits "
+        "while training, not before the classifier (gfkd.md §8)")
 
 
 class TeacherConfig(_Frozen):
@@ -295,7 +305,9 @@ class GFKDConfig(_Frozen):
         None, ge=1, le=STEPS_MAX, description="lr / 10 every so many steps; profile: 1000 or 700")
     profile: Literal["paper", "reference"] = Field("paper", description="schedule of the paper or of the reference code")
     parity: Literal["clean", "reference"] = Field("clean", description="reference: the reference code's schedule, "
-                                                  "best-θ/last-Φ finalisation, uniform targets, MUTAG nodes 10..29")
+                                                  "best-θ/last-Φ finalisation, uniform targets, MUTAG nodes 10..29, "
+                                                  "and the teacher's model-level switches (teacher.model.self_loops_"
+                                                  "in_data, logit_dropout, data.selfloop_skip_isolated)")
     beta_bn: float = Field(0.01, ge=0, le=WEIGHT_MAX, description="weight of R_BN (published, l2 form)")
     beta_oh: float = Field(1e-6, ge=0, le=WEIGHT_MAX, description="weight of the one-hot prior")
     bn_form: Literal["relative", "l2", "l2sq"] = Field("l2", description="R_BN form")
@@ -691,6 +703,25 @@ class RunConfig(_Frozen):
                                 f"{self.group.graph.anchor_tau:g})")
         return self
 
+    @model_validator(mode="after")
+    def _model_switches(self) -> "RunConfig":
+        if self.model_switches["skip_isolated"] and not self.model_switches["loops_in_data"]:
+            raise CrossKeyError("data.selfloop_skip_isolated=true leaves some nodes without the self-loop edges that "
+                                "teacher.model.self_loops_in_data adds, and those are off: set "
+                                "teacher.model.self_loops_in_data=true, or data.selfloop_skip_isolated=false")
+        return self
+
+    @property
+    def model_switches(self) -> dict[str, bool]:
+        """gfkd.md §8's model-level parity switches of the teacher, resolved: each explicit setting, else the
+        reference code's behaviour (all true) under generate.gfkd.parity=reference, the clean one (false) otherwise.
+        Keys are GraphClassifier's arguments: loops_in_data, skip_isolated, logit_dropout."""
+        ref = self.generate.gfkd.parity == "reference"
+        pick = lambda v: ref if v is None else v  # noqa: E731
+        m = self.teacher.model
+        return {"loops_in_data": pick(m.self_loops_in_data), "skip_isolated": pick(self.data.selfloop_skip_isolated),
+                "logit_dropout": pick(m.logit_dropout)}
+
     @property
     def group_temperature(self) -> TemperatureConfig | None:
         """The teacher anchor's temperature of the pipeline group under group.graph.anchor_temperature=inherit: the
@@ -741,6 +772,7 @@ class RunConfig(_Frozen):
                 "data": data,
                 "protocol": self.protocol.model_dump(mode="json"),
                 "teacher": self.teacher.model_dump(mode="json"),
+                "model_switches": self.model_switches,
                 "seed": self.split_seed,
                 **self._runtime_key,
             }

@@ -308,3 +308,12 @@ def test_documented_and_used_values_stay_valid():
     assert (cfg.teacher.lr, cfg.generate.max_nodes, cfg.run.name) == (1e30, 512, "benchmark-2")
     for toml in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")):
         resolve_config(toml)
+
+
+def test_skipping_self_loops_needs_self_loops_in_the_data():
+    with pytest.raises(ConfigError, match="data.selfloop_skip_isolated=true .* teacher.model.self_loops_in_data"):
+        resolve_config(None, ["data.selfloop_skip_isolated=true"])
+    with pytest.raises(ConfigError, match="selfloop_skip_isolated"):
+        resolve_config(None, ["generate.gfkd.parity=reference", "teacher.model.self_loops_in_data=false"])
+    ok = resolve_config(None, ["teacher.model.self_loops_in_data=true"])
+    assert ok.model_switches == {"loops_in_data": True, "skip_isolated": False, "logit_dropout": False}

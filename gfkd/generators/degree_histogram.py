@@ -58,7 +58,8 @@ def teacher_histogram(teacher: torch.nn.Module, targets: dict[str, tuple[Tensor,
                          "for other teachers)")
     mean, var = targets[first_bn]
     lin = conv.mlp[0]
-    return recover_histogram(lin.weight, lin.bias, mean, var, degree_mean, eps=float(conv.eps))
+    loop = 1.0 if getattr(teacher, "loops_in_data", False) else 0.0  # a self-loop edge counts the node once more
+    return recover_histogram(lin.weight, lin.bias, mean, var, degree_mean, eps=float(conv.eps) + loop)
 
 
 def sample_degrees(p: Tensor, num_nodes: Tensor, gen: torch.Generator, coupling: float = 0.0) -> Tensor:

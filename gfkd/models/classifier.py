@@ -25,21 +25,32 @@ class GraphClassifier(nn.Module):
         pooling: "sum" or "mean" over the nodes of each graph.
         bn: BatchNorm in the layers.
         residual: h ← h' + h from the second message-passing layer on.
-        dropout: dropout before the classifier.
+        dropout: dropout before the classifier (on the logits with `logit_dropout`).
+        loops_in_data: gfkd.md §8's `self_loops_in_data`: every graph gets an explicit self-loop edge on each node
+            before the layers, as the reference code's data had (GIN then counts a node's own feature twice; GCN
+            takes its loops from the graph instead of adding them).
+        skip_isolated: with `loops_in_data`, a node without out-edges gets no self-loop (`selfloop_skip_isolated`).
+        logit_dropout: the dropout acts on the logits while training (the reference code), not before the classifier.
     """
 
     layer_cls: type[nn.Module]
     arch: str
 
     def __init__(self, in_dim: int, num_classes: int, layers: int = 5, hidden: int = 128, pooling: str = "sum",
-                 bn: bool = True, residual: bool = True, dropout: float = 0.5):
+                 bn: bool = True, residual: bool = True, dropout: float = 0.5, loops_in_data: bool = False,
+                 skip_isolated: bool = False, logit_dropout: bool = False):
         super().__init__()
         if layers < 2:
             raise ValueError("layers counts the input layer and must be >= 2")
+        if skip_isolated and not loops_in_data:
+            raise ValueError("skip_isolated leaves nodes without the self-loops of loops_in_data, which is off")
         self.in_dim, self.num_classes, self.hidden = in_dim, num_classes, hidden
         self.pooling, self.residual = pooling, residual
+        self.loops_in_data, self.skip_isolated, self.logit_dropout = loops_in_data, skip_isolated, logit_dropout
         self.convs = nn.ModuleList(
             self.layer_cls(in_dim if i == 0 else hidden, hidden, bn=bn) for i in range(layers - 1))
+        for conv in self.convs:
+            conv.adds_self_loops = not loops_in_data  # GCN: the graph's loops, or its own
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 
@@ -55,6 +66,8 @@ class GraphClassifier(nn.Module):
         checkpoint: keep only each layer's input for backward and recompute the layer there (activation
         checkpointing: one more forward pass, a fraction of the memory). Eval mode only: a train-mode BN layer would
         update its running statistics twice."""
+        if self.loops_in_data:
+            edge_index, edge_weight = data_self_loops(edge_index, edge_weight, x.size(0), self.skip_isolated)
         for i, conv in enumerate(self.convs):
             proj = projected and i == 0
             if checkpoint and torch.is_grad_enabled():
@@ -71,7 +84,7 @@ class GraphClassifier(nn.Module):
 
     def head(self, g: Tensor) -> Tensor:
         """g: [B, H] → logits [B, C]."""
-        return self.classifier(self.dropout(g))
+        return self.dropout(self.classifier(g)) if self.logit_dropout else self.classifier(self.dropout(g))
 
     def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor, num_graphs: int | None = None,
               edge_weight: Tensor | None = None, projected: bool = False, checkpoint: bool = False) -> Tensor:
@@ -86,11 +99,30 @@ class GraphClassifier(nn.Module):
         return self.head(self.embed(x, edge_index, batch, num_graphs, edge_weight, projected, checkpoint))
 
     def config(self) -> dict:
-        """The constructor arguments, for the checkpoint's JSON."""
+        """The constructor arguments, for the checkpoint's JSON; the parity switches only where on, so a clean
+        model's JSON is what it was before they existed."""
+        switches = {"loops_in_data": self.loops_in_data, "skip_isolated": self.skip_isolated,
+                    "logit_dropout": self.logit_dropout}
         return {"arch": self.arch, "in_dim": self.in_dim, "num_classes": self.num_classes,
                 "layers": len(self.convs) + 1, "hidden": self.hidden, "pooling": self.pooling,
                 "bn": isinstance(self.convs[0].norm, nn.BatchNorm1d), "residual": self.residual,
-                "dropout": self.dropout.p}
+                "dropout": self.dropout.p, **{k: v for k, v in switches.items() if v}}
+
+
+def data_self_loops(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int,
+                    skip_isolated: bool = False) -> tuple[Tensor, Tensor | None]:
+    """edge_index: [2, E], edge_weight: [E] or None → the same with a self-loop edge (weight 1) on each of the
+    `num_nodes` nodes appended, or only on those with an out-edge (of positive weight) under `skip_isolated`."""
+    nodes = torch.arange(num_nodes, device=edge_index.device)
+    if skip_isolated:
+        src = edge_index[0] if edge_weight is None else edge_index[0][edge_weight > 0]
+        has_out = torch.zeros(num_nodes, dtype=torch.bool, device=edge_index.device)
+        has_out[src] = True
+        nodes = nodes[has_out]
+    edge_index = torch.cat([edge_index, torch.stack([nodes, nodes])], 1)
+    if edge_weight is not None:
+        edge_weight = torch.cat([edge_weight, edge_weight.new_ones(nodes.numel())])
+    return edge_index, edge_weight
 
 
 def _layer(conv: nn.Module, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None, projected: bool) -> Tensor:

@@ -35,6 +35,8 @@ class DenseTwin(nn.Module):
         Each part aggregates densely on its own padding; every layer's node-wise `update` takes the real nodes of all
         parts in one call, so BatchNorm sees them together."""
         m = self.model
+        if m.loops_in_data:  # gfkd.md §8: the graph's own self-loop edges, as the sparse model adds them
+            parts = [(xb, dense_self_loops(ab, mb, m.skip_isolated), mb) for xb, ab, mb in parts]
         masks = [mb for _, _, mb in parts]
         xs = [xb * mb.unsqueeze(-1) for xb, _, mb in parts]
         real = [int(mb.sum()) for mb in masks]
@@ -75,3 +77,11 @@ class DenseTwin(nn.Module):
         if buckets is None:
             return self.model.head(self.embed(x, adj, mask, projected))
         return self.model.head(self.embed_buckets(x, adj, mask, buckets, projected))
+
+
+def dense_self_loops(adj: Tensor, mask: Tensor, skip_isolated: bool = False) -> Tensor:
+    """adj: [B, N, N] (a_ij weighs j → i, zero diagonal), mask: [B, N] → adj + diag(loops): a self-loop of weight 1
+    on every real node, or (`skip_isolated`) on those with an out-edge of positive weight (a nonzero column).
+    The diagonal added is a constant: no gradient reaches it."""
+    loops = mask if not skip_isolated else mask & (adj.detach() > 0).any(-2)
+    return adj + torch.diag_embed(loops.to(adj.dtype))

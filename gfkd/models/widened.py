@@ -105,12 +105,14 @@ def _count(module: nn.Module) -> int:
 
 
 def build_student(spec: dict, teacher: GraphClassifier | None = None) -> nn.Module:
-    """A student from its JSON spec: {kind: plain|widened, arch, layers, hidden, dropout, projector}.
+    """A student from its JSON spec: {kind: plain|widened, arch, layers, hidden, dropout, projector} and, where set,
+    the classifier's parity switches (loops_in_data, skip_isolated, logit_dropout).
 
     The widened kind needs the teacher (its classifier's shape; the weights are then loaded from the checkpoint or
     copied from the teacher)."""
     net = build_classifier(spec["arch"], spec["in_dim"], spec["num_classes"], layers=spec["layers"],
-                           hidden=spec["hidden"], pooling=spec.get("pooling", "sum"), dropout=spec["dropout"])
+                           hidden=spec["hidden"], pooling=spec.get("pooling", "sum"), dropout=spec["dropout"],
+                           **{k: spec[k] for k in ("loops_in_data", "skip_isolated", "logit_dropout") if k in spec})
     if spec["kind"] == "plain":
         return PlainStudent(net)
     if teacher is None:

@@ -57,14 +57,18 @@ def load_pseudo_graphs(shard_dir: Path) -> list[Data]:
 
 
 def student_spec(dc: DistillConfig, teacher: GraphClassifier, real: bool) -> dict:
-    """The JSON spec of a student (build_student's input). Real-data rows are plain students with their own head."""
+    """The JSON spec of a student (build_student's input). Real-data rows are plain students with their own head.
+    A plain student takes the teacher's model-level parity switches (gfkd.md §8: the reference code's graphs carried
+    the self-loops every model read); a widened one stays clean."""
     s = dc.student
     widen = teacher.hidden if dc.width_mult == "teacher" else s.hidden * int(dc.width_mult)
     widened = dc.head == "reuse" and not real
+    switches = {} if widened else {k: v for k, v in teacher.config().items()
+                                   if k in ("loops_in_data", "skip_isolated", "logit_dropout")}
     return {"kind": "widened" if widened else "plain", "arch": teacher.config()["arch"] if s.arch == "auto" else s.arch,
             "in_dim": teacher.in_dim, "num_classes": teacher.num_classes, "layers": s.layers,
             "hidden": widen if widened else s.hidden, "dropout": s.dropout, "projector": dc.projector,
-            "pooling": teacher.pooling}
+            "pooling": teacher.pooling, **switches}
 
 
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:

@@ -99,13 +99,14 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
 
     m = tc.model
     model = build_classifier(m.arch, ds.num_features, ds.num_classes, layers=m.layers, hidden=m.hidden,
-                             pooling=m.pooling, bn=m.bn, residual=m.residual, dropout=m.dropout).to(device)
+                             pooling=m.pooling, bn=m.bn, residual=m.residual, dropout=m.dropout,
+                             **cfg.model_switches).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     logger.params({"teacher": tc.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
                    "protocol": cfg.protocol.model_dump(mode="json"), "seed": seed,
                    "split": split.sizes(), "fold_hash": split.fold_hash,
                    "resolved": {"label_smoothing": tc.resolved_label_smoothing,
-                                "weight_decay": tc.resolved_weight_decay}})
+                                "weight_decay": tc.resolved_weight_decay, **cfg.model_switches}})
 
     staging = resumable_staging(layout, STAGE, cache_key, fresh=force)
     fit = fit_classifier(model, train_loader, val_loader, epochs=tc.epochs, lr=tc.lr,

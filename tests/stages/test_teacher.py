@@ -76,3 +76,29 @@ def test_generate_auto_m_is_the_protocols_training_portion(tiny_root, tmp_path, 
     assert meta["data"]["num_train_graphs"] == teacher_graphs
     out = generate.run(cfg, layout, "g")
     assert generate.auto_num_graphs(meta) == expect == out.manifest.metrics["generate/quality/num_graphs"]
+
+
+def test_gfkd_reference_parity_trains_a_teacher_with_the_model_level_switches(tiny_root, tmp_path):
+    """gfkd.md §8: generate.gfkd.parity=reference sets the teacher's self-loops in the data, no loop on nodes without
+    out-edges and dropout on the logits; the checkpoint carries them, a plain student inherits them, a widened one
+    does not; the teacher's cache key follows the resolved switches."""
+    from gfkd.stages.distill import student_spec
+
+    base = [*TINY, f"data.root='{tiny_root}'", f"run.runs_dir='{tmp_path}'", "data.download=false"]
+    cfg = resolve_config(None, [*base, "generate.gfkd.parity=reference"])
+    assert cfg.model_switches == {"loops_in_data": True, "skip_isolated": True, "logit_dropout": True}
+    layout = RunLayout(tmp_path / "ref")
+    teacher.run(cfg, layout, stage_key(cfg, "teacher"))
+    model, meta, _ = teacher.load_teacher(layout.stage_dir("teacher") / "teacher.pt")
+    assert (model.loops_in_data, model.skip_isolated, model.logit_dropout) == (True, True, True)
+    assert meta["model"]["loops_in_data"] and meta["model"]["logit_dropout"]
+    plain = student_spec(cfg.distill.model_copy(update={"head": "own"}), model, real=False)
+    widened = student_spec(cfg.distill, model, real=False)
+    assert plain["loops_in_data"] and plain["skip_isolated"] and plain["logit_dropout"]
+    assert "loops_in_data" not in widened
+    clean = resolve_config(None, base)
+    assert clean.model_switches == dict.fromkeys(clean.model_switches, False)
+    one = resolve_config(None, [*base, "generate.gfkd.parity=reference", "teacher.model.logit_dropout=false"])
+    assert one.model_switches["logit_dropout"] is False and one.model_switches["loops_in_data"] is True
+    keys = {stage_key(c, "teacher") for c in (cfg, clean, one)}
+    assert len(keys) == 3
