@@ -35,7 +35,8 @@ class DenseTwin(nn.Module):
         Each part aggregates densely on its own padding; every layer's node-wise `update` takes the real nodes of all
         parts in one call, so BatchNorm sees them together."""
         m = self.model
-        if m.loops_in_data:  # gfkd.md §8: the graph's own self-loop edges, as the sparse model adds them
+        # gfkd.md §8's loops, as the sparse model adds them; a widened student's body (also run here) has none
+        if getattr(m, "loops_in_data", False):
             parts = [(xb, dense_self_loops(ab, mb, m.skip_isolated), mb) for xb, ab, mb in parts]
         masks = [mb for _, _, mb in parts]
         xs = [xb * mb.unsqueeze(-1) for xb, _, mb in parts]
