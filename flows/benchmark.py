@@ -10,7 +10,9 @@
 A cell is finished when every stage's manifest is valid for the cell's config, upstream digests and code (the
 pipeline's own cache key): such a cell is not re-entered, so rerunning the command after a failure or a kill
 runs only the unfinished cells, and inside them only the unfinished stages. A failed cell is retried
-(`spec.retries`) and, if it still fails, reported; the table holds the finished cells.
+(`spec.retries`) and, if it still fails, reported; the table holds the finished cells. The benchmark holds its
+folder's lock, so a second one of the same name refuses, and it ends as KILLED the runs a killed earlier one left
+RUNNING in the folder's database.
 
 Fanned out (workers > 1 or Dask) the cells log to one MLflow tracking server (`MLFLOW_TRACKING_URI`, or an
 `mlflow server` started on 127.0.0.1 over `<runs_dir>/<name>/mlflow.db`); run one at a time, each cell keeps its
@@ -177,10 +179,15 @@ def report_task(spec: BenchmarkSpec, cells: list[Cell], records: list[dict[str, 
 @flow(name="gfkd-benchmark", log_prints=True)
 def benchmark(spec: BenchmarkSpec) -> dict[str, Any]:
     """Run the pipeline over datasets × generators × splits and aggregate the table."""
+    from flows.cli import _run_lock
+
     cells = grid_cells(spec)
     folder = benchmark_dir(spec)
-    with tracking_server(folder) if spec.fanned_out else nullcontext() as uri:
-        run_id = open_benchmark_run(spec, str(folder))
-        records = run_grid.with_options(task_runner=task_runner(spec))(cells, spec.retries, uri)
-        report = report_task(spec, cells, records, str(folder), run_id)
+    with _run_lock(RunLayout(folder), "--name"):  # one benchmark per folder, so every RUNNING run there is dead
+        if RunLayout(folder).mlflow_db.exists():  # a killed earlier benchmark's runs (not under $MLFLOW_TRACKING_URI)
+            Tracker(RunLayout(folder), EXPERIMENT).end_orphans()
+        with tracking_server(folder) if spec.fanned_out else nullcontext() as uri:
+            run_id = open_benchmark_run(spec, str(folder))
+            records = run_grid.with_options(task_runner=task_runner(spec))(cells, spec.retries, uri)
+            report = report_task(spec, cells, records, str(folder), run_id)
     return {"folder": str(folder), "cells": records, **report}

@@ -157,15 +157,16 @@ def _check_prefect_home(layout: RunLayout) -> None:
 
 
 @contextmanager
-def _run_lock(layout: RunLayout) -> Iterator[None]:
-    """One writer per run folder: a second `gfkd run` on the same folder refuses instead of interleaving writes."""
+def _run_lock(layout: RunLayout, name_key: str = "run.name") -> Iterator[None]:
+    """One writer per run folder: a second `gfkd run` on the same folder refuses instead of interleaving writes
+    (`name_key`: the option that names another folder, for the refusal)."""
     layout.root.mkdir(parents=True, exist_ok=True)
     with open(layout.lock, "a") as fh:  # "a": a refused second writer changes nothing
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise GfkdError(f"another gfkd run is writing to {layout.root}: wait for it to finish or choose "
-                            f"another run.name") from None
+                            f"another {name_key}") from None
         yield
 
 

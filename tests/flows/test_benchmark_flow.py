@@ -152,3 +152,41 @@ def test_benchmark_options_are_checked_before_anything_runs(tmp_path, tiny_root,
                                  f"--data-root={tiny_root}"])
     assert r.exit_code == 2 and needle in r.output, r.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "escaped-bench").exists()
+
+
+def test_a_benchmark_ends_a_killed_earlier_benchmarks_runs_and_refuses_a_second_writer(tmp_path, tiny_root,
+                                                                                       monkeypatch):
+    """A SIGKILLed benchmark leaves its parent MLflow run RUNNING in <runs_dir>/<name>/mlflow.db: the next benchmark
+    in that folder (which holds the folder's lock, so no live one can share it) ends it as KILLED; a benchmark that
+    finds the lock held refuses, naming --name. The grid is stubbed: only the flow's own bookkeeping runs."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    import flows.benchmark
+    from gfkd.errors import GfkdError
+    from gfkd.layout import RunLayout
+    from gfkd.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runs = tmp_path / "runs"
+    folder = runs / "benchmark"
+    folder.mkdir(parents=True)
+    dead = Tracker(RunLayout(folder), flows.benchmark.EXPERIMENT).start_run("benchmark").run_id  # never ended
+    stub = lambda cells, retries, uri: [{"cell": c.name, "status": "failed", "error": "stub", "stages": {}}  # noqa: E731
+                                        for c in cells]
+    monkeypatch.setattr(flows.benchmark, "run_grid", SimpleNamespace(with_options=lambda **kw: stub))
+    spec = _spec(runs, tiny_root)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(GfkdError, match="another gfkd run is writing to .*choose another --name"):
+            flows.benchmark.benchmark(spec)
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    assert client.get_run(dead).info.status == "RUNNING"  # the refused benchmark touched nothing
+    result = flows.benchmark.benchmark(spec)
+    assert result["failed"] == ["tiny-acgkd-fold0", "tiny-acgkd-fold1"]
+    old = client.get_run(dead)
+    assert old.info.status == "KILLED" and "process had died" in old.data.tags["gfkd.ended_by"]
+    statuses = {r.info.run_id: r.info.status for r in client.search_runs(
+        [client.get_experiment_by_name(flows.benchmark.EXPERIMENT).experiment_id])}
+    assert statuses.pop(dead) == "KILLED" and list(statuses.values()) == ["FAILED"]  # this benchmark's own run
