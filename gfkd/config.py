@@ -226,6 +226,9 @@ class ModelConfig(_Frozen):
         "while training, not before the classifier (gfkd.md §8)")
 
 
+MODEL_SWITCH_KEYS = ("self_loops_in_data", "logit_dropout")  # teacher.model's parity switches (gfkd.md §8)
+
+
 class TeacherConfig(_Frozen):
     """Teacher training recipe (protocol.md §4)."""
 
@@ -760,6 +763,11 @@ class RunConfig(_Frozen):
         return {"device": self.run.device, "threads": self.run.threads, "deterministic": self.run.deterministic}
 
     @property
+    def _data_key(self) -> dict[str, Any]:
+        """data.* without where the data lives and the raw parity switch (the teacher's key holds it resolved)."""
+        return self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download", "selfloop_skip_isolated"})
+
+    @property
     def _generate_key(self) -> dict[str, Any]:
         """generate.* without the settings that change memory or speed but not the graphs."""
         return self.generate.model_dump(mode="json", exclude={"workers": True, "acgkd": {"checkpoint"}})
@@ -767,12 +775,12 @@ class RunConfig(_Frozen):
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config that determines a stage's outputs (enters its cache key)."""
         if stage == "teacher":
-            data = self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"})
+            switches = self.model_switches  # resolved, the raw keys left out: only what the teacher becomes counts
             return {
-                "data": data,
+                "data": self._data_key,
                 "protocol": self.protocol.model_dump(mode="json"),
-                "teacher": self.teacher.model_dump(mode="json"),
-                "model_switches": self.model_switches,
+                "teacher": self.teacher.model_dump(mode="json", exclude={"model": set(MODEL_SWITCH_KEYS)}),
+                **({"model_switches": switches} if any(switches.values()) else {}),  # a clean key stays as it was
                 "seed": self.split_seed,
                 **self._runtime_key,
             }
@@ -781,7 +789,7 @@ class RunConfig(_Frozen):
         if stage == "distill":  # the data and split too: the real-data baselines and the evaluation read them
             return {"distill": self.distill.model_dump(mode="json"), "banks": self.generate.banks,
                     **({"generate": self._generate_key} if self.distill.effective().redraws else {}),
-                    "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
+                    "data": self._data_key,
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     **self._runtime_key}
         if stage == "group":  # the pseudo-graph group; the student architecture comes from distill.student
@@ -794,11 +802,11 @@ class RunConfig(_Frozen):
                        if self.group_curriculum is not None else {}),
                     **({"temperature": self.group_temperature.model_dump(mode="json")}
                        if self.group_temperature is not None else {}),
-                    "data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
+                    "data": self._data_key,
                     "protocol": self.protocol.model_dump(mode="json"), "seed": self.split_seed,
                     **self._runtime_key}
         if stage == "evaluate":  # scores what the upstream stages made (their digests enter the key)
-            return {"data": self.data.model_dump(mode="json", exclude={"root", "cache_dir", "download"}),
+            return {"data": self._data_key,
                     "protocol": self.protocol.model_dump(mode="json"), "generate.method": self.generate.method,
                     "distill.recipe": self.distill.recipe, "seed": self.split_seed, **self._runtime_key}
         raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")

@@ -30,13 +30,16 @@ CONSTRAINT_WEIGHT = 10.0  # scale of the Σp = 1 and mean-degree rows next to th
 
 
 def recover_histogram(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, degree_mean: float, eps: float = 0.0,
-                      bn_eps: float = 1e-5) -> Tensor:
+                      bn_eps: float = 1e-5, loops: str = "none") -> Tensor:
     """p: [D + 1] ≥ 0, Σ p = 1, from the first Linear (weight: [H, D + 1], bias: [H]) and its BN's target mean and
-    variance ([H] each). The last bin D holds degrees ≥ D, counted with multiplier 1 + ε + D (exact below D)."""
+    variance ([H] each). The last bin D holds degrees ≥ D, counted with multiplier 1 + ε + D (exact below D).
+    loops: the teacher's self-loop edges (gfkd.md §8), each counting its node once more: "none", "all", or
+    "non_isolated" (none on degree-0 nodes, `selfloop_skip_isolated`)."""
     w, b = weight.detach().double().cpu().numpy(), bias.detach().double().cpu().numpy()
     mu, sd = mean.detach().double().cpu().numpy(), np.sqrt(var.detach().double().cpu().numpy() + bn_eps)
     d = np.arange(w.shape[1], dtype=np.float64)
-    mult = 1.0 + eps + d  # m_d = p_d·mult_d
+    loop = {"none": 0.0 * d, "all": 1.0 + 0.0 * d, "non_isolated": (d > 0).astype(np.float64)}[loops]
+    mult = 1.0 + eps + d + loop  # m_d = p_d·mult_d
     rows = np.vstack([w / sd[:, None], CONSTRAINT_WEIGHT / mult[None], CONSTRAINT_WEIGHT * (d / mult)[None] / degree_mean])
     rhs = np.concatenate([(mu - b) / sd, [CONSTRAINT_WEIGHT, CONSTRAINT_WEIGHT]])
     m, _ = nnls(rows, rhs, maxiter=50 * rows.shape[1])
@@ -58,8 +61,9 @@ def teacher_histogram(teacher: torch.nn.Module, targets: dict[str, tuple[Tensor,
                          "for other teachers)")
     mean, var = targets[first_bn]
     lin = conv.mlp[0]
-    loop = 1.0 if getattr(teacher, "loops_in_data", False) else 0.0  # a self-loop edge counts the node once more
-    return recover_histogram(lin.weight, lin.bias, mean, var, degree_mean, eps=float(conv.eps) + loop)
+    loops = ("none" if not getattr(teacher, "loops_in_data", False) else
+             "non_isolated" if teacher.skip_isolated else "all")
+    return recover_histogram(lin.weight, lin.bias, mean, var, degree_mean, eps=float(conv.eps), loops=loops)
 
 
 def sample_degrees(p: Tensor, num_nodes: Tensor, gen: torch.Generator, coupling: float = 0.0) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch_geometric import seed_everything
 from torch_geometric.loader import DataLoader
 
-from gfkd.config import RunConfig
+from gfkd.config import MODEL_SWITCH_KEYS, RunConfig
 from gfkd.data.datasets import load_tu
 from gfkd.data.metadata import dataset_metadata
 from gfkd.data.splits import Split, make_split
@@ -130,7 +130,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         "split": {"protocol": split.protocol, "fold": cfg.protocol.fold, "seed": cfg.protocol.seed,
                   "sizes": split.sizes(), "fold_hash": split.fold_hash},
         "selection": {"best_epoch": fit.best_epoch, "rule": "lowest val loss" if val_loader else "last epoch"},
-        "recipe": tc.model_dump(mode="json"),
+        "recipe": tc.model_dump(mode="json", exclude={"model": set(MODEL_SWITCH_KEYS)}),  # resolved in "model"
         "bn_eval_stats_layers": sorted({k.rsplit(".", 1)[0] for k in bn_stats}),
     }
     save_checkpoint(staging / "teacher.pt", model.state_dict(), meta, tensors={"bn_eval_stats": bn_stats})

@@ -54,6 +54,22 @@ def test_histogram_is_read_back_from_the_first_bn_mean(seed):
     assert 0.5 * (p - true).abs().sum() < 1e-3, (p, true)
 
 
+@pytest.mark.parametrize("switches", [{}, {"loops_in_data": True}, {"loops_in_data": True, "skip_isolated": True}])
+def test_histogram_counts_the_teachers_self_loops_where_it_has_them(switches):
+    """gfkd.md §8: a self-loop edge counts its node once more, except on a node without edges under skip_isolated;
+    the graphs include two isolated nodes, so bin 0 tells the two apart."""
+    torch.manual_seed(0)
+    model = build_classifier("gin", D + 1, 2, layers=3, hidden=16, **switches).eval()
+    lonely = Data(x=torch.nn.functional.one_hot(torch.tensor([1, 1, 0, 0]), D + 1).float(),
+                  edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=4)  # an edge and two isolated nodes
+    graphs = [*_graphs(), lonely]
+    stats = bn_input_statistics(model, [Batch.from_data_list(graphs)], torch.device("cpu"))
+    targets = {n[: -len(".mean")]: (stats[n], stats[n[: -len(".mean")] + ".var"]) for n in stats if n.endswith(".mean")}
+    true = _histogram(graphs)
+    p = teacher_histogram(model, targets, float((true * torch.arange(D + 1)).sum()))
+    assert true[0] > 0 and 0.5 * (p - true).abs().sum() < 1e-3, (p, true)
+
+
 def test_histogram_needs_a_gin_teacher():
     model = build_classifier("gcn", D + 1, 2, layers=3, hidden=16).eval()
     targets = bn_targets(model, "running", {})

@@ -102,3 +102,13 @@ def test_gfkd_reference_parity_trains_a_teacher_with_the_model_level_switches(ti
     assert one.model_switches["logit_dropout"] is False and one.model_switches["loops_in_data"] is True
     keys = {stage_key(c, "teacher") for c in (cfg, clean, one)}
     assert len(keys) == 3
+    # the key follows the resolved switches, not how they were set
+    same_as_clean = resolve_config(None, [*base, "teacher.model.self_loops_in_data=false"])
+    same_as_ref = resolve_config(None, [*base, "teacher.model.self_loops_in_data=true", "teacher.model.logit_dropout=true",
+                                        "data.selfloop_skip_isolated=true"])
+    assert stage_key(same_as_clean, "teacher") == stage_key(clean, "teacher")
+    assert stage_key(same_as_ref, "teacher") == stage_key(cfg, "teacher")
+    key = clean.stage_config("teacher")  # a clean teacher's key holds no trace of the switches
+    assert "model_switches" not in key and "selfloop_skip_isolated" not in key["data"]
+    assert "self_loops_in_data" not in key["teacher"]["model"]
+    assert "self_loops_in_data" not in meta["recipe"]["model"]  # the resolved switches are in meta["model"]
