@@ -66,7 +66,11 @@ def test_gin_counts_a_nodes_own_feature_twice_and_gcn_is_unchanged_without_skip(
     skipped = _copy(clean, loops_in_data=True, skip_isolated=True)  # node 2 of the arcs and of the pair differ
     h_clean, h_skip = clean.node_embeddings(b.x, b.edge_index), skipped.node_embeddings(b.x, b.edge_index)
     differs = (h_clean - h_skip).abs().sum(1) > 1e-6
-    assert differs[[5, 8]].all()  # the nodes without out-edges: 2 of the arcs (index 5), 2 of the pair (8)
+    # only the nodes without out-edges change: 2 of the arcs (index 5, its in-neighbour still counted) and the
+    # pair's isolated node 2 (index 8, only its bias left); no other node reads from them
+    assert differs.tolist() == [i in (5, 8) for i in range(9)]
+    w1 = skipped.convs[0]
+    assert torch.allclose(w1.aggregate(b.x, data_self_loops(b.edge_index, None, 9, True)[0])[8], w1.bias)
 
 
 def test_self_loops_go_only_where_an_out_edge_of_positive_weight_is_under_skip():
