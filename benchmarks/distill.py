@@ -197,8 +197,8 @@ def run_on_banks(dataset: str, fold: int, runs: str, extra: list[str], what: lis
     `<cell>/acgkd-group-…`), ablation names (distill variants, into `<cell>/acgkd-<name>`) and generate ablation
     names (new banks from the stored teacher under the ablation's overrides, then the default distill, both into
     `<cell>/acgkd-<name>`: the cell's other stages are not rerun, so a code change since they were made costs
-    nothing; these need only the cell's teacher, trained here when the cell has none). `banks` names a generate ablation whose banks the group reads
-    instead (`<cell>/acgkd-<banks>/generate`; group only)."""
+    nothing; these need only the cell's teacher, trained here when the cell has none). `banks` names a generate
+    ablation whose banks the group reads instead (`<cell>/acgkd-<banks>/generate`; group only)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

@@ -104,8 +104,8 @@ def test_gfkd_reference_parity_trains_a_teacher_with_the_model_level_switches(ti
     assert len(keys) == 3
     # the key follows the resolved switches, not how they were set
     same_as_clean = resolve_config(None, [*base, "teacher.model.self_loops_in_data=false"])
-    same_as_ref = resolve_config(None, [*base, "teacher.model.self_loops_in_data=true", "teacher.model.logit_dropout=true",
-                                        "data.selfloop_skip_isolated=true"])
+    same_as_ref = resolve_config(None, [*base, "teacher.model.self_loops_in_data=true",
+                                        "teacher.model.logit_dropout=true", "data.selfloop_skip_isolated=true"])
     assert stage_key(same_as_clean, "teacher") == stage_key(clean, "teacher")
     assert stage_key(same_as_ref, "teacher") == stage_key(cfg, "teacher")
     key = clean.stage_config("teacher")  # a clean teacher's key holds no trace of the switches
