@@ -421,9 +421,10 @@ def add_run(section: dict | None, fresh: dict, cmd: str) -> dict:
         commands.append(cmd)
     rows, notes = merge_rows(section["rows"], fresh, commands.index(cmd), commands,
                              section.get("reruns", []))
-    # a new note replaces a row's old notes on the same folds; notes on other folds, and a re-collected row's, stay
+    # a new note replaces a row's old notes on folds it all covers; notes on other folds too (a rerun of folds 0-9
+    # when folds 0,1 are rerun again), and a re-collected row's, stay
     notes = [n for n in section.get("reruns", [])
-             if not any(m["row"] == n["row"] and note_folds(m) & note_folds(n) for m in notes)] + notes
+             if not any(m["row"] == n["row"] and note_folds(n) <= note_folds(m) for m in notes)] + notes
     used = sorted({i for r in rows.values() for i in r["source"]} | {n["source"] for n in notes}
                   | {i for n in notes for i in n.get("old", [])})
     index = {old: new for new, old in enumerate(used)}

@@ -267,6 +267,22 @@ def test_new_folds_of_a_folder_already_collected_are_reruns_and_older_notes_on_o
     assert bench.cmd_folds(g12) == {1, 2} and bench.cmd_folds("`--runs /tmp/g`") is None
 
 
+def test_a_rerun_of_fewer_folds_keeps_the_wider_rerun_note_and_a_wider_one_replaces_it():
+    """IMDB-BINARY's runs [15, 16]: run [15] reran the teacher on folds 0-9, run [16] on folds 0,1 again. Both notes
+    stay (the older one says more); a later rerun of folds 0-9 replaces both."""
+    a = "`python benchmarks/distill.py --report-only --runs /tmp/a --folds 0-2`"
+    b = "`python benchmarks/distill.py --report-only --runs /tmp/b --folds 0-2`"
+    c = "`python benchmarks/distill.py --report-only --runs /tmp/c --folds 0-1`"
+    d = "`python benchmarks/distill.py --report-only --runs /tmp/d --folds 0-2`"
+    first = bench.add_run(None, {"teacher": _row({0: 0.5, 1: 0.6, 2: 0.7})}, a)
+    second = bench.add_run(_roundtrip(first), {"teacher": _row({0: 0.5, 1: 0.6, 2: 0.7})}, b)
+    third = bench.add_run(_roundtrip(second), {"teacher": _row({0: 0.5, 1: 0.6})}, c)
+    assert [n["text"].split(":")[0] for n in third["reruns"]] == ["folds 0-2 rerun", "folds 0,1 rerun"]
+    fourth = bench.add_run(_roundtrip(third), {"teacher": _row({0: 0.5, 1: 0.6, 2: 0.7})}, d)
+    assert [n["text"].split(":")[0] for n in fourth["reruns"]] == ["folds 0-2 rerun"]
+    assert fourth["commands"] == [a, d]
+
+
 def test_the_recipe_check_judges_on_val_selected_numbers_as_acgkd_md_says():
     acgkd, plain = _row({0: 0.80, 1: 0.80}), _row({0: 0.70, 1: 0.70})  # ahead at the last epoch ...
     acgkd["val_sel"], plain["val_sel"] = {0: 0.60, 1: float("nan")}, {0: 0.65, 1: 0.90}  # ... behind val-selected
