@@ -13,6 +13,9 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+SWITCHES = ("loops_in_data", "skip_isolated", "logit_dropout")
+"""The constructor's model-level parity switches (gfkd.md §8), as `config()` writes them where on."""
+
 
 class GraphClassifier(nn.Module):
     """Base class; subclasses set `layer_cls` (a GIN or GCN layer).
@@ -101,8 +104,7 @@ class GraphClassifier(nn.Module):
     def config(self) -> dict:
         """The constructor arguments, for the checkpoint's JSON; the parity switches only where on, so a clean
         model's JSON is what it was before they existed."""
-        switches = {"loops_in_data": self.loops_in_data, "skip_isolated": self.skip_isolated,
-                    "logit_dropout": self.logit_dropout}
+        switches = {k: getattr(self, k) for k in SWITCHES}
         return {"arch": self.arch, "in_dim": self.in_dim, "num_classes": self.num_classes,
                 "layers": len(self.convs) + 1, "hidden": self.hidden, "pooling": self.pooling,
                 "bn": isinstance(self.convs[0].norm, nn.BatchNorm1d), "residual": self.residual,

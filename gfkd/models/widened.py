@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
-from gfkd.models.classifier import GraphClassifier, build_classifier
+from gfkd.models.classifier import SWITCHES, GraphClassifier, build_classifier
 
 
 class Projector(nn.Module):
@@ -106,13 +106,13 @@ def _count(module: nn.Module) -> int:
 
 def build_student(spec: dict, teacher: GraphClassifier | None = None) -> nn.Module:
     """A student from its JSON spec: {kind: plain|widened, arch, layers, hidden, dropout, projector} and, where set,
-    the classifier's parity switches (loops_in_data, skip_isolated, logit_dropout).
+    the classifier's parity switches (`gfkd.models.classifier.SWITCHES`).
 
     The widened kind needs the teacher (its classifier's shape; the weights are then loaded from the checkpoint or
     copied from the teacher)."""
     net = build_classifier(spec["arch"], spec["in_dim"], spec["num_classes"], layers=spec["layers"],
                            hidden=spec["hidden"], pooling=spec.get("pooling", "sum"), dropout=spec["dropout"],
-                           **{k: spec[k] for k in ("loops_in_data", "skip_isolated", "logit_dropout") if k in spec})
+                           **{k: spec[k] for k in SWITCHES if k in spec})
     if spec["kind"] == "plain":
         return PlainStudent(net)
     if teacher is None:

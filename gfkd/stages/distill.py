@@ -40,6 +40,7 @@ from gfkd.io.shards import read_shard_set, table_to_graphs
 from gfkd.layout import RunLayout
 from gfkd.losses.kd import class_balance_weights
 from gfkd.models import GraphClassifier
+from gfkd.models.classifier import SWITCHES
 from gfkd.models.widened import build_student
 from gfkd.plots import distill_curves
 from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
@@ -63,8 +64,7 @@ def student_spec(dc: DistillConfig, teacher: GraphClassifier, real: bool) -> dic
     s = dc.student
     widen = teacher.hidden if dc.width_mult == "teacher" else s.hidden * int(dc.width_mult)
     widened = dc.head == "reuse" and not real
-    switches = {} if widened else {k: v for k, v in teacher.config().items()
-                                   if k in ("loops_in_data", "skip_isolated", "logit_dropout")}
+    switches = {} if widened else {k: v for k, v in teacher.config().items() if k in SWITCHES}
     return {"kind": "widened" if widened else "plain", "arch": teacher.config()["arch"] if s.arch == "auto" else s.arch,
             "in_dim": teacher.in_dim, "num_classes": teacher.num_classes, "layers": s.layers,
             "hidden": widen if widened else s.hidden, "dropout": s.dropout, "projector": dc.projector,

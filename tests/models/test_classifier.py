@@ -7,7 +7,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from gfkd.models import DenseTwin, build_classifier
-from gfkd.models.classifier import data_self_loops
+from gfkd.models.classifier import SWITCHES, data_self_loops
 from gfkd.models.dense import dense_self_loops
 
 PATH = [[0, 1, 1, 2], [1, 0, 2, 1]]  # 3-node path
@@ -102,7 +102,8 @@ def test_logit_dropout_drops_logits_in_training_only():
 
 def test_a_switched_model_rebuilds_from_its_config_and_a_clean_one_writes_none():
     clean = build_classifier("gcn", 3, 2, layers=3, hidden=8)
-    assert not {"loops_in_data", "skip_isolated", "logit_dropout"} & set(clean.config())
+    assert set(SWITCHES) == {"loops_in_data", "skip_isolated", "logit_dropout"}
+    assert not set(SWITCHES) & set(clean.config())
     model = build_classifier("gcn", 3, 2, layers=3, hidden=8, loops_in_data=True, skip_isolated=True,
                              logit_dropout=True)
     cfg = model.config()

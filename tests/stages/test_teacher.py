@@ -82,6 +82,8 @@ def test_gfkd_reference_parity_trains_a_teacher_with_the_model_level_switches(ti
     """gfkd.md §8: generate.gfkd.parity=reference sets the teacher's self-loops in the data, no loop on nodes without
     out-edges and dropout on the logits; the checkpoint carries them, a plain student inherits them, a widened one
     does not; the teacher's cache key follows the resolved switches."""
+    from gfkd.models.classifier import SWITCHES
+    from gfkd.models.widened import build_student
     from gfkd.stages.distill import student_spec
 
     base = [*TINY, f"data.root='{tiny_root}'", f"run.runs_dir='{tmp_path}'", "data.download=false"]
@@ -96,6 +98,8 @@ def test_gfkd_reference_parity_trains_a_teacher_with_the_model_level_switches(ti
     widened = student_spec(cfg.distill, model, real=False)
     assert plain["loops_in_data"] and plain["skip_isolated"] and plain["logit_dropout"]
     assert "loops_in_data" not in widened
+    built = build_student(plain).net  # the spec's switches reach the built student
+    assert all(getattr(built, k) for k in SWITCHES) and not any(c.adds_self_loops for c in built.convs)
     clean = resolve_config(None, base)
     assert clean.model_switches == dict.fromkeys(clean.model_switches, False)
     one = resolve_config(None, [*base, "generate.gfkd.parity=reference", "teacher.model.logit_dropout=false"])
