@@ -1,0 +1,334 @@
+"""Generator sweep under protocol.md §4: one generate key over a few values, chosen on a data-free criterion.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sweep.py --dataset MUTAG --folds 0-3 \
+        --key generate.bn_first_weight --values 1 3 10 --runs /tmp/sweep --jobs 2 \
+        --extra data.root=../shared/datasets --out docs/benchmarks/sweep-mutag-bn-first-weight.md
+
+Per fold, the fold's teacher (`<runs>/<dataset>-fold<k>/teacher`, the folder `benchmarks/distill.py` uses, so a
+sweep can share its teachers); per (fold, value), the banks under `key=value` and the default data-free students
+on them (`distill.seeds`, `distill.baselines=[]`), in `<cell>/sweep-<key>=<value>`. Then, per setting:
+
+- bank agreement: the teacher's agreement with the generation targets (`generate/quality/teacher_agreement`);
+  ≥ 0.99 rejects the setting as over-fitted;
+- the shared pool: the pseudo-graphs of the fold's other settings (none of them trained these students);
+- collapse on the pool: a student that puts ≥ 95 % of the pool in one class rejects the setting;
+- seed agreement, the criterion (`sweep_criterion = seed_agreement`): the mean pairwise agreement of the student
+  seeds' predictions on the pool;
+- student–teacher agreement on the pool, logged beside it (protocol.md §4: it changed sign between datasets);
+- after the fact, never read by the choice: the last-epoch students' accuracy on the fold's validation graphs and
+  the Spearman correlation of each criterion with it over the settings, and their test accuracy.
+
+The choice per fold is the unrejected value of highest seed agreement; over the folds, the value of highest mean
+seed agreement among those rejected on no fold (if every value is rejected somewhere: on the fewest folds). Nothing
+here reads a real graph to choose: the validation and test columns are read from the students' records afterwards.
+Rejected settings are flagged in the table, never regenerated. The Markdown and a JSON of every figure go to --out.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # PyG's import writes compiled templates into the temp dir: a folder removed at exit
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed one's
+    from flows.env import private_tmp_until_exit
+
+    private_tmp_until_exit()
+
+import argparse
+import itertools
+import json
+import os
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.distill import _folds, run_gen_ablation  # noqa: E402
+
+OVER_FITTED = 0.99  # bank agreement at or above it rejects a setting (protocol.md §4)
+COLLAPSED = 0.95  # a student putting this share of the pool in one class rejects it
+CRITERIA = {"seed_agreement": "seed agreement on the pool (the criterion)",
+            "pool_teacher_agreement": "student–teacher agreement on the pool",
+            "bank_agreement": "bank agreement (teacher vs targets)"}
+
+
+def setting_folder(key: str, value: str) -> str:
+    """A setting's folder in its fold's cell: `sweep-generate.bn_first_weight=3`."""
+    return f"sweep-{key}={value}"
+
+
+def _base(dataset: str, fold: int, runs: str, extra: list[str]) -> list[str]:
+    return [f"data.dataset='{dataset}'", f"protocol.fold={fold}", f"run.runs_dir='{runs}'", *extra,
+            "distill.baselines=[]"]
+
+
+def run_teacher(dataset: str, fold: int, runs: str, extra: list[str]) -> str:
+    """The fold's teacher, trained unless its manifest is valid; returns the cell folder."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from gfkd.config import resolve_config
+    from gfkd.layout import RunLayout
+    from gfkd.stages import teacher
+    from tasks.cache import stage_key
+
+    cfg = resolve_config(None, _base(dataset, fold, runs, extra))
+    root = Path(runs) / f"{dataset.lower()}-fold{fold}"
+    teacher.run(cfg, RunLayout(root), stage_key(cfg, "teacher"))
+    return str(root)
+
+
+def run_setting(dataset: str, fold: int, key: str, value: str, runs: str, extra: list[str]) -> str:
+    """One setting: banks under key=value from the fold's teacher, then the data-free students on them."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from gfkd.config import resolve_config
+    from gfkd.io.manifest import load_manifest
+    from gfkd.layout import MANIFEST, RunLayout
+
+    root = Path(runs) / f"{dataset.lower()}-fold{fold}"
+    t_dir = root / "teacher"
+    t_m = load_manifest(t_dir / MANIFEST)
+    if t_m is None:
+        raise SystemExit(f"{t_dir}: no valid teacher; run the sweep without --report-only first")
+    cfg = resolve_config(None, [*_base(dataset, fold, runs, extra), f"{key}={value}"])
+    layout = RunLayout(root / setting_folder(key, value))
+    run_gen_ablation(cfg, layout, t_m.digest, t_dir)
+    return str(layout.root)
+
+
+def pairwise_agreement(preds: list[np.ndarray]) -> float:
+    """Mean share of equal predictions over every pair of seeds (1.0 for a single seed)."""
+    pairs = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
+    return float(np.mean(pairs)) if pairs else 1.0
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's ρ with average ranks for ties; None where either side is constant or has < 3 points."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for u in np.unique(v):  # ties share their mean rank
+            r[v == u] = r[v == u].mean()
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
+    """Per value of one fold: the selection criteria (data-free: the teacher, the banks and the students' checkpoints
+    on the pool) and, read from the students' records afterwards, validation and test accuracy."""
+    import torch
+    from torch_geometric.loader import DataLoader
+
+    from gfkd.io.checkpoint import load_checkpoint
+    from gfkd.models.widened import build_student
+    from gfkd.stages.distill import load_pseudo_graphs
+    from gfkd.stages.teacher import load_teacher
+    from gfkd.train import logits_of
+
+    teacher, _, _ = load_teacher(cell / "teacher" / "teacher.pt")
+    folders = {v: cell / setting_folder(key, v) for v in values}
+    banks = {v: load_pseudo_graphs(f / "generate" / "shards") for v, f in folders.items()}
+    out = {}
+    for v, folder in folders.items():
+        pool = [g for u in values if u != v for g in banks[u]]
+        loader = DataLoader(pool, batch_size=256)
+        t_pred = torch.cat([g.teacher_logits.view(1, -1) for g in pool]).argmax(-1).numpy()
+        preds, shares = [], []
+        for ckpt in sorted((folder / "distill" / "students").glob("pseudo-s*.pt")):
+            state, meta, _ = load_checkpoint(ckpt)
+            student = build_student(meta["spec"], teacher)
+            student.load_state_dict(state)
+            p = logits_of(student, loader, torch.device("cpu"))[0].argmax(-1).numpy()
+            preds.append(p)
+            shares.append(float(np.bincount(p).max() / len(p)))
+        quality = json.loads((folder / "generate" / "quality.json").read_text())
+        pseudo = [json.loads(p.read_text()) for p in sorted((folder / "distill" / "students").glob(
+            "pseudo-s*.result.json"))]  # with each student's history: its last epoch's validation accuracy
+        bank_agreement = quality.get("teacher_agreement")
+        out[v] = {
+            "bank_agreement": bank_agreement, "over_fitted": bank_agreement is not None and bank_agreement >= OVER_FITTED,
+            "pool_graphs": len(pool), "pool_top_share": shares,
+            "pool_collapsed": sum(s >= COLLAPSED for s in shares), "students": len(preds),
+            "seed_agreement": pairwise_agreement(preds),
+            "pool_teacher_agreement": float(np.mean([(p == t_pred).mean() for p in preds])),
+            "bank_density": quality["edge_density_mean"], "real_density": quality["real_edge_density_mean"],
+            "val_acc": float(np.mean([r["history"][-1]["distill/val/acc"] for r in pseudo])),
+            "test_acc": float(np.mean([r["test_acc"] for r in pseudo])),
+            "test_collapsed": sum(r["collapsed"] for r in pseudo),
+        }
+        out[v]["rejected"] = bool(out[v]["over_fitted"] or out[v]["pool_collapsed"])
+    return out
+
+
+def choose(folds: dict[int, dict[str, dict]], values: list[str]) -> dict:
+    """The seed-agreement choice per fold and over the folds, and, after the fact, the value of best mean validation
+    accuracy and the criteria's Spearman ρ with validation accuracy (pooled over every setting; per fold, averaged)."""
+    per_fold = {}
+    for f, rows in folds.items():
+        ok = [v for v in values if not rows[v]["rejected"]]
+        per_fold[f] = max(ok, key=lambda v: rows[v]["seed_agreement"]) if ok else None
+    rejected = {v: sum(rows[v]["rejected"] for rows in folds.values()) for v in values}
+    least = min(rejected.values())
+    mean = {v: float(np.mean([rows[v]["seed_agreement"] for rows in folds.values()])) for v in values}
+    val = {v: float(np.mean([rows[v]["val_acc"] for rows in folds.values()])) for v in values}
+    rho = {}
+    for c in CRITERIA:
+        pts = [(rows[v][c], rows[v]["val_acc"]) for rows in folds.values() for v in values if rows[v][c] is not None]
+        per = [spearman([rows[v][c] for v in values], [rows[v]["val_acc"] for v in values]) for rows in folds.values()
+               if all(rows[v][c] is not None for v in values)]
+        per = [r for r in per if r is not None]
+        rho[c] = {"pooled": spearman(*zip(*pts)) if pts else None, "per_fold_mean": float(np.mean(per)) if per else None,
+                  "per_fold_n": len(per)}
+    return {"per_fold": per_fold, "rejected_folds": rejected,
+            "choice": max((v for v in values if rejected[v] == least), key=mean.get),
+            "seed_agreement_mean": mean, "val_acc_mean": val, "val_choice": max(values, key=val.get), "spearman": rho}
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def render(store: dict) -> str:
+    """The Markdown page of a sweep's JSON."""
+    key, values, folds = store["key"], store["values"], {int(f): r for f, r in store["folds"].items()}
+    pick = choose(folds, values)
+    lines = [f"# Generator sweep: `{key}` on {store['dataset']}", "",
+             "Generated by `benchmarks/sweep.py` (protocol.md §4's generator sweep); every number is from its JSON, "
+             f"`{store['json']}`. Do not edit by hand.", "",
+             f"- command: `{store['command']}`" + (f" ({store['made']})" if store["made"] else ""),
+             f"- {store['machine']}",
+             f"- folds {', '.join(map(str, sorted(folds)))} (protocol B: test fold i, validation fold i − 1), one "
+             f"teacher per fold shared by every value; {store['seeds']} student seeds per setting; "
+             "the rest of the config at its defaults",
+             f"- criterion in use: `sweep_criterion = seed_agreement`. Rejected: bank agreement ≥ {OVER_FITTED} "
+             f"(over-fitted) or a student with ≥ {COLLAPSED:.0%} of the pool in one class. The pool of a setting is "
+             "the pseudo-graphs of the fold's other settings.",
+             "- validation and test accuracy (last epoch, mean over the student seeds) are read after the choice, "
+             "from the students' records; neither enters it.", ""]
+    lines += ["## Choice", "",
+              f"- **seed agreement chooses `{key}={pick['choice']}`** (highest mean over the folds among the values "
+              "rejected on the fewest folds); per fold: " + ", ".join(
+                  f"fold {f} → {pick['per_fold'][f] or 'none (all rejected)'}" for f in sorted(folds)),
+              f"- after the fact, the best mean validation accuracy is at `{key}={pick['val_choice']}`",
+              "- the same choice: " + ("yes" if pick["choice"] == pick["val_choice"] else "no"), "",
+              "| value | mean seed agreement | folds rejected | mean validation acc | mean test acc (never read) |",
+              "|---|---|---|---|---|"]
+    for v in values:
+        test = np.mean([folds[f][v]["test_acc"] for f in folds])
+        lines.append(f"| {v} | {pick['seed_agreement_mean'][v]:.3f} | {pick['rejected_folds'][v]} of {len(folds)} | "
+                     f"{pick['val_acc_mean'][v]:.3f} | {test:.3f} |")
+    lines += ["", "## The criteria against validation accuracy", "",
+              "Spearman ρ of each criterion with the settings' validation accuracy: pooled over every (fold, value) "
+              "setting, and within each fold (over the values) averaged over the folds.", "",
+              "| criterion | ρ pooled | ρ within folds (mean) |", "|---|---|---|"]
+    for c, label in CRITERIA.items():
+        r = pick["spearman"][c]
+        lines.append(f"| {label} | {_f(r['pooled'], 2)} | {_f(r['per_fold_mean'], 2)} "
+                     f"({r['per_fold_n']} folds) |")
+    lines += ["", "## Per setting", "",
+              "| fold | value | bank agreement | bank density (real) | pool graphs | pool top-class share per student | "
+              "seed agreement | student–teacher agreement on the pool | rejected | validation acc | test acc | "
+              "collapsed on test |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted(folds):
+        for v in values:
+            r = folds[f][v]
+            why = ", ".join(w for w, on in (("over-fitted", r["over_fitted"]),
+                                             (f"{r['pool_collapsed']} collapsed on the pool", r["pool_collapsed"]))
+                            if on) or "no"
+            lines.append(f"| {f} | {v} | {_f(r['bank_agreement'])} | {r['bank_density']:.3f} ({r['real_density']:.3f})"
+                         f" | {r['pool_graphs']} | {', '.join(f'{s:.2f}' for s in r['pool_top_share'])} | "
+                         f"{r['seed_agreement']:.3f} | {r['pool_teacher_agreement']:.3f} | {why} | {r['val_acc']:.3f} "
+                         f"| {r['test_acc']:.3f} | {r['test_collapsed']} of {r['students']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    from gfkd.io.atomic import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="MUTAG")
+    p.add_argument("--folds", default="0-3", help="e.g. 0-3 or 0,2,5")
+    p.add_argument("--key", required=True, help="a generate.* key, e.g. generate.bn_first_weight")
+    p.add_argument("--values", nargs="+", required=True, help="at least 2 values, as key=value would take them")
+    p.add_argument("--runs", type=Path, default=Path("/tmp/sweep-runs"))
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every setting")
+    p.add_argument("--out", type=Path, required=True, help="the Markdown page; its JSON goes beside it")
+    p.add_argument("--report-only", action="store_true", help="only read what is on disk")
+    p.add_argument("--ran-with", default="", help="with --report-only: the command that produced the settings")
+    p.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON; read no run")
+    args = p.parse_args()
+    if args.render_only:
+        _write(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
+        print(args.out)
+        return
+    if not args.key.startswith("generate.") or len(set(args.values)) < 2:
+        p.error("--key must be a generate.* key and --values at least 2 distinct values (a generator sweep)")
+    from gfkd.config import resolve_config
+    from gfkd.errors import ConfigError
+
+    folds = _folds(args.folds)
+    try:  # every override is type-checked before any run starts
+        cfgs = [resolve_config(None, [*_base(args.dataset, f, str(args.runs), args.extra), f"{args.key}={v}"])
+                for f in folds[:1] for v in args.values]
+    except ConfigError as e:  # a one-line error naming the key, exit code 2 as for any bad input
+        print(f"benchmarks/sweep.py: {e}", file=sys.stderr)
+        sys.exit(2)
+    t0 = time.perf_counter()
+    if not args.report_only:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for root in pool.map(run_teacher, *zip(*[(args.dataset, f, str(args.runs), args.extra) for f in folds])):
+                print("teacher", root, flush=True)
+            jobs = [(args.dataset, f, args.key, v, str(args.runs), args.extra) for f in folds for v in args.values]
+            for folder in pool.map(run_setting, *zip(*jobs)):
+                print("done", folder, flush=True)
+    root = args.runs
+    figures = {f: fold_figures(root / f"{args.dataset.lower()}-fold{f}", args.key, args.values) for f in folds}
+    from gfkd.versions import cpu_model, versions_line
+
+    argv = sys.argv[1:]
+    if "--ran-with" in argv:  # the producing command is named on its own
+        i = argv.index("--ran-with")
+        argv = argv[:i] + argv[i + 2:]
+    cmd = "python benchmarks/sweep.py " + shlex.join(argv)
+    made = (f"settings produced by: `{args.ran_with}`" if args.ran_with else "" if args.report_only else
+            f"wall time {(time.perf_counter() - t0) / 60:.1f} min, {args.jobs} at a time")
+    store = {"dataset": args.dataset, "key": args.key, "values": args.values, "seeds": cfgs[0].distill.seeds,
+             "folds": figures, "command": cmd, "made": made, "machine": f"{versions_line()}, CPU {cpu_model()}",
+             "json": _shown(args.out.with_suffix(".json"))}
+    _write(args.out.with_suffix(".json"), json.dumps(store, indent=1))
+    _write(args.out, render(store))
+    print(args.out)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    main()

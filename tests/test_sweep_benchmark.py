@@ -1,0 +1,102 @@
+"""benchmarks/sweep.py: protocol.md §4's generator sweep, chosen on seed agreement without reading a real graph."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("sweep_benchmark", REPO / "benchmarks" / "sweep.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_spearman_ranks_ties_by_their_mean_and_skips_constant_sides():
+    assert bench.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert bench.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties: x ranks 0, 1.5, 1.5, 3; y ranks 0, 1, 2, 3 → ρ = corr of those
+    expect = np.corrcoef([0, 1.5, 1.5, 3], [0, 1, 2, 3])[0, 1]
+    assert bench.spearman([1, 2, 2, 5], [1, 2, 3, 4]) == pytest.approx(expect)
+    assert bench.spearman([1, 1, 1], [1, 2, 3]) is None and bench.spearman([1, 2], [1, 2]) is None
+
+
+def test_pairwise_agreement_averages_every_pair_of_seeds():
+    a, b, c = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), np.array([1, 1, 1, 1])
+    assert bench.pairwise_agreement([a, b, c]) == pytest.approx((0.75 + 0.5 + 0.75) / 3)
+    assert bench.pairwise_agreement([a]) == 1.0
+
+
+def _row(seed_agreement: float, val: float, rejected: bool = False) -> dict:
+    return {"seed_agreement": seed_agreement, "val_acc": val, "rejected": rejected, "bank_agreement": 0.9,
+            "pool_teacher_agreement": 0.8}
+
+
+def test_choose_skips_rejected_settings_and_never_reads_validation():
+    folds = {0: {"1": _row(0.9, 0.5), "10": _row(0.95, 0.8, rejected=True), "30": _row(0.8, 0.9)},
+             1: {"1": _row(0.7, 0.6), "10": _row(0.99, 0.7), "30": _row(0.75, 0.95)}}
+    pick = bench.choose(folds, ["1", "10", "30"])
+    assert pick["per_fold"] == {0: "1", 1: "10"}  # fold 0: "10" is rejected though its agreement is highest
+    assert pick["rejected_folds"] == {"1": 0, "10": 1, "30": 0}
+    assert pick["choice"] == "1"  # of the never-rejected "1" (0.80) and "30" (0.775); "10" (0.97) is out
+    assert pick["val_choice"] == "30"  # after the fact; the choice did not follow it
+    # the validation column moves nothing: the same criteria with other validation accuracies choose the same
+    flipped = {f: {v: {**r, "val_acc": 1 - r["val_acc"]} for v, r in rows.items()} for f, rows in folds.items()}
+    assert bench.choose(flipped, ["1", "10", "30"])["choice"] == "1"
+    every = {0: {"1": _row(0.9, 0.5, True), "3": _row(0.8, 0.5, True)}, 1: {"1": _row(0.9, 0.5, True),
+                                                                            "3": _row(0.7, 0.5)}}
+    assert bench.choose(every, ["1", "3"])["choice"] == "3"  # all rejected somewhere: the fewest folds
+    assert bench.choose(every, ["1", "3"])["per_fold"][0] is None
+
+
+def test_choose_reports_each_criterions_spearman_with_validation():
+    folds = {f: {"a": _row(0.7, 0.6), "b": _row(0.8, 0.7), "c": _row(0.9, 0.8 + 0.01 * f)} for f in range(2)}
+    rho = bench.choose(folds, ["a", "b", "c"])["spearman"]
+    assert rho["seed_agreement"]["per_fold_mean"] == pytest.approx(1.0) and rho["seed_agreement"]["per_fold_n"] == 2
+    assert rho["bank_agreement"]["pooled"] is None  # constant: no correlation to report
+
+
+def test_a_tiny_sweep_runs_pools_the_other_settings_and_reads_no_real_graph(tmp_path, tiny_root, monkeypatch):
+    extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
+             "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
+             "distill.epochs=1", "distill.seeds=2", "distill.student.layers=2", "distill.student.hidden=8"]
+    key, values = "generate.bn_first_weight", ["1", "10"]
+    bench.run_teacher("TINY", 0, str(tmp_path), extra)
+    for v in values:
+        bench.run_setting("TINY", 0, key, v, str(tmp_path), extra)
+    cell = tmp_path / "tiny-fold0"
+    assert {p.name for p in cell.iterdir()} == {"teacher", f"sweep-{key}=1", f"sweep-{key}=10"}
+
+    def no_real_graphs(*a, **k):
+        raise AssertionError("the sweep's figures opened a real dataset")
+
+    for target in ("torch_geometric.datasets.TUDataset", "gfkd.data.datasets.load_tu",
+                   "gfkd.stages.teacher.load_dataset"):
+        monkeypatch.setattr(target, no_real_graphs)
+    figures = bench.fold_figures(cell, key, values)
+    sizes = {v: json.loads((cell / f"sweep-{key}={v}" / "generate" / "quality.json").read_text())["num_graphs"]
+             for v in values}
+    for v, other in (("1", "10"), ("10", "1")):
+        r = figures[v]
+        assert r["pool_graphs"] == sizes[other]  # the pool is the other setting's bank, not its own
+        assert r["students"] == 2 and len(r["pool_top_share"]) == 2 and 0 <= r["seed_agreement"] <= 1
+        assert 0 <= r["val_acc"] <= 1 and r["rejected"] == bool(r["over_fitted"] or r["pool_collapsed"])
+    store = {"dataset": "TINY", "key": key, "values": values, "seeds": 2, "folds": {0: figures}, "command": "x",
+             "made": "", "machine": "m", "json": "s.json"}
+    text = bench.render(json.loads(json.dumps(store)))
+    assert f"seed agreement chooses `{key}=" in text and "| 0 | 10 |" in text
+
+
+def test_a_non_generate_key_or_a_bad_value_is_a_one_line_error(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, str(REPO / "benchmarks" / "sweep.py"), *a, "--out",
+                                     str(tmp_path / "s.md"), "--runs", str(tmp_path)], capture_output=True, text=True)
+    r = run("--key", "distill.epochs", "--values", "1", "2")
+    assert r.returncode == 2 and "generate.* key" in r.stderr
+    r = run("--key", "generate.bn_first_weight", "--values", "1", "heavy")
+    assert r.returncode == 2 and "bn_first_weight" in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("*fold*"))  # nothing ran
