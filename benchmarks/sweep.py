@@ -19,9 +19,15 @@ on them (`distill.seeds`, `distill.baselines=[]`), in `<cell>/sweep-<key>=<value
   the Spearman correlation of each criterion with it over the settings, and their test accuracy.
 
 The choice per fold is the unrejected value of highest seed agreement; over the folds, the value of highest mean
-seed agreement among those rejected on no fold (if every value is rejected somewhere: on the fewest folds). Nothing
-here reads a real graph to choose: the validation and test columns are read from the students' records afterwards.
-Rejected settings are flagged in the table, never regenerated. The Markdown and a JSON of every figure go to --out.
+seed agreement (over the folds where it was not rejected) among those rejected on no fold (if every value is rejected
+somewhere: on the fewest folds; on every fold: none). Nothing here reads a real graph to choose: the validation and
+test columns are read from the students' records afterwards. Rejected settings are flagged in the table, never
+regenerated. The Markdown and a JSON of every figure go to --out; --report-only reads finished settings (an
+unfinished one is a one-line error naming it), --render-only rewrites the Markdown from the JSON.
+
+The teacher folder is shared with `benchmarks/distill.py`'s cells of the same runs folder: a `teacher.*` override in
+--extra retrains it there. A setting's folder is named by key=value alone; its stages' cache keys redo it when
+--extra changes.
 """
 
 from __future__ import annotations
@@ -130,6 +136,15 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
+class SweepError(Exception):
+    """A sweep that cannot be read or run as asked; main prints it as one line (exit code 2)."""
+
+
+def _mean_or_none(xs: list[float | None]) -> float | None:
+    """The mean, or None where any is missing (a protocol without a validation split)."""
+    return None if any(x is None for x in xs) else float(np.mean(xs))
+
+
 def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
     """Per value of one fold: the selection criteria (data-free: the teacher, the banks and the students' checkpoints
     on the pool) and, read from the students' records afterwards, validation and test accuracy."""
@@ -142,8 +157,14 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
     from gfkd.stages.teacher import load_teacher
     from gfkd.train import logits_of
 
-    teacher, _, _ = load_teacher(cell / "teacher" / "teacher.pt")
+    from gfkd.io.manifest import load_manifest
+    from gfkd.layout import MANIFEST
+
     folders = {v: cell / setting_folder(key, v) for v in values}
+    for stage in [cell / "teacher", *(f / s for f in folders.values() for s in ("generate", "distill"))]:
+        if load_manifest(stage / MANIFEST) is None:  # killed, or never run: not a setting to score
+            raise SweepError(f"{stage}: no finished stage; run the sweep without --report-only to make it")
+    teacher, _, _ = load_teacher(cell / "teacher" / "teacher.pt")
     banks = {v: load_pseudo_graphs(f / "generate" / "shards") for v, f in folders.items()}
     out = {}
     for v, folder in folders.items():
@@ -158,6 +179,9 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             p = logits_of(student, loader, torch.device("cpu"))[0].argmax(-1).numpy()
             preds.append(p)
             shares.append(float(np.bincount(p).max() / len(p)))
+        if len(preds) < 2:
+            raise SweepError(f"{folder}: {len(preds)} student seed(s); seed agreement needs at least 2 "
+                             "(distill.seeds, 3 by protocol.md §4)")
         quality = json.loads((folder / "generate" / "quality.json").read_text())
         pseudo = [json.loads(p.read_text()) for p in sorted((folder / "distill" / "students").glob(
             "pseudo-s*.result.json"))]  # with each student's history: its last epoch's validation accuracy
@@ -169,7 +193,8 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             "seed_agreement": pairwise_agreement(preds),
             "pool_teacher_agreement": float(np.mean([(p == t_pred).mean() for p in preds])),
             "bank_density": quality["edge_density_mean"], "real_density": quality["real_edge_density_mean"],
-            "val_acc": float(np.mean([r["history"][-1]["distill/val/acc"] for r in pseudo])),
+            "teacher_pool_top_share": float(np.bincount(t_pred).max() / len(t_pred)),
+            "val_acc": _mean_or_none([r["history"][-1].get("distill/val/acc") for r in pseudo]),
             "test_acc": float(np.mean([r["test_acc"] for r in pseudo])),
             "test_collapsed": sum(r["collapsed"] for r in pseudo),
         }
@@ -186,19 +211,24 @@ def choose(folds: dict[int, dict[str, dict]], values: list[str]) -> dict:
         per_fold[f] = max(ok, key=lambda v: rows[v]["seed_agreement"]) if ok else None
     rejected = {v: sum(rows[v]["rejected"] for rows in folds.values()) for v in values}
     least = min(rejected.values())
-    mean = {v: float(np.mean([rows[v]["seed_agreement"] for rows in folds.values()])) for v in values}
-    val = {v: float(np.mean([rows[v]["val_acc"] for rows in folds.values()])) for v in values}
+    # over the folds where the value was admissible: a collapsed student's seeds agree, and must not count
+    kept = {v: [rows[v]["seed_agreement"] for rows in folds.values() if not rows[v]["rejected"]] for v in values}
+    mean = {v: float(np.mean(a)) if a else None for v, a in kept.items()}
+    val = {v: _mean_or_none([rows[v]["val_acc"] for rows in folds.values()]) for v in values}
+    admissible = [v for v in values if rejected[v] == least and mean[v] is not None]
     rho = {}
     for c in CRITERIA:
-        pts = [(rows[v][c], rows[v]["val_acc"]) for rows in folds.values() for v in values if rows[v][c] is not None]
+        has = lambda r: r[c] is not None and r["val_acc"] is not None  # noqa: E731
+        pts = [(rows[v][c], rows[v]["val_acc"]) for rows in folds.values() for v in values if has(rows[v])]
         per = [spearman([rows[v][c] for v in values], [rows[v]["val_acc"] for v in values]) for rows in folds.values()
-               if all(rows[v][c] is not None for v in values)]
+               if all(has(rows[v]) for v in values)]
         per = [r for r in per if r is not None]
         rho[c] = {"pooled": spearman(*zip(*pts)) if pts else None, "per_fold_mean": float(np.mean(per)) if per else None,
                   "per_fold_n": len(per)}
     return {"per_fold": per_fold, "rejected_folds": rejected,
-            "choice": max((v for v in values if rejected[v] == least), key=mean.get),
-            "seed_agreement_mean": mean, "val_acc_mean": val, "val_choice": max(values, key=val.get), "spearman": rho}
+            "choice": max(admissible, key=mean.get) if admissible else None,
+            "seed_agreement_mean": mean, "val_acc_mean": val,
+            "val_choice": max(values, key=val.get) if None not in val.values() else None, "spearman": rho}
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -222,18 +252,20 @@ def render(store: dict) -> str:
              "the pseudo-graphs of the fold's other settings.",
              "- validation and test accuracy (last epoch, mean over the student seeds) are read after the choice, "
              "from the students' records; neither enters it.", ""]
-    lines += ["## Choice", "",
-              f"- **seed agreement chooses `{key}={pick['choice']}`** (highest mean over the folds among the values "
-              "rejected on the fewest folds); per fold: " + ", ".join(
-                  f"fold {f} → {pick['per_fold'][f] or 'none (all rejected)'}" for f in sorted(folds)),
-              f"- after the fact, the best mean validation accuracy is at `{key}={pick['val_choice']}`",
-              "- the same choice: " + ("yes" if pick["choice"] == pick["val_choice"] else "no"), "",
-              "| value | mean seed agreement | folds rejected | mean validation acc | mean test acc (never read) |",
-              "|---|---|---|---|---|"]
+    chosen = (f"**seed agreement chooses `{key}={pick['choice']}`** (highest mean over the folds where it was "
+              "admissible, among the values rejected on the fewest folds)" if pick["choice"] is not None else
+              "**no admissible setting**: every value was rejected on every fold")
+    lines += ["## Choice", "", f"- {chosen}; per fold: " + ", ".join(
+                  f"fold {f} → {pick['per_fold'][f] or 'none (all rejected)'}" for f in sorted(folds))]
+    if pick["val_choice"] is not None:
+        lines += [f"- after the fact, the best mean validation accuracy is at `{key}={pick['val_choice']}`",
+                  "- the same choice: " + ("yes" if pick["choice"] == pick["val_choice"] else "no")]
+    lines += ["", "| value | mean seed agreement (admissible folds) | folds rejected | mean validation acc | "
+              "mean test acc (never read) |", "|---|---|---|---|---|"]
     for v in values:
         test = np.mean([folds[f][v]["test_acc"] for f in folds])
-        lines.append(f"| {v} | {pick['seed_agreement_mean'][v]:.3f} | {pick['rejected_folds'][v]} of {len(folds)} | "
-                     f"{pick['val_acc_mean'][v]:.3f} | {test:.3f} |")
+        lines.append(f"| {v} | {_f(pick['seed_agreement_mean'][v])} | {pick['rejected_folds'][v]} of {len(folds)} | "
+                     f"{_f(pick['val_acc_mean'][v])} | {test:.3f} |")
     lines += ["", "## The criteria against validation accuracy", "",
               "Spearman ρ of each criterion with the settings' validation accuracy: pooled over every (fold, value) "
               "setting, and within each fold (over the values) averaged over the folds.", "",
@@ -243,18 +275,20 @@ def render(store: dict) -> str:
         lines.append(f"| {label} | {_f(r['pooled'], 2)} | {_f(r['per_fold_mean'], 2)} "
                      f"({r['per_fold_n']} folds) |")
     lines += ["", "## Per setting", "",
-              "| fold | value | bank agreement | bank density (real) | pool graphs | pool top-class share per student | "
-              "seed agreement | student–teacher agreement on the pool | rejected | validation acc | test acc | "
-              "collapsed on test |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| fold | value | bank agreement | bank density (real) | pool graphs | pool top-class share: teacher; "
+              "per student | seed agreement | student–teacher agreement on the pool | rejected | validation acc | "
+              "test acc | collapsed on test |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted(folds):
         for v in values:
             r = folds[f][v]
             why = ", ".join(w for w, on in (("over-fitted", r["over_fitted"]),
                                              (f"{r['pool_collapsed']} collapsed on the pool", r["pool_collapsed"]))
                             if on) or "no"
-            lines.append(f"| {f} | {v} | {_f(r['bank_agreement'])} | {r['bank_density']:.3f} ({r['real_density']:.3f})"
-                         f" | {r['pool_graphs']} | {', '.join(f'{s:.2f}' for s in r['pool_top_share'])} | "
-                         f"{r['seed_agreement']:.3f} | {r['pool_teacher_agreement']:.3f} | {why} | {r['val_acc']:.3f} "
+            bank = "— (labels are teacher argmax)" if r["bank_agreement"] is None else f"{r['bank_agreement']:.3f}"
+            lines.append(f"| {f} | {v} | {bank} | {r['bank_density']:.3f} ({r['real_density']:.3f})"
+                         f" | {r['pool_graphs']} | {r['teacher_pool_top_share']:.2f}; "
+                         f"{', '.join(f'{s:.2f}' for s in r['pool_top_share'])} | "
+                         f"{r['seed_agreement']:.3f} | {r['pool_teacher_agreement']:.3f} | {why} | {_f(r['val_acc'])} "
                          f"| {r['test_acc']:.3f} | {r['test_collapsed']} of {r['students']} |")
     return "\n".join(lines) + "\n"
 
@@ -270,8 +304,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="MUTAG")
     p.add_argument("--folds", default="0-3", help="e.g. 0-3 or 0,2,5")
-    p.add_argument("--key", required=True, help="a generate.* key, e.g. generate.bn_first_weight")
-    p.add_argument("--values", nargs="+", required=True, help="at least 2 values, as key=value would take them")
+    p.add_argument("--key", help="a generate.* key, e.g. generate.bn_first_weight")
+    p.add_argument("--values", nargs="+", default=[], help="at least 2 values, as key=value would take them (3 or "
+                   "more give every setting a pool from two others)")
     p.add_argument("--runs", type=Path, default=Path("/tmp/sweep-runs"))
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every setting")
@@ -284,18 +319,37 @@ def main() -> None:
         _write(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
         print(args.out)
         return
-    if not args.key.startswith("generate.") or len(set(args.values)) < 2:
-        p.error("--key must be a generate.* key and --values at least 2 distinct values (a generator sweep)")
-    from gfkd.config import resolve_config
-    from gfkd.errors import ConfigError
-
-    folds = _folds(args.folds)
-    try:  # every override is type-checked before any run starts
-        cfgs = [resolve_config(None, [*_base(args.dataset, f, str(args.runs), args.extra), f"{args.key}={v}"])
-                for f in folds[:1] for v in args.values]
-    except ConfigError as e:  # a one-line error naming the key, exit code 2 as for any bad input
+    if not (args.key or "").startswith("generate.") or len(args.values) < 2:
+        p.error("--key must be a generate.* key and --values at least 2 values (a generator sweep)")
+    if len(set(args.values)) < len(args.values):
+        p.error(f"--values repeats a value: {' '.join(args.values)}")
+    try:
+        folds = _folds(args.folds)
+    except ValueError:
+        p.error(f"--folds {args.folds!r}: give a range like 0-3 or a list like 0,2,5")
+    try:
+        _run(args, folds)
+    except SweepError as e:  # a one-line error naming the key or folder, exit code 2 as for any bad input
         print(f"benchmarks/sweep.py: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _run(args: argparse.Namespace, folds: list[int]) -> None:
+    """Check every setting's config, run what is missing (unless --report-only), read the figures, write the page."""
+    from gfkd.config import resolve_config
+    from gfkd.errors import ConfigError
+    from tasks.cache import stage_key
+
+    try:  # every override is type-checked before any run starts
+        cfgs = {v: resolve_config(None, [*_base(args.dataset, folds[0], str(args.runs), args.extra),
+                                         f"{args.key}={v}"]) for v in args.values}
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
+    keys = {}
+    for v, cfg in cfgs.items():  # 1 and 1.0: the same banks, so each would sit in the other's pool
+        keys.setdefault(stage_key(cfg, "generate", ("teacher",)), []).append(v)
+    if same := [vs for vs in keys.values() if len(vs) > 1]:
+        raise SweepError(f"--values {' and '.join(same[0])} give the same banks (the same generate config); keep one")
     t0 = time.perf_counter()
     if not args.report_only:
         with ProcessPoolExecutor(args.jobs) as pool:
@@ -308,14 +362,19 @@ def main() -> None:
     figures = {f: fold_figures(root / f"{args.dataset.lower()}-fold{f}", args.key, args.values) for f in folds}
     from gfkd.versions import cpu_model, versions_line
 
-    argv = sys.argv[1:]
-    if "--ran-with" in argv:  # the producing command is named on its own
-        i = argv.index("--ran-with")
-        argv = argv[:i] + argv[i + 2:]
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # the producing command (--ran-with) is named on its own
+        if skip or a.startswith("--ran-with="):
+            skip = False
+            continue
+        skip = a == "--ran-with"
+        if not skip:
+            argv.append(a)
     cmd = "python benchmarks/sweep.py " + shlex.join(argv)
     made = (f"settings produced by: `{args.ran_with}`" if args.ran_with else "" if args.report_only else
             f"wall time {(time.perf_counter() - t0) / 60:.1f} min, {args.jobs} at a time")
-    store = {"dataset": args.dataset, "key": args.key, "values": args.values, "seeds": cfgs[0].distill.seeds,
+    seeds = sorted({r["students"] for rows in figures.values() for r in rows.values()})
+    store = {"dataset": args.dataset, "key": args.key, "values": args.values, "seeds": "–".join(map(str, seeds)),
              "folds": figures, "command": cmd, "made": made, "machine": f"{versions_line()}, CPU {cpu_model()}",
              "json": _shown(args.out.with_suffix(".json"))}
     _write(args.out.with_suffix(".json"), json.dumps(store, indent=1))

@@ -50,8 +50,22 @@ def test_choose_skips_rejected_settings_and_never_reads_validation():
     assert bench.choose(flipped, ["1", "10", "30"])["choice"] == "1"
     every = {0: {"1": _row(0.9, 0.5, True), "3": _row(0.8, 0.5, True)}, 1: {"1": _row(0.9, 0.5, True),
                                                                             "3": _row(0.7, 0.5)}}
-    assert bench.choose(every, ["1", "3"])["choice"] == "3"  # all rejected somewhere: the fewest folds
-    assert bench.choose(every, ["1", "3"])["per_fold"][0] is None
+    pick = bench.choose(every, ["1", "3"])
+    assert pick["choice"] == "3" and pick["per_fold"][0] is None  # all rejected somewhere: the fewest folds
+    assert pick["seed_agreement_mean"] == {"1": None, "3": 0.7}  # over admissible folds only: not fold 0's 0.8
+    nothing = {0: {"1": _row(0.9, 0.5, True), "3": _row(0.8, 0.5, True)}}
+    assert bench.choose(nothing, ["1", "3"])["choice"] is None
+    assert "no admissible setting" in bench.render({"dataset": "T", "key": "generate.x", "values": ["1", "3"],
+                                                    "seeds": "3", "folds": {"0": {v: _full(r) for v, r in
+                                                                                  nothing[0].items()}},
+                                                    "command": "c", "made": "", "machine": "m", "json": "j"})
+
+
+def _full(row: dict) -> dict:
+    """A per-setting record with every column render reads."""
+    return {**row, "over_fitted": row["rejected"], "pool_collapsed": 0, "pool_graphs": 10, "pool_top_share": [0.5],
+            "teacher_pool_top_share": 0.5, "bank_density": 0.1, "real_density": 0.1, "test_acc": 0.5,
+            "test_collapsed": 0, "students": 3}
 
 
 def test_choose_reports_each_criterions_spearman_with_validation():
@@ -65,12 +79,12 @@ def test_a_tiny_sweep_runs_pools_the_other_settings_and_reads_no_real_graph(tmp_
     extra = [f"data.root='{tiny_root}'", "data.download=false", "teacher.epochs=2", "teacher.model.layers=2",
              "teacher.model.hidden=8", "teacher.batch_size=8", "generate.banks=1", "generate.iterations=2",
              "distill.epochs=1", "distill.seeds=2", "distill.student.layers=2", "distill.student.hidden=8"]
-    key, values = "generate.bn_first_weight", ["1", "10"]
+    key, values = "generate.num_graphs", ["4", "6"]  # banks of different sizes: a pool's size names its banks
     bench.run_teacher("TINY", 0, str(tmp_path), extra)
     for v in values:
         bench.run_setting("TINY", 0, key, v, str(tmp_path), extra)
     cell = tmp_path / "tiny-fold0"
-    assert {p.name for p in cell.iterdir()} == {"teacher", f"sweep-{key}=1", f"sweep-{key}=10"}
+    assert {p.name for p in cell.iterdir()} == {"teacher", f"sweep-{key}=4", f"sweep-{key}=6"}
 
     def no_real_graphs(*a, **k):
         raise AssertionError("the sweep's figures opened a real dataset")
@@ -81,7 +95,8 @@ def test_a_tiny_sweep_runs_pools_the_other_settings_and_reads_no_real_graph(tmp_
     figures = bench.fold_figures(cell, key, values)
     sizes = {v: json.loads((cell / f"sweep-{key}={v}" / "generate" / "quality.json").read_text())["num_graphs"]
              for v in values}
-    for v, other in (("1", "10"), ("10", "1")):
+    assert sizes == {"4": 4, "6": 6}
+    for v, other in (("4", "6"), ("6", "4")):
         r = figures[v]
         assert r["pool_graphs"] == sizes[other]  # the pool is the other setting's bank, not its own
         assert r["students"] == 2 and len(r["pool_top_share"]) == 2 and 0 <= r["seed_agreement"] <= 1
@@ -89,7 +104,13 @@ def test_a_tiny_sweep_runs_pools_the_other_settings_and_reads_no_real_graph(tmp_
     store = {"dataset": "TINY", "key": key, "values": values, "seeds": 2, "folds": {0: figures}, "command": "x",
              "made": "", "machine": "m", "json": "s.json"}
     text = bench.render(json.loads(json.dumps(store)))
-    assert f"seed agreement chooses `{key}=" in text and "| 0 | 10 |" in text
+    assert f"seed agreement chooses `{key}=" in text and "| 0 | 6 |" in text
+    # a setting whose students were never trained is an error naming it, not a perfect agreement of no seeds
+    import shutil
+
+    shutil.rmtree(cell / f"sweep-{key}=6" / "distill")
+    with pytest.raises(bench.SweepError, match=f"sweep-{key}=6/distill: no finished stage"):
+        bench.fold_figures(cell, key, values)
 
 
 def test_a_non_generate_key_or_a_bad_value_is_a_one_line_error(tmp_path):
@@ -99,4 +120,21 @@ def test_a_non_generate_key_or_a_bad_value_is_a_one_line_error(tmp_path):
     assert r.returncode == 2 and "generate.* key" in r.stderr
     r = run("--key", "generate.bn_first_weight", "--values", "1", "heavy")
     assert r.returncode == 2 and "bn_first_weight" in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = run("--key", "generate.bn_first_weight", "--values", "1", "1.0")
+    assert r.returncode == 2 and "give the same banks" in r.stderr and "Traceback" not in r.stderr
+    r = run("--key", "generate.bn_first_weight", "--values", "3", "3")
+    assert r.returncode == 2 and "repeats a value" in r.stderr
+    r = run("--key", "generate.bn_first_weight", "--values", "1", "3", "--folds", "zero")
+    assert r.returncode == 2 and "--folds 'zero'" in r.stderr
     assert not list(tmp_path.glob("*fold*"))  # nothing ran
+
+
+def test_render_only_rewrites_the_page_from_its_json_without_key_or_values(tmp_path):
+    store = {"dataset": "T", "key": "generate.x", "values": ["1", "3"], "seeds": "3", "command": "c", "made": "",
+             "machine": "m", "json": "j", "folds": {"0": {"1": _full(_row(0.9, 0.6)), "3": _full(_row(0.8, 0.7))}}}
+    (tmp_path / "s.json").write_text(json.dumps(store))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--render-only", "--out",
+                        str(tmp_path / "s.md")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "s.md").read_text()
+    assert "seed agreement chooses `generate.x=1`" in text and "best mean validation accuracy is at `generate.x=3`" in text
