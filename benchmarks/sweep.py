@@ -203,7 +203,7 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
 
 
 def choose(folds: dict[int, dict[str, dict]], values: list[str]) -> dict:
-    """The seed-agreement choice per fold and over the folds, and, after the fact, the value of best mean validation
+    """The seed-agreement choice per fold and over the folds, and, after the fact, the values of best mean validation
     accuracy and the criteria's Spearman ρ with validation accuracy (pooled over every setting; per fold, averaged)."""
     per_fold = {}
     for f, rows in folds.items():
@@ -228,7 +228,8 @@ def choose(folds: dict[int, dict[str, dict]], values: list[str]) -> dict:
     return {"per_fold": per_fold, "rejected_folds": rejected,
             "choice": max(admissible, key=mean.get) if admissible else None,
             "seed_agreement_mean": mean, "val_acc_mean": val,
-            "val_choice": max(values, key=val.get) if None not in val.values() else None, "spearman": rho}
+            "val_best": [v for v in values if val[v] == max(val.values())] if None not in val.values() else None,
+            "spearman": rho}
 
 
 def _f(x: float | None, digits: int = 3) -> str:
@@ -257,9 +258,11 @@ def render(store: dict) -> str:
               "**no admissible setting**: every value was rejected on every fold")
     lines += ["## Choice", "", f"- {chosen}; per fold: " + ", ".join(
                   f"fold {f} → {pick['per_fold'][f] or 'none (all rejected)'}" for f in sorted(folds))]
-    if pick["val_choice"] is not None:
-        lines += [f"- after the fact, the best mean validation accuracy is at `{key}={pick['val_choice']}`",
-                  "- the same choice: " + ("yes" if pick["choice"] == pick["val_choice"] else "no")]
+    if pick["val_best"] is not None:
+        best = " and ".join(f"`{key}={v}`" for v in pick["val_best"])
+        lines += [f"- after the fact, the best mean validation accuracy is at {best}"
+                  + (" (tied)" if len(pick["val_best"]) > 1 else ""),
+                  "- the same choice: " + ("yes" if pick["choice"] in pick["val_best"] else "no")]
     lines += ["", "| value | mean seed agreement (admissible folds) | folds rejected | mean validation acc | "
               "mean test acc (never read) |", "|---|---|---|---|---|"]
     for v in values:
@@ -273,7 +276,7 @@ def render(store: dict) -> str:
     for c, label in CRITERIA.items():
         r = pick["spearman"][c]
         lines.append(f"| {label} | {_f(r['pooled'], 2)} | {_f(r['per_fold_mean'], 2)} "
-                     f"({r['per_fold_n']} folds) |")
+                     f"({r['per_fold_n']} fold{'s' if r['per_fold_n'] != 1 else ''}) |")
     lines += ["", "## Per setting", "",
               "| fold | value | bank agreement | bank density (real) | pool graphs | pool top-class share: teacher; "
               "per student | seed agreement | student–teacher agreement on the pool | rejected | validation acc | "

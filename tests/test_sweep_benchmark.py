@@ -44,7 +44,7 @@ def test_choose_skips_rejected_settings_and_never_reads_validation():
     assert pick["per_fold"] == {0: "1", 1: "10"}  # fold 0: "10" is rejected though its agreement is highest
     assert pick["rejected_folds"] == {"1": 0, "10": 1, "30": 0}
     assert pick["choice"] == "1"  # of the never-rejected "1" (0.80) and "30" (0.775); "10" (0.97) is out
-    assert pick["val_choice"] == "30"  # after the fact; the choice did not follow it
+    assert pick["val_best"] == ["30"]  # after the fact; the choice did not follow it
     # the validation column moves nothing: the same criteria with other validation accuracies choose the same
     flipped = {f: {v: {**r, "val_acc": 1 - r["val_acc"]} for v, r in rows.items()} for f, rows in folds.items()}
     assert bench.choose(flipped, ["1", "10", "30"])["choice"] == "1"
@@ -138,3 +138,6 @@ def test_render_only_rewrites_the_page_from_its_json_without_key_or_values(tmp_p
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "s.md").read_text()
     assert "seed agreement chooses `generate.x=1`" in text and "best mean validation accuracy is at `generate.x=3`" in text
+    tied = {**store, "folds": {"0": {"1": _full(_row(0.9, 0.7)), "3": _full(_row(0.8, 0.7))}}}
+    text = bench.render(tied)
+    assert "at `generate.x=1` and `generate.x=3` (tied)" in text and "the same choice: yes" in text
