@@ -228,7 +228,8 @@ def choose(folds: dict[int, dict[str, dict]], values: list[str]) -> dict:
     return {"per_fold": per_fold, "rejected_folds": rejected,
             "choice": max(admissible, key=mean.get) if admissible else None,
             "seed_agreement_mean": mean, "val_acc_mean": val,
-            "val_best": [v for v in values if val[v] == max(val.values())] if None not in val.values() else None,
+            "val_best": [v for v in values if val[v] >= max(val.values()) - 1e-9]  # ties up to float sums
+            if None not in val.values() else None,
             "spearman": rho}
 
 
@@ -258,6 +259,14 @@ def render(store: dict) -> str:
               "**no admissible setting**: every value was rejected on every fold")
     lines += ["## Choice", "", f"- {chosen}; per fold: " + ", ".join(
                   f"fold {f} → {pick['per_fold'][f] or 'none (all rejected)'}" for f in sorted(folds))]
+    if pick["choice"] is not None:  # how far ahead: paired over the folds where both were admissible
+        for v in values:
+            both = [f for f in folds if v != pick["choice"] and not folds[f][v]["rejected"]
+                    and not folds[f][pick["choice"]]["rejected"]]
+            if both:
+                d = np.array([folds[f][pick["choice"]]["seed_agreement"] - folds[f][v]["seed_agreement"] for f in both])
+                lines.append(f"- seed agreement, {pick['choice']} − {v}: {d.mean():+.4f} ± {d.std():.4f} over "
+                             f"{len(both)} fold{'s' if len(both) != 1 else ''} (ahead on {int((d > 0).sum())})")
     if pick["val_best"] is not None:
         best = " and ".join(f"`{key}={v}`" for v in pick["val_best"])
         lines += [f"- after the fact, the best mean validation accuracy is at {best}"

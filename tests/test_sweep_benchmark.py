@@ -138,6 +138,7 @@ def test_render_only_rewrites_the_page_from_its_json_without_key_or_values(tmp_p
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "s.md").read_text()
     assert "seed agreement chooses `generate.x=1`" in text and "best mean validation accuracy is at `generate.x=3`" in text
-    tied = {**store, "folds": {"0": {"1": _full(_row(0.9, 0.7)), "3": _full(_row(0.8, 0.7))}}}
+    assert "- seed agreement, 1 − 3: +0.1000 ± 0.0000 over 1 fold (ahead on 1)" in text
+    tied = {**store, "folds": {"0": {"1": _full(_row(0.9, 0.1 + 0.2)), "3": _full(_row(0.8, 0.3))}}}  # 0.30000000000000004
     text = bench.render(tied)
     assert "at `generate.x=1` and `generate.x=3` (tied)" in text and "the same choice: yes" in text
