@@ -106,7 +106,7 @@ def run_setting(dataset: str, fold: int, key: str, value: str, runs: str, extra:
     t_dir = root / "teacher"
     t_m = load_manifest(t_dir / MANIFEST)
     if t_m is None:
-        raise SystemExit(f"{t_dir}: no valid teacher; run the sweep without --report-only first")
+        raise SweepError(f"{t_dir}: no valid teacher (the sweep trains each fold's teacher before its settings)")
     cfg = resolve_config(None, [*_base(dataset, fold, runs, extra), f"{key}={value}"])
     layout = RunLayout(root / setting_folder(key, value))
     run_gen_ablation(cfg, layout, t_m.digest, t_dir)

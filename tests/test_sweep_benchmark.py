@@ -142,3 +142,12 @@ def test_render_only_rewrites_the_page_from_its_json_without_key_or_values(tmp_p
     tied = {**store, "folds": {"0": {"1": _full(_row(0.9, 0.1 + 0.2)), "3": _full(_row(0.8, 0.3))}}}  # 0.30000000000000004
     text = bench.render(tied)
     assert "at `generate.x=1` and `generate.x=3` (tied)" in text and "the same choice: yes" in text
+
+
+PAGES = sorted((REPO / "docs" / "benchmarks").glob("sweep-*.json"))
+
+
+@pytest.mark.parametrize("store", PAGES, ids=lambda p: p.name)
+def test_each_sweep_page_is_its_json_rendered(store):
+    """The pages under docs/benchmarks/ are written by render from their JSON, not by hand."""
+    assert store.with_suffix(".md").read_text() == bench.render(json.loads(store.read_text()))
