@@ -151,3 +151,15 @@ PAGES = sorted((REPO / "docs" / "benchmarks").glob("sweep-*.json"))
 def test_each_sweep_page_is_its_json_rendered(store):
     """The pages under docs/benchmarks/ are written by render from their JSON, not by hand."""
     assert store.with_suffix(".md").read_text() == bench.render(json.loads(store.read_text()))
+
+
+def test_the_readme_quotes_the_mutag_sweep_as_its_json_gives():
+    store = json.loads((REPO / "docs" / "benchmarks" / "sweep-mutag-bn-first-weight.json").read_text())
+    folds = {int(f): r for f, r in store["folds"].items()}
+    pick = bench.choose(folds, store["values"])
+    test = {v: np.mean([r[v]["test_acc"] for r in folds.values()]) for v in store["values"]}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    (best,) = pick["val_best"]
+    assert f"seed agreement, keeps {pick['choice']}" in readme
+    assert f"validation accuracy would take {best} ({test[best]:.3f} on test against {pick['choice']}'s " \
+           f"{test[pick['choice']]:.3f}; 1 scores {test['1']:.3f})" in readme
