@@ -152,13 +152,12 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
     from torch_geometric.loader import DataLoader
 
     from gfkd.io.checkpoint import load_checkpoint
+    from gfkd.io.manifest import load_manifest
+    from gfkd.layout import MANIFEST
     from gfkd.models.widened import build_student
     from gfkd.stages.distill import load_pseudo_graphs
     from gfkd.stages.teacher import load_teacher
     from gfkd.train import logits_of
-
-    from gfkd.io.manifest import load_manifest
-    from gfkd.layout import MANIFEST
 
     folders = {v: cell / setting_folder(key, v) for v in values}
     for stage in [cell / "teacher", *(f / s for f in folders.values() for s in ("generate", "distill"))]:
@@ -187,7 +186,8 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             "pseudo-s*.result.json"))]  # with each student's history: its last epoch's validation accuracy
         bank_agreement = quality.get("teacher_agreement")
         out[v] = {
-            "bank_agreement": bank_agreement, "over_fitted": bank_agreement is not None and bank_agreement >= OVER_FITTED,
+            "bank_agreement": bank_agreement,
+            "over_fitted": bank_agreement is not None and bank_agreement >= OVER_FITTED,
             "pool_graphs": len(pool), "pool_top_share": shares,
             "pool_collapsed": sum(s >= COLLAPSED for s in shares), "students": len(preds),
             "seed_agreement": pairwise_agreement(preds),
@@ -223,8 +223,8 @@ def choose(folds: dict[int, dict[str, dict]], values: list[str]) -> dict:
         per = [spearman([rows[v][c] for v in values], [rows[v]["val_acc"] for v in values]) for rows in folds.values()
                if all(has(rows[v]) for v in values)]
         per = [r for r in per if r is not None]
-        rho[c] = {"pooled": spearman(*zip(*pts)) if pts else None, "per_fold_mean": float(np.mean(per)) if per else None,
-                  "per_fold_n": len(per)}
+        rho[c] = {"pooled": spearman(*zip(*pts)) if pts else None,
+                  "per_fold_mean": float(np.mean(per)) if per else None, "per_fold_n": len(per)}
     return {"per_fold": per_fold, "rejected_folds": rejected,
             "choice": max(admissible, key=mean.get) if admissible else None,
             "seed_agreement_mean": mean, "val_acc_mean": val,
