@@ -42,7 +42,6 @@ if __name__ == "__main__":  # PyG's import writes compiled templates into the te
     private_tmp_until_exit()
 
 import argparse
-import itertools
 import json
 import os
 import shlex
@@ -56,7 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.distill import _folds, run_gen_ablation  # noqa: E402
+from benchmarks.distill import _folds, _shown, _write, run_gen_ablation  # noqa: E402
 
 OVER_FITTED = 0.99  # bank agreement at or above it rejects a setting (protocol.md §4)
 COLLAPSED = 0.95  # a student putting this share of the pool in one class rejects it
@@ -113,12 +112,6 @@ def run_setting(dataset: str, fold: int, key: str, value: str, runs: str, extra:
     return str(layout.root)
 
 
-def pairwise_agreement(preds: list[np.ndarray]) -> float:
-    """Mean share of equal predictions over every pair of seeds (1.0 for a single seed)."""
-    pairs = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
-    return float(np.mean(pairs)) if pairs else 1.0
-
-
 def spearman(a: list[float], b: list[float]) -> float | None:
     """Spearman's ρ with average ranks for ties; None where either side is constant or has < 3 points."""
     x, y = np.asarray(a, float), np.asarray(b, float)
@@ -155,7 +148,7 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
     from gfkd.io.manifest import load_manifest
     from gfkd.layout import MANIFEST
     from gfkd.models.widened import build_student
-    from gfkd.stages.distill import load_pseudo_graphs
+    from gfkd.stages.distill import load_pseudo_graphs, seed_agreement
     from gfkd.stages.teacher import load_teacher
     from gfkd.train import logits_of
 
@@ -190,7 +183,7 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             "over_fitted": bank_agreement is not None and bank_agreement >= OVER_FITTED,
             "pool_graphs": len(pool), "pool_top_share": shares,
             "pool_collapsed": sum(s >= COLLAPSED for s in shares), "students": len(preds),
-            "seed_agreement": pairwise_agreement(preds),
+            "seed_agreement": seed_agreement(preds),
             "pool_teacher_agreement": float(np.mean([(p == t_pred).mean() for p in preds])),
             "bank_density": quality["edge_density_mean"], "real_density": quality["real_edge_density_mean"],
             "teacher_pool_top_share": float(np.bincount(t_pred).max() / len(t_pred)),
@@ -305,13 +298,6 @@ def render(store: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    from gfkd.io.atomic import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="MUTAG")
@@ -389,16 +375,10 @@ def _run(args: argparse.Namespace, folds: list[int]) -> None:
     store = {"dataset": args.dataset, "key": args.key, "values": args.values, "seeds": "–".join(map(str, seeds)),
              "folds": figures, "command": cmd, "made": made, "machine": f"{versions_line()}, CPU {cpu_model()}",
              "json": _shown(args.out.with_suffix(".json"))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     _write(args.out.with_suffix(".json"), json.dumps(store, indent=1))
     _write(args.out, render(store))
     print(args.out)
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ def test_spearman_ranks_ties_by_their_mean_and_skips_constant_sides():
     assert bench.spearman([1, 1, 1], [1, 2, 3]) is None and bench.spearman([1, 2], [1, 2]) is None
 
 
-def test_pairwise_agreement_averages_every_pair_of_seeds():
+def test_seed_agreement_averages_every_pair_of_seeds():
+    from gfkd.stages.distill import seed_agreement
+
     a, b, c = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), np.array([1, 1, 1, 1])
-    assert bench.pairwise_agreement([a, b, c]) == pytest.approx((0.75 + 0.5 + 0.75) / 3)
-    assert bench.pairwise_agreement([a]) == 1.0
+    assert seed_agreement([a, b, c]) == pytest.approx((0.75 + 0.5 + 0.75) / 3)
+    assert seed_agreement([a]) == 1.0
 
 
 def _row(seed_agreement: float, val: float, rejected: bool = False) -> dict:

@@ -217,6 +217,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     return publish(layout, STAGE, staging, manifest)
 
 
+def seed_agreement(preds: list[np.ndarray]) -> float:
+    """Mean share of equal predictions over every pair of student seeds (1.0 for a single seed); preds: [n] each."""
+    pairs = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
+    return float(np.mean(pairs)) if pairs else 1.0
+
+
 def summarise(records: dict[str, dict]) -> dict[str, float]:
     """Per variant: mean and std of test accuracy over seeds, val-selected accuracy, collapsed students, wall time;
     for the data-free students also the mean pairwise agreement of the seeds' test predictions."""
@@ -233,9 +239,7 @@ def summarise(records: dict[str, dict]) -> dict[str, float]:
         out[f"{STAGE}/test/collapsed{suffix}"] = float(sum(r["collapsed"] for r in rs))
         out[f"{STAGE}/time/wall_s{suffix}"] = float(np.mean([r["wall_s"] for r in rs]))
         if variant == "pseudo":
-            preds = [np.array(r["test_pred"]) for r in rs]
-            pairs = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
-            out[f"{STAGE}/test/seed_agreement"] = float(np.mean(pairs)) if pairs else 1.0
+            out[f"{STAGE}/test/seed_agreement"] = seed_agreement([np.array(r["test_pred"]) for r in rs])
             for part, count in rs[0]["params"].items():
                 out[f"{STAGE}/params/{part}"] = float(count)
     return out
