@@ -17,11 +17,13 @@ RUNNING in the folder's database.
 Fanned out (workers > 1 or Dask) the cells log to one MLflow tracking server (`MLFLOW_TRACKING_URI`, or an
 `mlflow server` started on 127.0.0.1 over `<runs_dir>/<name>/mlflow.db`); run one at a time, each cell keeps its
 own `mlflow.db` as `gfkd run` does.
+
+The tasks around the grid (the parent run, the report) are in tasks/benchmark.py. `benchmark-cell` stays here: it is
+the unit the grid's task runner submits, and all it does is run the pipeline flow for an unfinished cell.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from contextlib import nullcontext
@@ -33,32 +35,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from gfkd.benchmark import CellResult, aggregate, markdown_table, table_metrics
 from gfkd.config import RunConfig
 from gfkd.errors import GfkdError
-from gfkd.io.atomic import write_atomic, write_json
-from gfkd.io.manifest import valid_manifest
+from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
-from gfkd.versions import versions_line
-from tasks.cache import stage_key
+from tasks.benchmark import EXPERIMENT, finished_metrics, open_benchmark_run, report_task
 from flows.grid import BenchmarkSpec, Cell, benchmark_dir, grid_cells
-from flows.pipeline import STAGE_TASKS, pipeline
+from flows.pipeline import pipeline
 from flows.serve import tracking_server
-
-EXPERIMENT = "gfkd-benchmark"
-
-
-def finished_metrics(cfg: RunConfig, root: Path) -> dict[str, float] | None:
-    """The merged stage metrics if every stage of the pipeline is done for this config, else None."""
-    layout, upstream, metrics = RunLayout(root), (), {}
-    for stage in STAGE_TASKS:
-        m = valid_manifest(layout.manifest(stage), stage_key(cfg, stage, upstream))
-        if m is None:
-            return None
-        metrics |= m.metrics
-        upstream = (*upstream, m.digest)
-    return metrics
 
 
 def _run_pipeline(cfg: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
@@ -121,59 +106,6 @@ def run_grid(cells: list[Cell], retries: int, tracking_uri: str | None) -> list[
             exc = f.state.result(raise_on_failure=False)
             out.append({"cell": c.name, "status": "failed", "error": str(exc)[:2000], "stages": {}})
     return out
-
-
-@task(name="open-benchmark-run", cache_policy=NO_CACHE, persist_result=False)
-def open_benchmark_run(spec: BenchmarkSpec, folder: str) -> str:
-    """The benchmark's parent MLflow run, with the grid as params."""
-    from prefect.runtime import flow_run
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    logger = Tracker(RunLayout(Path(folder)), EXPERIMENT).start_run(spec.name, tags={
-        "gfkd.benchmark": spec.name, "prefect.flow_run_id": flow_run.get_id() or "", "gfkd.versions": versions_line()})
-    logger.params({"datasets": ",".join(spec.datasets), "generators": ",".join(spec.generators),
-                   "splits": ",".join(map(str, spec.splits)), "overrides": " ".join(spec.overrides),
-                   "config": spec.config or "", "workers": spec.workers, "dask": spec.dask or bool(spec.dask_address)})
-    return logger.run_id
-
-
-@task(name="benchmark-report", cache_policy=NO_CACHE, persist_result=False)
-def report_task(spec: BenchmarkSpec, cells: list[Cell], records: list[dict[str, Any]], folder: str,
-                run_id: str) -> dict[str, Any]:
-    """Aggregate the finished cells; write results.json, results.md (and `spec.out`); log them on the parent run."""
-    results = []
-    for c, rec in zip(cells, records):
-        metrics = finished_metrics(c.cfg, Path(c.root)) if rec["status"] != "failed" else None
-        if metrics is not None:
-            results.append(CellResult(c.dataset, c.generator, c.split, metrics))
-    rows = aggregate(results)
-    word = "folds" if cells[0].cfg.protocol.name == "cv10" else "split seeds"
-    failed = [r["cell"] for r in records if r["status"] == "failed"]
-    text = (f"# Benchmark `{spec.name}`: test accuracy (%)\n\n"
-            + (f"Command: `{spec.command}`\n\n" if spec.command else "")
-            + f"Mean ± population std over {word} (n per entry); {len(results)} of {len(cells)} cells finished"
-            + (f"; failed: {', '.join(failed)} (rerun the same command to resume them)" if failed else "")
-            + f". Each cell is one pipeline run in `{Path(cells[0].root).parent}/<cell>`.\n\n"
-            + ("The group rows ran on the real training graphs (`group.graph.data=real`): with-data reference rows at "
-               "the val-selected epoch, not data-free, whatever their generator column says.\n\n"
-               if cells[0].cfg.group.graph.data == "real" else "") + markdown_table(rows))
-    folder_p = Path(folder)
-    write_json(folder_p / "results.json", {
-        "spec": json.loads(spec.model_dump_json()), "cells": records,
-        "rows": [{"dataset": r.dataset, "method": r.method, "generator": r.generator, "mean": r.mean, "std": r.std,
-                  "n": r.n, "runs": r.runs, "splits": list(r.splits), "values": list(r.values)} for r in rows]})
-    for path in [folder_p / "results.md", *([Path(spec.out)] if spec.out else [])]:
-        write_atomic(path, lambda tmp: tmp.write_text(text))
-    tracker = Tracker(RunLayout(folder_p), EXPERIMENT)
-    logger = tracker.logger(run_id)
-    logger.metrics(table_metrics(rows) | {"benchmark/cells/finished": len(results), "benchmark/cells/failed":
-                                          len(failed)})
-    logger.tags({f"gfkd.cell.{r['cell']}": r["status"] for r in records})
-    logger.artifact(folder_p / "results.md")
-    logger.artifact(folder_p / "results.json")
-    logger.flush()
-    tracker.end_run(run_id, "FAILED" if failed else "FINISHED")
-    return {"table": text, "failed": failed, "finished": len(results)}
 
 
 @flow(name="gfkd-benchmark", log_prints=True)

@@ -136,3 +136,16 @@ def table_metrics(rows: list[TableRow]) -> dict[str, float]:
         base = f"benchmark/{r.dataset}/{r.method}" + (f"-{r.generator}" if r.generator else "")
         out |= {f"{base}/test/acc_mean": r.mean, f"{base}/test/acc_std": r.std, f"{base}/test/n": float(r.n)}
     return out
+
+
+def report_markdown(name: str, command: str | None, word: str, finished: int, cells: int, failed: list[str],
+                    folder: str, real_group: bool, rows: list[TableRow]) -> str:
+    """The benchmark's results page: its command, how many cells finished (and which failed), and the table."""
+    return (f"# Benchmark `{name}`: test accuracy (%)\n\n"
+            + (f"Command: `{command}`\n\n" if command else "")
+            + f"Mean ± population std over {word} (n per entry); {finished} of {cells} cells finished"
+            + (f"; failed: {', '.join(failed)} (rerun the same command to resume them)" if failed else "")
+            + f". Each cell is one pipeline run in `{folder}/<cell>`.\n\n"
+            + ("The group rows ran on the real training graphs (`group.graph.data=real`): with-data reference rows at "
+               "the val-selected epoch, not data-free, whatever their generator column says.\n\n"
+               if real_group else "") + markdown_table(rows))

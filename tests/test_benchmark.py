@@ -32,3 +32,16 @@ def test_markdown_table_has_methods_as_rows_and_datasets_as_columns():
                                  "| group ensemble (gfkd) | 50.00 ± 0.00 (1) | 25.00 ± 0.00 (1) |"]
     assert table_metrics(aggregate(cells))["benchmark/PROTEINS/group_ensemble-gfkd/test/acc_mean"] == 0.25
     assert markdown_table([]) == "(no finished cell yet)\n"
+
+
+def test_report_names_the_failed_cells_and_marks_real_data_group_rows():
+    from gfkd.benchmark import report_markdown
+
+    rows = aggregate([CellResult("MUTAG", "acgkd", 0, {"teacher/test/acc": 0.9})])
+    text = report_markdown("b", "gfkd benchmark --name b", "folds", 1, 2, ["mutag-acgkd-fold1"], "/runs", True, rows)
+    assert text.startswith("# Benchmark `b`: test accuracy (%)\n\nCommand: `gfkd benchmark --name b`\n\n")
+    assert "1 of 2 cells finished; failed: mutag-acgkd-fold1 (rerun the same command" in text
+    assert "`/runs/<cell>`" in text and "with-data reference rows" in text and text.endswith(markdown_table(rows))
+    plain = report_markdown("b", None, "split seeds", 1, 1, [], "/runs", False, rows)
+    assert "Command:" not in plain and "failed" not in plain and "with-data" not in plain
+    assert "over split seeds (n per entry); 1 of 1 cells finished. Each cell" in plain
