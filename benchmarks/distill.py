@@ -505,12 +505,22 @@ def targets(rows: dict) -> list[str]:
     return out
 
 
+def without_ran_with(argv: list[str]) -> list[str]:
+    """argv less `--ran-with X` and `--ran-with=X`, which a report names on its own."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--ran-with="):
+            skip = False
+            continue
+        skip = a == "--ran-with"
+        if not skip:
+            out.append(a)
+    return out
+
+
 def command_line(args, wall: float | None) -> str:
     """This invocation as it is recorded beside the rows it produced."""
-    argv = sys.argv[1:]
-    if "--ran-with" in argv:  # the producing command is printed on its own line
-        i = argv.index("--ran-with")
-        argv = argv[:i] + argv[i + 2:]
+    argv = without_ran_with(sys.argv[1:])  # the producing command is printed on its own line
     cmd = "`python benchmarks/distill.py " + shlex.join(argv) + "`"  # quoted: a name with spaces stays one argument
     if args.ran_with:
         cmd += f", cells produced by: `{args.ran_with}`"

@@ -55,7 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.distill import _folds, _shown, _write, run_gen_ablation  # noqa: E402
+from benchmarks.distill import _folds, _shown, _write, run_gen_ablation, without_ran_with  # noqa: E402
 
 OVER_FITTED = 0.99  # bank agreement at or above it rejects a setting (protocol.md §4)
 COLLAPSED = 0.95  # a student putting this share of the pool in one class rejects it
@@ -360,15 +360,7 @@ def _run(args: argparse.Namespace, folds: list[int]) -> None:
     figures = {f: fold_figures(root / f"{args.dataset.lower()}-fold{f}", args.key, args.values) for f in folds}
     from gfkd.versions import cpu_model, versions_line
 
-    argv, skip = [], False
-    for a in sys.argv[1:]:  # the producing command (--ran-with) is named on its own
-        if skip or a.startswith("--ran-with="):
-            skip = False
-            continue
-        skip = a == "--ran-with"
-        if not skip:
-            argv.append(a)
-    cmd = "python benchmarks/sweep.py " + shlex.join(argv)
+    cmd = "python benchmarks/sweep.py " + shlex.join(without_ran_with(sys.argv[1:]))  # the producer is named apart
     made = (f"settings produced by: `{args.ran_with}`" if args.ran_with else "" if args.report_only else
             f"wall time {(time.perf_counter() - t0) / 60:.1f} min, {args.jobs} at a time")
     seeds = sorted({r["students"] for rows in figures.values() for r in rows.values()})

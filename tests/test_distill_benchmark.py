@@ -314,6 +314,15 @@ def test_the_recorded_command_keeps_a_name_with_spaces_one_argument(monkeypatch)
     assert shlex.split(cmd.strip("`"))[3] == "prior targets"
 
 
+def test_the_recorded_command_leaves_out_the_producing_command_in_either_spelling(monkeypatch):
+    import argparse
+
+    for given in (["--ran-with", "python x.py --a 1"], ["--ran-with=python x.py --a 1"]):
+        monkeypatch.setattr(sys, "argv", ["benchmarks/distill.py", "--report-only", *given, "--folds", "0"])
+        cmd = bench.command_line(argparse.Namespace(ran_with="python x.py --a 1", jobs=1), None)
+        assert cmd == "`python benchmarks/distill.py --report-only --folds 0`, cells produced by: `python x.py --a 1`"
+
+
 def test_plain_baselines_train_the_baseline_generators_students_with_the_plain_recipe(tmp_path, tiny_root):
     """protocol.md §6 defines RandG (and GFKD, DeepInvG) as the plain KD recipe: `--plain-baselines` trains those
     students on the same banks under distill.recipe=plain, read back as "RandG, plain recipe" with its own target."""
