@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch_geometric.utils import degree
 
 REPO = Path(__file__).resolve().parents[1]

@@ -135,8 +135,6 @@ def strict_check(g, device) -> str:
 
 
 def measure(args) -> dict:
-    import torch
-
     from gfkd.config import RunSection
     from gfkd.data.datasets import resolve_data_root
     from gfkd.group.node import load_citation

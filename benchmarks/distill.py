@@ -480,18 +480,18 @@ def targets(rows: dict) -> list[str]:
     """Each target with the measured figure and met / missed (by how much), on the folds both rows ran."""
     out = []
     d = _paired_mean(rows, "ACGKD", "RandG")
-    out.append(f"- ACGKD ≥ RandG + 5 points: " + ("not run" if d is None else _reading(d, 0.05)))
+    out.append("- ACGKD ≥ RandG + 5 points: " + ("not run" if d is None else _reading(d, 0.05)))
     d = _paired_mean(rows, "ACGKD", "RandG, plain recipe")
     if d is not None:  # protocol.md §6's RandG: the plain KD recipe on the same random graphs
         out.append(f"- ACGKD ≥ RandG + 5 points, RandG with the plain KD recipe (protocol.md §6): {_reading(d, 0.05)}")
     d = _paired_mean(rows, "ACGKD", "GFKD")
-    out.append(f"- ACGKD not below GFKD: " + ("not run (GFKD was not generated in this benchmark)" if d is None else
+    out.append("- ACGKD not below GFKD: " + ("not run (GFKD was not generated in this benchmark)" if d is None else
                                              _reading(d, 0.0)))
     d = _paired_mean(rows, "ACGKD", "GFKD, plain recipe")
     if d is not None:  # protocol.md §6's GFKD: the plain KD recipe on the same GFKD banks
         out.append(f"- ACGKD not below GFKD, GFKD with the plain KD recipe (protocol.md §6): {_reading(d, 0.0)}")
     d = _paired_mean(rows, "ACGKD", "KD (real data)")
-    out.append(f"- ACGKD within 3 points of KD (real data): " + ("not run" if d is None else _reading(d, -0.03)))
+    out.append("- ACGKD within 3 points of KD (real data): " + ("not run" if d is None else _reading(d, -0.03)))
     d = _paired_mean(rows, "ACGKD", "ACGKD, plain recipe", "val_sel")  # acgkd.md §8 judges on val-selected
     last = _paired_mean(rows, "ACGKD", "ACGKD, plain recipe")
     out.append("- distill.recipe = acgkd stays the default while level with plain (val-selected paired mean ≥ −1 "

@@ -57,8 +57,6 @@ def chunk_context(teacher_dir: Path, buckets: int, method: str, iterations: int)
 
 
 def measure(teacher_dir: Path, method: str, buckets: int, iterations: int, repeats: int) -> dict:
-    import torch
-
     from gfkd.generators import acgkd, deepinvg, gfkd
     from gfkd.generators.bank import make_generator
     from gfkd.generators.base import node_mask, teacher_verdict

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from gfkd.generators import acgkd, deepinvg, gfkd, randg
 from gfkd.generators.bank import make_generator, plan_bank, prior_counts
