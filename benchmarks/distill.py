@@ -281,7 +281,7 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             continue
         m = tm["metrics"]
         add("majority class", fold, (m["teacher/test/majority_acc"], 0.0, float("nan"), 0, 0))
-        add("teacher", fold, (m["teacher/test/acc"], 0.0, float("nan"), 0, 1))
+        add("teacher", fold, (m["teacher/test/acc"], 0.0, float("nan"), None, 1))  # its collapse is not measured
         for gen in generators:
             gm = _load(root / gen / "generate" / MANIFEST)
             if gm is None:
@@ -307,10 +307,11 @@ def collect(dataset: str, folds: list[int], generators: list[str], runs: Path) -
             add(f"group {method}: mean over students", fold,
                 (float(np.mean(accs)), float(np.std(accs)), n.get("acc_mean_val_selected", float("nan")),
                  int(n["collapsed"]), k))
-            add(f"group {method}: picked student", fold, (n["acc_picked"], 0.0, n.get("acc_picked_val_selected",
-                                                                                     float("nan")), 0, 1))
-            add(f"group {method}: ensemble", fold, (n["acc_ensemble"], 0.0, n.get("acc_ensemble_val_selected",
-                                                                                 float("nan")), 0, 1))
+            for part, key in (("picked student", "picked"), ("ensemble", "ensemble")):  # collapse: None where the
+                c = n.get(f"collapsed_{key}")  # group ran before it was recorded (2026-12-06)
+                add(f"group {method}: {part}", fold, (n[f"acc_{key}"], 0.0, n.get(f"acc_{key}_val_selected",
+                                                                                 float("nan")),
+                                                      None if c is None else int(c), 1))
         for name in [*ABLATIONS, *GEN_ABLATIONS]:
             folder = root / ablation_folder(name)
             res = _load(folder / "distill" / "results.json")
@@ -405,6 +406,19 @@ def merge_rows(stored: dict, fresh: dict, source: int, commands: list[str] = (),
         kept = set(old["folds"]) - set(r["folds"])  # folds only the stored runs made; recollected ones are theirs too
         rows[name] = dict(merged, source=sorted(({*old["source"]} if kept or recollected else set()) | {source}))
     return rows, notes
+
+
+def _collapsed(row: dict) -> str:
+    """`collapsed / students` over the folds that recorded it (the teacher's is not measured, and a group's picked
+    student and ensemble were not recorded before 2026-12-06: None); "—" for the majority class."""
+    if not any(row["students"].values()):  # the majority class: one class by definition
+        return "—"
+    known = [f for f, c in row["collapsed"].items() if c is not None]
+    if not known:
+        return "not recorded"
+    text = f"{sum(row['collapsed'][f] for f in known)} / {sum(row['students'][f] for f in known)}"
+    missing = len(row["collapsed"]) - len(known)
+    return text + (f" (not recorded on {missing} fold{'s' if missing > 1 else ''})" if missing else "")
 
 
 def _span(folds: list[int]) -> str:
@@ -578,7 +592,9 @@ def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
            "over its student seeds (distill.seeds); a cell is the mean ± std over folds, with the mean within-fold "
            "(student-seed) std beside it. Data-free rows: last epoch (primary; no real label used), and the "
            "val-selected number (secondary, uses real validation labels). Real-data rows: val-selected. Collapsed = a "
-           "student predicting one class for ≥ 95 % of the test fold.", ""]
+           "student (a group's picked student, its ensemble) predicting one class for ≥ 95 % of the test fold; "
+           "\"not recorded\" where that was not measured (the teacher; a group's picked student and ensemble before "
+           "2026-12-06).", ""]
     for ds, sec in sections.items():
         rows = sec["rows"]
         out += [f"## {ds}", "", "Runs:", ""] + [f"{i + 1}. {c}" for i, c in enumerate(sec["commands"])] + [""]
@@ -589,7 +605,7 @@ def render(sections: dict, store: Path = REPO / "docs" / "results.json") -> str:
             vs = [v for v in r["val_sel"].values() if not np.isnan(v)]
             runs = ", ".join(str(i + 1) for i in r["source"])
             out.append(f"| {name} | {_pm(vals)} | {len(vals)} | {np.mean(list(r['within_std'].values())):.3f} | "
-                       f"{_pm(vs) if vs else '—'} | {sum(r['collapsed'].values())} / {sum(r['students'].values())} | "
+                       f"{_pm(vs) if vs else '—'} | {_collapsed(r)} | "
                        f"[{runs}] |")
         out += ["", "protocol.md §6's RandG, DeepInvG and GFKD rows are the plain-recipe rows; the rows named RandG and "
                 "GFKD alone are the ACGKD recipe on the same banks. Not run in this table: "

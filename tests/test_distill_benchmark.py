@@ -248,6 +248,27 @@ def test_collect_counts_each_group_student_once_whatever_else_its_numbers_hold(t
         assert rows[f"group {label}: ensemble"]["folds"][0] == 0.8
 
 
+def test_a_groups_picked_student_and_ensemble_show_their_collapse_or_that_it_was_not_recorded(tmp_path):
+    """Groups run before 2026-12-06 did not record whether the picked student or the ensemble collapsed: the table
+    says so instead of printing 0."""
+    numbers = {"acc_ensemble": 0.4, "acc_picked": 0.4, "collapsed": 2.0, "acc_student0": 0.4, "acc_student1": 0.5}
+    for fold, recorded in ((0, False), (1, True)):
+        root = tmp_path / f"tiny-fold{fold}"
+        (root / "teacher").mkdir(parents=True)
+        (root / "teacher" / "manifest.json").write_text(json.dumps(
+            {"metrics": {"teacher/test/majority_acc": 0.5, "teacher/test/acc": 0.7}}))
+        (root / "acgkd-group-oad" / "group").mkdir(parents=True)
+        extra = {"collapsed_picked": 1.0, "collapsed_ensemble": 0.0} if recorded else {}
+        (root / "acgkd-group-oad" / "group" / "results.json").write_text(json.dumps({"numbers": numbers | extra}))
+    rows = bench.collect("TINY", [0, 1], ["acgkd"], tmp_path)
+    picked, ens = rows["group oad: picked student"], rows["group oad: ensemble"]
+    assert picked["collapsed"] == {0: None, 1: 1} and ens["collapsed"] == {0: None, 1: 0}
+    assert bench._collapsed(picked) == "1 / 1 (not recorded on 1 fold)"
+    assert bench._collapsed(rows["group oad: mean over students"]) == "4 / 4"
+    assert bench._collapsed({"collapsed": {0: None}, "students": {0: 1}}) == "not recorded"
+    assert bench._collapsed(rows["teacher"]) == "not recorded" and bench._collapsed(rows["majority class"]) == "—"
+
+
 def test_new_folds_of_a_folder_already_collected_are_reruns_and_older_notes_on_other_folds_stay():
     """PTC_MR's runs [3, 4]: /tmp/g collected fold 0 first (a rerun of run a's fold 0), then folds 1-2; the second
     collection reran folds 1-2 for the first time, which is a note, and fold 0's note stays beside it."""

@@ -328,11 +328,17 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
 
 def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_loader: DataLoader,
              device: torch.device, batch_size: int) -> dict[str, float]:
-    """Mean over students, picked student (agreement with ŷ on the hold-out), ensemble; collapsed students."""
+    """Mean over students, picked student (agreement with ŷ on the hold-out), ensemble; which of them collapsed (one
+    class for ≥ 95 % of the test graphs): `collapsed` counts the students, `collapsed_picked`, `collapsed_ensemble`
+    are 0 or 1."""
     zt, yt = _eval(students, test_loader, device)
     pred = zt.argmax(-1)  # [K, n]
     acc = (pred == yt).float().mean(1)
-    out = {"acc_mean": float(acc.mean()), "acc_ensemble": float((ensemble_probs(zt).argmax(-1) == yt).float().mean())}
+    top = torch.stack([torch.bincount(p, minlength=zt.size(-1)).max() for p in pred]).float() / max(pred.size(1), 1)
+    ens = ensemble_probs(zt).argmax(-1)  # [n]
+    ens_top = float(torch.bincount(ens, minlength=zt.size(-1)).max()) / max(ens.numel(), 1)
+    out = {"acc_mean": float(acc.mean()), "acc_ensemble": float((ens == yt).float().mean()),
+           "collapsed": float((top >= 0.95).sum()), "collapsed_ensemble": float(ens_top >= 0.95)}
     if hold:
         loader = DataLoader(hold, batch_size=256)
         zh, _ = _eval(students, loader, device)
@@ -340,8 +346,6 @@ def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_l
         agree = (zh.argmax(-1) == yh).float().mean(1)
         pick = int(torch.argmax(agree))  # ties: lowest k
         out |= {"acc_picked": float(acc[pick]), "picked_student": float(pick),
-                "pick_beat_mean": float(acc[pick] > acc.mean())}
-    top = torch.stack([torch.bincount(p, minlength=zt.size(-1)).max() for p in pred]).float() / max(pred.size(1), 1)
-    out["collapsed"] = float((top >= 0.95).sum())
+                "pick_beat_mean": float(acc[pick] > acc.mean()), "collapsed_picked": float(top[pick] >= 0.95)}
     out |= {f"acc_student{k}": float(a) for k, a in enumerate(acc)}
     return out

@@ -102,7 +102,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         save_checkpoint(staging / "students" / f"student-{k}.pt", state, {"spec": spec, "student": k})
         files += [f"students/student-{k}.pt", f"students/student-{k}.json"]
     metrics = {f"{STAGE}/test/{k}": v for k, v in n.items() if k.startswith("acc")}
-    metrics |= {f"{STAGE}/test/collapsed": n["collapsed"], f"{STAGE}/time/wall_s": time.perf_counter() - t0}
+    metrics |= {f"{STAGE}/test/{k}": n[k] for k in ("collapsed", "collapsed_picked", "collapsed_ensemble") if k in n}
+    metrics[f"{STAGE}/time/wall_s"] = time.perf_counter() - t0
     if gc.anchor_temperature == "calibrated":
         metrics[f"{STAGE}/train/anchor_tau"] = res.anchor_tau
     if "pick_beat_mean" in n:

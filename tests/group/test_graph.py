@@ -421,3 +421,30 @@ def test_a_bank_of_one_pseudo_graph_trains_on_it_and_picks_no_student(tmp_path, 
     res = json.loads((layout.stage_dir("group") / "results.json").read_text())
     assert out.status == "ran" and all("group/train/loss" in h for h in res["history"])
     assert "acc_picked" not in res["numbers"]  # nothing was held out to pick on
+
+
+def test_the_numbers_say_whether_the_picked_student_and_the_ensemble_collapsed(monkeypatch):
+    """`collapsed` counts students predicting one class for ≥ 95 % of the test graphs; the picked student and the
+    ensemble get their own 0/1 (the benchmark table used to print 0 for them unmeasured)."""
+    from torch_geometric.data import Data
+
+    from gfkd.group import graph
+
+    y = torch.tensor([0] * 10 + [1] * 10)
+    one_hot = lambda pred: torch.nn.functional.one_hot(pred, 2).float() * 5  # confident logits  # noqa: E731
+    collapsed0 = one_hot(torch.zeros(20, dtype=torch.long))  # student 0: class 0 on every graph
+    right = one_hot(y)  # student 1: right on every graph
+    near = one_hot(torch.tensor([0] * 19 + [1]))  # student 2: class 0 on 19 of 20 graphs (0.95: collapsed)
+    test = torch.stack([collapsed0, right, near])  # [K, n, C]; the ensemble calls class 0 wherever two say so
+    hold = [Data(x=torch.zeros(1, 1)) for _ in range(4)]
+    hold_logits = torch.stack([one_hot(torch.zeros(4, dtype=torch.long)), one_hot(torch.ones(4, dtype=torch.long)),
+                               one_hot(torch.ones(4, dtype=torch.long))])  # only student 0 agrees with ŷ = 0
+    calls = iter([(test, y), (hold_logits, torch.zeros(4, dtype=torch.long))])
+    monkeypatch.setattr(graph, "_eval", lambda *a: next(calls))
+    n = graph._numbers(None, hold, lambda b: torch.zeros(b.num_graphs, dtype=torch.long), None, torch.device("cpu"), 4)
+    assert n["collapsed"] == 2 and n["picked_student"] == 0 and n["collapsed_picked"] == 1
+    assert n["acc_ensemble"] == pytest.approx(0.55) and n["collapsed_ensemble"] == 1  # class 0 on 19 of 20 graphs
+    test[2] = right  # two right students outvote the collapsed one
+    calls = iter([(test, y)])
+    n = graph._numbers(None, [], None, None, torch.device("cpu"), 4)
+    assert n["collapsed"] == 1 and n["collapsed_ensemble"] == 0 and "collapsed_picked" not in n
