@@ -93,7 +93,8 @@ def group_folder(gg, banks: str = "") -> str:
         f"-anchor{gg.anchor_tau:g}" if gg.anchor_temperature == "fixed" and gg.anchor_tau != GROUP_FOLDER_BASE[3]
         else "") + (f"-calibrated{gg.anchor_confidence:g}" + (
             f"-from{gg.anchor_tau:g}" if gg.anchor_tau != GROUP_FOLDER_BASE[3] else "")
-        if gg.anchor_temperature == "calibrated" else "") + (f"-on-{slug(banks)}" if banks else "")
+        if gg.anchor_temperature == "calibrated" else "") + ("-dunit" if gg.d_input == "unit" else "") + (
+        f"-on-{slug(banks)}" if banks else "")
 
 
 def group_label(folder: str) -> str:
@@ -112,7 +113,7 @@ def group_label(folder: str) -> str:
     label = re.sub(r"-from([\d.]+)", r" from τ \1", label)
     return label.replace("-curriculum", ", curriculum inherited").replace(
         "-real", ", on the real training graphs (with data, val-selected)").replace(
-        "-tau", ", anchor temperature inherited") + on
+        "-tau", ", anchor temperature inherited").replace("-dunit", ", D on unit-length embeddings") + on
 
 
 def single_student(group_row: str) -> str:

@@ -208,6 +208,9 @@ def test_group_folders_name_what_differs_and_read_back_as_row_labels():
                   "group.graph.anchor_confidence=0.8")
     assert cal3 == "acgkd-group-oad_global-widened-sup0-calibrated0.8-from3"
     assert bench.group_label(cal3).endswith("anchor τ calibrated to top-class probability 0.8 from τ 3")
+    unit = folder("group.graph.method=oad", "group.graph.d_input=unit")
+    assert unit == "acgkd-group-oad-widened-sup0-dunit"
+    assert bench.group_label(unit) == "oad, widened students, CE to ŷ × 0, D on unit-length embeddings"
     assert bench.group_folder(resolve_config(None, []).group.graph, "soft targets 0.75") == \
         "acgkd-group-oad_global-widened-sup0-on-soft-targets-0.75"
     assert bench.group_label("acgkd-group-oad_global-widened-sup0-calibrated0.7-on-soft-targets-0.75") == \

@@ -151,6 +151,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     if use_feat:
         teacher = teacher.to(device).eval()
     node_level = gc.local_level == "node"
+    d_in = (lambda x: F.normalize(x, dim=-1)) if gc.d_input == "unit" else (lambda x: x)  # each node's h: [ΣN, d]
     discs = nn.ModuleList(GCNDiscriminator(d, gc.d_hidden) if node_level else GraphDiscriminator(d, gc.d_hidden)
                           for _ in range(K)).to(device)
     uses_global = gc.method in ("oad", "oad_global") and gc.lambda_global > 0
@@ -255,8 +256,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
                 loss = loss + terms["kdcl"]
             if distill and uses_adv:
                 adj = normalized_adjacency(b.edge_index, b.num_nodes) if node_level else None
-                score = ((lambda k, x: discs[k](x, adj)) if node_level
-                         else (lambda k, x: discs[k](x, b.batch, b.num_graphs)))
+                score = ((lambda k, x: discs[k](d_in(x), adj)) if node_level
+                         else (lambda k, x: discs[k](d_in(x), b.batch, b.num_graphs)))
                 adv, _ = ring_step(d_opts, h, score, gc.d_loss_scale)  # D_k steps, then L_adv,k reaches student k − 1
                 terms["adv"] = sum(adv, z.new_zeros(()))
                 loss = loss + gc.lambda_adv * terms["adv"]

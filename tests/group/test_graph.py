@@ -124,6 +124,28 @@ def test_the_stage_feeds_the_ring_student_k_s_embeddings_and_pairs_d_k_with_its_
     assert seen["calls"] > 0 and 2 * seen["calls"] == seen["train_steps"]  # every step of epochs 3-4, none before
 
 
+@pytest.mark.parametrize("level", ["node", "graph"])
+def test_unit_d_input_shows_the_discriminators_each_nodes_direction_only(tmp_path, tiny_root, tiny_teacher_dir,
+                                                                         gen_dir, monkeypatch, level):
+    """group.graph.d_input=unit: D_k scores h/‖h‖, so embeddings that differ only in length score the same; raw: not."""
+    import gfkd.group.graph as graph_mod
+
+    real_ring, checked = graph_mod.ring_step, []
+
+    def ring_spy(d_opts, h, score, d_loss_scale):
+        x = h[0].detach()
+        checked.append(torch.allclose(score(0, x), score(0, 3 * x), atol=1e-5))
+        return real_ring(d_opts, h, score, d_loss_scale)
+
+    monkeypatch.setattr(graph_mod, "ring_step", ring_spy)
+    for d_input in ("unit", "raw"):
+        group.run(_cfg(tiny_root, tmp_path, "group.graph.method=oad", f"group.graph.local_level={level}",
+                       f"group.graph.d_input={d_input}"), RunLayout(tmp_path / d_input), "k",
+                  teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+        assert checked and all(checked) == (d_input == "unit") and any(checked) == (d_input == "unit")
+        checked.clear()
+
+
 def test_the_evaluation_after_each_epoch_feeds_nothing_back(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
                                                              monkeypatch):
     """protocol.md §8.3: the students trained beside the per-epoch scoring on the real validation and test graphs
