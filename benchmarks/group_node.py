@@ -95,7 +95,8 @@ def parity_of(method: str) -> str | None:
 SCHEDULES = {"oad_w0": ("OAD, no warm-up (W = 0)", "oad", {"warmup_epochs": 0}),
              "independent_w0": ("independent students, W = 0 (100 epochs in all)", "independent", {"warmup_epochs": 0}),
              "oad_k2": ("OAD, K = 2", "oad", {"students": 2}), "oad_k3": ("OAD, K = 3", "oad", {"students": 3}),
-             "oad_k6": ("OAD, K = 6", "oad", {"students": 6})}
+             "oad_k6": ("OAD, K = 6", "oad", {"students": 6}),
+             "oad_unit": ("OAD, D on unit-length embeddings h/‖h‖ (not in oad.md)", "oad", {"d_input": "unit"})}
 
 ALL = "all_"  # method-key prefix of a run with the KL terms on every node (group.global_on = all, oad.md §2)
 ALL_METHODS = ("oad", "oad_global", "dml")  # the methods whose KL term global_on moves (KDCL's needs labels)

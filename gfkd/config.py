@@ -632,6 +632,8 @@ class GroupConfig(_Frozen):
     global_on: Literal["train", "all"] = Field("train", description="nodes of the KL terms: labelled ones, or all")
     d_hidden: int = Field(16, ge=1, le=WIDTH_MAX, description="d_D, the discriminator's hidden width")
     d_loss_scale: float = Field(1.0, gt=0, le=WEIGHT_MAX, description="c_D, scale of the discriminator loss")
+    d_input: Literal["raw", "unit"] = Field("raw", description="what the discriminators see of each node embedding: "
+                                            "raw: h as it is (oad.md §3); unit: h/‖h‖ (not in the spec)")
     parity: Literal["clean", "reference"] = Field("clean", description="reference: every switch below takes the "
                                                   "reference code's behaviour unless set explicitly")
     kl_scale: Literal["batchmean", "reference"] | None = Field(None, description="None: from parity; batchmean, or "

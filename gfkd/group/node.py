@@ -59,6 +59,7 @@ class GroupSettings:
     global_on: str = "train"
     d_hidden: int = 16
     d_loss_scale: float = 1.0
+    d_input: str = "raw"
     kl_scale: str = "batchmean"
     d_out_relu: bool = False
     gcn_student: str = "clean"
@@ -118,13 +119,15 @@ def forward_all(models: GroupModels, g: NodeGraph) -> tuple[Tensor, list[Tensor]
 
 
 def ring_step(models: GroupModels, d_opts: list[torch.optim.Optimizer], h: list[Tensor], g: NodeGraph,
-              d_loss_scale: float, graph_aware: bool = True) -> tuple[Tensor, Tensor]:
+              d_loss_scale: float, graph_aware: bool = True, d_input: str = "raw") -> tuple[Tensor, Tensor]:
     """The ring's step (gfkd.group.ring.ring_step) with each D_k on its student's GCN operator; `graph_aware` False:
-    each D_k scores every node alone (its GCN layers without the adjacency: an MLP per node).
+    each D_k scores every node alone (its GCN layers without the adjacency: an MLP per node); `d_input` "unit": D_k
+    scores each node's h/‖h‖.
 
     Returns (Σ_k L_adv,k with graph to the students, Σ_k L_D,k detached)."""
     adjs = [models.students[k].adjacency(g) if graph_aware else None for k in range(len(h))]
-    adv, d_total = ring.ring_step(d_opts, h, lambda k, x: models.discriminators[k](x, adjs[k]), d_loss_scale)
+    norm = (lambda x: F.normalize(x, dim=-1)) if d_input == "unit" else (lambda x: x)  # x: [N, d]
+    adv, d_total = ring.ring_step(d_opts, h, lambda k, x: models.discriminators[k](norm(x), adjs[k]), d_loss_scale)
     return sum(adv, h[0].new_zeros(())), d_total
 
 
@@ -223,7 +226,7 @@ def train_group(g: NodeGraph, s: GroupSettings, seed: int,
         loss, terms = group_loss(s, z, g, distill and s.method != "independent")
         if distill and s.uses_adv:
             terms["adv"], terms["disc"] = ring_step(models, d_opts, h, g, s.d_loss_scale,
-                                                    graph_aware=s.method != "oad_agnostic")
+                                                    graph_aware=s.method != "oad_agnostic", d_input=s.d_input)
             loss = loss + s.lambda_adv * terms["adv"]
         if distill and s.method == "oad_l2" and s.lambda_adv > 0:
             terms["l2"] = ring_l2(h)

@@ -101,6 +101,20 @@ def test_only_the_graph_agnostic_discriminators_score_without_the_adjacency(grap
     assert all((a is not None) == graph_aware for a in adjs)
 
 
+@pytest.mark.parametrize("d_input", ["raw", "unit"])
+def test_unit_d_input_hands_the_discriminators_unit_length_embeddings(graph, d_input):
+    """group.d_input=unit: every D_k call sees rows of length 1 (h/‖h‖); raw: h as the student made it."""
+    s = dataclasses.replace(TINY, method="oad", d_input=d_input)
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    norms = []
+    for d in m.discriminators:
+        d.register_forward_pre_hook(lambda mod, args: norms.append(args[0].detach().norm(dim=-1)))
+    train_group(graph, s, seed=0, models=m)
+    assert len(norms) == 3 * 3 * s.epochs
+    unit = [torch.allclose(n[n > 0], torch.ones_like(n[n > 0]), atol=1e-5) for n in norms]
+    assert all(unit) if d_input == "unit" else not any(unit)
+
+
 def test_l2_local_term_pulls_student_k_minus_1_towards_a_detached_student_k():
     h = [torch.randn(5, 3, generator=torch.Generator().manual_seed(k), requires_grad=True) for k in range(4)]
     loss = ring_l2(h)
