@@ -594,9 +594,9 @@ class GraphGroupConfig(_Frozen):
                                                   "graphs; graph: MLP on mean-pooled embeddings")
     d_hidden: int = Field(16, ge=1, le=WIDTH_MAX, description="d_D")
     d_loss_scale: float = Field(1.0, gt=0, le=WEIGHT_MAX, description="c_D")
-    d_input: Literal["raw", "unit"] = Field("raw", description="what the discriminators see of each node embedding: "
-                                            "raw: h as it is (oad.md §3); unit: h/‖h‖, its direction only (not in the spec; "
-                                            "with raw h, oad collapsed MUTAG groups, docs/group.md)")
+    d_input: Literal["raw", "unit"] = Field(
+        "raw", description="what the discriminators see of each node embedding: raw: h as it is (oad.md §3); unit: "
+        "h/‖h‖, its direction only (not in the spec; with raw h, oad collapsed MUTAG groups, docs/group.md)")
     pick_holdout: float = Field(0.1, ge=0, lt=1, description="share of pseudo-graphs held out to pick a student")
     curriculum: Literal["off", "inherit"] = Field("off", description="inherit: the distill stage's easy-to-hard "
                                                   "subsets (distill.curriculum: measure, pace, q0), all graphs from "
