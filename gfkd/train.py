@@ -51,6 +51,14 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Eval
     return EvalResult(loss=loss_sum / max(n, 1), acc=correct / max(n, 1), n=n)
 
 
+COLLAPSED_SHARE = 0.95  # a model that puts this share of a split's graphs in one class has collapsed
+
+
+def top_class_share(pred: torch.Tensor) -> float:
+    """The share of the most predicted class among pred: [n] class indices (0.0 for none)."""
+    return float(torch.bincount(pred.view(-1)).max()) / pred.numel() if pred.numel() else 0.0
+
+
 @torch.no_grad()
 def logits_of(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode logits [n, C] and labels [n] of `model` over `loader` (on the CPU)."""

@@ -37,13 +37,14 @@ from gfkd.config import ANCHOR_TAU_MAX, CurriculumConfig, GraphGroupConfig, Temp
 from gfkd.distillation import feature_loss, graph_difficulty, teacher_outputs
 from gfkd.errors import StageError
 from gfkd.group.report import ensemble_probs
-from gfkd.group.ring import ring_step
+from gfkd.group.ring import discriminator_input, ring_step
 from gfkd.io.checkpoint import load_training_state, save_training_state
 from gfkd.losses import group as losses
 from gfkd.losses.kd import Temperature, calibrated_tau, kd_kl, ramp
 from gfkd.models.classifier import GraphClassifier
 from gfkd.models.discriminator import GCNDiscriminator
 from gfkd.models.widened import PlainStudent, WidenedStudent
+from gfkd.train import COLLAPSED_SHARE, top_class_share
 
 METHODS = ("oad", "independent", "dml", "kdcl", "oad_global", "oad_local")
 
@@ -150,7 +151,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
     if use_feat:
         teacher = teacher.to(device).eval()
     node_level = gc.local_level == "node"
-    d_in = (lambda x: F.normalize(x, dim=-1)) if gc.d_input == "unit" else (lambda x: x)  # each node's h: [ΣN, d]
+    d_in = discriminator_input(gc.d_input)
     discs = nn.ModuleList(GCNDiscriminator(d, gc.d_hidden) if node_level else GraphDiscriminator(d, gc.d_hidden)
                           for _ in range(K)).to(device)
     uses_global = gc.method in ("oad", "oad_global") and gc.lambda_global > 0
@@ -334,11 +335,11 @@ def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_l
     zt, yt = _eval(students, test_loader, device)
     pred = zt.argmax(-1)  # [K, n]
     acc = (pred == yt).float().mean(1)
-    top = torch.stack([torch.bincount(p, minlength=zt.size(-1)).max() for p in pred]).float() / max(pred.size(1), 1)
+    top = [top_class_share(p) for p in pred]
     ens = ensemble_probs(zt).argmax(-1)  # [n]
-    ens_top = float(torch.bincount(ens, minlength=zt.size(-1)).max()) / max(ens.numel(), 1)
     out = {"acc_mean": float(acc.mean()), "acc_ensemble": float((ens == yt).float().mean()),
-           "collapsed": float((top >= 0.95).sum()), "collapsed_ensemble": float(ens_top >= 0.95)}
+           "collapsed": float(sum(t >= COLLAPSED_SHARE for t in top)),
+           "collapsed_ensemble": float(top_class_share(ens) >= COLLAPSED_SHARE)}
     if hold:
         loader = DataLoader(hold, batch_size=256)
         zh, _ = _eval(students, loader, device)
@@ -346,6 +347,6 @@ def _numbers(students: nn.ModuleList, hold: list[Data], target: Callable, test_l
         agree = (zh.argmax(-1) == yh).float().mean(1)
         pick = int(torch.argmax(agree))  # ties: lowest k
         out |= {"acc_picked": float(acc[pick]), "picked_student": float(pick),
-                "pick_beat_mean": float(acc[pick] > acc.mean()), "collapsed_picked": float(top[pick] >= 0.95)}
+                "pick_beat_mean": float(acc[pick] > acc.mean()), "collapsed_picked": float(top[pick] >= COLLAPSED_SHARE)}
     out |= {f"acc_student{k}": float(a) for k, a in enumerate(acc)}
     return out

@@ -126,7 +126,7 @@ def ring_step(models: GroupModels, d_opts: list[torch.optim.Optimizer], h: list[
 
     Returns (Σ_k L_adv,k with graph to the students, Σ_k L_D,k detached)."""
     adjs = [models.students[k].adjacency(g) if graph_aware else None for k in range(len(h))]
-    norm = (lambda x: F.normalize(x, dim=-1)) if d_input == "unit" else (lambda x: x)  # x: [N, d]
+    norm = ring.discriminator_input(d_input)
     adv, d_total = ring.ring_step(d_opts, h, lambda k, x: models.discriminators[k](norm(x), adjs[k]), d_loss_scale)
     return sum(adv, h[0].new_zeros(())), d_total
 

@@ -7,9 +7,15 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gfkd.losses import group as losses
+
+
+def discriminator_input(mode: str) -> Callable[[Tensor], Tensor]:
+    """What the discriminators see of the node embeddings x: [N, d]: "raw" x (oad.md §3), "unit" x/‖x‖ per row."""
+    return (lambda x: F.normalize(x, dim=-1)) if mode == "unit" else (lambda x: x)
 
 
 def ring_step(d_opts: Sequence[torch.optim.Optimizer], h: Sequence[Tensor], score: Callable[[int, Tensor], Tensor],

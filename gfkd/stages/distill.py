@@ -46,7 +46,7 @@ from gfkd.plots import distill_curves
 from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
 from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
-from gfkd.train import evaluate, fit_classifier, logits_of
+from gfkd.train import COLLAPSED_SHARE, evaluate, fit_classifier, logits_of, top_class_share
 
 STAGE = "distill"
 
@@ -79,8 +79,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
 
 def _scores(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
     pred, true = predict(model, loader, device)
-    top = np.bincount(pred).max() / max(len(pred), 1)
-    return {"acc": float((pred == true).mean()), "top_class_fraction": float(top), "collapsed": bool(top >= 0.95),
+    top = top_class_share(torch.from_numpy(pred))
+    return {"acc": float((pred == true).mean()), "top_class_fraction": top, "collapsed": top >= COLLAPSED_SHARE,
             "pred": pred.tolist()}
 
 

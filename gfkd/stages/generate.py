@@ -83,7 +83,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         if data_meta.get("dataset") == "MUTAG":
             nodes, node_range = "range", (10, 29)
     if targets == "prior" and "class_counts" not in data_meta:
-        raise ConfigError(f"generate.targets=prior: the teacher's metadata has no class_counts; retrain the teacher or "
+        raise ConfigError("generate.targets=prior: the teacher's metadata has no class_counts; retrain the teacher or "
                           "use generate.targets=balanced")
     if gc.confidence_low < 1 and method != "acgkd":
         raise ConfigError(f"generate.confidence_low={gc.confidence_low}: soft targets are built for generate.method=acgkd "
