@@ -58,7 +58,6 @@ sys.path.insert(0, str(REPO))
 from benchmarks.distill import _folds, _shown, _write, run_gen_ablation, without_ran_with  # noqa: E402
 
 OVER_FITTED = 0.99  # bank agreement at or above it rejects a setting (protocol.md §4)
-COLLAPSED = 0.95  # a student putting this share of the pool in one class rejects it
 CRITERIA = {"seed_agreement": "seed agreement on the pool (the criterion)",
             "pool_teacher_agreement": "student–teacher agreement on the pool",
             "bank_agreement": "bank agreement (teacher vs targets)"}
@@ -150,7 +149,7 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
     from gfkd.models.widened import build_student
     from gfkd.stages.distill import load_pseudo_graphs, seed_agreement
     from gfkd.stages.teacher import load_teacher
-    from gfkd.train import logits_of
+    from gfkd.train import COLLAPSED_SHARE, logits_of, top_class_share
 
     folders = {v: cell / setting_folder(key, v) for v in values}
     for stage in [cell / "teacher", *(f / s for f in folders.values() for s in ("generate", "distill"))]:
@@ -170,7 +169,7 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             student.load_state_dict(state)
             p = logits_of(student, loader, torch.device("cpu"))[0].argmax(-1).numpy()
             preds.append(p)
-            shares.append(float(np.bincount(p).max() / len(p)))
+            shares.append(top_class_share(torch.from_numpy(p)))
         if len(preds) < 2:
             raise SweepError(f"{folder}: {len(preds)} student seed(s); seed agreement needs at least 2 "
                              "(distill.seeds, 3 by protocol.md §4)")
@@ -182,7 +181,7 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             "bank_agreement": bank_agreement,
             "over_fitted": bank_agreement is not None and bank_agreement >= OVER_FITTED,
             "pool_graphs": len(pool), "pool_top_share": shares,
-            "pool_collapsed": sum(s >= COLLAPSED for s in shares), "students": len(preds),
+            "pool_collapsed": sum(s >= COLLAPSED_SHARE for s in shares), "students": len(preds),
             "seed_agreement": seed_agreement(preds),
             "pool_teacher_agreement": float(np.mean([(p == t_pred).mean() for p in preds])),
             "bank_density": quality["edge_density_mean"], "real_density": quality["real_edge_density_mean"],
@@ -232,6 +231,8 @@ def _f(x: float | None, digits: int = 3) -> str:
 
 def render(store: dict) -> str:
     """The Markdown page of a sweep's JSON."""
+    from gfkd.train import COLLAPSED_SHARE
+
     key, values, folds = store["key"], store["values"], {int(f): r for f, r in store["folds"].items()}
     pick = choose(folds, values)
     lines = [f"# Generator sweep: `{key}` on {store['dataset']}", "",
@@ -243,8 +244,8 @@ def render(store: dict) -> str:
              f"teacher per fold shared by every value; {store['seeds']} student seeds per setting; "
              "the rest of the config at its defaults",
              f"- criterion in use: `sweep_criterion = seed_agreement`. Rejected: bank agreement ≥ {OVER_FITTED} "
-             f"(over-fitted) or a student with ≥ {COLLAPSED:.0%} of the pool in one class. The pool of a setting is "
-             "the pseudo-graphs of the fold's other settings.",
+             f"(over-fitted) or a student with ≥ {COLLAPSED_SHARE:.0%} of the pool in one class. The pool of a "
+             "setting is the pseudo-graphs of the fold's other settings.",
              "- validation and test accuracy (last epoch, mean over the student seeds) are read after the choice, "
              "from the students' records; neither enters it.", ""]
     chosen = (f"**seed agreement chooses `{key}={pick['choice']}`** (highest mean over the folds where it was "

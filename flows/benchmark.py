@@ -41,7 +41,7 @@ from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
 from tasks.benchmark import EXPERIMENT, finished_metrics, open_benchmark_run, report_task
-from flows.grid import BenchmarkSpec, Cell, benchmark_dir, grid_cells
+from gfkd.grid import BenchmarkSpec, Cell, benchmark_dir, grid_cells
 from flows.pipeline import pipeline
 from flows.serve import tracking_server
 

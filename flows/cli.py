@@ -466,7 +466,7 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     from pydantic import ValidationError
 
     from gfkd.seed_list import parse_seeds
-    from flows.grid import BenchmarkSpec, grid_cells  # not flows.benchmark: Prefect loads after the input is valid
+    from gfkd.grid import BenchmarkSpec, grid_cells  # not flows.benchmark: Prefect loads after the input is valid
 
     items = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
     splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one

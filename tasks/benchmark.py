@@ -17,7 +17,7 @@ from gfkd.io.manifest import valid_manifest
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
 from gfkd.versions import versions_line
-from flows.grid import BenchmarkSpec, Cell  # plain pydantic models, no Prefect
+from gfkd.grid import BenchmarkSpec, Cell
 from tasks.cache import stage_key
 
 EXPERIMENT = "gfkd-benchmark"
