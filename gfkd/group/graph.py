@@ -13,6 +13,8 @@ on a held-out `pick_holdout` share of the pseudo-graphs, never trained on. With 
 E_c = until·(W + E). With `temperature` (group.graph.anchor_temperature = inherit) each student's anchor τ is its own
 distill-stage temperature: learnable and adversarial (gradient reversal, its lr ramped in over the first epochs);
 with group.graph.anchor_temperature = calibrated one τ for all, read off the teacher's logits before training.
+Each epoch also records the students' embedding lengths: emb_norm, the mean over students of a student's mean ‖h_v‖
+in a batch, and emb_norm_ratio, the longest student's over the shortest's (both averaged over batches by graphs).
 """
 
 from __future__ import annotations
@@ -232,6 +234,8 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
         for b in DataLoader([train[i] for i in order], batch_size=gc.batch_size):
             b = b.to(device)
             z, h = student_outputs(students, b)  # [K, B, C], K × [ΣN, d]
+            norms = torch.stack([hk.detach().norm(dim=-1).mean() for hk in h])  # [K]: each student's mean ‖h_v‖
+            watch = {"emb_norm": norms.mean(), "emb_norm_ratio": norms.max() / norms.min().clamp_min(1e-12)}
             y_hat = target(b)
             z_t = b.teacher_logits.view(b.num_graphs, -1)
             terms = {"sup": sum(F.cross_entropy(z[k], y_hat) for k in range(K))}
@@ -272,7 +276,7 @@ def train_graph_group(students: list[PlainStudent | WidenedStudent], graphs: lis
             opt.step()
             if t_opt is not None:
                 t_opt.step()
-            for key, v in {**terms, "loss": loss}.items():
+            for key, v in {**terms, **watch, "loss": loss}.items():
                 sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(v).detach()) * b.num_graphs
             n += b.num_graphs
         sched.step()

@@ -146,6 +146,36 @@ def test_unit_d_input_shows_the_discriminators_each_nodes_direction_only(tmp_pat
         checked.clear()
 
 
+def test_each_epoch_records_the_students_embedding_lengths(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                            monkeypatch):
+    """group/train/emb_norm: the mean over students of each one's mean node-embedding length ‖h_v‖ in a training
+    batch, averaged over the epoch's batches by graphs; emb_norm_ratio: the longest student's over the shortest's."""
+    import gfkd.group.graph as graph_mod
+
+    real, seen = graph_mod.student_outputs, []
+
+    def spy(students, b):
+        z, h = real(students, b)
+        if students.training:  # the training batches, not the per-epoch scoring
+            seen.append((b.num_graphs, torch.stack([hk.detach().norm(dim=-1).mean() for hk in h])))
+        return z, h
+
+    monkeypatch.setattr(graph_mod, "student_outputs", spy)
+    layout = RunLayout(tmp_path / "r")
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.method=oad"), layout, "k", teacher_dir=tiny_teacher_dir,
+              generate_dir=gen_dir)
+    hist = json.loads((layout.stage_dir("group") / "results.json").read_text())["history"]
+    per_epoch = len(seen) // len(hist)
+    assert per_epoch >= 2 and len(seen) == per_epoch * len(hist)  # several batches: the weighting is exercised
+    for e, record in enumerate(hist):
+        batches = seen[e * per_epoch:(e + 1) * per_epoch]
+        n = sum(nb for nb, _ in batches)
+        assert record["group/train/emb_norm"] == pytest.approx(sum(nb * float(v.mean()) for nb, v in batches) / n)
+        assert record["group/train/emb_norm_ratio"] == pytest.approx(
+            sum(nb * float(v.max() / v.min()) for nb, v in batches) / n)
+        assert record["group/train/emb_norm_ratio"] >= 1
+
+
 def test_the_evaluation_after_each_epoch_feeds_nothing_back(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
                                                              monkeypatch):
     """protocol.md §8.3: the students trained beside the per-epoch scoring on the real validation and test graphs
