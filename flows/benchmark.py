@@ -40,10 +40,11 @@ from gfkd.errors import GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
-from tasks.benchmark import EXPERIMENT, finished_metrics, open_benchmark_run, report_task
 from gfkd.grid import BenchmarkSpec, Cell, benchmark_dir, grid_cells
+from tasks.benchmark import EXPERIMENT, finished_metrics, open_benchmark_run, report_task
 from flows.pipeline import pipeline
 from flows.serve import tracking_server
+from flows.signals import keep_in_flow
 
 
 def _run_pipeline(cfg: RunConfig, layout: RunLayout) -> list[dict[str, Any]]:
@@ -95,6 +96,7 @@ def task_runner(spec: BenchmarkSpec):
 @flow(name="gfkd-benchmark-grid")
 def run_grid(cells: list[Cell], retries: int, tracking_uri: str | None) -> list[dict[str, Any]]:
     """Submit every cell; wait for all; a cell that still fails after its retries is reported, not raised."""
+    keep_in_flow()  # `gfkd benchmark`'s exit at once on Ctrl-C or SIGTERM, over Prefect's SIGTERM handler
     futures = [cell_task.with_options(retries=retries, retry_delay_seconds=2, task_run_name=c.name)
                .submit(c, tracking_uri) for c in cells]
     wait(futures)
@@ -112,6 +114,8 @@ def run_grid(cells: list[Cell], retries: int, tracking_uri: str | None) -> list[
 def benchmark(spec: BenchmarkSpec) -> dict[str, Any]:
     """Run the pipeline over datasets × generators × splits and aggregate the table."""
     from flows.cli import _run_lock
+
+    keep_in_flow()
 
     cells = grid_cells(spec)
     folder = benchmark_dir(spec)

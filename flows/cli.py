@@ -531,10 +531,13 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
 
     from flows.benchmark import benchmark as benchmark_flow
     from flows.serve import prefect_api
+    from gfkd.grid import base_config
 
     remote = spec.dask_address is not None or (spec.dask and spec.dask_processes)
+    kept = f"the finished cells and stages in {base_config(spec).run.runs_dir.resolve()}"
     with scratch_tmp(bench.scratch), prefect_api() if remote else nullcontext():  # workers need an API to reach
-        result = benchmark_flow(spec)
+        with exit_on_signals(bench.root, kept=kept):  # as `gfkd run`: at once, one line, no retries to a dead server
+            result = benchmark_flow(spec)
     for rec in result["cells"]:
         stages = " ".join(f"{k}={v}" for k, v in rec["stages"].items())
         typer.echo(f"{rec['cell']:>28}: {rec['status']:<8} {stages or rec.get('error', '')[:300]}", err=True)

@@ -87,6 +87,38 @@ def test_rerun_after_a_failed_cell_runs_only_that_cell(tmp_path, tiny_root):
     assert second["failed"] == [] and "2 of 2 cells finished" in second["table"] and "(2) |" in second["table"]
 
 
+@pytest.mark.e2e
+def test_sigterm_stops_a_benchmark_at_once_with_one_line_and_frees_its_folder(tmp_path, tiny_root):
+    """A scheduler's or `timeout`'s SIGTERM to the group used to leave `gfkd benchmark` training its cells on with
+    Prefect's server gone, logging connection errors every few seconds, until a SIGKILL (found by exploring the
+    CLI): it now exits 143 at once, as `gfkd run` does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "benchmark", "--datasets", "TINY", "--generators",
+                             "randg", "--folds", "0", *TINY, "teacher.epochs=400", f"run.runs_dir='{runs}'",
+                             f"--data-root={tiny_root}"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the benchmark ended before its cell's teacher stage began"
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 15 and proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "gfkd: stopped by SIGTERM: the finished cells and stages in" in err, err[-3000:]
+    assert "run the same command again to resume" in err
+    assert not list(runs.glob("*/teacher/manifest.json")) and not out.strip()  # stopped mid-teacher, no table printed
+    for lock in (runs / "benchmark" / ".lock", next(runs.glob("tiny-*/.lock"))):  # both locks went with it
+        with open(lock, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--generators", "acgkd,nope"], "--generators"),
     (["--folds", "8..12"], "--folds '8..12': config value protocol.fold=10 is invalid"),

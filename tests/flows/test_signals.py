@@ -1,4 +1,4 @@
-"""flows/signals.py: the line `gfkd run` prints when Ctrl-C or SIGTERM stops it."""
+"""flows/signals.py: the line `gfkd run` and `gfkd benchmark` print when Ctrl-C or SIGTERM stops them."""
 
 import os
 import signal
@@ -7,12 +7,12 @@ import sys
 import textwrap
 
 
-def _stopped(tmp_path, forced: tuple[str, ...]) -> subprocess.CompletedProcess:
+def _stopped(tmp_path, forced: tuple[str, ...], kept: str | None = None) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
         from flows.signals import exit_on_signals
-        with exit_on_signals(Path({str(tmp_path)!r}), {forced!r}):
+        with exit_on_signals(Path({str(tmp_path)!r}), {forced!r}, {kept!r}):
             os.kill(os.getpid(), signal.SIGTERM)
             signal.pause()
     """)
@@ -31,3 +31,10 @@ def test_under_force_the_stop_line_says_to_drop_it(tmp_path):
     """`--force STAGE` starts that stage over, its killed run's files discarded: the same command would not resume."""
     r = _stopped(tmp_path, ("generate",))
     assert r.returncode == 143 and "run it again without --force to resume (generate would start over with it)" in r.stderr
+
+
+def test_a_benchmark_says_which_cells_are_kept(tmp_path):
+    r = _stopped(tmp_path, (), f"the finished cells and stages in {tmp_path}")
+    assert r.returncode == 143 and r.stderr.strip() == (
+        f"gfkd: stopped by SIGTERM: the finished cells and stages in {tmp_path} are kept; run the same command again "
+        "to resume")
