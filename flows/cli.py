@@ -455,6 +455,12 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     benchmark folder's layout; nothing is written until the input is valid."""
     config, overrides = _split_args(args or [])
     base = _load(args, data_root)
+    split_key = "protocol.fold" if base.protocol.name == "cv10" else "protocol.seed"
+    splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
+    for key, flag in (("data.dataset", "--datasets"), ("generate.method", "--generators"), (split_key, splits_flag),
+                      ("run.name", "--name (the benchmark folder; each cell is <dataset>-<generator>-<split>)")):
+        if any(o.split("=", 1)[0].strip() == key for o in overrides):  # the grid sets it per cell: it was ignored
+            raise ConfigError(f"gfkd benchmark sets {key} per cell from {flag}: drop the {key}=... override")
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute
@@ -469,7 +475,6 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     from gfkd.grid import BenchmarkSpec, grid_cells  # not flows.benchmark: Prefect loads after the input is valid
 
     items = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
-    splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
     try:
         split_list = tuple(parse_seeds(splits))
     except ConfigError:
