@@ -226,6 +226,16 @@ def _check_device(cfg: RunConfig) -> None:
         resolve_device("cuda")
 
 
+def _check_data_root(cfg: RunConfig) -> None:
+    """A data root given by --data-root, data.root or GFKD_DATA_ROOT is a folder (a typo would go unnoticed while the
+    cache holds the files)."""
+    given = cfg.data.root if cfg.data.root is not None else os.environ.get("GFKD_DATA_ROOT") or None
+    if given is not None and not Path(given).is_dir():
+        source = "data.root (or --data-root)" if cfg.data.root is not None else "GFKD_DATA_ROOT"
+        raise ConfigError(f"data root {given} from {source} is not a folder: give the folder that holds "
+                          f"<Dataset>/raw/, or leave it unset to use ./data or ../shared/datasets")
+
+
 def _check_data(cfg: RunConfig, graphs: bool = True) -> None:
     """The dataset is in the data root or the cache, or can be downloaded, and is of the kind the command trains on
     (`graphs`: a TU graph-classification set); else the one-line error, in seconds."""
@@ -236,11 +246,7 @@ def _check_data(cfg: RunConfig, graphs: bool = True) -> None:
     cache = cfg.data.cache_dir
     if cache is not None and cache.exists() and not cache.is_dir():
         raise ConfigError(f"data.cache_dir '{cache}' is a file: set data.cache_dir to a folder (or leave it unset)")
-    given = cfg.data.root if cfg.data.root is not None else os.environ.get("GFKD_DATA_ROOT") or None
-    if given is not None and not Path(given).is_dir():  # a typo would go unnoticed while the cache holds the files
-        source = "data.root (or --data-root)" if cfg.data.root is not None else "GFKD_DATA_ROOT"
-        raise ConfigError(f"data root {given} from {source} is not a folder: give the folder that holds "
-                          f"<Dataset>/raw/, or leave it unset to use ./data or ../shared/datasets")
+    _check_data_root(cfg)
     check_available(cfg.data.dataset, resolve_data_root(cfg.data.root), cfg.data_cache, cfg.data.download)
 
 
@@ -294,7 +300,8 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         until: Optional[str] = typer.Option(None, "--until", help=f"stop after this stage, one of {', '.join(STAGES)} (the same command without it goes on from there)")) -> None:
     """Run the pipeline (teacher → generate → distill → group → evaluate); print the run folder as the last line.
 
-    The run goes to <run.runs_dir>/<run.name> (default ./runs/<dataset>-<protocol>-fold<k>); every key with its
+    The run goes to <run.runs_dir>/<run.name> (default ./runs/<dataset>-<protocol>-fold<k>, e.g.
+    runs/mutag-cv10-fold0; seed<k> under holdout, and -s<run.seed> when run.seed is not 0); every key with its
     default and range: gfkd config --reference."""
     cfg = _load(args, data_root)
     for flag, s in [*(("--force", s) for s in force), *([("--until", until)] if until is not None else [])]:
@@ -422,7 +429,9 @@ def config(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, th
 
         typer.echo(config_reference(), nl=False)
         return
-    typer.echo(json.dumps(_load(args, data_root).model_dump(mode="json"), indent=2))
+    cfg = _load(args, data_root)
+    _check_data_root(cfg)  # as `gfkd run` refuses it (the dataset itself is not looked for: this only shows)
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
 @app.command()

@@ -32,7 +32,8 @@ def check_node_dataset(name: str, source: str | None = None) -> str:
     if name.lower() not in PLANETOID:
         sets = ", ".join(PLANETOID.values())
         if source is None:
-            raise ConfigError(f"--dataset '{name}' is not a node-classification set: choose one of {sets}")
+            raise ConfigError(f"--dataset '{name}' is not a node-classification set: choose one of {sets} (a "
+                              "graph-classification set runs its group inside `gfkd run`)")
         raise ConfigError(f"data.dataset '{name}' (from {source}) is not a node-classification set: gfkd group runs on "
                           f"{sets}; pass e.g. --dataset Cora")
     return PLANETOID[name.lower()]

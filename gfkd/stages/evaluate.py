@@ -136,11 +136,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             by_variant.setdefault(cmeta["variant"], []).append(acc)
             params[cmeta["variant"]] = sum(student.param_counts().values())
     dwall = lambda v: _metric(dirs, "distill", f"distill/time/wall_s{'' if v == 'pseudo' else '_' + v}")  # noqa: E731
+    why_not = lambda v, why: "" if by_variant.get(v) else why  # noqa: E731  a note only on a row that did not run
     why_real = "not in distill.baselines" if "distill" in dirs else "no distill stage"
     rows.append(Row("student (real data)", "student_real", by_variant.get("student_real", []),
-                    params.get("student_real"), dwall("student_real"), why_real))
+                    params.get("student_real"), dwall("student_real"), why_not("student_real", why_real)))
     rows.append(Row("KD (real data)", "kd_real", by_variant.get("kd_real", []), params.get("kd_real"),
-                    dwall("kd_real"), why_real))
+                    dwall("kd_real"), why_not("kd_real", why_real)))
     gen_wall = _metric(dirs, "generate", "generate/time/wall_s")
     used = "deepinvg" if method == "deepinv" else method
     filled = _generator_row(cfg, used)
@@ -150,7 +151,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         if gen == filled:
             wall = (gen_wall or 0.0) + (dwall("pseudo") or 0.0)
             rows.append(Row(f"{filled_name} ({cfg.distill.recipe} recipe)", "pseudo", by_variant.get("pseudo", []),
-                            params.get("pseudo"), wall, "no distill stage"))
+                            params.get("pseudo"), wall, why_not("pseudo", "no distill stage")))
         else:
             rows.append(Row(label, gen, [], note=f"this run's students are the {filled_name} row; run {settings}"))
 
@@ -217,7 +218,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
              "config hash": config_hash({st: cfg.stage_config(st) for st in STAGES})[:16],
              "generator": f"{method}, distill recipe {cfg.distill.recipe}",
              "data-free rows read": data_free_reads(cfg, method),
-             "command": f"gfkd run (the run's resolved config: {layout.config.name})"}
+             "command": f"gfkd run; every setting it ran with, overrides included, is in {layout.config.name}"}
     report = markdown_report(f"gfkd report: {cfg.run_name}", facts, rows, FIGURES)
     write_atomic(staging / "report.md", lambda tmp: Path(tmp).write_text(report))
     write_atomic(staging / "table.md", lambda tmp: Path(tmp).write_text(markdown_table(rows)))

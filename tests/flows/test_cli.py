@@ -85,6 +85,22 @@ def test_a_data_root_that_is_not_a_folder_is_named_even_when_the_cache_has_the_d
     assert r.returncode == 2 and f"data root {tmp_path / 'typo'} from data.root (or --data-root) is not a folder" in r.stderr
 
 
+def test_gfkd_config_refuses_the_data_root_gfkd_run_refuses(tmp_path, tiny_root, monkeypatch):
+    """`gfkd config --data-root DIR` shows what `gfkd run --data-root DIR` would use: it printed a config for a root
+    that `gfkd run` refuses, with exit 0 (found by exploring the CLI)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.delenv("GFKD_DATA_ROOT", raising=False)
+    r = CliRunner().invoke(app, ["config", f"--data-root={tmp_path / 'typo'}"])
+    assert r.exit_code == 2 and f"data root {tmp_path / 'typo'} from data.root (or --data-root) is not a folder" in r.output
+    monkeypatch.setenv("GFKD_DATA_ROOT", str(tmp_path / "typo"))
+    assert CliRunner().invoke(app, ["config"]).exit_code == 2
+    ok = CliRunner().invoke(app, ["config", f"--data-root={tiny_root}"])
+    assert ok.exit_code == 0 and json.loads(ok.output)["data"]["root"] == str(tiny_root)
+
+
 def test_an_unwritable_cache_dir_is_one_line_before_any_stage(tmp_path, tiny_root):
     (tmp_path / "a-file").write_text("")
     r = gfkd("run", *TINY, f"run.runs_dir='{tmp_path / 'runs'}'", f"data.cache_dir='{tmp_path / 'a-file' / 'cache'}'",
@@ -411,6 +427,7 @@ def test_group_names_data_dataset_and_its_source_when_no_flag_set_it(tmp_path):
         assert "--dataset Cora" in r.stderr
     r = gfkd("group", "--dataset", "MUTAG", cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "--dataset 'MUTAG' is not a node-classification set" in r.stderr
+    assert "runs its group inside `gfkd run`" in r.stderr  # where a graph set's group is
 
 
 def test_a_pipeline_folder_and_a_node_group_folder_are_not_written_over_each_other(tmp_path):

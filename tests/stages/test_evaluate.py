@@ -43,6 +43,7 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     assert rows["RandG"]["accs"] == [] and "generate.method=randg" in rows["RandG"]["note"]
     assert rows["GFKD (fair)"]["accs"] == [] and "generate.gfkd.fair=true" in rows["GFKD (fair)"]["note"]
     assert all(r["accs"] or r["note"] for r in res["rows"])  # no row without a value or its reason
+    assert not [r["name"] for r in res["rows"] if r["accs"] and r["note"]]  # and no reason on a row with a value
     assert len(rows["ACGKD (acgkd recipe)"]["accs"]) == 2 and len(rows["group (oad_global): mean over students"]["accs"]) == 2
     # the same code scores the distill stage's students: its own recorded numbers agree
     recs = json.loads((dirs["distill"] / "results.json").read_text())["records"]
