@@ -23,7 +23,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, get_args
 
 import typer
 
@@ -384,6 +384,10 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
                              ("--method", "group.method", method)):
         if given and any(a.strip().startswith(f"{key}=") for a in args or []):
             raise ConfigError(f"gfkd group takes {key} from {flag}: drop the {key}=... override")
+    for flag, key, given in (("--backbone", "backbone", backbone), ("--method", "method", method)):
+        allowed = get_args(type(_GROUP_DEFAULTS).model_fields[key].annotation)
+        if given and given.lower() not in allowed:  # named by the flag typed, not as group.<key>
+            raise ConfigError(f"{flag} '{given}' is invalid: choose one of {', '.join(allowed)}")
     extra += [f"group.backbone={backbone.lower()}"] if backbone else []  # as --dataset: any case
     extra += [f"group.method={method.lower()}"] if method else []
     cfg = _load([*(args or []), *extra], data_root)

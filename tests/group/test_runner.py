@@ -14,8 +14,9 @@ from gfkd.layout import RunLayout
 @pytest.mark.parametrize("args,needle", [
     (["--dataset", "MUTAG"], "--dataset 'MUTAG'"),
     (["--seeds", "a..b"], "--seeds"),
-    (["--method", "best_on_test"], "group.method"),
-    (["--backbone", "gin"], "group.backbone"),
+    (["--method", "best_on_test"], "--method 'best_on_test' is invalid: choose one of oad, independent"),
+    (["--backbone", "gin"], "--backbone 'gin' is invalid: choose one of gcn, gat, sage"),  # named as typed
+    (["group.backbone=gin"], "group.backbone"),
     (["group.students=1"], "group.students"),
     (["group.kl_scale=mean"], "group.kl_scale"),
     (["--seeds", "1,2,1"], "--seeds '1,2,1' lists seed 1 twice: give each seed once"),  # n = 3, one "kept"
