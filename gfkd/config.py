@@ -851,8 +851,11 @@ def _first_value_key(model: type[BaseModel]) -> str:
 
 def _unknown_key_error(key: str, source: str) -> ConfigError:
     valid = _valid_keys(RunConfig)
+    homes = [k for k in valid if "." not in key and k.rsplit(".", 1)[-1] == key]  # `epochs = 3` outside a section
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'?" if close else "run `gfkd config --reference` to list the keys"
+    where = "" if source == "the command line" else " (in the file: under its [section])"
+    hint = (f"every key is in a section: did you mean {' or '.join(repr(h) for h in homes)}{where}?" if homes
+            else f"did you mean '{close[0]}'?" if close else "run `gfkd config --reference` to list the keys")
     return ConfigError(f"unknown config key '{key}' in {source}: {hint}")
 
 

@@ -31,6 +31,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("override,needle", [
     ("teacher.epoch=5", "did you mean 'teacher.epochs'"),
     ("techer.lr=0.1", "did you mean 'teacher.lr'"),
+    ("seed=3", "every key is in a section: did you mean 'run.seed' or 'protocol.seed'?"),  # not one picked at random
     ("teacher.epochs=abc", "teacher.epochs"),
     ("teacher.epochs=-1", "teacher.epochs"),
     ("teacher.model.arch=gat", "teacher.model.arch"),
@@ -118,6 +119,11 @@ def test_toml_file_then_overrides(tmp_path):
     assert (cfg.data.dataset, cfg.teacher.epochs, cfg.teacher.model.hidden) == ("PROTEINS", 30, 64)
     f.write_text("[teacher]\nepohcs = 3\n")
     with pytest.raises(ConfigError, match="epohcs"):
+        resolve_config(f)
+    f.write_text("epochs = 3\n")  # outside any section: every section that has the key, not one close match
+    with pytest.raises(ConfigError, match=re.escape("did you mean 'teacher.epochs' or 'distill.epochs' or "
+                                                    "'group.epochs' or 'group.graph.epochs' (in the file: under its "
+                                                    "[section])?")):
         resolve_config(f)
     f.write_text('[teacher]\nepochs = "two"\n')  # a bad value names the file that set it, not an override
     with pytest.raises(ConfigError, match=f"teacher.epochs='two' \\(in '{re.escape(str(f))}'\\) is invalid"):
