@@ -103,13 +103,18 @@ def test_sigterm_stops_a_benchmark_at_once_with_one_line_and_frees_its_folder(tm
                              "randg", "--folds", "0", *TINY, "teacher.epochs=400", f"run.runs_dir='{runs}'",
                              f"--data-root={tiny_root}"], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the benchmark ended before its cell's teacher stage began"
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the benchmark ended before its cell's teacher stage began"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:  # a benchmark that ignores the signal must not outlive the test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert time.monotonic() - t0 < 15 and proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "gfkd: stopped by SIGTERM: the finished cells and stages in" in err, err[-3000:]
     assert "run the same command again to resume" in err
