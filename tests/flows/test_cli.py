@@ -475,13 +475,18 @@ def test_ctrl_c_during_the_pipeline_exits_130_at_once_and_frees_the_run_folder(t
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before the teacher stage began"
-    t0 = time.monotonic()
-    os.killpg(proc.pid, getattr(signal, sig))  # what a terminal's Ctrl-C does, or `kill -TERM -PGID`
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before the teacher stage began"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, getattr(signal, sig))  # what a terminal's Ctrl-C does, or `kill -TERM -PGID`
+        out, err = proc.communicate(timeout=60)
+    finally:  # a run that ignores the signal must not outlive the test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert time.monotonic() - t0 < 15 and proc.returncode == code, err[-3000:]
     assert "Traceback" not in err and line in err and "run the same command again" in err
     import fcntl  # the rerun may take the folder: the lock went with the process (the resume itself is what
