@@ -167,9 +167,9 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
             state, meta, _ = load_checkpoint(ckpt)
             student = build_student(meta["spec"], teacher)
             student.load_state_dict(state)
-            p = logits_of(student, loader, torch.device("cpu"))[0].argmax(-1).numpy()
-            preds.append(p)
-            shares.append(top_class_share(torch.from_numpy(p)))
+            pred = logits_of(student, loader, torch.device("cpu"))[0].argmax(-1)
+            preds.append(pred.numpy())
+            shares.append(top_class_share(pred))
         if len(preds) < 2:
             raise SweepError(f"{folder}: {len(preds)} student seed(s); seed agreement needs at least 2 "
                              "(distill.seeds, 3 by protocol.md §4)")

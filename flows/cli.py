@@ -123,6 +123,11 @@ def _split_args(args: list[str]) -> tuple[Optional[Path], list[str]]:
     return config, overrides
 
 
+def _override_keys(overrides: list[str]) -> set[str]:
+    """The keys of key=value overrides, as the config reads them (spaces around '=' allowed)."""
+    return {o.split("=", 1)[0].strip() for o in overrides if "=" in o}
+
+
 def _toml_path(path: Path) -> str:
     """A path as a TOML basic string (JSON's escaping is TOML's): a quote or backslash in it stays itself."""
     return json.dumps(str(path), ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML forbids a raw DEL
@@ -371,18 +376,17 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
         base = _load(args, None)
         dataset = "Cora"
         if "dataset" in base.data.model_fields_set:
-            source = ("an override" if any(a.strip().startswith("data.dataset=") for a in args or [])
+            source = ("an override" if "data.dataset" in _override_keys(args or [])
                       else f"the config file '{_split_args(args or [])[0]}'")
             dataset = check_node_dataset(base.data.dataset, source)
-    elsewhere = [a.split("=", 1)[0].strip() for a in args or []
-                 if "=" in a and a.strip().startswith(_PIPELINE_ONLY)]
+    elsewhere = sorted(k for k in _override_keys(args or []) if k.startswith(_PIPELINE_ONLY))
     if elsewhere:  # accepted silently before: a user would think it took effect
         raise ConfigError(f"{elsewhere[0]} is a pipeline key, unused by `gfkd group` on a citation graph (it reads "
                           "group.*, data.* and run.*): drop the override, or run it with `gfkd run`")
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
     for flag, key, given in (("--dataset", "data.dataset", flagged), ("--backbone", "group.backbone", backbone),
                              ("--method", "group.method", method)):
-        if given and any(a.strip().startswith(f"{key}=") for a in args or []):
+        if given and key in _override_keys(args or []):
             raise ConfigError(f"gfkd group takes {key} from {flag}: drop the {key}=... override")
     for flag, key, given in (("--backbone", "backbone", backbone), ("--method", "method", method)):
         allowed = get_args(type(_GROUP_DEFAULTS).model_fields[key].annotation)
@@ -470,10 +474,14 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     base = _load(args, data_root)
     split_key = "protocol.fold" if base.protocol.name == "cv10" else "protocol.seed"
     splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
-    for key, flag in (("data.dataset", "--datasets"), ("generate.method", "--generators"), (split_key, splits_flag),
-                      ("run.name", "--name (the benchmark folder; each cell is <dataset>-<generator>-<split>)")):
-        if any(o.split("=", 1)[0].strip() == key for o in overrides):  # the grid sets it per cell: it was ignored
-            raise ConfigError(f"gfkd benchmark sets {key} per cell from {flag}: drop the {key}=... override")
+    command = "gfkd serve" if serving else "gfkd benchmark"
+    given = _override_keys(overrides)
+    for key, flag in (("data.dataset", "--datasets"), ("generate.method", "--generators"), (split_key, splits_flag)):
+        if key in given:  # the grid sets it per cell: it was ignored
+            raise ConfigError(f"{command} sets {key} per cell from {flag}: drop the {key}=... override")
+    if "run.name" in given:
+        raise ConfigError(f"{command} names each cell <dataset>-<generator>-<split> (--name names the benchmark "
+                          "folder): drop the run.name=... override")
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute
@@ -549,10 +557,9 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
 
     from flows.benchmark import benchmark as benchmark_flow
     from flows.serve import prefect_api
-    from gfkd.grid import base_config
 
     remote = spec.dask_address is not None or (spec.dask and spec.dask_processes)
-    kept = f"the finished cells and stages in {base_config(spec).run.runs_dir.resolve()}"
+    kept = f"the finished cells and stages in {bench.root.parent.resolve()}"  # run.runs_dir
     with scratch_tmp(bench.scratch), prefect_api() if remote else nullcontext():  # workers need an API to reach
         with exit_on_signals(bench.root, kept=kept):  # as `gfkd run`: at once, one line, no retries to a dead server
             result = benchmark_flow(spec)

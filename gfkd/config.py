@@ -849,13 +849,24 @@ def _first_value_key(model: type[BaseModel]) -> str:
     return next(iter(model.model_fields))
 
 
+COMMAND_LINE = "the command line"  # the source of key=value overrides, in error messages
+
+
 def _unknown_key_error(key: str, source: str) -> ConfigError:
     valid = _valid_keys(RunConfig)
-    homes = [k for k in valid if "." not in key and k.rsplit(".", 1)[-1] == key]  # `epochs = 3` outside a section
+    bare = "." not in key  # `epochs = 3` outside a section, or `graph=1`
+    homes = [k for k in valid if bare and k.rsplit(".", 1)[-1] == key]
+    sections = sorted({k.rsplit(".", 1)[0] for k in valid if "." in k} - set(RunConfig.model_fields))
+    nested = [sec for sec in sections if bare and sec.rsplit(".", 1)[-1] == key]  # teacher.model, group.graph
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    where = "" if source == "the command line" else " (in the file: under its [section])"
-    hint = (f"every key is in a section: did you mean {' or '.join(repr(h) for h in homes)}{where}?" if homes
-            else f"did you mean '{close[0]}'?" if close else "run `gfkd config --reference` to list the keys")
+    where = "" if source == COMMAND_LINE else " (in the file: under its [section])"
+    if homes:
+        hint = f"every key is in a section: did you mean {' or '.join(repr(h) for h in homes)}{where}?"
+    elif nested:
+        example = next(k for k in valid if k.startswith(f"{nested[0]}."))
+        hint = f"'{key}' is the section {' or '.join(repr(n) for n in nested)}: set one of its keys, e.g. {example}=..."
+    else:
+        hint = f"did you mean '{close[0]}'?" if close else "run `gfkd config --reference` to list the keys"
     return ConfigError(f"unknown config key '{key}' in {source}: {hint}")
 
 
@@ -966,7 +977,7 @@ def resolve_config(path: Path | str | None, overrides: list[str] | tuple[str, ..
             raise ConfigError(f"override '{item}' is not key=value: write e.g. teacher.epochs=50")
         if "\n" in item or "\r" in item:
             raise ConfigError(f"override {item!r} spans more than one line: give one key=value per argument")
-        _set_dotted(tree, key.strip(), _parse_value(value.strip()), "the command line")
+        _set_dotted(tree, key.strip(), _parse_value(value.strip()), COMMAND_LINE)
         origin[key.strip()] = ""
     try:
         return RunConfig.model_validate(tree)

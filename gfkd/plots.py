@@ -96,15 +96,26 @@ def distill_curves(history: list[dict[str, float]], stage: str = "distill") -> F
     return fig
 
 
+LENGTHS = ("emb_norm", "emb_norm_ratio")  # the pseudo-graph group's embedding lengths: not loss terms
+
+
 def group_curves(history: list[dict[str, float]], stage: str = "group") -> Figure:
-    """Two panels per epoch: the group's loss terms; mean-over-students and ensemble accuracy on the real
-    validation and test graphs (logged only)."""
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
-    axes = fig.subplots(1, 2)
+    """Panels per epoch: the group's loss terms; mean-over-students and ensemble accuracy on the real validation and
+    test graphs (logged only); where logged, the students' embedding lengths (mean, and longest over shortest)."""
+    lengths = any(f"{stage}/train/{LENGTHS[0]}" in h for h in history)
+    fig = Figure(figsize=(13.5 if lengths else 9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3 if lengths else 2)
     epochs = list(range(len(history)))
-    terms = sorted({k.rsplit("/", 1)[1] for h in history for k in h if f"{stage}/train/" in k})
-    for ax, keys, ylabel in ((axes[0], [f"train/{t}" for t in terms], "loss terms"),
-                             (axes[1], ["val/acc_mean", "test/acc_mean", "test/acc_ensemble"], "real accuracy")):
+    terms = sorted({k.rsplit("/", 1)[1] for h in history for k in h if f"{stage}/train/" in k} - set(LENGTHS))
+    panels = [(axes[0], [f"train/{t}" for t in terms], "loss terms"),
+              (axes[1], ["val/acc_mean", "test/acc_mean", "test/acc_ensemble"], "real accuracy")]
+    if lengths:
+        twin = axes[2].twinx()  # the ratio (about 1) beside the length (tens)
+        ratio = [h.get(f"{stage}/train/{LENGTHS[1]}") for h in history]
+        twin.plot(epochs, ratio, color="tab:red", linestyle="--", label="longest / shortest student")
+        twin.set_ylabel("longest / shortest student")
+        panels.append((axes[2], [f"train/{LENGTHS[0]}"], "mean ‖h_v‖ over students"))
+    for ax, keys, ylabel in panels:
         for k in keys:
             ys = [h.get(f"{stage}/{k}") for h in history]
             if any(y is not None for y in ys):

@@ -44,7 +44,7 @@ def markdown_report(title: str, facts: dict[str, str], rows: list[Row], figures:
     lines = [f"# {title}", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
     lines += ["", markdown_table(rows), "Data-free rows report the last epoch (no real label used); real-data rows "
-              "the epoch of lowest validation loss; n counts student seeds or group students. Wall time: the stages that "
-              "made the row; a data-free row's includes its generate stage.", ""]
+              "the epoch of lowest validation loss; n counts student seeds or group students. Wall time: the stages "
+              "that made the row; a data-free row's includes its generate stage.", ""]
     lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ def test_overrides_are_typed():
     ("teacher.epoch=5", "did you mean 'teacher.epochs'"),
     ("techer.lr=0.1", "did you mean 'teacher.lr'"),
     ("seed=3", "every key is in a section: did you mean 'run.seed' or 'protocol.seed'?"),  # not one picked at random
+    ("graph=1", "'graph' is the section 'group.graph': set one of its keys, e.g. group.graph."),
     ("teacher.epochs=abc", "teacher.epochs"),
     ("teacher.epochs=-1", "teacher.epochs"),
     ("teacher.model.arch=gat", "teacher.model.arch"),

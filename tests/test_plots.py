@@ -38,6 +38,8 @@ def test_group_curves_draw_every_logged_term():
     history = [{"group/train/kl": 0.3, "group/train/adv": 0.1, "group/val/acc_mean": 0.7, "group/test/acc_ensemble": 0.7}]
     assert _lines(plots.group_curves(history)) == [2, 2]
     assert _lines(plots.group_curves([{}])) == [0, 0]
+    lengths = [{"group/train/adv": 3.0, "group/train/emb_norm": 25.0, "group/train/emb_norm_ratio": 1.1}]
+    assert _lines(plots.group_curves(lengths)) == [1, 0, 1, 1]  # lengths on their own panel (and its twin axis)
 
 
 def test_pseudo_graph_grid_draws_each_undirected_edge_once_and_every_node():

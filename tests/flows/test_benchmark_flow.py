@@ -177,9 +177,10 @@ def test_benchmark_refuses_bad_options_before_prefect_loads(tmp_path):
     # a key the grid sets per cell: the override used to be dropped without a word (found by exploring the CLI)
     (["data.dataset='MUTAG'"], "gfkd benchmark sets data.dataset per cell from --datasets: drop the data.dataset=..."),
     (["generate.method=gfkd"], "sets generate.method per cell from --generators"),
+    (["data.dataset = 'MUTAG'"], "sets data.dataset per cell from --datasets"),  # spaced, as the config reads it
     (["protocol.fold=3"], "sets protocol.fold per cell from --folds"),
     (["protocol.name=holdout", "protocol.seed=3"], "sets protocol.seed per cell from --seeds"),
-    (["run.name='x'"], "sets run.name per cell from --name"),
+    (["run.name='x'"], "names each cell <dataset>-<generator>-<split> (--name names the benchmark folder)"),
 ])
 def test_benchmark_options_are_checked_before_anything_runs(tmp_path, tiny_root, monkeypatch, args, needle):
     """Found by exploring the CLI: these used to start training (or write outside run.runs_dir) and fail late."""

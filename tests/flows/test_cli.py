@@ -94,7 +94,8 @@ def test_gfkd_config_refuses_the_data_root_gfkd_run_refuses(tmp_path, tiny_root,
 
     monkeypatch.delenv("GFKD_DATA_ROOT", raising=False)
     r = CliRunner().invoke(app, ["config", f"--data-root={tmp_path / 'typo'}"])
-    assert r.exit_code == 2 and f"data root {tmp_path / 'typo'} from data.root (or --data-root) is not a folder" in r.output
+    assert r.exit_code == 2
+    assert f"data root {tmp_path / 'typo'} from data.root (or --data-root) is not a folder" in r.output
     monkeypatch.setenv("GFKD_DATA_ROOT", str(tmp_path / "typo"))
     assert CliRunner().invoke(app, ["config"]).exit_code == 2
     ok = CliRunner().invoke(app, ["config", f"--data-root={tiny_root}"])

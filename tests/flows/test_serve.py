@@ -82,3 +82,14 @@ def test_serve_registers_the_deployment_and_its_schedule(tmp_path, tiny_root):
             log.close()
         with get_client(sync_client=True) as client:  # pause_on_shutdown=False: the schedule outlives `gfkd serve`
             assert not client.read_deployment_by_name("gfkd-benchmark/scheduled").paused
+
+
+def test_serve_names_itself_when_it_refuses_a_key_its_grid_sets(tmp_path, tiny_root, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the key is refused before the server is tried
+    r = CliRunner().invoke(app, ["serve", "--cron", "0 2 * * *", *GRID, "data.dataset='MUTAG'",
+                                 f"run.runs_dir='{tmp_path / 'runs'}'", f"--data-root={tiny_root}"])
+    assert r.exit_code == 2 and "gfkd serve sets data.dataset per cell from --datasets" in r.output, r.output

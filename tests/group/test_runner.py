@@ -17,6 +17,7 @@ from gfkd.layout import RunLayout
     (["--method", "best_on_test"], "--method 'best_on_test' is invalid: choose one of oad, independent"),
     (["--backbone", "gin"], "--backbone 'gin' is invalid: choose one of gcn, gat, sage"),  # named as typed
     (["group.backbone=gin"], "group.backbone"),
+    (["--backbone", "gcn", "group.backbone = gat"], "takes group.backbone from --backbone"),  # spaced: not ignored
     (["group.students=1"], "group.students"),
     (["group.kl_scale=mean"], "group.kl_scale"),
     (["--seeds", "1,2,1"], "--seeds '1,2,1' lists seed 1 twice: give each seed once"),  # n = 3, one "kept"
