@@ -471,17 +471,20 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     """The BenchmarkSpec of the command line, with every path made absolute (a served flow runs elsewhere), and the
     benchmark folder's layout; nothing is written until the input is valid."""
     config, overrides = _split_args(args or [])
-    base = _load(args, data_root)
-    split_key = "protocol.fold" if base.protocol.name == "cv10" else "protocol.seed"
-    splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
-    command = "gfkd serve" if serving else "gfkd benchmark"
-    given = _override_keys(overrides)
-    for key, flag in (("data.dataset", "--datasets"), ("generate.method", "--generators"), (split_key, splits_flag)):
-        if key in given:  # the grid sets it per cell: it was ignored
-            raise ConfigError(f"{command} sets {key} per cell from {flag}: drop the {key}=... override")
+    command, given = ("gfkd serve" if serving else "gfkd benchmark"), _override_keys(overrides)
+    refuse = lambda key, flag: ConfigError(  # noqa: E731  the grid sets it per cell: the override was ignored
+        f"{command} sets {key} per cell from {flag}: drop the {key}=... override")
+    for key, flag in (("data.dataset", "--datasets"), ("generate.method", "--generators")):
+        if key in given:  # before the config resolves: a bad value would be named first, then the key refused
+            raise refuse(key, flag)
     if "run.name" in given:
         raise ConfigError(f"{command} names each cell <dataset>-<generator>-<split> (--name names the benchmark "
                           "folder): drop the run.name=... override")
+    base = _load(args, data_root)
+    split_key = "protocol.fold" if base.protocol.name == "cv10" else "protocol.seed"
+    splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
+    if split_key in given:
+        raise refuse(split_key, splits_flag)
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute
