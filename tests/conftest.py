@@ -8,9 +8,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +191,23 @@ def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     env |= {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def signal_mid_teacher(args: list[str], cwd: Path, runs: Path, sig: int) -> tuple[subprocess.Popen, str, str, float]:
+    """start_cli(args), then `sig` to its process group once a teacher stage is under way in `runs`: the process, its
+    stdout and stderr, and the seconds from the signal to its exit. One that ignores the signal is killed, so that it
+    cannot outlive the test."""
+    proc = start_cli(args, cwd)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the command ended before a teacher stage began"
+        t0 = time.monotonic()
+        os.killpg(proc.pid, sig)  # what a terminal's Ctrl-C does, or `kill -TERM -PGID`
+        out, err = proc.communicate(timeout=60)
+        return proc, out, err, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -93,29 +93,14 @@ def test_sigterm_stops_a_benchmark_at_once_with_one_line_and_frees_its_folder(tm
     Prefect's server gone, logging connection errors every few seconds, until a SIGKILL (found by exploring the
     CLI): it now exits 143 at once, as `gfkd run` does."""
     import signal
-    import subprocess
-    import sys
-    import time
+
+    from conftest import signal_mid_teacher
 
     runs = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "benchmark", "--datasets", "TINY", "--generators",
-                             "randg", "--folds", "0", *TINY, "teacher.epochs=400", f"run.runs_dir='{runs}'",
-                             f"--data-root={tiny_root}"], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None, "the benchmark ended before its cell's teacher stage began"
-        t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:  # a benchmark that ignores the signal must not outlive the test
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert time.monotonic() - t0 < 15 and proc.returncode == 143, err[-3000:]
+    proc, out, err, seconds = signal_mid_teacher(
+        ["benchmark", "--datasets", "TINY", "--generators", "randg", "--folds", "0", *TINY, "teacher.epochs=400",
+         f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"], tmp_path, runs, signal.SIGTERM)
+    assert seconds < 15 and proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "gfkd: stopped by SIGTERM: the finished cells and stages in" in err, err[-3000:]
     assert "run the same command again to resume" in err
     assert not list(runs.glob("*/teacher/manifest.json")) and not out.strip()  # stopped mid-teacher, no table printed

@@ -469,26 +469,14 @@ def test_ctrl_c_during_the_pipeline_exits_130_at_once_and_frees_the_run_folder(t
     temporary server included: the run used to spend over a minute retrying to report the crash to it and end in
     tracebacks (SIGTERM: 73 to 83 s, exit 1)."""
     import signal
-    import time
+
+    from conftest import signal_mid_teacher
 
     runs = tmp_path / "runs"
-    args = ["run", *TINY, "teacher.epochs=400", f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not list(runs.glob("*/.teacher.partial")) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before the teacher stage began"
-        t0 = time.monotonic()
-        os.killpg(proc.pid, getattr(signal, sig))  # what a terminal's Ctrl-C does, or `kill -TERM -PGID`
-        out, err = proc.communicate(timeout=60)
-    finally:  # a run that ignores the signal must not outlive the test
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert time.monotonic() - t0 < 15 and proc.returncode == code, err[-3000:]
+    proc, out, err, seconds = signal_mid_teacher(
+        ["run", *TINY, "teacher.epochs=400", f"run.runs_dir='{runs}'", f"--data-root={tiny_root}"], tmp_path, runs,
+        getattr(signal, sig))
+    assert seconds < 15 and proc.returncode == code, err[-3000:]
     assert "Traceback" not in err and line in err and "run the same command again" in err
     import fcntl  # the rerun may take the folder: the lock went with the process (the resume itself is what
     # tests/flows/test_kill_resume.py checks after a kill, which this exit equals: no handler, no cleanup)
