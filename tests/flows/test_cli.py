@@ -140,9 +140,10 @@ def test_a_run_folder_of_other_settings_is_noted(tmp_path, capsys):
 
 def test_an_unreachable_prefect_api_is_one_line_and_exit_2(tmp_path, tiny_root, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # the discard port: nothing listens
-    for cmd in (["run"], ["benchmark", "--datasets", "TINY", "--generators", "acgkd", "--folds", "0"]):
+    for cmd in (["run", "data.dataset=TINY"], ["benchmark", "--datasets", "TINY", "--generators", "acgkd", "--folds",
+                                                "0"]):
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-        r = subprocess.run([sys.executable, "-m", "flows.cli", *cmd, f"--data-root={tiny_root}", "data.dataset=TINY",
+        r = subprocess.run([sys.executable, "-m", "flows.cli", *cmd, f"--data-root={tiny_root}",
                             "data.download=false", f"run.runs_dir='{tmp_path}'"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
