@@ -25,7 +25,7 @@ PLAIN_STORES = {"MUTAG": "mutag-plain-baselines.json", "PTC_MR": "ptc-plain-base
 # targets'` measured it
 ALONE_COLUMN, ALONE_ROW = "ACGKD, teacher alone (protocol.md §1)", "ACGKD, running BN targets"
 ALONE_STORES = {"MUTAG": "mutag-plain-baselines.json", "PTC_MR": "ptc-plain-baselines.json",
-                "IMDB-BINARY": "imdb-plain-baselines.json"}
+                "PROTEINS": "proteins-plain-baselines.json", "IMDB-BINARY": "imdb-plain-baselines.json"}
 GFKD_PLAIN_COLUMN = "GFKD, plain recipe (protocol.md §6)"
 GFKD_PLAIN_STORES = {"MUTAG": "mutag-plain-baselines.json", "PTC_MR": "ptc-plain-baselines.json"}
 
