@@ -371,22 +371,22 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
     from gfkd.group.runner import check_node_dataset, run_name, run_node_group, start_folder
     from gfkd.seed_list import parse_seeds
 
-    flagged = dataset is not None
+    flagged, keys = dataset is not None, _override_keys(args or [])
     if dataset is None:  # a data.dataset of the file (or of an override) is not replaced silently by a default
         base = _load(args, None)
         dataset = "Cora"
         if "dataset" in base.data.model_fields_set:
-            source = ("an override" if "data.dataset" in _override_keys(args or [])
+            source = ("an override" if "data.dataset" in keys
                       else f"the config file '{_split_args(args or [])[0]}'")
             dataset = check_node_dataset(base.data.dataset, source)
-    elsewhere = sorted(k for k in _override_keys(args or []) if k.startswith(_PIPELINE_ONLY))
+    elsewhere = sorted(k for k in keys if k.startswith(_PIPELINE_ONLY))
     if elsewhere:  # accepted silently before: a user would think it took effect
         raise ConfigError(f"{elsewhere[0]} is a pipeline key, unused by `gfkd group` on a citation graph (it reads "
                           "group.*, data.* and run.*): drop the override, or run it with `gfkd run`")
     extra = [f"data.dataset={check_node_dataset(dataset)}"]
     for flag, key, given in (("--dataset", "data.dataset", flagged), ("--backbone", "group.backbone", backbone),
                              ("--method", "group.method", method)):
-        if given and key in _override_keys(args or []):
+        if given and key in keys:
             raise ConfigError(f"gfkd group takes {key} from {flag}: drop the {key}=... override")
     for flag, key, given in (("--backbone", "backbone", backbone), ("--method", "method", method)):
         allowed = get_args(type(_GROUP_DEFAULTS).model_fields[key].annotation)
