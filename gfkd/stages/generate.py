@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from gfkd.io.atomic import write_json
 from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
 from gfkd.layout import RunLayout
+from gfkd.memory import peak_rss_bytes, reset_peak, rss_bytes
 from gfkd.plots import degree_histogram, pseudo_graph_grid
 from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, usable_workers, worker_pool, write_chunk
 from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
@@ -76,7 +76,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     shard_dir.mkdir(exist_ok=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reset_peak()  # the stage's own peak, not an earlier stage's of this process (gfkd run's teacher)
+    rss_before = rss_bytes()
     nodes, targets, node_range = gc.nodes, gc.targets, gc.node_range
     if method == "gfkd" and gc.gfkd.parity == "reference":  # the reference code: uniform targets, MUTAG n ~ U{10..29}
         targets = "uniform"
@@ -114,7 +115,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                 bar.update()
     bar.close()
     written = len(todo)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = peak_rss_bytes()
     write_shard_manifest(shard_dir, [f.split("/", 1)[1] for f in files], cache_key, generator=method,
                          banks=gc.banks, graphs_per_bank=M)
 

@@ -1,0 +1,44 @@
+"""gfkd.memory: the RSS now, the peak since a reset, and the working set a stage reports (protocol.md §7)."""
+
+import sys
+
+import pytest
+
+from gfkd import memory
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@linux
+def test_the_peak_is_reset_to_now_and_then_follows_a_new_allocation():
+    big = bytearray(64 * 2**20)
+    big[:: 4096] = b"x" * len(big[:: 4096])  # touch every page: resident
+    del big
+    before = memory.peak_rss_bytes()
+    assert memory.reset_peak()
+    now = memory.rss_bytes()
+    assert memory.peak_rss_bytes() < before - 32 * 2**20  # the 64 MB are gone from the peak
+    assert abs(memory.peak_rss_bytes() - now) < 16 * 2**20
+    block = bytearray(32 * 2**20)
+    block[:: 4096] = b"y" * len(block[:: 4096])
+    assert memory.peak_rss_bytes() - now > 24 * 2**20  # the working set of the block
+    del block
+
+
+@linux
+def test_the_generate_stage_reports_its_own_peak_after_a_larger_earlier_one(tiny_teacher_dir, tiny_root, tmp_path):
+    """The stage's peak and working set were read against the process's lifetime peak: after a larger earlier stage
+    the peak was that stage's and the working set 0."""
+    from gfkd.config import resolve_config
+    from gfkd.layout import RunLayout
+    from gfkd.stages import generate
+
+    earlier = bytearray(256 * 2**20)  # what gfkd run's teacher stage could leave as the process's peak
+    earlier[:: 4096] = b"x" * len(earlier[:: 4096])
+    earlier_peak = memory.peak_rss_bytes()
+    del earlier
+    cfg = resolve_config(None, ["data.dataset=TINY", f"data.root='{tiny_root}'", "generate.iterations=2",
+                                "generate.banks=1", "generate.num_graphs=8", "generate.batch_size=8"])
+    m = generate.run(cfg, RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir).manifest.metrics
+    assert m["generate/mem/peak_rss_bytes"] < earlier_peak - 128 * 2**20
+    assert 0 <= m["generate/mem/rss_growth_bytes"] < m["generate/mem/peak_rss_bytes"]
