@@ -1,10 +1,13 @@
 """What a result depends on besides the code: the package versions, read from the installed packages' metadata (no
 torch, Prefect or MLflow import; `gfkd --version` prints them, and the pipeline's and the benchmark's MLflow runs carry
-them as the tag `gfkd.versions`), and the CPU kernels torch dispatches to (this one imports torch)."""
+them as the tag `gfkd.versions`), the CPU kernels torch dispatches to (this one imports torch), and the command that
+started the run."""
 
 from __future__ import annotations
 
+import os
 import platform
+import shlex
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +16,18 @@ from pathlib import Path
 import gfkd
 
 DEPENDENCIES = ("torch", "torch_geometric", "prefect", "mlflow", "pyarrow", "pydantic")
+COMMAND_ENV = "GFKD_COMMAND"  # the gfkd command line, set by flows/cli.py for the stages (and their workers) it starts
+
+
+def record_command(argv: list[str]) -> str:
+    """Put `gfkd <argv>` (quoted as a shell reads it back) where the stages find it (command_line); return it."""
+    os.environ[COMMAND_ENV] = text = shlex.join(["gfkd", *argv])
+    return text
+
+
+def command_line() -> str | None:
+    """The gfkd command that started this process's run, or None when the stages were called from Python."""
+    return os.environ.get(COMMAND_ENV) or None
 
 
 def _installed(name: str) -> str:

@@ -281,7 +281,7 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     assert "group/test/acc_mean=" in group_line and "group/test/acc_ensemble=" in group_line, group_line
     ev = summary["stages"]["evaluate"]
     assert ev["status"] == "ran" and "evaluate/test/acc_teacher" in ev["metrics"]
-    assert (run_dir / "evaluate" / "report.md").is_file()
+    assert "- command: `gfkd run data.dataset=TINY " in (run_dir / "evaluate" / "report.md").read_text()
 
     db = run_dir / "prefect" / "prefect.db"  # damaged (Prefect's server restarted for 2 min in tracebacks on it)
     with open(db, "r+b") as fh:

@@ -40,7 +40,7 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
              "group (oad_global): picked student", "group (oad_global): ensemble"]
     assert [n for n in names if n in order] == order
     rows = {r["name"]: r for r in res["rows"]}
-    assert rows["RandG"]["accs"] == [] and "generate.method=randg" in rows["RandG"]["note"]
+    assert rows["RandG"]["accs"] == [] and "generate.method=randg distill.recipe=plain" in rows["RandG"]["note"]
     assert rows["GFKD (fair)"]["accs"] == [] and "generate.gfkd.fair=true" in rows["GFKD (fair)"]["note"]
     assert all(r["accs"] or r["note"] for r in res["rows"])  # no row without a value or its reason
     assert not [r["name"] for r in res["rows"] if r["accs"] and r["note"]]  # and no reason on a row with a value
@@ -49,9 +49,33 @@ def test_every_model_is_scored_and_every_row_present(run_dirs):
     recs = json.loads((dirs["distill"] / "results.json").read_text())["records"]
     assert res["accuracy"]["pseudo-s1"] == pytest.approx(recs["pseudo-s1"]["test_acc"])
     assert res["accuracy"]["kd_real-s0"] == pytest.approx(recs["kd_real-s0"]["test_acc"])
+    # protocol.md §4 and §6 beside each data-free number: val-selected accuracy, seed agreement, collapsed students;
+    # §5: the widened student's parameters by part. Each against what the distill stage recorded on its own
+    acgkd, dm = rows["ACGKD (acgkd recipe)"], json.loads((dirs["distill"] / "manifest.json").read_text())["metrics"]
+    assert acgkd["val_selected"] == [recs[f"pseudo-s{k}"]["test_acc_val_selected"] for k in range(2)]
+    assert acgkd["agreement"] == pytest.approx(dm["distill/test/seed_agreement"])
+    assert acgkd["collapsed"] == sum(recs[f"pseudo-s{k}"]["collapsed"] for k in range(2))
+    assert acgkd["parts"] == {k: dm[f"distill/params/{k}"] for k in ("body", "projector", "head")}
+    assert acgkd["params"] == sum(acgkd["parts"].values())
+    assert rows["KD (real data)"]["val_selected"] == [] and rows["KD (real data)"]["collapsed"] == sum(
+        recs[f"kd_real-s{k}"]["collapsed"] for k in range(2))
+    g_numbers = json.loads((dirs["group"] / "results.json").read_text())["numbers"]
+    group_mean, ens = rows["group (oad_global): mean over students"], rows["group (oad_global): ensemble"]
+    assert group_mean["val_selected"] == [g_numbers[f"acc_student{k}_val_selected"] for k in range(2)]
+    assert ens["val_selected"] == [g_numbers["acc_ensemble_val_selected"]] and ens["agreement"] is None
+    assert group_mean["collapsed"] == g_numbers["collapsed"] and ens["collapsed"] == g_numbers["collapsed_ensemble"]
+    # §6's generator columns, from the generate stage's own figures
+    gen = json.loads((dirs["generate"] / "manifest.json").read_text())["metrics"]
+    pseudo = res["pseudo_graphs"]
+    assert pseudo["pseudo-graphs"] == f"{gen['generate/quality/num_graphs']:,.0f}" == "40"
+    assert pseudo["pseudo-graph parameters (real nodes only)"] == f"{gen['generate/params/pseudo_graph']:,.0f}"
+    assert pseudo["shard-set bytes"] == f"{gen['generate/size/shard_bytes']:,.0f}"
+    assert pseudo["teacher agreement with the targets"].startswith(f"{gen['generate/quality/teacher_agreement']:.3f}")
+    assert "| ACGKD (acgkd recipe) | " in (report := (layout.stage_dir("evaluate") / "report.md").read_text())
+    assert "## Pseudo-graphs of the generate stage" in report and "| symmetric-pair fraction | " in report
+    assert "command: not recorded (the stages were called from Python" in report
     m = out.manifest.metrics
     assert 0 <= m["evaluate/test/acc_teacher"] <= 1 and "evaluate/test/acc_group_ensemble" in m
-    report = (layout.stage_dir("evaluate") / "report.md").read_text()
     assert "| majority class |" in report and "torch" in report and "![confusion.png]" in report
     assert f"kernels {torch.backends.cpu.get_cpu_capability()})" in report  # which CPU kernels made the floats
     assert f"{cpu_model()}, kernels" in report  # and on which processor (docs/pipeline.md, "Across machines")
@@ -73,6 +97,12 @@ def test_the_data_free_line_names_what_generation_read():
     assert "(teacher alone); no training graph" in evaluate.data_free_reads(cfg, "acgkd")
     assert "no BN statistics" in evaluate.data_free_reads(cfg, "randg")
     assert "teacher alone" in evaluate.data_free_reads(resolve_config(None, []), "gfkd")  # GFKD's default: running
+    assert "class counts" not in evaluate.data_free_reads(resolve_config(None, []), "acgkd")
+    for prior in ("generate.targets=prior", "distill.class_weight=prior"):  # read the metadata's class counts
+        line = evaluate.data_free_reads(resolve_config(None, [prior]), "acgkd")
+        assert f"training class counts ({prior}: not data-free" in line, line
+    plain = resolve_config(None, ["distill.class_weight=prior", "distill.recipe=plain"])  # which has no class weights
+    assert "class counts" not in evaluate.data_free_reads(plain, "acgkd")
     fair = evaluate.data_free_reads(resolve_config(None, ["generate.gfkd.fair=true"]), "gfkd")  # matches `auto`
     assert "over the training graphs (generate.gfkd.fair=true)" in fair and "teacher alone" not in fair
 
@@ -207,3 +237,17 @@ def test_the_reports_config_hash_ignores_where_the_run_and_the_data_live(run_dir
     evaluate.run(other, RunLayout(tmp_path / "c"), "e", stage_dirs=dirs)
     facts = json.loads((RunLayout(tmp_path / "c").stage_dir("evaluate") / "results.json").read_text())["facts"]
     assert facts["config hash"] != hashes[0]
+
+
+def test_the_report_names_the_command_that_started_the_run(run_dirs, tmp_path, monkeypatch):
+    """protocol.md §7: every report states the command that produced it; flows/cli.py records it for the stages."""
+    from gfkd.versions import COMMAND_ENV, command_line, record_command
+
+    cfg, _, dirs = run_dirs
+    monkeypatch.setenv(COMMAND_ENV, "")
+    assert record_command(["benchmark", "--datasets", "MUTAG", "group.backbone = gat"]) == command_line() == (
+        "gfkd benchmark --datasets MUTAG 'group.backbone = gat'")  # quoted as a shell reads it back
+    layout = RunLayout(tmp_path / "cmd")
+    evaluate.run(cfg, layout, "e-cmd", stage_dirs=dirs)
+    report = (layout.stage_dir("evaluate") / "report.md").read_text()
+    assert "- command: `gfkd benchmark --datasets MUTAG 'group.backbone = gat'`; every setting" in report
