@@ -20,16 +20,22 @@ class Method:
     label: str
     metrics: tuple[str, ...]  # the first one a cell has is read
     per_generator: bool  # False: the same model in every generator's cell of a split (teacher, real-data students)
+    absent: str = ""  # why a finished cell can lack it (shown as "— (...)" where no cell has it)
+    spread: tuple[str, ...] = ()  # the std within a cell (over student seeds or group students), first present
 
 
 METHODS: tuple[Method, ...] = (
     Method("majority", "majority class", ("evaluate/test/acc_majority", "teacher/test/majority_acc"), False),
     Method("teacher", "teacher", ("evaluate/test/acc_teacher", "teacher/test/acc"), False),
     Method("student_real", "student, CE on real graphs",
-           ("evaluate/test/acc_student_real", "distill/test/acc_student_real"), False),
-    Method("kd_real", "student, KD on real graphs", ("evaluate/test/acc_kd_real", "distill/test/acc_kd_real"), False),
-    Method("pseudo", "data-free student", ("evaluate/test/acc_pseudo", "distill/test/acc"), True),
-    Method("group_mean", "group, mean over students", ("evaluate/test/acc_group_mean", "group/test/acc_mean"), True),
+           ("evaluate/test/acc_student_real", "distill/test/acc_student_real"), False, "not in distill.baselines",
+           ("evaluate/test/acc_student_real_std", "distill/test/acc_std_student_real")),
+    Method("kd_real", "student, KD on real graphs", ("evaluate/test/acc_kd_real", "distill/test/acc_kd_real"), False,
+           "not in distill.baselines", ("evaluate/test/acc_kd_real_std", "distill/test/acc_std_kd_real")),
+    Method("pseudo", "data-free student", ("evaluate/test/acc_pseudo", "distill/test/acc"), True, "",
+           ("evaluate/test/acc_pseudo_std", "distill/test/acc_std")),
+    Method("group_mean", "group, mean over students", ("evaluate/test/acc_group_mean", "group/test/acc_mean"), True,
+           "", ("evaluate/test/acc_group_mean_std",)),
     Method("group_picked", "group, student picked on held-out pseudo-graphs",
            ("evaluate/test/acc_group_picked", "group/test/acc_picked"), True),
     Method("group_ensemble", "group ensemble", ("evaluate/test/acc_group_ensemble", "group/test/acc_ensemble"), True),
@@ -44,6 +50,7 @@ class CellResult:
     generator: str
     split: int
     metrics: dict[str, float] = field(default_factory=dict)
+    fold_hash: str = ""  # the split's index lists, hashed (protocol.md §3): one per dataset and split
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class TableRow:
     values: tuple[float, ...]  # one per split, in split order
     splits: tuple[int, ...]
     runs: int  # cells that contributed (a generator-free method is read from every generator's cell)
+    within: float | None = None  # the mean over splits of the std within a split (student seeds, group students)
 
     @property
     def n(self) -> int:
@@ -75,8 +83,8 @@ class TableRow:
         return f"{self.label} ({self.generator})" if self.generator else self.label
 
 
-def _read(metrics: dict[str, float], method: Method) -> float | None:
-    for key in method.metrics:
+def _read(metrics: dict[str, float], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
         if key in metrics:
             return float(metrics[key])
     return None
@@ -95,37 +103,59 @@ def aggregate(cells: list[CellResult]) -> list[TableRow]:
         for method in METHODS:
             for gen in generators if method.per_generator else [None]:
                 per_split: dict[int, list[float]] = {}
+                spread: list[float] = []
                 for c in cells:
                     if c.dataset != ds or (gen is not None and c.generator != gen):
                         continue
-                    v = _read(c.metrics, method)
+                    v = _read(c.metrics, method.metrics)
                     if v is not None:
                         per_split.setdefault(c.split, []).append(v)
+                        if (w := _read(c.metrics, method.spread)) is not None:
+                            spread.append(w)
                 if not per_split:
                     continue
                 splits = tuple(sorted(per_split))
                 rows.append(TableRow(ds, method.key, method.label, gen,
                                      tuple(sum(per_split[s]) / len(per_split[s]) for s in splits), splits,
-                                     sum(len(v) for v in per_split.values())))
+                                     sum(len(v) for v in per_split.values()),
+                                     sum(spread) / len(spread) if spread else None))
     return rows
 
 
-def markdown_table(rows: list[TableRow]) -> str:
-    """Methods as rows, datasets as columns; each entry `mean ± std (n)` in percent."""
+def fold_hash_mismatches(cells: list[CellResult]) -> list[str]:
+    """protocol.md §8.1: every method of a table reads the same folds. One line per dataset and split whose cells
+    logged more than one fold hash (naming the cells' generators), else none."""
+    hashes: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for c in cells:
+        if c.fold_hash:
+            hashes.setdefault((c.dataset, c.split), {}).setdefault(c.fold_hash, []).append(c.generator)
+    return [f"{ds} split {split}: " + "; ".join(f"{h[:12]} ({', '.join(g)})" for h, g in by.items())
+            for (ds, split), by in hashes.items() if len(by) > 1]
+
+
+def _entry(r: TableRow) -> str:
+    within = f"; within {100 * r.within:.2f}" if r.within is not None else ""
+    return f"{100 * r.mean:.2f} ± {100 * r.std:.2f} ({r.n}{within})"
+
+
+def markdown_table(rows: list[TableRow], generators: list[str] | None = None) -> str:
+    """Methods as rows, datasets as columns; each entry `mean ± std (n; within w)` in percent. Every method of the
+    grid's `generators` (default: those in `rows`) has its row: one that no finished cell has reads "— (why)"."""
     if not rows:
         return "(no finished cell yet)\n"
     datasets = list(dict.fromkeys(r.dataset for r in rows))
-    order = {m.key: i for i, m in enumerate(METHODS)}
-    gens = list(dict.fromkeys(r.generator for r in rows))
-    names = list(dict.fromkeys(r.name for r in sorted(rows, key=lambda r: (order[r.method], gens.index(r.generator)))))
-    by = {(r.name, r.dataset): r for r in rows}
+    gens = generators or list(dict.fromkeys(r.generator for r in rows if r.generator))
+    by = {(r.method, r.generator, r.dataset): r for r in rows}
     out = ["| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
-    for name in names:
-        entries = []
-        for ds in datasets:
-            r = by.get((name, ds))
-            entries.append(f"{100 * r.mean:.2f} ± {100 * r.std:.2f} ({r.n})" if r else "—")
-        out.append(f"| {name} | " + " | ".join(entries) + " |")
+    for method in METHODS:
+        for gen in gens if method.per_generator else [None]:
+            name = f"{method.label} ({gen})" if gen else method.label
+            if not any((method.key, gen, ds) in by for ds in datasets):
+                why = method.absent or "no finished cell has it"
+                out.append(f"| {name} | " + " | ".join(f"— ({why})" for _ in datasets) + " |")
+                continue
+            entries = [_entry(r) if (r := by.get((method.key, gen, ds))) else "—" for ds in datasets]
+            out.append(f"| {name} | " + " | ".join(entries) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -135,17 +165,31 @@ def table_metrics(rows: list[TableRow]) -> dict[str, float]:
     for r in rows:
         base = f"benchmark/{r.dataset}/{r.method}" + (f"-{r.generator}" if r.generator else "")
         out |= {f"{base}/test/acc_mean": r.mean, f"{base}/test/acc_std": r.std, f"{base}/test/n": float(r.n)}
+        if r.within is not None:
+            out[f"{base}/test/acc_within_std"] = r.within
     return out
 
 
 def report_markdown(name: str, command: str | None, word: str, finished: int, cells: int, failed: list[str],
-                    folder: str, real_group: bool, rows: list[TableRow]) -> str:
-    """The benchmark's results page: its command, how many cells finished (and which failed), and the table."""
+                    folder: str, real_group: bool, rows: list[TableRow], facts: dict[str, str] | None = None,
+                    generators: list[str] | None = None, recipe: str | None = None,
+                    mismatches: list[str] | None = None) -> str:
+    """The benchmark's results page: its command and facts (protocol.md §7), how many cells finished (and which
+    failed), the table, and whether its methods shared their folds (§8.1)."""
+    recipe_note = (f"Data-free and group rows: every generator's students are trained with `distill.recipe={recipe}`"
+                   + ("; protocol.md §6 defines the RandG, DeepInvG and GFKD rows with the plain KD recipe "
+                      "(`distill.recipe=plain`)" if recipe != "plain" else "") + ".\n\n") if recipe else ""
+    folds = (("**The fold hashes differ** between cells of one split, so the methods did not read the same folds "
+              "(protocol.md §8.1): " + "; ".join(mismatches) + ".\n\n") if mismatches else
+             "Every cell of a dataset and split logged the same fold hash (protocol.md §8.1).\n\n"
+             if mismatches is not None else "")
     return (f"# Benchmark `{name}`: test accuracy (%)\n\n"
             + (f"Command: `{command}`\n\n" if command else "")
-            + f"Mean ± population std over {word} (n per entry); {finished} of {cells} cells finished"
+            + "".join(f"- {k}: {v}\n" for k, v in (facts or {}).items()) + ("\n" if facts else "")
+            + f"Mean ± population std over {word} (n per entry; within: the mean over {word} of the std over student "
+              f"seeds or group students); {finished} of {cells} cells finished"
             + (f"; failed: {', '.join(failed)} (rerun the same command to resume them)" if failed else "")
-            + f". Each cell is one pipeline run in `{folder}/<cell>`.\n\n"
+            + f". Each cell is one pipeline run in `{folder}/<cell>`.\n\n" + recipe_note
             + ("The group rows ran on the real training graphs (`group.graph.data=real`): with-data reference rows at "
                "the val-selected epoch, not data-free, whatever their generator column says.\n\n"
-               if real_group else "") + markdown_table(rows))
+               if real_group else "") + markdown_table(rows, generators) + ("\n" + folds.rstrip() + "\n" if folds else ""))

@@ -70,6 +70,17 @@ def cpu_model() -> str:
     return fields["model name"] + (f" ({numbers})" if numbers else "")
 
 
+def device_line(device_type: str) -> str:
+    """What made the floats: `cpu (x86_64, AMD EPYC (family 25, model 17), kernels AVX512), float32, torch 2.13.0+cpu,
+    PyG 2.8.1` (protocol.md §7: device, dtype, torch and PyG versions). Imports torch."""
+    import torch
+    import torch_geometric
+
+    cpu = f", {cpu_model()}, kernels {cpu_kernels()}" if device_type == "cpu" else ""
+    return (f"{device_type} ({platform.machine()}{cpu}), float32, torch {torch.__version__}, "
+            f"PyG {torch_geometric.__version__}")
+
+
 def cpu_kernels() -> str:
     """The vector instruction set torch's CPU kernels dispatch to on this machine (`AVX2`, `AVX512`, ...): the same
     code and seeds can give other floats under another one (docs/pipeline.md, "Across machines")."""

@@ -38,6 +38,9 @@ def evaluate_task(cfg: RunConfig, run_root: str, parent_run_id: str | None = Non
     create_markdown_artifact(artifact_markdown((out / "report.md").read_text(), out), key=f"report-{key}",
                              description="gfkd report")
     rows = json.loads((out / "results.json").read_text())["rows"]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     create_table_artifact([{"row": r["name"], "test_acc": r["mean"], "std": r["std"], "n": len(r["accs"]),
-                            "params": r["params"], "wall_s": r["wall_s"]} for r in rows], key=f"table-{key}")
+                            "val_selected": mean(r["val_selected"]), "seed_agreement": r["agreement"],
+                            "collapsed": r["collapsed"], "params": r["params"], "wall_s": r["wall_s"]} for r in rows],
+                          key=f"table-{key}")
     return rec

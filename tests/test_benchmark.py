@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gfkd.benchmark import CellResult, aggregate, markdown_table, table_metrics
+from gfkd.benchmark import METHODS, CellResult, aggregate, fold_hash_mismatches, markdown_table, table_metrics
 
 
 def test_evaluate_metrics_win_and_generator_free_rows_count_each_split_once():
@@ -23,15 +23,49 @@ def test_evaluate_metrics_win_and_generator_free_rows_count_each_split_once():
     assert rows[("pseudo", "acgkd")].values == (0.6, 0.7) and rows[("pseudo", "randg")].values == (0.5,)
 
 
-def test_markdown_table_has_methods_as_rows_and_datasets_as_columns():
+def test_markdown_table_has_methods_as_rows_and_datasets_as_columns_and_no_row_dropped():
     cells = [CellResult("MUTAG", "gfkd", 0, {"group/test/acc_ensemble": 0.5}),
              CellResult("PROTEINS", "gfkd", 0, {"group/test/acc_ensemble": 0.25, "teacher/test/acc": 1.0})]
-    text = markdown_table(aggregate(cells))
-    assert text.splitlines() == ["| method | MUTAG | PROTEINS |", "|---|---|---|",
-                                 "| teacher | — | 100.00 ± 0.00 (1) |",
-                                 "| group ensemble (gfkd) | 50.00 ± 0.00 (1) | 25.00 ± 0.00 (1) |"]
+    lines = markdown_table(aggregate(cells)).splitlines()
+    assert lines[:2] == ["| method | MUTAG | PROTEINS |", "|---|---|---|"]
+    assert "| teacher | — | 100.00 ± 0.00 (1) |" in lines
+    assert "| group ensemble (gfkd) | 50.00 ± 0.00 (1) | 25.00 ± 0.00 (1) |" in lines
+    # protocol.md §6 and §8.7: a row that no cell has stays, "—" with the reason, in METHODS' order
+    assert "| student, KD on real graphs | — (not in distill.baselines) | — (not in distill.baselines) |" in lines
+    assert "| majority class | — (no finished cell has it) | — (no finished cell has it) |" == lines[2]
+    assert len(lines) == 2 + len(METHODS)  # one generator: every method once
+    two = markdown_table(aggregate(cells), ["gfkd", "randg"]).splitlines()  # the grid's generators, run or not
+    assert "| data-free student (randg) | — (no finished cell has it) | — (no finished cell has it) |" in two
+    assert len(two) == 2 + len(METHODS) + sum(m.per_generator for m in METHODS)
     assert table_metrics(aggregate(cells))["benchmark/PROTEINS/group_ensemble-gfkd/test/acc_mean"] == 0.25
     assert markdown_table([]) == "(no finished cell yet)\n"
+
+
+def test_the_std_within_a_split_is_beside_the_spread_over_splits():
+    """protocol.md §3: the cell is the mean ± std over folds with the mean within-fold std (student seeds) beside it."""
+    cells = [CellResult("MUTAG", "acgkd", 0, {"evaluate/test/acc_pseudo": 0.6, "evaluate/test/acc_pseudo_std": 0.02,
+                                              "distill/test/acc_std": 0.5}),
+             CellResult("MUTAG", "acgkd", 1, {"distill/test/acc": 0.8, "distill/test/acc_std": 0.04,
+                                              "evaluate/test/acc_teacher": 0.9})]
+    rows = {r.method: r for r in aggregate(cells)}
+    assert rows["pseudo"].within == pytest.approx(0.03)  # the evaluate stage's std first, as for the value
+    assert rows["teacher"].within is None
+    assert "| data-free student (acgkd) | 70.00 ± 10.00 (2; within 3.00) |" in markdown_table(list(rows.values()))
+    assert table_metrics(list(rows.values()))["benchmark/MUTAG/pseudo-acgkd/test/acc_within_std"] == pytest.approx(0.03)
+
+
+def test_cells_of_one_split_with_other_fold_hashes_are_named():
+    """protocol.md §8.1: the fold hash is the same for every method of a table."""
+    same = [CellResult("MUTAG", g, 0, {}, "a" * 64) for g in ("acgkd", "randg")]
+    assert fold_hash_mismatches(same + [CellResult("MUTAG", "acgkd", 1, {}, "b" * 64)]) == []
+    other = [*same, CellResult("MUTAG", "gfkd", 0, {}, "c" * 64)]
+    assert fold_hash_mismatches(other) == [f"MUTAG split 0: {'a' * 12} (acgkd, randg); {'c' * 12} (gfkd)"]
+    from gfkd.benchmark import report_markdown
+
+    rows = aggregate([CellResult("MUTAG", "acgkd", 0, {"teacher/test/acc": 0.9})])
+    assert "**The fold hashes differ**" in report_markdown("b", None, "folds", 3, 3, [], "/r", False, rows,
+                                                            mismatches=fold_hash_mismatches(other))
+    assert "logged the same fold hash" in report_markdown("b", None, "folds", 3, 3, [], "/r", False, rows, mismatches=[])
 
 
 def test_report_names_the_failed_cells_and_marks_real_data_group_rows():
@@ -44,4 +78,11 @@ def test_report_names_the_failed_cells_and_marks_real_data_group_rows():
     assert "`/runs/<cell>`" in text and "with-data reference rows" in text and text.endswith(markdown_table(rows))
     plain = report_markdown("b", None, "split seeds", 1, 1, [], "/runs", False, rows)
     assert "Command:" not in plain and "failed" not in plain and "with-data" not in plain
-    assert "over split seeds (n per entry); 1 of 1 cells finished. Each cell" in plain
+    assert "over split seeds (n per entry; within: the mean over split seeds of the std over student seeds or group " \
+           "students); 1 of 1 cells finished. Each cell" in plain
+    facts = report_markdown("b", "gfkd benchmark", "folds", 1, 1, [], "/r", False, rows, {"device": "cpu (x86_64)"},
+                            recipe="acgkd")
+    assert "Command: `gfkd benchmark`\n\n- device: cpu (x86_64)\n\nMean" in facts
+    assert "`distill.recipe=acgkd`; protocol.md §6 defines the RandG, DeepInvG and GFKD rows with the plain" in facts
+    assert "protocol.md §6 defines" not in report_markdown("b", None, "folds", 1, 1, [], "/r", False, rows,
+                                                           recipe="plain")

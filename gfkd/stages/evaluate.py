@@ -9,13 +9,11 @@ matrices), `report.md`, `table.md`, `confusion.png`, `acc_vs_time.png`, `degrees
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch_geometric
 from torch import nn
 from torch_geometric.loader import DataLoader
 
@@ -34,7 +32,7 @@ from gfkd.stages.distill import seed_agreement
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import COLLAPSED_SHARE, logits_of, top_class_share
-from gfkd.versions import command_line, cpu_kernels, cpu_model
+from gfkd.versions import command_line, device_line
 
 STAGE = "evaluate"
 REPORT_GENERATORS = {  # protocol.md §6's generator rows, in its order: key → (row, the settings whose run fills it);
@@ -266,9 +264,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     facts = {"dataset": f"{cfg.data.dataset}, protocol {cfg.protocol.name}, "
                         f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
                         f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",
-             "device": f"{device.type} ({platform.machine()}"
-                       f"{f', {cpu_model()}, kernels {cpu_kernels()}' if device.type == 'cpu' else ''}), float32, torch "
-                       f"{torch.__version__}, PyG {torch_geometric.__version__}",
+             "device": device_line(device.type),
              "runtime": f"run.deterministic={str(cfg.run.deterministic).lower()}, run.threads={cfg.run.threads}",
              # the settings that reach a stage: not run.runs_dir, data.root or other paths, which change no result
              "config hash": config_hash({st: cfg.stage_config(st) for st in STAGES})[:16],

@@ -46,6 +46,9 @@ def test_dask_benchmark_logs_through_a_tracking_server(tmp_path, tiny_root):
     table = (tmp_path / "table.md").read_text()
     assert table == (runs / "benchmark" / "results.md").read_text()
     assert "| method | TINY |" in table and "| teacher | " in table and "data-free student (acgkd)" in table
+    # protocol.md §7's facts and §8.1's fold check, from the cells' own teacher manifests
+    assert "\n- device: cpu (" in table and "\n- config hash: " in table and "\n- runtime: run.deterministic=" in table
+    assert "Every cell of a dataset and split logged the same fold hash" in table
     rows = {r["method"]: r for r in json.loads((runs / "benchmark" / "results.json").read_text())["rows"]}
     assert rows["teacher"]["n"] == 2 and rows["pseudo"]["splits"] == [0, 1]
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the server is stopped and the variable removed
