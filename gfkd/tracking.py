@@ -264,6 +264,15 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def resumable(self, tags: dict[str, str]) -> str | None:
+        """The id of this experiment's newest run carrying every tag of `tags` if it ended FAILED or KILLED (the
+        attempt a new run of the same stage and key resumes, stack.md), else None. Tag values are folder names and
+        hex keys (no quotes)."""
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time DESC"],
+                                       max_results=1)
+        return runs[0].info.run_id if runs and runs[0].info.status in ("FAILED", "KILLED") else None
+
     def end_orphans(self) -> list[str]:
         """End as KILLED the runs the folder's own database still shows RUNNING: their process died (SIGKILL, power
         loss), since `gfkd run` and `gfkd group` hold the folder's lock while they log. Called when either opens its

@@ -37,9 +37,12 @@ def run_stage(stage: str, run: Callable[..., StageOutcome], cfg: RunConfig, run_
     layout = RunLayout(Path(run_root))
     key = stage_key(cfg, stage, upstream)
     tracker = Tracker(layout, experiment_name(cfg))
+    same = {"gfkd.stage": stage, "gfkd.run": cfg.run_name, "gfkd.cache_key": key}
+    # params are immutable: a stage that goes on after a failed or killed attempt is a new run that names it
+    resumes = None if force else tracker.resumable(same)
     logger = tracker.start_run(stage, parent_run_id, tags={
-        "gfkd.stage": stage, "gfkd.dataset": cfg.data.dataset, "gfkd.run": cfg.run_name,
-        "gfkd.cache_key": key, "prefect.flow_run_id": flow_run_id or ""})
+        **same, "gfkd.dataset": cfg.data.dataset, "prefect.flow_run_id": flow_run_id or "",
+        **({"gfkd.resumes_run": resumes} if resumes else {})})
     try:
         out = run(cfg, layout, key, logger, force, **inputs)
     except BaseException:
