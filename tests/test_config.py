@@ -324,3 +324,13 @@ def test_skipping_self_loops_needs_self_loops_in_the_data():
         resolve_config(None, ["generate.gfkd.parity=reference", "teacher.model.self_loops_in_data=false"])
     ok = resolve_config(None, ["teacher.model.self_loops_in_data=true"])
     assert ok.model_switches == {"loops_in_data": True, "skip_isolated": False, "logit_dropout": False}
+
+
+def test_auto_epochs_are_50_on_a_union_of_banks_150_on_one_bank_or_real_graphs_and_400_under_paper():
+    """acgkd.md §11 (distill.epochs = auto) and gfkd.md §5 (the paper profile's 400)."""
+    d = resolve_config(None, []).distill
+    assert d.epochs == "auto"
+    assert (d.resolved_epochs(True, 6), d.resolved_epochs(True, 1), d.resolved_epochs(False, 6)) == (50, 150, 150)
+    paper = resolve_config(None, ["distill.profile=paper"]).distill
+    assert paper.resolved_epochs(True, 6) == paper.resolved_epochs(False, 1) == 400
+    assert resolve_config(None, ["distill.epochs=7"]).distill.resolved_epochs(True, 6) == 7

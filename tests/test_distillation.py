@@ -84,3 +84,16 @@ def test_the_size_measure_counts_a_directed_graphs_edges_once_each():
     cycle = Data(edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]), num_nodes=3)
     assert (num_edges(path), num_edges(cycle)) == (2, 3)
     assert graph_difficulty([cycle, path], "size").tolist() == [1.0, 0.0]
+
+
+def test_the_feature_loss_is_the_squared_distance_per_node_and_per_teacher_dimension():
+    """acgkd.md §8: L_feat = (1/Σ n_g) Σ_i ‖P(H_S)_i − H_T,i‖² / d_T at node level; at graph level the mean over graphs
+    of ‖mean_i P(H_S)_i − mean_i H_T,i‖² / d_T."""
+    from gfkd.distillation import feature_loss
+
+    h_t = torch.zeros(3, 2)
+    h_s = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])  # squared distances 1, 4, 9
+    batch = torch.tensor([0, 0, 1])
+    assert feature_loss(h_s, h_t, batch, 2, "node").item() == pytest.approx((1 + 4 + 9) / (3 * 2))
+    # graph 0: mean (0.5, 1) → 1.25; graph 1: (3, 0) → 9
+    assert feature_loss(h_s, h_t, batch, 2, "graph").item() == pytest.approx((1.25 + 9) / 2 / 2)

@@ -40,3 +40,17 @@ def test_draw_score_keeps_the_draw_nearest_the_confidence():
     assert hard.tolist() == [False, True]  # hard targets: the more confident draw wins
     soft = draw_score(near, y, torch.tensor([0.6, 0.6])) > draw_score(far, y, torch.tensor([0.6, 0.6]))
     assert soft.tolist() == [True, False]  # c = 0.6: the draw nearer 0.6 wins
+
+
+def test_the_learning_rate_decays_by_a_cosine_to_one_percent():
+    """acgkd.md §3: cosine decay of the generator's lr to 1 % of its start."""
+    import math
+
+    import pytest
+
+    from gfkd.generators.base import cosine_factor
+
+    f = cosine_factor(100)
+    assert f(0) == pytest.approx(1.0) and f(100) == pytest.approx(0.01) and f(150) == pytest.approx(0.01)
+    assert f(50) == pytest.approx(0.505)  # halfway: the mean of the two ends
+    assert f(25) == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi / 4)))

@@ -94,3 +94,17 @@ def test_first_weight_scales_only_the_first_layer_term():
         t0 = ((mu_hat - mu) / (var + eps).sqrt()).pow(2).mean() + torch.log((var_hat + eps) / (var + eps)).pow(2).mean()
         assert t0.item() > 0
         torch.testing.assert_close(w.loss(), plain.loss() + 6.0 * t0)
+
+
+def test_auto_matches_the_stored_eval_statistics_and_falls_back_on_the_running_ones():
+    """acgkd.md §7: bn_target = auto takes the eval statistics the teacher stage stored, else the running buffers."""
+    model = build_classifier("gin", 5, 2, layers=3, hidden=8)
+    layers = bn_layers(model)
+    stored = {f"{n}.{k}": torch.full_like(m.running_mean, v) for n, m in layers.items()
+              for k, v in (("mean", 7.0), ("var", 3.0))}
+    auto = bn_targets(model, "auto", stored)
+    assert all(torch.equal(mean, torch.full_like(mean, 7.0)) and torch.equal(var, torch.full_like(var, 3.0))
+               for mean, var in auto.values())
+    running = bn_targets(model, "auto", {})
+    assert all(torch.equal(running[n][0], m.running_mean) and torch.equal(running[n][1], m.running_var)
+               for n, m in layers.items())

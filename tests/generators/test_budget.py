@@ -123,3 +123,43 @@ def test_checkpointing_reaches_the_teacher_call_and_leaves_the_graphs_unchanged(
     assert True in seen and False in seen  # the key reaches the teacher call
     assert torch.equal(a.adj, b.adj) and torch.equal(a.x, b.x)
     assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
+def test_auto_xi_is_three_times_the_density_between_0_02_and_1_and_budget_above_128_nodes(tiny_teacher_dir):
+    """acgkd.md §4: xi = auto → min(1, max(0.02, 3·density)); xi_mode = auto → none when N ≤ 128, else budget."""
+    ctx = make_ctx(tiny_teacher_dir)
+    for density, xi in ((0.1, 0.3), (0.001, 0.02), (0.5, 1.0)):
+        ctx.meta["edge_density_mean"] = density
+        assert acgkd.resolve_xi(ctx, 50) == ("none", pytest.approx(xi))
+    assert acgkd.resolve_xi(ctx, 128)[0] == "none" and acgkd.resolve_xi(ctx, 129)[0] == "budget"
+    ctx = make_ctx(tiny_teacher_dir, "generate.acgkd.xi_mode=lowrank", "generate.acgkd.xi=0.4")
+    assert acgkd.resolve_xi(ctx, 500) == ("lowrank", 0.4)  # set values win
+
+
+def test_budget_candidates_are_reselected_every_xi_refresh_steps(tiny_teacher_dir, monkeypatch):
+    """acgkd.md §4: the candidate pairs are re-selected every xi_refresh (50) steps."""
+    from gfkd.config import resolve_config
+
+    assert resolve_config(None, []).generate.acgkd.xi_refresh == 50
+    calls = []
+    real = acgkd._Structure.refresh
+    monkeypatch.setattr(acgkd._Structure, "refresh", lambda self: calls.append(1) or real(self))
+    counts = []
+    for every in (1000, 50, 20):
+        calls.clear()
+        ctx = make_ctx(tiny_teacher_dir, "generate.acgkd.xi_mode=budget", "generate.acgkd.xi=0.4",
+                       "generate.iterations=101", f"generate.acgkd.xi_refresh={every}")
+        acgkd.generate(ctx, N, Y, make_generator(3))
+        counts.append(len(calls))
+    start = counts[0]  # the first selection, at no step
+    assert counts == [start, start + 2, start + 5]  # steps 50, 100; 20, 40, 60, 80, 100
+
+
+def test_lowrank_signs_are_uniform_on_minus_one_and_one(tiny_teacher_dir):
+    """acgkd.md §4: lowrank's w ~ Uniform{−1, +1}."""
+    ctx = make_ctx(tiny_teacher_dir)
+    n = torch.full((64,), 40)
+    st = acgkd._Structure(ctx, n, "lowrank", 0.5, make_generator(0))
+    w = st.w.detach()
+    assert set(w.unique().tolist()) == {-1.0, 1.0} and w.shape == (64, st.r)
+    assert abs(float(w.mean())) < 0.1  # about half each

@@ -380,3 +380,10 @@ def test_best_draw_keeps_each_graphs_draw_with_the_highest_target_probability(ti
     assert len(set(p.argmax(0).tolist())) > 1  # the winners differ between graphs: the choice is per graph
     for b, k in enumerate(p.argmax(0).tolist()):
         assert torch.equal(kept_adj[b], draws[k][0][b]) and torch.equal(kept_x[b], draws[k][1][b])
+
+
+def test_randg_edge_probability_is_the_metadata_density_by_default(tiny_teacher_dir):
+    """gfkd.md §9: RandG draws G(n, p) with p = the training graphs' mean edge density (auto), or the p set."""
+    ctx = make_ctx(tiny_teacher_dir)
+    assert randg.edge_prob(ctx) == pytest.approx(float(ctx.meta["edge_density_mean"])) and 0 < randg.edge_prob(ctx) < 1
+    assert randg.edge_prob(make_ctx(tiny_teacher_dir, "generate.randg.edge_prob=0.3")) == 0.3

@@ -295,3 +295,20 @@ def test_students_do_not_depend_on_what_an_earlier_stage_left_in_the_process(tmp
     finally:
         torch.set_flush_denormal(False)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_auto_class_weights_are_balanced_on_featureless_sets_only(tmp_path, tiny_root, tiny_deg_teacher_dir):
+    """acgkd.md §11: distill.class_weight = auto balances the teacher's predicted classes on featureless sets (degree
+    features); on featureful ones it is none (the test above: its plain run is featureful and unweighted)."""
+    layout = RunLayout(tmp_path / "deg")
+    cfg = resolve_config(None, [*GEN, *FAST, "data.dataset=TINYDEG", f"data.root='{tiny_root}'", "data.download=false",
+                                f"run.runs_dir='{tmp_path}'", "distill.student.layers=2", "distill.student.hidden=8",
+                                "distill.baselines=[]", "distill.seeds=1", "distill.epochs=1"])
+    generate.run(cfg, layout, "g", teacher_dir=tiny_deg_teacher_dir)
+    runs = {}
+    for weight in ("auto", "none"):
+        out = RunLayout(tmp_path / weight)
+        distill.run(cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"class_weight": weight})}), out,
+                    weight, teacher_dir=tiny_deg_teacher_dir, generate_dir=layout.stage_dir("generate"))
+        runs[weight] = json.loads((out.stage_dir("distill") / "results.json").read_text())["class_weights"]
+    assert runs["none"] is None and runs["auto"] is not None and len(runs["auto"]) == 2
