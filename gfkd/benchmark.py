@@ -22,8 +22,10 @@ class Method:
     per_generator: bool  # False: the same model in every generator's cell of a split (teacher, real-data students)
     absent: str = ""  # why a finished cell can lack it (shown as "— (...)" where no cell has it)
     spread: tuple[str, ...] = ()  # the std within a cell (over student seeds or group students), first present
+    collapsed: str = ""  # the cell's count of models that put ≥ 95 % of the test graphs in one class
 
 
+VAL = "val-selected (uses real validation labels)"  # protocol.md §4's secondary number of a data-free row
 METHODS: tuple[Method, ...] = (
     Method("majority", "majority class", ("evaluate/test/acc_majority", "teacher/test/majority_acc"), False),
     Method("teacher", "teacher", ("evaluate/test/acc_teacher", "teacher/test/acc"), False),
@@ -33,12 +35,16 @@ METHODS: tuple[Method, ...] = (
     Method("kd_real", "student, KD on real graphs", ("evaluate/test/acc_kd_real", "distill/test/acc_kd_real"), False,
            "not in distill.baselines", ("evaluate/test/acc_kd_real_std", "distill/test/acc_std_kd_real")),
     Method("pseudo", "data-free student", ("evaluate/test/acc_pseudo", "distill/test/acc"), True, "",
-           ("evaluate/test/acc_pseudo_std", "distill/test/acc_std")),
+           ("evaluate/test/acc_pseudo_std", "distill/test/acc_std"), "distill/test/collapsed"),
+    Method("pseudo_val", f"data-free student, {VAL}", ("distill/test/acc_val_selected",), True),
     Method("group_mean", "group, mean over students", ("evaluate/test/acc_group_mean", "group/test/acc_mean"), True,
-           "", ("evaluate/test/acc_group_mean_std",)),
+           "", ("evaluate/test/acc_group_mean_std",), "group/test/collapsed"),
+    Method("group_mean_val", f"group, mean over students, {VAL}", ("group/test/acc_mean_val_selected",), True),
     Method("group_picked", "group, student picked on held-out pseudo-graphs",
-           ("evaluate/test/acc_group_picked", "group/test/acc_picked"), True),
-    Method("group_ensemble", "group ensemble", ("evaluate/test/acc_group_ensemble", "group/test/acc_ensemble"), True),
+           ("evaluate/test/acc_group_picked", "group/test/acc_picked"), True, collapsed="group/test/collapsed_picked"),
+    Method("group_ensemble", "group ensemble", ("evaluate/test/acc_group_ensemble", "group/test/acc_ensemble"), True,
+           collapsed="group/test/collapsed_ensemble"),
+    Method("group_ensemble_val", f"group ensemble, {VAL}", ("group/test/acc_ensemble_val_selected",), True),
 )
 
 
@@ -63,6 +69,7 @@ class TableRow:
     splits: tuple[int, ...]
     runs: int  # cells that contributed (a generator-free method is read from every generator's cell)
     within: float | None = None  # the mean over splits of the std within a split (student seeds, group students)
+    collapsed: int | None = None  # collapsed models over the contributing cells (student seeds, group students)
 
     @property
     def n(self) -> int:
@@ -104,6 +111,7 @@ def aggregate(cells: list[CellResult]) -> list[TableRow]:
             for gen in generators if method.per_generator else [None]:
                 per_split: dict[int, list[float]] = {}
                 spread: list[float] = []
+                collapsed: list[float] = []
                 for c in cells:
                     if c.dataset != ds or (gen is not None and c.generator != gen):
                         continue
@@ -112,13 +120,16 @@ def aggregate(cells: list[CellResult]) -> list[TableRow]:
                         per_split.setdefault(c.split, []).append(v)
                         if (w := _read(c.metrics, method.spread)) is not None:
                             spread.append(w)
+                        if method.collapsed and method.collapsed in c.metrics:
+                            collapsed.append(c.metrics[method.collapsed])
                 if not per_split:
                     continue
                 splits = tuple(sorted(per_split))
                 rows.append(TableRow(ds, method.key, method.label, gen,
                                      tuple(sum(per_split[s]) / len(per_split[s]) for s in splits), splits,
                                      sum(len(v) for v in per_split.values()),
-                                     sum(spread) / len(spread) if spread else None))
+                                     sum(spread) / len(spread) if spread else None,
+                                     int(sum(collapsed)) if collapsed else None))
     return rows
 
 
@@ -135,7 +146,8 @@ def fold_hash_mismatches(cells: list[CellResult]) -> list[str]:
 
 def _entry(r: TableRow) -> str:
     within = f"; within {100 * r.within:.2f}" if r.within is not None else ""
-    return f"{100 * r.mean:.2f} ± {100 * r.std:.2f} ({r.n}{within})"
+    collapsed = f"; {r.collapsed} collapsed" if r.collapsed is not None else ""
+    return f"{100 * r.mean:.2f} ± {100 * r.std:.2f} ({r.n}{within}{collapsed})"
 
 
 def markdown_table(rows: list[TableRow], generators: list[str] | None = None) -> str:
@@ -187,7 +199,8 @@ def report_markdown(name: str, command: str | None, word: str, finished: int, ce
             + (f"Command: `{command}`\n\n" if command else "")
             + "".join(f"- {k}: {v}\n" for k, v in (facts or {}).items()) + ("\n" if facts else "")
             + f"Mean ± population std over {word} (n per entry; within: the mean over {word} of the std over student "
-              f"seeds or group students); {finished} of {cells} cells finished"
+              f"seeds or group students; collapsed: models that put ≥ 95 % of the test graphs in one class, over the "
+              f"{word}); {finished} of {cells} cells finished"
             + (f"; failed: {', '.join(failed)} (rerun the same command to resume them)" if failed else "")
             + f". Each cell is one pipeline run in `{folder}/<cell>`.\n\n" + recipe_note
             + ("The group rows ran on the real training graphs (`group.graph.data=real`): with-data reference rows at "

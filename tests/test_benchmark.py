@@ -54,6 +54,22 @@ def test_the_std_within_a_split_is_beside_the_spread_over_splits():
     assert table_metrics(list(rows.values()))["benchmark/MUTAG/pseudo-acgkd/test/acc_within_std"] == pytest.approx(0.03)
 
 
+def test_data_free_rows_give_their_collapsed_models_and_val_selected_rows_beside_them():
+    """protocol.md §4: beside every data-free number the collapsed flag, and the val-selected number labelled so."""
+    cells = [CellResult("MUTAG", "acgkd", s, {"distill/test/acc": 0.7, "distill/test/collapsed": c,
+                                              "distill/test/acc_val_selected": v, "group/test/acc_ensemble": 0.6,
+                                              "group/test/collapsed_ensemble": 0.0})
+             for s, c, v in ((0, 1.0, 0.8), (1, 2.0, 0.6))]
+    rows = {r.method: r for r in aggregate(cells)}
+    assert rows["pseudo"].collapsed == 3 and rows["group_ensemble"].collapsed == 0 and rows["pseudo_val"].collapsed is None
+    lines = markdown_table(list(rows.values())).splitlines()
+    assert "| data-free student (acgkd) | 70.00 ± 0.00 (2; 3 collapsed) |" in lines
+    assert "| data-free student, val-selected (uses real validation labels) (acgkd) | 70.00 ± 10.00 (2) |" in lines
+    assert "| group ensemble (acgkd) | 60.00 ± 0.00 (2; 0 collapsed) |" in lines
+    order = [m.key for m in METHODS]
+    assert order.index("pseudo_val") == order.index("pseudo") + 1  # each beside its last-epoch row
+
+
 def test_cells_of_one_split_with_other_fold_hashes_are_named():
     """protocol.md §8.1: the fold hash is the same for every method of a table."""
     same = [CellResult("MUTAG", g, 0, {}, "a" * 64) for g in ("acgkd", "randg")]
@@ -79,7 +95,8 @@ def test_report_names_the_failed_cells_and_marks_real_data_group_rows():
     plain = report_markdown("b", None, "split seeds", 1, 1, [], "/runs", False, rows)
     assert "Command:" not in plain and "failed" not in plain and "with-data" not in plain
     assert "over split seeds (n per entry; within: the mean over split seeds of the std over student seeds or group " \
-           "students); 1 of 1 cells finished. Each cell" in plain
+           "students; collapsed: models that put ≥ 95 % of the test graphs in one class, over the split seeds); 1 of 1 " \
+           "cells finished. Each cell" in plain
     facts = report_markdown("b", "gfkd benchmark", "folds", 1, 1, [], "/r", False, rows, {"device": "cpu (x86_64)"},
                             recipe="acgkd")
     assert "Command: `gfkd benchmark`\n\n- device: cpu (x86_64)\n\nMean" in facts
