@@ -40,6 +40,7 @@ from gfkd.errors import GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
 from gfkd.tracking import Tracker
+from gfkd.versions import COMMAND_ENV
 from gfkd.grid import BenchmarkSpec, Cell, benchmark_dir, grid_cells
 from tasks.benchmark import EXPERIMENT, finished_metrics, open_benchmark_run, report_task
 from flows.pipeline import pipeline
@@ -68,6 +69,8 @@ def cell_task(cell: Cell, tracking_uri: str | None) -> dict[str, Any]:
     """Run one cell's pipeline unless the cell is finished; a failed stage fails the task (and so is retried)."""
     if tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):  # a worker process of a remote Dask cluster
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    if cell.command:  # the same line in every cell of the grid; a remote worker has no other way to know it
+        os.environ[COMMAND_ENV] = cell.command
     layout = RunLayout(Path(cell.root))
     if finished_metrics(cell.cfg, layout.root) is not None:
         return {"cell": cell.name, "status": "finished", "stages": {}}

@@ -26,6 +26,7 @@ class Method:
 
 
 VAL = "val-selected (uses real validation labels)"  # protocol.md §4's secondary number of a data-free row
+NO_VAL = "no validation split (protocol.val=false)"
 METHODS: tuple[Method, ...] = (
     Method("majority", "majority class", ("evaluate/test/acc_majority", "teacher/test/majority_acc"), False),
     Method("teacher", "teacher", ("evaluate/test/acc_teacher", "teacher/test/acc"), False),
@@ -36,15 +37,17 @@ METHODS: tuple[Method, ...] = (
            "not in distill.baselines", ("evaluate/test/acc_kd_real_std", "distill/test/acc_std_kd_real")),
     Method("pseudo", "data-free student", ("evaluate/test/acc_pseudo", "distill/test/acc"), True, "",
            ("evaluate/test/acc_pseudo_std", "distill/test/acc_std"), "distill/test/collapsed"),
-    Method("pseudo_val", f"data-free student, {VAL}", ("distill/test/acc_val_selected",), True),
+    Method("pseudo_val", f"data-free student, {VAL}", ("distill/test/acc_val_selected",), True, NO_VAL),
     Method("group_mean", "group, mean over students", ("evaluate/test/acc_group_mean", "group/test/acc_mean"), True,
            "", ("evaluate/test/acc_group_mean_std",), "group/test/collapsed"),
-    Method("group_mean_val", f"group, mean over students, {VAL}", ("group/test/acc_mean_val_selected",), True),
+    Method("group_mean_val", f"group, mean over students, {VAL}", ("group/test/acc_mean_val_selected",), True,
+           f"{NO_VAL}, or a with-data group, val-selected already"),
     Method("group_picked", "group, student picked on held-out pseudo-graphs",
            ("evaluate/test/acc_group_picked", "group/test/acc_picked"), True, collapsed="group/test/collapsed_picked"),
     Method("group_ensemble", "group ensemble", ("evaluate/test/acc_group_ensemble", "group/test/acc_ensemble"), True,
            collapsed="group/test/collapsed_ensemble"),
-    Method("group_ensemble_val", f"group ensemble, {VAL}", ("group/test/acc_ensemble_val_selected",), True),
+    Method("group_ensemble_val", f"group ensemble, {VAL}", ("group/test/acc_ensemble_val_selected",), True,
+           f"{NO_VAL}, or a with-data group, val-selected already"),
 )
 
 
@@ -150,23 +153,23 @@ def _entry(r: TableRow) -> str:
     return f"{100 * r.mean:.2f} ± {100 * r.std:.2f} ({r.n}{within}{collapsed})"
 
 
-def markdown_table(rows: list[TableRow], generators: list[str] | None = None) -> str:
-    """Methods as rows, datasets as columns; each entry `mean ± std (n; within w)` in percent. Every method of the
-    grid's `generators` (default: those in `rows`) has its row: one that no finished cell has reads "— (why)"."""
+def markdown_table(rows: list[TableRow], generators: list[str] | None = None, datasets: list[str] | None = None) -> str:
+    """Methods as rows, datasets as columns; each entry `mean ± std (n; within w; k collapsed)` in percent. Every
+    method of the grid's `generators` and every one of its `datasets` (default: those in `rows`) has its row and
+    column: an entry that no finished cell has reads "— (why)"."""
     if not rows:
         return "(no finished cell yet)\n"
-    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    datasets = datasets or list(dict.fromkeys(r.dataset for r in rows))
     gens = generators or list(dict.fromkeys(r.generator for r in rows if r.generator))
     by = {(r.method, r.generator, r.dataset): r for r in rows}
+    finished = {r.dataset for r in rows}
     out = ["| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for method in METHODS:
         for gen in gens if method.per_generator else [None]:
             name = f"{method.label} ({gen})" if gen else method.label
-            if not any((method.key, gen, ds) in by for ds in datasets):
-                why = method.absent or "no finished cell has it"
-                out.append(f"| {name} | " + " | ".join(f"— ({why})" for _ in datasets) + " |")
-                continue
-            entries = [_entry(r) if (r := by.get((method.key, gen, ds))) else "—" for ds in datasets]
+            absent = f"— ({method.absent or 'no finished cell has it'})"
+            why = lambda ds: absent if ds in finished else "— (no finished cell)"  # noqa: E731
+            entries = [_entry(r) if (r := by.get((method.key, gen, ds))) else why(ds) for ds in datasets]
             out.append(f"| {name} | " + " | ".join(entries) + " |")
     return "\n".join(out) + "\n"
 
@@ -185,7 +188,7 @@ def table_metrics(rows: list[TableRow]) -> dict[str, float]:
 def report_markdown(name: str, command: str | None, word: str, finished: int, cells: int, failed: list[str],
                     folder: str, real_group: bool, rows: list[TableRow], facts: dict[str, str] | None = None,
                     generators: list[str] | None = None, recipe: str | None = None,
-                    mismatches: list[str] | None = None) -> str:
+                    mismatches: list[str] | None = None, datasets: list[str] | None = None) -> str:
     """The benchmark's results page: its command and facts (protocol.md §7), how many cells finished (and which
     failed), the table, and whether its methods shared their folds (§8.1)."""
     recipe_note = (f"Data-free and group rows: every generator's students are trained with `distill.recipe={recipe}`"
@@ -205,4 +208,5 @@ def report_markdown(name: str, command: str | None, word: str, finished: int, ce
             + f". Each cell is one pipeline run in `{folder}/<cell>`.\n\n" + recipe_note
             + ("The group rows ran on the real training graphs (`group.graph.data=real`): with-data reference rows at "
                "the val-selected epoch, not data-free, whatever their generator column says.\n\n"
-               if real_group else "") + markdown_table(rows, generators) + ("\n" + folds.rstrip() + "\n" if folds else ""))
+               if real_group else "") + markdown_table(rows, generators, datasets)
+            + ("\n" + folds.rstrip() + "\n" if folds else ""))

@@ -817,6 +817,12 @@ class RunConfig(_Frozen):
         raise ConfigError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
 
 
+def stages_hash(cfg: "RunConfig") -> str:
+    """The report's config hash: of the settings that reach a stage (not run.runs_dir, data.root or other paths,
+    which change no result)."""
+    return config_hash({st: cfg.stage_config(st) for st in STAGES})[:16]
+
+
 def config_hash(obj: Any) -> str:
     """sha256 of the canonical JSON of a config (dict or model)."""
     if isinstance(obj, BaseModel):

@@ -83,6 +83,7 @@ class Cell(BaseModel):
     split: int
     root: str
     cfg: RunConfig
+    command: str = ""  # the benchmark's command line, named in the cell's report
 
 
 def base_config(spec: BenchmarkSpec) -> RunConfig:
@@ -105,5 +106,5 @@ def grid_cells(spec: BenchmarkSpec) -> list[Cell]:
                 cfg = resolve_config(spec.config, [*spec.overrides, f"data.dataset='{ds}'", f"generate.method={gen}",
                                                    f"{key}={s}", f"run.name='{name}'"])
                 cells.append(Cell(name=name, dataset=ds, generator=gen, split=s, cfg=cfg,
-                                  root=str((cfg.run.runs_dir / name).resolve())))
+                                  root=str((cfg.run.runs_dir / name).resolve()), command=spec.command))
     return cells

@@ -2,17 +2,22 @@
 (the peak minus the RSS right before the loop, which is mostly the runtime).
 
 On Linux the peak is the kernel's high-water mark (VmHWM), which `reset_peak` sets back to the current RSS, so a stage's
-peak is its own and not an earlier stage's of the same process. Without /proc (macOS), the peak is the process's
-lifetime maximum and the RSS before the loop is that maximum too: the working set can then read low, never high."""
+peak is its own and not an earlier stage's of the same process. `StagePeak` resets it only when no other measurement of
+the process is running (`gfkd benchmark` runs cells as threads of one process), so one never wipes another's; a stage
+measured beside others, or where the reset is refused (no /proc: macOS), reads the growth of the process's peak
+instead: its working set can then read low, never high, and its peak counts what runs beside it."""
 
 from __future__ import annotations
 
 import os
 import resource
 import sys
+import threading
 from pathlib import Path
 
 _PROC = Path("/proc/self")
+_lock = threading.Lock()
+_active = 0  # StagePeak measurements running in this process
 
 
 def _lifetime_peak() -> int:
@@ -46,3 +51,24 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+class StagePeak:
+    """`with StagePeak() as mem: ...; peak, working_set = mem.read()`: a stage's peak RSS and working set (bytes)."""
+
+    def __enter__(self) -> "StagePeak":
+        global _active
+        with _lock:
+            _active += 1
+            self.alone = _active == 1 and reset_peak()
+        self.before = rss_bytes() if self.alone else peak_rss_bytes()
+        return self
+
+    def read(self) -> tuple[int, int]:
+        peak = peak_rss_bytes()
+        return peak, max(0, peak - self.before)
+
+    def __exit__(self, *exc: object) -> None:
+        global _active
+        with _lock:
+            _active -= 1

@@ -81,6 +81,11 @@ def device_line(device_type: str) -> str:
             f"PyG {torch_geometric.__version__}")
 
 
+def runtime_line(threads: int | str, deterministic: bool) -> str:
+    """`run.deterministic=true, run.threads=1`: the run settings the floats depend on (protocol.md §7)."""
+    return f"run.deterministic={str(deterministic).lower()}, run.threads={threads}"
+
+
 def cpu_kernels() -> str:
     """The vector instruction set torch's CPU kernels dispatch to on this machine (`AVX2`, `AVX512`, ...): the same
     code and seeds can give other floats under another one (docs/pipeline.md, "Across machines")."""

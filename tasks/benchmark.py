@@ -11,14 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from gfkd.benchmark import CellResult, aggregate, fold_hash_mismatches, report_markdown, table_metrics
-from gfkd.config import STAGES, RunConfig, config_hash
+from gfkd.config import STAGES, RunConfig, stages_hash
 from gfkd.grid import BenchmarkSpec, Cell, base_config
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.manifest import load_manifest, valid_manifest
 from gfkd.layout import RunLayout
-from gfkd.stages.common import resolve_device
 from gfkd.tracking import Tracker
-from gfkd.versions import device_line, versions_line
+from gfkd.versions import runtime_line, versions_line
 from tasks.cache import stage_key
 
 EXPERIMENT = "gfkd-benchmark"
@@ -48,15 +47,16 @@ def open_benchmark_run(spec: BenchmarkSpec, folder: str) -> str:
     return logger.run_id
 
 
-def report_facts(spec: BenchmarkSpec) -> dict[str, str]:
-    """protocol.md §7's facts for the benchmark page (each cell's own report states its own, with its command)."""
+def report_facts(spec: BenchmarkSpec, roots: list[Path]) -> dict[str, str]:
+    """protocol.md §7's facts for the benchmark page: the devices as the finished cells' own reports state them (a
+    remote Dask cluster's cells ran on its machines), the shared settings, the versions of this process."""
     cfg = base_config(spec)
-    where = " (a remote Dask cluster's cells ran on its machines: see each cell's evaluate/report.md)" if (
-        spec.dask_address) else ""
-    return {"device": device_line(resolve_device(cfg.run.device).type) + where,
-            "runtime": f"run.deterministic={str(cfg.run.deterministic).lower()}, run.threads={cfg.run.threads}",
-            "config hash": f"{config_hash({st: cfg.stage_config(st) for st in STAGES})[:16]} (the settings every cell "
-                           "shares, before the grid sets its dataset, generator and split)",
+    devices = [json.loads(p.read_text())["facts"]["device"] for root in roots
+               if (p := root / "evaluate" / "results.json").is_file()]
+    return {"device": "; ".join(dict.fromkeys(devices)) or "— (no finished cell)",
+            "runtime": runtime_line(cfg.run.threads, cfg.run.deterministic),
+            "config hash": f"{stages_hash(cfg)} (the settings every cell shares, before the grid sets its dataset, "
+                           "generator and split)",
             "versions": versions_line()}
 
 
@@ -64,18 +64,21 @@ def report_facts(spec: BenchmarkSpec) -> dict[str, str]:
 def report_task(spec: BenchmarkSpec, cells: list[Cell], records: list[dict[str, Any]], folder: str,
                 run_id: str) -> dict[str, Any]:
     """Aggregate the finished cells; write results.json, results.md (and `spec.out`); log them on the parent run."""
-    results = []
+    results, roots = [], []
     for c, rec in zip(cells, records):
         metrics = finished_metrics(c.cfg, Path(c.root)) if rec["status"] != "failed" else None
         if metrics is not None:
             teacher = load_manifest(RunLayout(Path(c.root)).manifest("teacher"))
             results.append(CellResult(c.dataset, c.generator, c.split, metrics, teacher.info.get("fold_hash", "")))
+            roots.append(Path(c.root))
     rows = aggregate(results)
     failed = [r["cell"] for r in records if r["status"] == "failed"]
     text = report_markdown(spec.name, spec.command, "folds" if cells[0].cfg.protocol.name == "cv10" else "split seeds",
                            len(results), len(cells), failed, str(Path(cells[0].root).parent),
-                           cells[0].cfg.group.graph.data == "real", rows, report_facts(spec),
-                           list(spec.generators), cells[0].cfg.distill.recipe, fold_hash_mismatches(results))
+                           cells[0].cfg.group.graph.data == "real", rows, report_facts(spec, roots),
+                           list(spec.generators), cells[0].cfg.distill.recipe,
+                           fold_hash_mismatches(results) if any(r.fold_hash for r in results) else None,
+                           list(spec.datasets))
     folder_p = Path(folder)
     write_json(folder_p / "results.json", {
         "spec": json.loads(spec.model_dump_json()), "cells": records,

@@ -56,6 +56,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
 
+@pytest.fixture(autouse=True)
+def _no_recorded_command(monkeypatch):
+    """flows/cli.py's main() records its command line in os.environ for the run's report; a test that calls it in this
+    process must not hand it to the next test (setenv, unlike delenv of an unset name, is undone at teardown)."""
+    from gfkd.versions import COMMAND_ENV
+
+    monkeypatch.setenv(COMMAND_ENV, "")
+
+
 def write_tu(root: Path, name: str, graphs: list[tuple[list[tuple[int, int]], int, list[int] | None]]) -> Path:
     """Write graphs in TU format under root/name/raw: each graph = (undirected edges, label, node labels or None)."""
     raw = root / name / "raw"

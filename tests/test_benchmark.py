@@ -28,7 +28,7 @@ def test_markdown_table_has_methods_as_rows_and_datasets_as_columns_and_no_row_d
              CellResult("PROTEINS", "gfkd", 0, {"group/test/acc_ensemble": 0.25, "teacher/test/acc": 1.0})]
     lines = markdown_table(aggregate(cells)).splitlines()
     assert lines[:2] == ["| method | MUTAG | PROTEINS |", "|---|---|---|"]
-    assert "| teacher | — | 100.00 ± 0.00 (1) |" in lines
+    assert "| teacher | — (no finished cell has it) | 100.00 ± 0.00 (1) |" in lines
     assert "| group ensemble (gfkd) | 50.00 ± 0.00 (1) | 25.00 ± 0.00 (1) |" in lines
     # protocol.md §6 and §8.7: a row that no cell has stays, "—" with the reason, in METHODS' order
     assert "| student, KD on real graphs | — (not in distill.baselines) | — (not in distill.baselines) |" in lines
@@ -39,6 +39,10 @@ def test_markdown_table_has_methods_as_rows_and_datasets_as_columns_and_no_row_d
     assert len(two) == 2 + len(METHODS) + sum(m.per_generator for m in METHODS)
     assert table_metrics(aggregate(cells))["benchmark/PROTEINS/group_ensemble-gfkd/test/acc_mean"] == 0.25
     assert markdown_table([]) == "(no finished cell yet)\n"
+    # an entry one dataset lacks gives its reason; a dataset whose cells all failed keeps its column
+    three = markdown_table(aggregate(cells), ["gfkd"], ["MUTAG", "PROTEINS", "NCI1"]).splitlines()
+    assert three[0] == "| method | MUTAG | PROTEINS | NCI1 |"
+    assert "| teacher | — (no finished cell has it) | 100.00 ± 0.00 (1) | — (no finished cell) |" in three
 
 
 def test_the_std_within_a_split_is_beside_the_spread_over_splits():
@@ -82,6 +86,7 @@ def test_cells_of_one_split_with_other_fold_hashes_are_named():
     assert "**The fold hashes differ**" in report_markdown("b", None, "folds", 3, 3, [], "/r", False, rows,
                                                             mismatches=fold_hash_mismatches(other))
     assert "logged the same fold hash" in report_markdown("b", None, "folds", 3, 3, [], "/r", False, rows, mismatches=[])
+    assert "fold hash" not in report_markdown("b", None, "folds", 3, 3, [], "/r", False, rows)  # none logged: no claim
 
 
 def test_report_names_the_failed_cells_and_marks_real_data_group_rows():

@@ -41,4 +41,30 @@ def test_the_generate_stage_reports_its_own_peak_after_a_larger_earlier_one(tiny
                                 "generate.banks=1", "generate.num_graphs=8", "generate.batch_size=8"])
     m = generate.run(cfg, RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir).manifest.metrics
     assert m["generate/mem/peak_rss_bytes"] < earlier_peak - 128 * 2**20
-    assert 0 <= m["generate/mem/rss_growth_bytes"] < m["generate/mem/peak_rss_bytes"]
+
+
+def _touch(mb: int) -> bytearray:
+    block = bytearray(mb * 2**20)
+    block[:: 4096] = b"x" * len(block[:: 4096])  # every page resident
+    return block
+
+
+@linux
+def test_a_stage_measures_its_own_working_set_and_one_beside_it_does_not_wipe_it():
+    """gfkd benchmark runs cells as threads of one process: a measurement that starts while another runs must not
+    reset the peak under it (it reads the growth of the process's peak instead)."""
+    _touch(64)  # an earlier peak (freed at once), which the first measurement must not count
+    with memory.StagePeak() as outer:
+        assert outer.alone
+        block = _touch(48)
+        del block
+        with memory.StagePeak() as inner:  # another cell's stage, started beside
+            assert not inner.alone
+            small = _touch(8)
+            inner_peak, inner_growth = inner.read()
+            del small
+        peak, growth = outer.read()
+    assert growth > 40 * 2**20  # the 48 MB, not wiped by the inner start
+    assert inner_growth < 16 * 2**20 and inner_peak <= peak  # never more than it could have added
+    with memory.StagePeak() as again:  # none running: the peak is reset again
+        assert again.alone and again.read()[1] < 16 * 2**20

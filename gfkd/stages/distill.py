@@ -199,7 +199,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         child.end()
         records[name] = rec
 
-    metrics = summarise(records)
+    metrics = summarise(records, val=val_loader is not None)
     metrics[f"{STAGE}/time/stage_s"] = time.perf_counter() - t_stage
     results = {"records": {k: {kk: vv for kk, vv in r.items() if kk != "history"} for k, r in records.items()},
                "summary": metrics, "pseudo_graphs": len(pseudo), "banks": banks, "fold_hash": split.fold_hash,
@@ -223,9 +223,10 @@ def seed_agreement(preds: list[np.ndarray]) -> float:
     return float(np.mean(pairs)) if pairs else 1.0
 
 
-def summarise(records: dict[str, dict]) -> dict[str, float]:
-    """Per variant: mean and std of test accuracy over seeds, val-selected accuracy, collapsed students, wall time;
-    for the data-free students also the mean pairwise agreement of the seeds' test predictions."""
+def summarise(records: dict[str, dict], val: bool = True) -> dict[str, float]:
+    """Per variant: mean and std of test accuracy over seeds, val-selected accuracy (when there is a validation split:
+    without one the "selected" epoch is the last), collapsed students, wall time; for the data-free students also the
+    mean pairwise agreement of the seeds' test predictions."""
     out: dict[str, float] = {}
     by_variant: dict[str, list[dict]] = {}
     for r in records.values():
@@ -235,7 +236,8 @@ def summarise(records: dict[str, dict]) -> dict[str, float]:
         acc = np.array([r["test_acc"] for r in rs])
         out[f"{STAGE}/test/acc{suffix}"] = float(acc.mean())
         out[f"{STAGE}/test/acc_std{suffix}"] = float(acc.std())
-        out[f"{STAGE}/test/acc_val_selected{suffix}"] = float(np.mean([r["test_acc_val_selected"] for r in rs]))
+        if val:
+            out[f"{STAGE}/test/acc_val_selected{suffix}"] = float(np.mean([r["test_acc_val_selected"] for r in rs]))
         out[f"{STAGE}/test/collapsed{suffix}"] = float(sum(r["collapsed"] for r in rs))
         out[f"{STAGE}/time/wall_s{suffix}"] = float(np.mean([r["wall_s"] for r in rs]))
         if variant == "pseudo":

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch_geometric.loader import DataLoader
 
-from gfkd.config import STAGES, RunConfig, config_hash
+from gfkd.config import RunConfig, stages_hash
 from gfkd.data.splits import make_split
 from gfkd.io.atomic import write_atomic, write_json
 from gfkd.io.checkpoint import load_checkpoint
@@ -32,7 +32,7 @@ from gfkd.stages.distill import seed_agreement
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
 from gfkd.train import COLLAPSED_SHARE, logits_of, top_class_share
-from gfkd.versions import command_line, device_line
+from gfkd.versions import command_line, device_line, runtime_line
 
 STAGE = "evaluate"
 REPORT_GENERATORS = {  # protocol.md §6's generator rows, in its order: key → (row, the settings whose run fills it);
@@ -93,7 +93,7 @@ def _mb(x: float) -> str:
 
 
 def pseudo_graph_table(metrics: dict[str, float], info: dict) -> dict[str, str]:
-    """protocol.md §6's generator columns, from the generate stage's manifest: measure → value (§7's cost figures)."""
+    """protocol.md §6's generator columns from the generate manifest, measure → value (§7's cost figures)."""
     m = lambda k: metrics.get(f"generate/{k}")  # noqa: E731
     q = lambda k: m(f"quality/{k}")  # noqa: E731
     out = {"generator": f"{info['method']}: {info['banks']} bank(s) of {info['graphs_per_bank']} graphs",
@@ -174,10 +174,12 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             score(ckpt.stem, student)
             by_variant.setdefault(cmeta["variant"], []).append(ckpt.stem)
             parts[cmeta["variant"]] = student.param_counts()
-            val_selected[ckpt.stem] = records[ckpt.stem]["test_acc_val_selected"]
+            if len(split.val):  # without a validation split the "selected" epoch is the last: no second number
+                val_selected[ckpt.stem] = records[ckpt.stem]["test_acc_val_selected"]
 
     def models_row(name: str, key: str, models: list[str], wall_s: float | None, note: str = "",
-                   val: list[float] | None = None, part: dict[str, int] | None = None, params: int | None = None) -> Row:
+                   val: list[float] | None = None, part: dict[str, int] | None = None,
+                   params: int | None = None) -> Row:
         """A row of the models `models` (names scored above): accuracy, agreement, collapsed; a note only when empty."""
         return Row(name, key, [accs[m] for m in models], params if params is not None else
                    (sum(part.values()) if part else None), wall_s, "" if models else note, val or [],
@@ -198,7 +200,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
             wall = (gen_wall or 0.0) + (dwall("pseudo") or 0.0)
             students = by_variant.get("pseudo", [])
             rows.append(models_row(f"{filled_name} ({cfg.distill.recipe} recipe)", "pseudo", students, wall,
-                                   "no distill stage", [val_selected[m] for m in students], parts.get("pseudo")))
+                                   "no distill stage", [val_selected[m] for m in students if m in val_selected],
+                                   parts.get("pseudo")))
         else:
             rows.append(Row(label, gen, [], note=f"this run's students are the {filled_name} row; run {settings}"))
 
@@ -265,9 +268,8 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                         f"{'fold ' + str(cfg.protocol.fold) if cfg.protocol.name == 'cv10' else 'seed ' + str(cfg.protocol.seed)}"
                         f" ({len(test_graphs)} test graphs), fold hash {split.fold_hash[:12]}",
              "device": device_line(device.type),
-             "runtime": f"run.deterministic={str(cfg.run.deterministic).lower()}, run.threads={cfg.run.threads}",
-             # the settings that reach a stage: not run.runs_dir, data.root or other paths, which change no result
-             "config hash": config_hash({st: cfg.stage_config(st) for st in STAGES})[:16],
+             "runtime": runtime_line(cfg.run.threads, cfg.run.deterministic),
+             "config hash": stages_hash(cfg),
              "generator": f"{method}, distill recipe {cfg.distill.recipe}",
              "data-free rows read": data_free_reads(cfg, method),
              "command": (f"`{command_line()}`" if command_line() else

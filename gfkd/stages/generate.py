@@ -30,7 +30,7 @@ from gfkd.io.atomic import write_json
 from gfkd.io.manifest import Manifest
 from gfkd.io.shards import SHARD_MANIFEST, read_shard_set, write_shard_manifest
 from gfkd.layout import RunLayout
-from gfkd.memory import peak_rss_bytes, reset_peak, rss_bytes
+from gfkd.memory import StagePeak
 from gfkd.plots import degree_histogram, pseudo_graph_grid
 from gfkd.stages.chunks import job, run_jobs, shard_name, timing_name, usable_workers, worker_pool, write_chunk
 from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
@@ -76,8 +76,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     shard_dir.mkdir(exist_ok=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    reset_peak()  # the stage's own peak, not an earlier stage's of this process (gfkd run's teacher)
-    rss_before = rss_bytes()
     nodes, targets, node_range = gc.nodes, gc.targets, gc.node_range
     if method == "gfkd" and gc.gfkd.parity == "reference":  # the reference code: uniform targets, MUTAG n ~ U{10..29}
         targets = "uniform"
@@ -96,26 +94,29 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
     # a shard already there finished before a kill: written atomically, so whole (unless damaged from outside)
     todo = [(bank, c) for bank, c in chunks if not _kept_shard(shard_dir, shard_name(bank, c))]
     workers = usable_workers(gc.workers, len(todo), device)
-    gen_wall, worker_rss = 0.0, 0
-    bar = tqdm(total=len(files), initial=len(files) - len(todo), desc=f"generate ({method})", unit="shard",
-               disable=not sys.stderr.isatty())
-    log = lambda s, m: logger.metrics(m, step=s)  # noqa: E731
-    if workers <= 1:
-        for bank, c in todo:
-            gen_wall += write_chunk(ctx, method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir, log)
-            bar.update()
-    else:
-        jobs = [job(method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir) for bank, c in todo]
-        with worker_pool(cfg, teacher_pt, workers) as pool:
-            for _bank, _c, wall, records, rss in run_jobs(pool, jobs):
-                for step, m in records:
-                    log(step, m)
-                gen_wall += wall
-                worker_rss = max(worker_rss, rss)
+    with StagePeak() as mem:  # the stage's own peak, not an earlier stage's of this process (gfkd run's teacher)
+        gen_wall, worker_rss = 0.0, 0
+        bar = tqdm(total=len(files), initial=len(files) - len(todo), desc=f"generate ({method})", unit="shard",
+                   disable=not sys.stderr.isatty())
+        log = lambda s, m: logger.metrics(m, step=s)  # noqa: E731
+        if workers <= 1:
+            for bank, c in todo:
+                gen_wall += write_chunk(ctx, method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key,
+                                        shard_dir, log)
                 bar.update()
-    bar.close()
-    written = len(todo)
-    peak_rss = peak_rss_bytes()
+        else:
+            jobs = [job(method, plans[bank], bank, c, M, steps, cfg.split_seed, cache_key, shard_dir)
+                    for bank, c in todo]
+            with worker_pool(cfg, teacher_pt, workers) as pool:
+                for _bank, _c, wall, records, rss in run_jobs(pool, jobs):
+                    for step, m in records:
+                        log(step, m)
+                    gen_wall += wall
+                    worker_rss = max(worker_rss, rss)
+                    bar.update()
+        bar.close()
+        written = len(todo)
+        peak_rss, rss_growth = mem.read()
     write_shard_manifest(shard_dir, [f.split("/", 1)[1] for f in files], cache_key, generator=method,
                          banks=gc.banks, graphs_per_bank=M)
 
@@ -127,7 +128,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                 "generate/size/shard_bytes": float(sum((staging / f).stat().st_size for f in files)),
                 "generate/shards/written": float(written), "generate/shards/resumed": float(len(files) - written),
                 "generate/mem/peak_rss_bytes": float(peak_rss),
-                "generate/mem/rss_growth_bytes": float(max(0, peak_rss - rss_before)),
+                "generate/mem/rss_growth_bytes": float(rss_growth),
                 "generate/time/workers": float(workers)}
     if workers > 1:  # the largest worker's peak; the two above are this process's
         metrics["generate/mem/worker_peak_rss_bytes"] = float(worker_rss)

@@ -35,7 +35,8 @@ def test_dask_benchmark_logs_through_a_tracking_server(tmp_path, tiny_root):
     from flows.benchmark import benchmark
 
     runs = tmp_path / "runs"
-    spec = _spec(runs, tiny_root, workers=2, dask=True, dask_processes=False, out=str(tmp_path / "table.md"))
+    spec = _spec(runs, tiny_root, workers=2, dask=True, dask_processes=False, out=str(tmp_path / "table.md"),
+                 command="gfkd benchmark --datasets TINY")
     result = benchmark(spec)
 
     assert [(r["cell"], r["status"]) for r in result["cells"]] == [("tiny-acgkd-fold0", "ran"),
@@ -49,6 +50,8 @@ def test_dask_benchmark_logs_through_a_tracking_server(tmp_path, tiny_root):
     # protocol.md §7's facts and §8.1's fold check, from the cells' own teacher manifests
     assert "\n- device: cpu (" in table and "\n- config hash: " in table and "\n- runtime: run.deterministic=" in table
     assert "Every cell of a dataset and split logged the same fold hash" in table
+    for cell in ("tiny-acgkd-fold0", "tiny-acgkd-fold1"):  # each cell's report names the command that ran it
+        assert "- command: `gfkd benchmark --datasets TINY`;" in (runs / cell / "evaluate" / "report.md").read_text()
     rows = {r["method"]: r for r in json.loads((runs / "benchmark" / "results.json").read_text())["rows"]}
     assert rows["teacher"]["n"] == 2 and rows["pseudo"]["splits"] == [0, 1]
     assert "MLFLOW_TRACKING_URI" not in os.environ  # the server is stopped and the variable removed

@@ -251,3 +251,17 @@ def test_the_report_names_the_command_that_started_the_run(run_dirs, tmp_path, m
     evaluate.run(cfg, layout, "e-cmd", stage_dirs=dirs)
     report = (layout.stage_dir("evaluate") / "report.md").read_text()
     assert "- command: `gfkd benchmark --datasets MUTAG 'group.backbone = gat'`; every setting" in report
+
+
+def test_without_a_validation_split_no_val_selected_number_is_shown(run_dirs, tmp_path):
+    """protocol.md §2: with protocol.val=false every selection is the last epoch, so the distill stage's "val-selected"
+    record is the last epoch's number: it is not shown as val-selected, and the distill summary leaves it out."""
+    cfg, _, dirs = run_dirs
+    holdout = cfg.model_copy(update={"protocol": cfg.protocol.model_copy(update={"name": "holdout", "val": False})})
+    layout = RunLayout(tmp_path / "noval")
+    evaluate.run(holdout, layout, "e-noval", stage_dirs=dirs)
+    rows = {r["name"]: r for r in json.loads((layout.stage_dir("evaluate") / "results.json").read_text())["rows"]}
+    assert rows["ACGKD (acgkd recipe)"]["accs"] and rows["ACGKD (acgkd recipe)"]["val_selected"] == []
+    recs = json.loads((dirs["distill"] / "results.json").read_text())["records"]
+    assert "distill/test/acc_val_selected" in distill.summarise(recs)
+    assert not [k for k in distill.summarise(recs, val=False) if "val_selected" in k]
