@@ -147,7 +147,8 @@ def fold_figures(cell: Path, key: str, values: list[str]) -> dict[str, dict]:
     from gfkd.io.manifest import load_manifest
     from gfkd.layout import MANIFEST
     from gfkd.models.widened import build_student
-    from gfkd.stages.distill import load_pseudo_graphs, seed_agreement
+    from gfkd.stages.distill import load_pseudo_graphs
+    from gfkd.train import seed_agreement
     from gfkd.stages.teacher import load_teacher
     from gfkd.train import COLLAPSED_SHARE, logits_of, top_class_share
 

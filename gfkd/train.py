@@ -7,12 +7,14 @@ validation set, the last epoch. Test data never enters this loop: `evaluate` is 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,12 @@ COLLAPSED_SHARE = 0.95  # a model that puts this share of a split's graphs in on
 def top_class_share(pred: torch.Tensor) -> float:
     """The share of the most predicted class among pred: [n] class indices (0.0 for none)."""
     return float(torch.bincount(pred.view(-1)).max()) / pred.numel() if pred.numel() else 0.0
+
+
+def seed_agreement(preds: list[np.ndarray]) -> float:
+    """Mean share of equal predictions over every pair of student seeds (1.0 for a single seed); preds: [n] each."""
+    pairs = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
+    return float(np.mean(pairs)) if pairs else 1.0
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ def test_spearman_ranks_ties_by_their_mean_and_skips_constant_sides():
 
 
 def test_seed_agreement_averages_every_pair_of_seeds():
-    from gfkd.stages.distill import seed_agreement
+    from gfkd.train import seed_agreement
 
     a, b, c = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), np.array([1, 1, 1, 1])
     assert seed_agreement([a, b, c]) == pytest.approx((0.75 + 0.5 + 0.75) / 3)

@@ -15,7 +15,6 @@ student is kept in the staging folder and skipped on the rerun.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from gfkd.plots import distill_curves
 from gfkd.stages.common import StageOutcome, cached, prepare_runtime, publish, resumable_staging, save_figure
 from gfkd.stages.teacher import check_teacher_dataset, check_teacher_split, load_dataset, load_teacher
 from gfkd.tracking import NullLogger
-from gfkd.train import COLLAPSED_SHARE, evaluate, fit_classifier, logits_of, top_class_share
+from gfkd.train import COLLAPSED_SHARE, evaluate, fit_classifier, logits_of, seed_agreement, top_class_share
 
 STAGE = "distill"
 
@@ -215,12 +214,6 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                               metrics=metrics, info={"variants": sorted({v for v, _ in variants}), "seeds": dc.seeds,
                                     "fold_hash": split.fold_hash}, mlflow_run_id=logger.run_id)
     return publish(layout, STAGE, staging, manifest)
-
-
-def seed_agreement(preds: list[np.ndarray]) -> float:
-    """Mean share of equal predictions over every pair of student seeds (1.0 for a single seed); preds: [n] each."""
-    pairs = [float((a == b).mean()) for a, b in itertools.combinations(preds, 2)]
-    return float(np.mean(pairs)) if pairs else 1.0
 
 
 def summarise(records: dict[str, dict], val: bool = True) -> dict[str, float]:

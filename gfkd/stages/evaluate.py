@@ -28,10 +28,9 @@ from gfkd.models.widened import build_student
 from gfkd.plots import accuracy_vs_time, confusion_matrices, degree_comparison, pseudo_graph_grid
 from gfkd.report import Row, markdown_report, markdown_table
 from gfkd.stages.common import StageOutcome, cached, fresh_staging, prepare_runtime, publish, save_figure
-from gfkd.stages.distill import seed_agreement
 from gfkd.stages.teacher import load_dataset, load_teacher
 from gfkd.tracking import NullLogger
-from gfkd.train import COLLAPSED_SHARE, logits_of, top_class_share
+from gfkd.train import COLLAPSED_SHARE, logits_of, seed_agreement, top_class_share
 from gfkd.versions import command_line, device_line, runtime_line
 
 STAGE = "evaluate"
