@@ -69,8 +69,7 @@ def cell_task(cell: Cell, tracking_uri: str | None) -> dict[str, Any]:
     """Run one cell's pipeline unless the cell is finished; a failed stage fails the task (and so is retried)."""
     if tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):  # a worker process of a remote Dask cluster
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    if cell.command:  # the same line in every cell of the grid; a remote worker has no other way to know it
-        os.environ[COMMAND_ENV] = cell.command
+    os.environ[COMMAND_ENV] = cell.command  # every cell's, set each time: a worker may run another benchmark's later
     layout = RunLayout(Path(cell.root))
     if finished_metrics(cell.cfg, layout.root) is not None:
         return {"cell": cell.name, "status": "finished", "stages": {}}

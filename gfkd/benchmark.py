@@ -162,13 +162,13 @@ def markdown_table(rows: list[TableRow], generators: list[str] | None = None, da
     datasets = datasets or list(dict.fromkeys(r.dataset for r in rows))
     gens = generators or list(dict.fromkeys(r.generator for r in rows if r.generator))
     by = {(r.method, r.generator, r.dataset): r for r in rows}
-    finished = {r.dataset for r in rows}
+    finished = {(r.generator, r.dataset) for r in rows} | {(None, r.dataset) for r in rows}
     out = ["| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for method in METHODS:
         for gen in gens if method.per_generator else [None]:
             name = f"{method.label} ({gen})" if gen else method.label
             absent = f"— ({method.absent or 'no finished cell has it'})"
-            why = lambda ds: absent if ds in finished else "— (no finished cell)"  # noqa: E731
+            why = lambda ds: absent if (gen, ds) in finished else "— (no finished cell)"  # noqa: E731
             entries = [_entry(r) if (r := by.get((method.key, gen, ds))) else why(ds) for ds in datasets]
             out.append(f"| {name} | " + " | ".join(entries) + " |")
     return "\n".join(out) + "\n"

@@ -4,8 +4,9 @@
 On Linux the peak is the kernel's high-water mark (VmHWM), which `reset_peak` sets back to the current RSS, so a stage's
 peak is its own and not an earlier stage's of the same process. `StagePeak` resets it only when no other measurement of
 the process is running (`gfkd benchmark` runs cells as threads of one process), so one never wipes another's; a stage
-measured beside others, or where the reset is refused (no /proc: macOS), reads the growth of the process's peak
-instead: its working set can then read low, never high, and its peak counts what runs beside it."""
+measured beside others (`alone` False), or where the reset is refused (no /proc: macOS), reads the growth of the
+process's peak instead: its peak and working set then count what the other threads allocate meanwhile (high), and miss
+what fits under a peak they had already raised (low)."""
 
 from __future__ import annotations
 

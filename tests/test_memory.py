@@ -41,6 +41,7 @@ def test_the_generate_stage_reports_its_own_peak_after_a_larger_earlier_one(tiny
                                 "generate.banks=1", "generate.num_graphs=8", "generate.batch_size=8"])
     m = generate.run(cfg, RunLayout(tmp_path / "run"), "k", teacher_dir=tiny_teacher_dir).manifest.metrics
     assert m["generate/mem/peak_rss_bytes"] < earlier_peak - 128 * 2**20
+    assert m["generate/mem/measured_alone"] == 1  # nothing else measured in this process: the peak was reset
 
 
 def _touch(mb: int) -> bytearray:

@@ -192,8 +192,9 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         save_checkpoint(staging / "students" / f"{name}.pt", student.state_dict(), {"spec": spec, "variant": variant,
                                                                                   "seed": seed})
         write_json(rec_path, rec)  # last: its presence marks the student finished
-        child.metrics({f"{STAGE}/test/acc": rec["test_acc"], f"{STAGE}/test/acc_val_selected": val_sel["acc"],
-                       f"{STAGE}/time/wall_s": wall, f"{STAGE}/adversarial/generator_steps": rec["generator_steps"]},
+        child.metrics({f"{STAGE}/test/acc": rec["test_acc"], f"{STAGE}/time/wall_s": wall,
+                       f"{STAGE}/adversarial/generator_steps": rec["generator_steps"],
+                       **({f"{STAGE}/test/acc_val_selected": val_sel["acc"]} if val_loader is not None else {})},
                       step=len(history))
         child.end()
         records[name] = rec

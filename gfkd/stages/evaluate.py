@@ -102,8 +102,9 @@ def pseudo_graph_table(metrics: dict[str, float], info: dict) -> dict[str, str]:
     peak = f"{_mb(m('mem/peak_rss_bytes'))} (this process)"
     if m("mem/worker_peak_rss_bytes") is not None:
         peak += f"; {_mb(m('mem/worker_peak_rss_bytes'))} (the largest of {m('time/workers'):.0f} workers)"
-    out["peak memory (CPU: peak RSS)"] = peak
-    out["working set (peak RSS minus the RSS before the loop)"] = _mb(m("mem/rss_growth_bytes"))
+    beside = " (measured beside other stages of the process: counts theirs too)" if m("mem/measured_alone") == 0 else ""
+    out["peak memory (CPU: peak RSS)"] = peak + beside
+    out["working set (peak RSS minus the RSS before the loop)"] = _mb(m("mem/rss_growth_bytes")) + beside
     out["pseudo-graph parameters (real nodes only)"] = f"{m('params/pseudo_graph'):,.0f}"
     out["shard-set bytes"] = f"{m('size/shard_bytes'):,.0f}"
     out["pseudo-graphs"] = f"{q('num_graphs'):,.0f}"

@@ -117,6 +117,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
         bar.close()
         written = len(todo)
         peak_rss, rss_growth = mem.read()
+        measured_alone = mem.alone
     write_shard_manifest(shard_dir, [f.split("/", 1)[1] for f in files], cache_key, generator=method,
                          banks=gc.banks, graphs_per_bank=M)
 
@@ -129,6 +130,7 @@ def run(cfg: RunConfig, layout: RunLayout, cache_key: str, logger: NullLogger = 
                 "generate/shards/written": float(written), "generate/shards/resumed": float(len(files) - written),
                 "generate/mem/peak_rss_bytes": float(peak_rss),
                 "generate/mem/rss_growth_bytes": float(rss_growth),
+                "generate/mem/measured_alone": float(measured_alone),
                 "generate/time/workers": float(workers)}
     if workers > 1:  # the largest worker's peak; the two above are this process's
         metrics["generate/mem/worker_peak_rss_bytes"] = float(worker_rss)
