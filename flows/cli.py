@@ -31,7 +31,7 @@ from gfkd.config import STAGES, RunConfig, resolve_config
 from gfkd.errors import ConfigError, GfkdError
 from gfkd.io.atomic import write_json
 from gfkd.layout import RunLayout
-from gfkd.versions import record_command, versions_line
+from gfkd.versions import command_text, record_command, versions_line
 from flows.env import check_prefect_api, check_prefect_home, local_env, prefect_api_url, scratch_tmp
 from flows.signals import exit_on_signals
 from flows.watchdog import reap_descendants_on_kill
@@ -507,7 +507,7 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
         spec = BenchmarkSpec(name=name, config=str(config.resolve()) if config else None, overrides=tuple(overrides),
                              datasets=items(datasets), generators=items(generators), splits=split_list,
                              workers=workers, dask=dask, dask_address=dask_address, retries=retries,
-                             out=str(out.resolve()) if out else None, command=record_command(sys.argv[1:]))
+                             out=str(out.resolve()) if out else None, command=command_text(sys.argv[1:]))
     except ValidationError as exc:
         err = exc.errors()[0]
         option, given = str(err["loc"][0]), err.get("input")

@@ -19,9 +19,14 @@ DEPENDENCIES = ("torch", "torch_geometric", "prefect", "mlflow", "pyarrow", "pyd
 COMMAND_ENV = "GFKD_COMMAND"  # the gfkd command line, set by flows/cli.py for the stages (and their workers) it starts
 
 
+def command_text(argv: list[str]) -> str:
+    """`gfkd <argv>`, quoted as a shell reads it back."""
+    return shlex.join(["gfkd", *argv])
+
+
 def record_command(argv: list[str]) -> str:
-    """Put `gfkd <argv>` (quoted as a shell reads it back) where the stages find it (command_line); return it."""
-    os.environ[COMMAND_ENV] = text = shlex.join(["gfkd", *argv])
+    """Put `gfkd <argv>` where the stages find it (command_line); return it."""
+    os.environ[COMMAND_ENV] = text = command_text(argv)
     return text
 
 
