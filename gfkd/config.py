@@ -577,7 +577,8 @@ class GraphGroupConfig(_Frozen):
         "1: with it the PROTEINS group fell 9.1 points below the single student, without it +1.0 (folds 0-2), MUTAG "
         "level (docs/group.md)")
     teacher_anchor: float = Field(
-        1.0, ge=0, le=WEIGHT_MAX, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits")
+        1.0, ge=0, le=WEIGHT_MAX, description="λ_T: weight of τ²·KL(p_T^τ ‖ p_k^τ) to the teacher's logits; 0 "
+        "(oad.md §6's ablation) needs sup_weight > 0")
     anchor_tau: float = Field(
         2.0, gt=0, le=TEMPERATURE_MAX, description="τ of the teacher anchor (anchor_temperature = fixed; calibrated: "
         "the low end of its search)")
@@ -709,6 +710,10 @@ class RunConfig(_Frozen):
             raise CrossKeyError(f"group.graph.anchor_temperature=calibrated searches τ in [anchor_tau, "
                                 f"{ANCHOR_TAU_MAX:g}]: set group.graph.anchor_tau <= {ANCHOR_TAU_MAX:g} (now "
                                 f"{self.group.graph.anchor_tau:g})")
+        if self.group.graph.teacher_anchor == 0 and self.group.graph.sup_weight == 0:
+            raise CrossKeyError("group.graph.teacher_anchor=0 with group.graph.sup_weight=0 gives the students no "
+                                "label to learn from (their supervised loss is 0): set group.graph.sup_weight=1, "
+                                "oad.md §6's λ_T = 0 ablation (CE to the hard labels only)")
         return self
 
     @model_validator(mode="after")

@@ -423,6 +423,17 @@ def test_the_inherited_anchor_temperature_enters_the_cache_key_and_needs_the_anc
         _cfg(tiny_root, tmp_path, *inherit, "group.graph.teacher_anchor=0")
 
 
+def test_the_anchor_ablation_needs_the_hard_label_term(tiny_root, tmp_path):
+    """oad.md §6's λ_T = 0 ablation trains on the CE to the hard labels; under the default sup_weight = 0 it would
+    train on nothing (the loss 0, the students their initial weights), so it is refused."""
+    from gfkd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher_anchor=0 with group.graph.sup_weight=0 .* set group.graph.sup_weight=1"):
+        _cfg(tiny_root, tmp_path, "group.graph.teacher_anchor=0")
+    cfg = _cfg(tiny_root, tmp_path, "group.graph.teacher_anchor=0", "group.graph.sup_weight=1")
+    assert (cfg.group.graph.teacher_anchor, cfg.group.graph.sup_weight) == (0, 1)
+
+
 def test_the_calibrated_anchor_is_the_fixed_anchor_at_the_tau_read_off_the_teachers_logits(tmp_path, tiny_root,
                                                                                            tiny_teacher_dir, gen_dir):
     """anchor_temperature=calibrated fixes one τ before training (logged, saved), and trains bitwise as the fixed
