@@ -712,7 +712,7 @@ class RunConfig(_Frozen):
                                 f"{self.group.graph.anchor_tau:g})")
         if self.group.graph.teacher_anchor == 0 and self.group.graph.sup_weight == 0:
             raise CrossKeyError("group.graph.teacher_anchor=0 with group.graph.sup_weight=0 gives the students no "
-                                "label to learn from (their supervised loss is 0): set group.graph.sup_weight=1, "
+                                "label to learn from (neither the CE to ŷ nor the teacher anchor): set group.graph.sup_weight=1, "
                                 "oad.md §6's λ_T = 0 ablation (CE to the hard labels only)")
         return self
 
