@@ -163,3 +163,83 @@ def test_parity_reference_resolves_every_switch_and_explicit_keys_win():
     assert s.gat_self_loops is True
     clean = settings_from_config(resolve_config(None).group)
     assert (clean.kl_scale, clean.d_out_relu, clean.gcn_student, clean.gat_self_loops) == ("batchmean", False, "clean", True)
+
+
+# The settings reach the loop: each test below failed on a code change that left the switch's own unit test passing.
+
+def _z(graph, requires_grad=False):
+    z = torch.randn(3, graph.num_nodes, graph.num_classes, generator=torch.Generator().manual_seed(0))
+    return z.requires_grad_(requires_grad)
+
+
+@pytest.mark.parametrize("global_on", ["train", "all"])
+@pytest.mark.parametrize("kl_scale", ["batchmean", "reference"])
+def test_global_term_is_read_on_the_chosen_nodes_at_the_chosen_scale(graph, global_on, kl_scale):
+    """oad.md §2: V = the labelled nodes (global_on=train) or every node; kl_scale as set; T = 3."""
+    s = dataclasses.replace(TINY, method="oad_global", global_on=global_on, kl_scale=kl_scale)
+    z = _z(graph)
+    _, terms = group_loss(s, z, graph, distill=True)
+    zv = z[:, graph.train_mask] if global_on == "train" else z
+    torch.testing.assert_close(terms["global"], L.global_kl(zv, 3.0, kl_scale).sum())
+    moved = z.clone()
+    moved[:, ~graph.train_mask] += torch.randn_like(moved[:, ~graph.train_mask])  # change the unlabelled nodes only
+    same = torch.equal(group_loss(s, moved, graph, distill=True)[1]["global"], terms["global"])
+    assert same is (global_on == "train")
+
+
+@pytest.mark.parametrize("stop_grad", [True, False])
+def test_dml_term_runs_at_temperature_one_with_the_chosen_peer_gradient(graph, stop_grad):
+    """oad.md §7: DML at T = 1 over the labelled nodes; dml_stop_grad=false lets each KL reach the peer too."""
+    s = dataclasses.replace(TINY, method="dml", dml_stop_grad=stop_grad)
+    assert s.dml_temperature == 1.0
+    z, ref = _z(graph, True), _z(graph, True)
+    term = group_loss(s, z, graph, distill=True)[1]["dml"]
+    expected = L.dml(ref[:, graph.train_mask], 1.0, stop_grad).sum()
+    torch.testing.assert_close(term, expected)
+    term.backward()
+    expected.backward()
+    torch.testing.assert_close(z.grad, ref.grad)
+    flipped = _z(graph, True)  # the other switch: the same value, another gradient
+    L.dml(flipped[:, graph.train_mask], 1.0, not stop_grad).sum().backward()
+    assert not torch.allclose(flipped.grad, z.grad)
+
+
+@pytest.mark.parametrize("out_relu", [False, True])
+def test_d_out_relu_reaches_every_discriminator(graph, out_relu):
+    """oad.md §3 d_out_relu: with it σ(D) ≥ ½ on every node, without it D calls some node fake."""
+    m = build_models(dataclasses.replace(TINY, d_out_relu=out_relu), graph.num_features, graph.num_classes, seed=0)
+    _, h = forward_all(m, graph)
+    scores = torch.cat([d(torch.randn_like(h[k]) * 10, m.students[k].adjacency(graph))
+                        for k, d in enumerate(m.discriminators)])
+    assert bool((scores >= 0).all()) is out_relu
+
+
+@pytest.mark.parametrize("gcn_student,layers", [("clean", 2), ("reference", 1)])
+def test_the_reference_gcn_student_gets_the_one_layer_discriminator(graph, gcn_student, layers):
+    """oad.md §9 gcn_student=reference: D = GCN(16 → 1) + ReLU; clean: 16 → 16 → 1."""
+    s = dataclasses.replace(TINY, gcn_student=gcn_student, hidden=16, d_hidden=16)
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    assert all(len(d.weights) == layers for d in m.discriminators)
+    assert all(d.out_relu is (gcn_student == "reference") for d in m.discriminators)
+    assert all(st.gcn_reference is (gcn_student == "reference") for st in m.students)
+
+
+def test_the_students_optimiser_holds_no_discriminator_parameter(graph, monkeypatch):
+    """oad.md §4 and §10.3: one Adam over the K students (the student step leaves every D unchanged), and one Adam
+    per D_k over D_k alone, at the students' lr and no weight decay."""
+    made = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            params = list(params)
+            made.append(({id(p) for p in params}, kw))
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    s = dataclasses.replace(TINY, method="oad")
+    m = build_models(s, graph.num_features, graph.num_classes, seed=0)
+    train_group(graph, s, seed=0, models=m)
+    assert made[0][0] == {id(p) for p in m.students.parameters()}
+    assert made[0][1] == {"lr": s.lr, "weight_decay": s.weight_decay}
+    assert [ids for ids, _ in made[1:]] == [{id(p) for p in d.parameters()} for d in m.discriminators]
+    assert all(kw == {"lr": s.lr, "weight_decay": 0.0} for _, kw in made[1:])

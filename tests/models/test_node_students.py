@@ -71,3 +71,27 @@ def test_sparse_dropout_keeps_zeros_and_scales_kept_values():
     torch.manual_seed(0)
     y = sparse_dropout(x, 0.5, True).to_dense()
     assert bool(((y == 0) | (y == 2 * X)).all()) and torch.equal(sparse_dropout(x, 0.5, False).to_dense(), X)
+
+
+def test_clean_gcn_drops_half_its_hidden_units_in_training_only():
+    """oad.md §5: the clean GCN student is GCN → ReLU → dropout 0.5 → GCN (the reference one has no dropout, above)."""
+    g = NodeGraph.build(X, EI)
+    torch.manual_seed(0)
+    s = NodeStudent("gcn", 3, 2, hidden=32)
+    assert s.dropout == 0.5
+    s.train()
+    assert not torch.equal(s(g)[0], s(g)[0])
+    s.eval()
+    assert torch.equal(s(g)[0], s(g)[0])
+
+
+@pytest.mark.parametrize("self_loops", [True, False])
+def test_gat_attends_to_the_node_itself_only_with_self_loops(self_loops):
+    """oad.md §9 gat_self_loops: without self-loops the isolated node 3 aggregates nothing, so both layers give it
+    their bias alone (h = ReLU(b1), z = b2) whatever its features."""
+    g = NodeGraph.build(X, EI)
+    torch.manual_seed(0)
+    s = NodeStudent("gat", 3, 2, hidden=4, heads=2, gat_self_loops=self_loops).eval()
+    z, h = s(g)
+    bias_only = torch.allclose(h[3], s.conv1.bias.relu()) and torch.allclose(z[3], s.conv2.bias)
+    assert bias_only is not self_loops
