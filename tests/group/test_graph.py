@@ -511,3 +511,78 @@ def test_the_numbers_say_whether_the_picked_student_and_the_ensemble_collapsed(m
     calls = iter([(test, y)])
     n = graph._numbers(None, [], None, None, torch.device("cpu"), 4)
     assert n["collapsed"] == 1 and n["collapsed_ensemble"] == 0 and "collapsed_picked" not in n
+
+
+def test_the_graph_level_discriminator_scores_mean_pooled_embeddings():
+    """oad.md §6 local_level=graph: D_k = MLP(d → d_D → 1) on sum-pooled embeddings divided by n_g (the mean)."""
+    from gfkd.group.graph import GraphDiscriminator
+
+    torch.manual_seed(0)
+    d = GraphDiscriminator(3, 4)
+    h, batch = torch.randn(5, 3), torch.tensor([0, 0, 0, 1, 1])
+    pooled = torch.stack([h[:3].sum(0) / 3, h[3:].sum(0) / 2])
+    torch.testing.assert_close(d(h, batch, 2), d.mlp(pooled).squeeze(-1))
+
+
+def test_the_students_optimiser_holds_no_discriminator_parameter(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                                monkeypatch):
+    """oad.md §4, §10.3 on pseudo-graphs: the students' Adam holds the K students only (the student step leaves every
+    D_k unchanged), and each D_k's Adam holds D_k only."""
+    import gfkd.group.graph as graph_mod
+
+    made, seen = [], {}
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            params = list(params)
+            made.append({id(p) for p in params})
+            super().__init__(params, **kw)
+
+    real_outputs, real_ring = graph_mod.student_outputs, graph_mod.ring_step
+
+    def outputs_spy(students, batch):
+        seen["students"] = {id(p) for p in students.parameters()}
+        return real_outputs(students, batch)
+
+    def ring_spy(d_opts, h, score, d_loss_scale):
+        seen["discs"] = [{id(p) for g in d.param_groups for p in g["params"]} for d in d_opts]
+        return real_ring(d_opts, h, score, d_loss_scale)
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    monkeypatch.setattr(graph_mod, "student_outputs", outputs_spy)
+    monkeypatch.setattr(graph_mod, "ring_step", ring_spy)
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.method=oad"), RunLayout(tmp_path / "r"), "k",
+              teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    assert made[0] == seen["students"]
+    assert made[1:4] == seen["discs"] and all(not (d & seen["students"]) for d in seen["discs"])
+
+
+@pytest.mark.parametrize("source", ["teacher_argmax", "target"])
+def test_the_hard_labels_are_the_teachers_argmax_by_default(tmp_path, tiny_root, tiny_teacher_dir, gen_dir,
+                                                            monkeypatch, source):
+    """oad.md §6: ŷ_g of the CE term = the teacher's argmax [default] or the generation target (label_source)."""
+    import gfkd.group.graph as graph_mod
+
+    batches, targets = [], []
+    real_outputs, real_ce = graph_mod.student_outputs, graph_mod.F.cross_entropy
+
+    def outputs_spy(students, batch):
+        batches.append(batch if students.training else None)  # None: an evaluation on real graphs
+        return real_outputs(students, batch)
+
+    def ce_spy(logits, target, *args, **kw):
+        if batches and batches[-1] is not None:
+            targets.append((batches[-1], target.clone()))
+        return real_ce(logits, target, *args, **kw)
+
+    monkeypatch.setattr(graph_mod, "student_outputs", outputs_spy)
+    monkeypatch.setattr(graph_mod.F, "cross_entropy", ce_spy)
+    extra = [] if source == "teacher_argmax" else ["group.graph.label_source=target"]
+    group.run(_cfg(tiny_root, tmp_path, "group.graph.sup_weight=1", *extra), RunLayout(tmp_path / "r"), "k",
+              teacher_dir=tiny_teacher_dir, generate_dir=gen_dir)
+    differ = False
+    for b, target in targets:
+        argmax, y = b.teacher_logits.view(b.num_graphs, -1).argmax(-1), b.y.view(-1)
+        assert torch.equal(target, argmax if source == "teacher_argmax" else y)
+        differ |= not torch.equal(argmax, y)
+    assert targets and differ  # the bank has graphs where the two label sources disagree, so the test can tell them apart
