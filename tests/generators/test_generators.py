@@ -142,6 +142,24 @@ def test_deepinvg_keeps_structure_and_lowers_loss(tiny_teacher_dir):
     assert g.num_params == int(N.sum()) * ctx.num_features
 
 
+@pytest.mark.parametrize("fair", [False, True])
+def test_deepinvg_weighs_its_loss_as_published_or_as_the_fair_row(tiny_teacher_dir, monkeypatch, fair):
+    """gfkd.md §10: L = CE + β_BN·R_BN + β_oh·H̄ with the published 0.01 / 1e-6 and plain L2, or, fair, ACGKD's
+    1 / 0.1 and the relative form; each logged loss is its terms weighed so."""
+    forms, real = [], deepinvg.BNMatcher
+    monkeypatch.setattr(deepinvg, "BNMatcher", lambda teacher, targets, form: forms.append(form) or real(
+        teacher, targets, form))
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=3", f"generate.gfkd.fair={str(fair).lower()}")
+    logs = []
+    deepinvg.generate(ctx, N, Y, make_generator(2), log=lambda s, m: logs.append(m))
+    beta_bn, beta_oh = (1.0, 0.1) if fair else (0.01, 1e-6)
+    assert forms == ["relative" if fair else "l2"] and (ctx.cfg.gfkd.beta_bn, ctx.cfg.gfkd.beta_oh) == (0.01, 1e-6)
+    for m in logs:
+        weighed = m["generate/train/ce"] + beta_bn * m["generate/train/bn"] + beta_oh * m["generate/train/oh"]
+        assert m["generate/train/loss"] == pytest.approx(weighed, rel=1e-5, abs=1e-7)
+        assert m["generate/train/bn"] > 1e-3 and m["generate/train/oh"] > 1e-3  # both terms weigh in
+
+
 @pytest.mark.parametrize("directed", [True, False])
 def test_gfkd_generator_counts_and_layout(tiny_teacher_dir, directed):
     ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=8", f"generate.gfkd.directed={str(directed).lower()}")

@@ -118,3 +118,174 @@ def test_finalised_graphs_are_the_mode_of_the_best_theta_and_reevaluate_to_its_l
         ce = F.cross_entropy(dense_logits(ctx, x, adj, mask, bucketed=True), Y)
         loss = ce + gc.beta_bn * matcher.loss() + gc.beta_oh * entropy_prior(x, mask)
     assert abs(float(loss) - g.info["best_loss"]) <= 1e-5
+
+
+# gfkd.md §1, §3, §4, §6: the loop's wiring. Each test below failed on a code change that left the tests above passing.
+
+def test_the_structure_step_scores_the_freshly_updated_features(tiny_teacher_dir, monkeypatch):
+    """§4.4: both ARM forwards of iteration t see softmax(Φ) after t's feature step, not the features it started from."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=2")
+    xs, real = [], gfkd_gen.dense_logits
+
+    def spy(ctx_, x, adj, mask, **kw):
+        xs.append(x.detach().clone())
+        return real(ctx_, x, adj, mask, **kw)
+
+    monkeypatch.setattr(gfkd_gen, "dense_logits", spy)
+    gfkd_gen.generate(ctx, N, Y, make_generator(0))
+    # per iteration: the feature step's forward, then A¹ and A²
+    for t in range(2):
+        feat, a1, a2 = xs[3 * t: 3 * t + 3]
+        assert torch.equal(a1, a2) and not torch.equal(a1, feat)
+    assert torch.equal(xs[1], xs[3])  # Φ does not move between t's structure step and t + 1's feature step
+
+
+@pytest.mark.parametrize("profile,every", [("paper", 1000), ("reference", 700)])
+def test_both_learning_rates_fall_tenfold_every_decay_steps(tiny_teacher_dir, monkeypatch, profile, every):
+    """§4.1, §6: lr·0.1^⌊t / t_decay⌋ on θ's and Φ's Adam alike, t_decay from the profile."""
+    made, real = [], torch.optim.lr_scheduler.StepLR
+
+    class Recording(real):
+        def __init__(self, optimizer, step_size, gamma=0.1, **kw):
+            made.append(([p.shape for g in optimizer.param_groups for p in g["params"]], step_size, gamma))
+            super().__init__(optimizer, step_size, gamma, **kw)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "StepLR", Recording)
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1", f"generate.gfkd.profile={profile}")
+    gfkd_gen.generate(ctx, N, Y, make_generator(0))
+    assert [(len(shapes[0]), step, gamma) for shapes, step, gamma in made] == [(1, every, 0.1), (3, every, 0.1)]
+
+
+def _first_theta(ctx, monkeypatch, num_nodes):
+    seen = []
+
+    def spy(theta, loss_fn, u, owner=None):
+        seen.append((theta.clone(), owner))
+        return arm_gradient(theta, loss_fn, u, owner)
+
+    monkeypatch.setattr(gfkd_gen, "arm_gradient", spy)
+    gfkd_gen.generate(ctx, num_nodes, torch.zeros(len(num_nodes), dtype=torch.long), make_generator(0))
+    return seen[0]  # θ before its first step
+
+
+def test_every_edge_starts_at_its_own_uniform_probability(tiny_teacher_dir, monkeypatch):
+    """§1: θ_gij = logit(p_gij), p_gij ~ U(0, 1)."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1")
+    theta, _ = _first_theta(ctx, monkeypatch, torch.tensor([30, 30]))
+    p = torch.sigmoid(theta)  # 1740 edge variables
+    assert abs(p.mean() - 0.5) < 0.03 and abs(p.std() - 12 ** -0.5) < 0.02
+    for q in (0.25, 0.5, 0.75):
+        assert abs(float((p < q).float().mean()) - q) < 0.04
+
+
+def test_the_density_init_starts_each_graph_at_its_density(tiny_teacher_dir, monkeypatch):
+    """§7: generate.gfkd.init=density: θ = logit(ρ_g) + 0.5·N(0, 1)."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1", "generate.gfkd.init=density")
+    nodes = torch.tensor([30, 30])
+    theta, owner = _first_theta(ctx, monkeypatch, nodes)
+    noise = theta - torch.logit(ctx.init_density(nodes).view(-1))[owner]
+    assert abs(noise.mean()) < 0.05 and abs(noise.std() - 0.5) < 0.04
+
+
+@pytest.mark.parametrize("beta_oh", [0.0, 1.0])
+def test_the_feature_loss_adds_beta_oh_times_the_one_hot_prior(tiny_teacher_dir, beta_oh):
+    """§2: L = CE + β_BN·R_BN + β_oh·H̄(X); the logged loss minus the logged CE and β_BN·R_BN is β_oh·H̄ (H̄ > 0 for
+    softmax rows of N(0, 1) logits)."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1", f"generate.gfkd.beta_oh={beta_oh}")
+    logged = {}
+    gfkd_gen.generate(ctx, N, Y, make_generator(0), log=lambda step, m: logged.update(m))
+    rest = logged["generate/train/loss"] - logged["generate/train/ce"] - ctx.cfg.gfkd.beta_bn * logged["generate/train/bn"]
+    assert (rest > 0.1) if beta_oh else abs(rest) < 1e-6
+
+
+def test_the_structure_loss_of_each_graph_carries_beta_bn_times_the_batch_r_bn(tiny_teacher_dir, monkeypatch):
+    """§3: ℓ_g = CE_g + β_BN·R_BN: raising R_BN by c raises every graph's ℓ_g by β_BN·c."""
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1", "generate.gfkd.beta_bn=0.5")
+    offset = {"c": 0.0}
+
+    class Shifted(gfkd_gen.BNMatcher):
+        def loss(self):
+            return super().loss() + offset["c"]
+
+    diffs = []
+
+    def spy(theta, loss_fn, u, owner=None):
+        a = (u < torch.sigmoid(theta)).to(theta.dtype)
+        base = loss_fn(a)
+        offset["c"] = 10.0
+        shifted = loss_fn(a)
+        offset["c"] = 0.0
+        diffs.append(shifted - base)
+        return arm_gradient(theta, loss_fn, u, owner)
+
+    monkeypatch.setattr(gfkd_gen, "BNMatcher", Shifted)
+    monkeypatch.setattr(gfkd_gen, "arm_gradient", spy)
+    gfkd_gen.generate(ctx, N, Y, make_generator(0))
+    torch.testing.assert_close(diffs[0], torch.full((len(N),), 5.0))
+
+
+def test_the_fair_variant_takes_the_shared_fixes(tiny_teacher_dir, monkeypatch):
+    """§6 fair: structure lr 0.1, relative R_BN, density init, and k = 4 finalisation draws (the published row: lr
+    from the dataset, plain L2, one mode structure)."""
+    seen = {}
+    real_adam, real_matcher, real_best = torch.optim.Adam, gfkd_gen.BNMatcher, gfkd_gen.best_draw
+
+    class Adam(real_adam):
+        def __init__(self, params, **kw):
+            params = list(params)
+            if params[0].dim() == 1:
+                seen["lr"] = kw["lr"]
+            super().__init__(params, **kw)
+
+    def matcher(teacher, targets, form, *a, **kw):
+        seen["form"] = form
+        return real_matcher(teacher, targets, form, *a, **kw)
+
+    def best(ctx_, candidates, *a, **kw):
+        seen["draws"] = len(candidates)
+        return real_best(ctx_, candidates, *a, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    monkeypatch.setattr(gfkd_gen, "BNMatcher", matcher)
+    monkeypatch.setattr(gfkd_gen, "best_draw", best)
+    for fair, expected in ((True, (0.1, "relative", 4)), (False, (1.0, "l2", 1))):
+        ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=2", f"generate.gfkd.fair={str(fair).lower()}")
+        gfkd_gen.generate(ctx, N, Y, make_generator(0))
+        assert (seen["lr"], seen["form"], seen["draws"]) == expected
+
+
+def test_finalize_modes_take_theta_and_phi_from_the_iterations_they_name(tiny_teacher_dir):
+    """§4: best = (θ, Φ) of the best iteration; last = both final; reference = best θ with final Φ. The loop does not
+    depend on the mode, so the three runs share one trajectory."""
+    state = {}
+    for mode in ("best", "last", "reference"):
+        ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=12", f"generate.gfkd.finalize={mode}")
+        state[mode] = gfkd_gen.generate(ctx, N, Y, make_generator(0)).state
+    best, last, ref = state["best"], state["last"], state["reference"]
+    assert not torch.equal(best["theta"], last["theta"]) and not torch.equal(best["phi"], last["phi"])
+    assert torch.equal(ref["theta"], best["theta"]) and torch.equal(ref["phi"], last["phi"])
+
+
+def test_arm_pairs_average_their_estimates(tiny_teacher_dir, monkeypatch):
+    """§3: arm_pairs = k writes the mean of k independent estimates into θ.grad."""
+    estimates, grads = [], []
+    real_adam = torch.optim.Adam
+
+    def spy(theta, loss_fn, u, owner=None):
+        out = arm_gradient(theta, loss_fn, u, owner)
+        estimates.append(out[0])
+        return out
+
+    class Adam(real_adam):
+        def step(self, closure=None):
+            p = self.param_groups[0]["params"][0]
+            if p.dim() == 1:  # θ, packed
+                grads.append(p.grad.clone())
+            return super().step(closure)
+
+    monkeypatch.setattr(gfkd_gen, "arm_gradient", spy)
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1", "generate.gfkd.arm_pairs=3")
+    gfkd_gen.generate(ctx, N, Y, make_generator(0))
+    assert len(estimates) == 3 and not torch.equal(estimates[0], estimates[1])
+    torch.testing.assert_close(grads[0], sum(estimates) / 3)
