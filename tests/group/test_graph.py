@@ -586,3 +586,12 @@ def test_the_hard_labels_are_the_teachers_argmax_by_default(tmp_path, tiny_root,
         assert torch.equal(target, argmax if source == "teacher_argmax" else y)
         differ |= not torch.equal(argmax, y)
     assert targets and differ  # the bank has graphs where the two label sources disagree, so the test can tell them apart
+
+
+def test_the_teacher_anchor_weighs_in_in_both_phases(tmp_path, tiny_root, tiny_teacher_dir, gen_dir):
+    """oad.md §6: λ_T·τ²·KL(p_T^τ ‖ p_k^τ) is added to every student in the warm-up and in distillation."""
+    group.run(_cfg(tiny_root, tmp_path), RunLayout(tmp_path / "r"), "k", teacher_dir=tiny_teacher_dir,
+              generate_dir=gen_dir)
+    hist = json.loads((RunLayout(tmp_path / "r").stage_dir("group") / "results.json").read_text())["history"]
+    assert len(hist) == 4  # W = 2, E = 2
+    assert all(h.get("group/train/anchor", 0) > 0 for h in hist)
