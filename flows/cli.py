@@ -556,14 +556,17 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
                                   out, name)
     logging.getLogger("gfkd").setLevel(logging.INFO)
-    from contextlib import nullcontext
-
-    from flows.benchmark import benchmark as benchmark_flow
-    from flows.serve import prefect_api
+    from contextlib import ExitStack
 
     remote = spec.dask_address is not None or (spec.dask and spec.dask_processes)
     kept = f"the finished cells and stages in {bench.root.parent.resolve()}"  # run.runs_dir
-    with scratch_tmp(bench.scratch), prefect_api() if remote else nullcontext():  # workers need an API to reach
+    with ExitStack() as stack:
+        stack.enter_context(scratch_tmp(bench.scratch))  # before the imports: torch's (dynamo's) writes a folder there
+        from flows.benchmark import benchmark as benchmark_flow
+        from flows.serve import prefect_api
+
+        if remote:  # workers need an API to reach
+            stack.enter_context(prefect_api())
         with exit_on_signals(bench.root, kept=kept):  # as `gfkd run`: at once, one line, no retries to a dead server
             result = benchmark_flow(spec)
     for rec in result["cells"]:

@@ -7,6 +7,7 @@ stops the stages after it.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,13 @@ STAGE_TASKS = {"teacher": teacher_task, "generate": generate_task, "distill": di
                "evaluate": evaluate_task}
 
 
+def _progress(run: str, text: str) -> None:
+    """One line on stderr as a stage starts and ends, so a log file or a scheduler shows where a run is (the stage
+    table and the bars of a terminal come only at the end, or only in a terminal)."""
+    sys.stderr.write(f"gfkd: {run}: {text}\n")
+    sys.stderr.flush()
+
+
 def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:
     exc = state.result(raise_on_failure=False)
     return {"stage": stage, "status": "failed", "wall_s": wall, "metrics": {}, "mlflow_run_id": None,
@@ -45,17 +53,22 @@ def pipeline(cfg: RunConfig, run_root: str, force: list[str] | None = None,
     upstream: tuple[str, ...] = ()
     inputs: dict[str, str] = {}  # upstream stage -> its manifest path
     layout = RunLayout(Path(run_root))
-    for stage, stage_task in STAGE_TASKS.items():
+    last = list(STAGE_TASKS).index(until) + 1 if until in STAGE_TASKS else len(STAGE_TASKS)
+    for i, (stage, stage_task) in enumerate(STAGE_TASKS.items(), 1):
+        step = f"stage {i}/{last} {stage}"
+        _progress(cfg.run_name, f"{step} ...")
         t0 = time.perf_counter()
         task = stage_task.with_options(refresh_cache=True) if stage in force else stage_task
         state = task(cfg, run_root, parent, upstream, stage in force, inputs, return_state=True)
         wall = time.perf_counter() - t0
         if not state.is_completed():
             records.append(_failure(stage, state, wall))
+            _progress(cfg.run_name, f"{step} failed after {wall:.1f} s")
             break
         rec = dict(state.result())
         rec["status"] = "cached" if state.name == "Cached" else rec["status"]
         rec["wall_s"] = wall
+        _progress(cfg.run_name, f"{step} {rec['status']} in {wall:.1f} s")
         records.append(rec)
         upstream = (*upstream, rec["digest"])
         rec["manifest"] = inputs[stage] = str(layout.manifest(stage))  # not a cached record's: the folder may have moved

@@ -277,6 +277,10 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     assert "group/test/acc_ensemble" in summary["stages"]["group"]["metrics"]
     group_arts = {a.path for a in client.list_artifacts(summary["stages"]["group"]["mlflow_run_id"], "group")}
     assert {"group/curves.png", "group/results.json"} <= group_arts, group_arts
+    progress = [line for line in first.stderr.splitlines() if line.startswith("gfkd: tiny-cv10-fold0: stage ")]
+    stages = ("teacher", "generate", "distill", "group", "evaluate")
+    assert [line.split(" in ")[0] for line in progress] == [  # each stage says so as it starts and ends, in order
+        f"gfkd: tiny-cv10-fold0: stage {i}/5 {s}{end}" for i, s in enumerate(stages, 1) for end in (" ...", " ran")]
     group_line = next(line for line in first.stderr.splitlines() if line.lstrip().startswith("group: ran"))
     assert "group/test/acc_mean=" in group_line and "group/test/acc_ensemble=" in group_line, group_line
     ev = summary["stages"]["evaluate"]
@@ -317,6 +321,7 @@ def test_until_stops_after_the_stage_and_the_same_command_goes_on(tmp_path, tiny
     first = gfkd(*args, "--until", "teacher", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "stopped after teacher (--until)" in first.stderr
+    assert "gfkd: tiny-cv10-fold0: stage 1/1 teacher ran in " in first.stderr
     run_dir = Path(first.stdout.strip().splitlines()[-1])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["until"] == "teacher" and list(summary["stages"]) == ["teacher"]
