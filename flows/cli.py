@@ -100,8 +100,7 @@ def _one_line_errors(fn):
             typer.echo(f"gfkd: error: {exc}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # typer alone exits 130 without a word
-            typer.echo("\ngfkd: interrupted; run the same command again to go on (finished results are kept)",
-                       err=True)
+            typer.echo("\ngfkd: interrupted: finished results are kept; run the same command again to resume", err=True)
             raise typer.Exit(INTERRUPTED) from None
 
     return wrapper
@@ -147,10 +146,13 @@ def _load(args: list[str], data_root: Optional[str | Path]) -> RunConfig:
 
 
 def _prefect_env(layout: RunLayout) -> None:
-    """Point Prefect's home, database and result storage into the run folder (unless the user set them); the
-    servers Prefect and MLflow start from here on stop even if this process is killed outright."""
+    """Point Prefect's home, database and result storage into the run folder and matplotlib's cache beside it (unless
+    the user set them); the servers Prefect and MLflow start from here on stop even if this process is killed
+    outright."""
     for k, v in local_env(layout.prefect_home.resolve(), layout.prefect_storage.resolve()).items():
         os.environ.setdefault(k, v)
+    # matplotlib's font cache and config: beside the datasets' cache in run.runs_dir, not in the user's home
+    os.environ.setdefault("MPLCONFIGDIR", str((layout.root.parent / "_cache" / "matplotlib").resolve()))
     reap_descendants_on_kill()
 
 
@@ -334,7 +336,7 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
         from flows.pipeline import pipeline
 
         logging.getLogger("prefect.task_runs").addFilter(_quiet_user_errors)
-        with exit_on_signals(layout.root, tuple(force)):
+        with exit_on_signals(layout.root, tuple(force), scratch=layout.scratch):
             records = pipeline(cfg, str(layout.root.resolve()), list(force), until)
         summary = {"run": cfg.run_name, "run_dir": str(layout.root.resolve()), "dataset": cfg.data.dataset,
                    "wall_s": time.perf_counter() - t0, "until": until, "stages": {r["stage"]: r for r in records}}
@@ -417,7 +419,12 @@ def group(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
 
         tracker = Tracker(layout, f"group-{cfg.data.dataset.lower()}")
         tracker.end_orphans()  # a killed earlier command's runs would show RUNNING in the UI for ever
-        res = run_node_group(cfg, seed_list, layout, tracker, key=node_group_key(cfg))
+        try:
+            res = run_node_group(cfg, seed_list, layout, tracker, key=node_group_key(cfg))
+        except KeyboardInterrupt:  # as `gfkd run` words it, naming what is kept where
+            typer.echo(f"\ngfkd: interrupted: the finished seeds in {layout.root} are kept; run the same command "
+                       "again to resume", err=True)
+            raise typer.Exit(INTERRUPTED) from None
     for key, stats in res["summary"].items():
         typer.echo(f"{key:>16}: {100 * stats['mean']:.2f} ± {100 * stats['std']:.2f} (n = {stats['n']})", err=True)
     typer.echo(str(layout.root))
@@ -485,6 +492,16 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
     if split_key in given:
         raise refuse(split_key, splits_flag)
+    if config is not None:  # the file's cell keys give way to the grid's, as an override's would be refused
+        import tomllib
+
+        raw = tomllib.loads(config.read_text())  # read once already by _load: valid
+        in_file = [k for k in ("data.dataset", "generate.method", split_key, "run.name")
+                   if isinstance(raw.get(k.split(".")[0]), dict) and k.split(".")[1] in raw[k.split(".")[0]]]
+        if in_file:
+            typer.echo(f"gfkd: note: {config} sets {', '.join(in_file)}, which {command} sets per cell (--datasets, "
+                       f"--generators, {splits_flag}; cell folders <dataset>-<generator>-<split>): the file's "
+                       f"{'value is' if len(in_file) == 1 else 'values are'} not used", err=True)
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute
@@ -567,7 +584,7 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
 
         if remote:  # workers need an API to reach
             stack.enter_context(prefect_api())
-        with exit_on_signals(bench.root, kept=kept):  # as `gfkd run`: at once, one line, no retries to a dead server
+        with exit_on_signals(bench.root, kept=kept, scratch=bench.scratch):  # as `gfkd run`: at once, one line, no retries to a dead server
             result = benchmark_flow(spec)
     for rec in result["cells"]:
         stages = " ".join(f"{k}={v}" for k, v in rec["stages"].items())

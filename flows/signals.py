@@ -13,6 +13,7 @@ Prefect's stays.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,10 +27,12 @@ _handler = None  # the CLI's, while `exit_on_signals` is active
 
 
 @contextmanager
-def exit_on_signals(run_root: Path, forced: tuple[str, ...] = (), kept: str | None = None) -> Iterator[None]:
+def exit_on_signals(run_root: Path, forced: tuple[str, ...] = (), kept: str | None = None,
+                    scratch: Path | None = None) -> Iterator[None]:
     """One line naming `run_root` and exit 130 (Ctrl-C) or 143 (SIGTERM) at once, while the block runs. `forced`:
     the run's `--force` stages, which the same command would start over instead of resuming; `kept`: what the line
-    says is kept (default: the finished stages and shards in `run_root`)."""
+    says is kept (default: the finished stages and shards in `run_root`); `scratch`: the command's temporary folder,
+    removed before the exit (which skips `scratch_tmp`'s own removal)."""
     global _handler
     again = ("run the same command again to resume" if not forced else
              f"run it again without --force to resume ({', '.join(forced)} would start over with it)")
@@ -39,6 +42,8 @@ def exit_on_signals(run_root: Path, forced: tuple[str, ...] = (), kept: str | No
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
         sys.stderr.write(f"\ngfkd: {what}: {kept} are kept; {again}\n")
         sys.stderr.flush()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         os._exit(128 + signum)
 
     before = {sig: signal.signal(sig, stop) for sig in SIGNALS}

@@ -24,6 +24,7 @@ _TMP = Path(tempfile.mkdtemp(prefix="gfkd-tests-"))
 os.environ.update(local_env(_TMP / "prefect", _TMP / "prefect" / "storage"))
 (_TMP / "tmp").mkdir()  # every temporary file of the session, ours and the libraries', pytest's tmp_path included
 os.environ["TMPDIR"] = tempfile.tempdir = str(_TMP / "tmp")
+os.environ["MPLCONFIGDIR"] = str(_TMP / "matplotlib")  # matplotlib's font cache, not in the user's home
 for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GFKD_DATA_ROOT"):
     os.environ.pop(key, None)
 

@@ -334,3 +334,8 @@ def test_auto_epochs_are_50_on_a_union_of_banks_150_on_one_bank_or_real_graphs_a
     paper = resolve_config(None, ["distill.profile=paper"]).distill
     assert paper.resolved_epochs(True, 6) == paper.resolved_epochs(False, 1) == 400
     assert resolve_config(None, ["distill.epochs=7"]).distill.resolved_epochs(True, 6) == 7
+
+
+def test_a_key_given_twice_takes_its_last_value():
+    """docs/config.md: scripts append to a base list of overrides (the suite's TINY + teacher.epochs=400)."""
+    assert resolve_config(None, ["teacher.epochs=3", "teacher.epochs=400"]).teacher.epochs == 400

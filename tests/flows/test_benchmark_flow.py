@@ -109,6 +109,7 @@ def test_sigterm_stops_a_benchmark_at_once_with_one_line_and_frees_its_folder(tm
     assert seconds < 15 and proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "gfkd: stopped by SIGTERM: the finished cells and stages in" in err, err[-3000:]
     assert "run the same command again to resume" in err
+    assert not (runs / "benchmark" / ".tmp").exists()  # the benchmark's scratch went with it
     assert not list(runs.glob("*/teacher/manifest.json")) and not out.strip()  # stopped mid-teacher, no table printed
     for lock in (runs / "benchmark" / ".lock", next(runs.glob("tiny-*/.lock"))):  # both locks went with it
         with open(lock, "a") as fh:
@@ -261,3 +262,27 @@ def test_benchmark_leaves_the_system_temp_dir_empty(tmp_path, tiny_root):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "x", r.stderr[-2000:]
     assert not list(system_tmp.iterdir()), sorted(p.name for p in system_tmp.iterdir())
+
+
+def test_a_config_files_cell_keys_are_named_as_unused(tmp_path, tiny_root, monkeypatch):
+    """As overrides of data.dataset, generate.method, the split or run.name are refused, a file's are said to give way
+    (a user audit: the file's run.name was dropped without a word). The flow is stubbed."""
+    from typer.testing import CliRunner
+
+    import flows.benchmark
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('[run]\nname = "mine"\n[data]\ndataset = "TINY"\n[teacher]\nepochs = 2\n')
+    monkeypatch.setattr(flows.benchmark, "benchmark", lambda spec: {"cells": [], "table": "", "failed": [],
+                                                                    "folder": "x"})
+    args = ["benchmark", "--datasets", "TINY", "--generators", "randg", "--folds", "0", "data.download=false",
+            f"run.runs_dir='{tmp_path / 'runs'}'", f"--data-root={tiny_root}"]
+    r = CliRunner().invoke(app, [*args[:1], "c.toml", *args[1:]])
+    assert r.exit_code == 0, r.output
+    assert ("gfkd: note: c.toml sets data.dataset, run.name, which gfkd benchmark sets per cell (--datasets, "
+            "--generators, --folds; cell folders <dataset>-<generator>-<split>): the file's values are not used") \
+        in r.output
+    (tmp_path / "d.toml").write_text("[teacher]\nepochs = 2\n")
+    r = CliRunner().invoke(app, [*args[:1], "d.toml", *args[1:]])
+    assert r.exit_code == 0 and "note" not in r.output, r.output

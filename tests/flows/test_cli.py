@@ -30,10 +30,11 @@ install(_log)
 
 
 def gfkd(*args: str, cwd: Path, timeout: float = 300, tmpdir: Path | None = None,
-         network_log: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+         network_log: Path | None = None, home: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_TRACKING", "MPLCONFIGDIR"))}
     env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env |= {"TMPDIR": str(tmpdir)} if tmpdir else {}
+    env |= {"HOME": str(home)} if home else {}
     if network_log is not None:
         guard = network_log.parent / "network-guard"
         guard.mkdir(exist_ok=True)
@@ -236,8 +237,12 @@ def test_run_then_rerun_is_cached_and_tracked(tmp_path, tiny_root):
     system_tmp = tmp_path / "system-tmp"  # the TMPDIR a user's shell would give: the run must leave it empty
     system_tmp.mkdir()
     network_log = tmp_path / "network.log"
-    first = gfkd(*args, cwd=tmp_path, tmpdir=system_tmp, network_log=network_log)
+    home = tmp_path / "home"  # the user's home: the run must leave it empty too (matplotlib wrote its caches there)
+    home.mkdir()
+    first = gfkd(*args, cwd=tmp_path, tmpdir=system_tmp, network_log=network_log, home=home)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert not list(home.iterdir()), sorted(str(p) for p in home.rglob("*"))
+    assert (runs / "_cache" / "matplotlib").is_dir()
     assert not network_log.exists(), network_log.read_text()  # Prefect, MLflow and every stage stay on the loopback
     assert not list(system_tmp.iterdir()), sorted(p.name for p in system_tmp.iterdir())
     assert not (runs / "tiny-cv10-fold0" / ".tmp").exists()  # the run's own scratch is gone too
@@ -484,6 +489,7 @@ def test_ctrl_c_during_the_pipeline_exits_130_at_once_and_frees_the_run_folder(t
         getattr(signal, sig))
     assert seconds < 15 and proc.returncode == code, err[-3000:]
     assert "Traceback" not in err and line in err and "run the same command again" in err
+    assert not list(runs.glob("*/.tmp")), list(runs.glob("*/.tmp/*"))  # the run's scratch went with it
     import fcntl  # the rerun may take the folder: the lock went with the process (the resume itself is what
     # tests/flows/test_kill_resume.py checks after a kill, which this exit equals: no handler, no cleanup)
 
@@ -554,7 +560,8 @@ def test_ctrl_c_in_the_node_group_is_one_line_and_exit_130(tmp_path, monkeypatch
         flows.cli.main()
     err = capfd.readouterr().err
     assert done.value.code == 130 and err.strip().splitlines() == [err.strip()], err
-    assert err.strip().startswith("gfkd: interrupted") and "run the same command again" in err
+    assert err.strip() == (f"gfkd: interrupted: the finished seeds in {tmp_path / 'group-cora-gcn-oad'} are kept; run "
+                           "the same command again to resume")  # worded as `gfkd run`'s
     assert json.loads((tmp_path / "group-cora-gcn-oad" / "config.json").read_text())["group"]["backbone"] == "gcn"
 
 

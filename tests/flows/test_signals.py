@@ -7,12 +7,14 @@ import sys
 import textwrap
 
 
-def _stopped(tmp_path, forced: tuple[str, ...], kept: str | None = None) -> subprocess.CompletedProcess:
+def _stopped(tmp_path, forced: tuple[str, ...], kept: str | None = None,
+             scratch: str | None = None) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
         from flows.signals import exit_on_signals
-        with exit_on_signals(Path({str(tmp_path)!r}), {forced!r}, {kept!r}):
+        scratch = None if {scratch!r} is None else Path({scratch!r})
+        with exit_on_signals(Path({str(tmp_path)!r}), {forced!r}, {kept!r}, scratch=scratch):
             os.kill(os.getpid(), signal.SIGTERM)
             signal.pause()
     """)
@@ -38,3 +40,13 @@ def test_a_benchmark_says_which_cells_are_kept(tmp_path):
     assert r.returncode == 143 and r.stderr.strip() == (
         f"gfkd: stopped by SIGTERM: the finished cells and stages in {tmp_path} are kept; run the same command again "
         "to resume")
+
+
+def test_the_stop_removes_the_commands_scratch_folder(tmp_path):
+    """The exit skips `scratch_tmp`'s cleanup (os._exit): the handler removes the run's `.tmp/` itself (a user audit
+    found it left behind after every Ctrl-C)."""
+    scratch = tmp_path / ".tmp"
+    (scratch / "torchinductor_root").mkdir(parents=True)
+    (scratch / "template.py").write_text("x")
+    r = _stopped(tmp_path, (), scratch=str(scratch))
+    assert r.returncode == 143 and not scratch.exists() and tmp_path.is_dir()
