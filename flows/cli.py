@@ -100,7 +100,8 @@ def _one_line_errors(fn):
             typer.echo(f"gfkd: error: {exc}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # typer alone exits 130 without a word
-            typer.echo("\ngfkd: interrupted: finished results are kept; run the same command again to resume", err=True)
+            typer.echo("\ngfkd: interrupted: finished results are kept; run the same command again to resume",
+                       err=True)
             raise typer.Exit(INTERRUPTED) from None
 
     return wrapper
@@ -145,14 +146,30 @@ def _load(args: list[str], data_root: Optional[str | Path]) -> RunConfig:
     return resolve_config(config, overrides)
 
 
-def _prefect_env(layout: RunLayout) -> None:
-    """Point Prefect's home, database and result storage into the run folder and matplotlib's cache beside it (unless
-    the user set them); the servers Prefect and MLflow start from here on stop even if this process is killed
-    outright."""
+class _Stderr(logging.Handler):
+    """Plain `%(message)s` lines on the stderr of the moment (a test's captured one included)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+        sys.stderr.flush()
+
+
+def _show_progress() -> None:
+    """Show flows.pipeline's per-stage lines (logger `gfkd.progress`) on stderr as they come, once per process."""
+    log = logging.getLogger("gfkd.progress")
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        log.addHandler(_Stderr())
+    log.setLevel(logging.INFO)
+    log.propagate = False  # not a second time through Prefect's or the root's handlers
+
+
+def _prefect_env(layout: RunLayout, runs_dir: Path) -> None:
+    """Point Prefect's home, database and result storage into the run folder, and matplotlib's config and font cache
+    at `<runs_dir>/_cache/matplotlib` (unless the user set them); the servers Prefect and MLflow start from here on
+    stop even if this process is killed outright."""
     for k, v in local_env(layout.prefect_home.resolve(), layout.prefect_storage.resolve()).items():
         os.environ.setdefault(k, v)
-    # matplotlib's font cache and config: beside the datasets' cache in run.runs_dir, not in the user's home
-    os.environ.setdefault("MPLCONFIGDIR", str((layout.root.parent / "_cache" / "matplotlib").resolve()))
+    os.environ.setdefault("MPLCONFIGDIR", str((runs_dir / "_cache" / "matplotlib").resolve()))  # not the user's home
     reap_descendants_on_kill()
 
 
@@ -330,8 +347,9 @@ def run(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, then 
     with _run_lock(layout), scratch_tmp(layout.scratch):
         _note_other_settings(layout, cfg)
         write_json(layout.config, cfg.model_dump(mode="json"))
-        _prefect_env(layout)
+        _prefect_env(layout, cfg.run.runs_dir)
         logging.getLogger("gfkd").setLevel(logging.INFO)
+        _show_progress()
         t0 = time.perf_counter()
         from flows.pipeline import pipeline
 
@@ -492,16 +510,13 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     splits_flag = "--folds" if base.protocol.name == "cv10" else "--seeds"  # one option, three names: the apt one
     if split_key in given:
         raise refuse(split_key, splits_flag)
-    if config is not None:  # the file's cell keys give way to the grid's, as an override's would be refused
+    in_file = []  # the file's cell keys give way to the grid's (an override's are refused): said once input is valid
+    if config is not None:
         import tomllib
 
         raw = tomllib.loads(config.read_text())  # read once already by _load: valid
         in_file = [k for k in ("data.dataset", "generate.method", split_key, "run.name")
                    if isinstance(raw.get(k.split(".")[0]), dict) and k.split(".")[1] in raw[k.split(".")[0]]]
-        if in_file:
-            typer.echo(f"gfkd: note: {config} sets {', '.join(in_file)}, which {command} sets per cell (--datasets, "
-                       f"--generators, {splits_flag}; cell folders <dataset>-<generator>-<split>): the file's "
-                       f"{'value is' if len(in_file) == 1 else 'values are'} not used", err=True)
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute
@@ -552,7 +567,11 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     for cache in {c.cfg.data.cache_dir for c in cells} - {None}:
         _check_writable(cache, "data.cache_dir")
     _check_prefect_home(bench)
-    _prefect_env(bench)
+    _prefect_env(bench, base.run.runs_dir)
+    if in_file:
+        typer.echo(f"gfkd: note: {config} sets {', '.join(in_file)}, which {command} sets per cell (--datasets, "
+                   f"--generators, {splits_flag}; cell folders <dataset>-<generator>-<split>): the file's "
+                   f"{'value is' if len(in_file) == 1 else 'values are'} not used", err=True)
     return spec, bench
 
 
@@ -573,18 +592,21 @@ def benchmark(args: list[str] = typer.Argument(None, help="optional CONFIG.toml,
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
                                   out, name)
     logging.getLogger("gfkd").setLevel(logging.INFO)
+    _show_progress()
     from contextlib import ExitStack
 
     remote = spec.dask_address is not None or (spec.dask and spec.dask_processes)
     kept = f"the finished cells and stages in {bench.root.parent.resolve()}"  # run.runs_dir
     with ExitStack() as stack:
-        stack.enter_context(scratch_tmp(bench.scratch))  # before the imports: torch's (dynamo's) writes a folder there
+        # before the imports (torch's writes a folder there), and before the flow takes the folder's lock: per process
+        scratch = stack.enter_context(scratch_tmp(bench.scratch, per_process=True))
         from flows.benchmark import benchmark as benchmark_flow
         from flows.serve import prefect_api
 
         if remote:  # workers need an API to reach
             stack.enter_context(prefect_api())
-        with exit_on_signals(bench.root, kept=kept, scratch=bench.scratch):  # as `gfkd run`: at once, one line, no retries to a dead server
+        # as `gfkd run`: at once, one line, no retries to a dead server
+        with exit_on_signals(bench.root, kept=kept, scratch=scratch, shared_scratch=bench.scratch):
             result = benchmark_flow(spec)
     for rec in result["cells"]:
         stages = " ".join(f"{k}={v}" for k, v in rec["stages"].items())
@@ -621,7 +643,7 @@ def serve(args: list[str] = typer.Argument(None, help="optional CONFIG.toml, the
                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
     spec, bench = _benchmark_spec(args, data_root, datasets, generators, splits, workers, dask, dask_address, retries,
                                   out, name, serving=True)
-    with scratch_tmp(bench.scratch):
+    with scratch_tmp(bench.scratch, per_process=True):  # held for the server's life without the folder's lock
         serve_benchmark(spec, cron)
 
 

@@ -122,26 +122,40 @@ def check_prefect_home(default_home: Path) -> str | None:
 
 
 @contextmanager
-def scratch_tmp(folder: Path) -> Iterator[Path]:
-    """Send this process's (and its children's) temporary files into `folder`, removed on exit.
+def scratch_tmp(folder: Path, per_process: bool = False) -> Iterator[Path]:
+    """Send this process's (and its children's) temporary files into `folder`, removed on exit; yields the folder.
 
     Libraries write there without asking: PyG compiles each MessagePassing layer's `propagate` from a Jinja template
     into a `delete=False` NamedTemporaryFile (GATConv leaves two .py files per process in /tmp), and Dask puts its
     worker scratch space under the temp dir. The run folder keeps them, and they are gone when the command ends.
+    `per_process`: use `folder/<pid>` (removed, then `folder` if empty), for a command that enters it before it holds
+    the folder's lock (`gfkd benchmark`, `gfkd serve`), so that a second one refused by the lock, or stopped, removes
+    only its own.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    own = folder / str(os.getpid()) if per_process else folder
+    own.mkdir(parents=True, exist_ok=True)
     old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = str(folder.resolve())
-    tempfile.tempdir = str(folder.resolve())
+    os.environ["TMPDIR"] = str(own.resolve())
+    tempfile.tempdir = str(own.resolve())
     try:
-        yield folder
+        yield own
     finally:
         tempfile.tempdir = old_dir
         if old_env is None:
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = old_env
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(own, folder if per_process else None)
+
+
+def remove_scratch(own: Path, shared: Path | None = None) -> None:
+    """Remove a command's scratch folder `own`, then `shared` (the `.tmp/` that holds it) if no other command's is left."""
+    shutil.rmtree(own, ignore_errors=True)
+    if shared is not None:
+        try:
+            shared.rmdir()
+        except OSError:  # another command's folder is in it (or it is gone)
+            pass
 
 
 def private_tmp_until_exit(prefix: str = "gfkd-") -> Path:

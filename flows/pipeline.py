@@ -7,7 +7,7 @@ stops the stages after it.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,13 @@ STAGE_TASKS = {"teacher": teacher_task, "generate": generate_task, "distill": di
                "evaluate": evaluate_task}
 
 
+progress = logging.getLogger("gfkd.progress")  # `gfkd run` and `gfkd benchmark` show it as plain lines on stderr
+
+
 def _progress(run: str, text: str) -> None:
-    """One line on stderr as a stage starts and ends, so a log file or a scheduler shows where a run is (the stage
-    table and the bars of a terminal come only at the end, or only in a terminal)."""
-    sys.stderr.write(f"gfkd: {run}: {text}\n")
-    sys.stderr.flush()
+    """One line as a stage starts and ends, so a log file or a scheduler shows where a run is (the stage table and
+    the bars of a terminal come only at the end, or only in a terminal)."""
+    progress.info("gfkd: %s: %s", run, text)
 
 
 def _failure(stage: str, state: Any, wall: float) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Prefect's stays.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -28,22 +27,27 @@ _handler = None  # the CLI's, while `exit_on_signals` is active
 
 @contextmanager
 def exit_on_signals(run_root: Path, forced: tuple[str, ...] = (), kept: str | None = None,
-                    scratch: Path | None = None) -> Iterator[None]:
+                    scratch: Path | None = None, shared_scratch: Path | None = None) -> Iterator[None]:
     """One line naming `run_root` and exit 130 (Ctrl-C) or 143 (SIGTERM) at once, while the block runs. `forced`:
     the run's `--force` stages, which the same command would start over instead of resuming; `kept`: what the line
     says is kept (default: the finished stages and shards in `run_root`); `scratch`: the command's temporary folder,
-    removed before the exit (which skips `scratch_tmp`'s own removal)."""
+    removed before the exit (which skips `scratch_tmp`'s own removal), then `shared_scratch` if empty
+    (`flows.env.remove_scratch`)."""
     global _handler
     again = ("run the same command again to resume" if not forced else
              f"run it again without --force to resume ({', '.join(forced)} would start over with it)")
     kept = kept or f"the finished stages and shards in {run_root}"
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        for sig in SIGNALS:  # a second Ctrl-C while this one cleans up: one line, one exit
+            signal.signal(sig, signal.SIG_IGN)
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
         sys.stderr.write(f"\ngfkd: {what}: {kept} are kept; {again}\n")
         sys.stderr.flush()
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            from flows.env import remove_scratch
+
+            remove_scratch(scratch, shared_scratch)
         os._exit(128 + signum)
 
     before = {sig: signal.signal(sig, stop) for sig in SIGNALS}

@@ -711,9 +711,9 @@ class RunConfig(_Frozen):
                                 f"{ANCHOR_TAU_MAX:g}]: set group.graph.anchor_tau <= {ANCHOR_TAU_MAX:g} (now "
                                 f"{self.group.graph.anchor_tau:g})")
         if self.group.graph.teacher_anchor == 0 and self.group.graph.sup_weight == 0:
-            raise CrossKeyError("group.graph.teacher_anchor=0 with group.graph.sup_weight=0 gives the students no "
-                                "label to learn from (neither the CE to ŷ nor the teacher anchor): set group.graph.sup_weight=1, "
-                                "oad.md §6's λ_T = 0 ablation (CE to the hard labels only)")
+            raise CrossKeyError("group.graph.teacher_anchor=0 with group.graph.sup_weight=0 leaves the students "
+                                "neither the CE to ŷ nor the teacher anchor: set group.graph.sup_weight=1 (oad.md "
+                                "§6's λ_T = 0 ablation keeps the CE)")
         return self
 
     @model_validator(mode="after")

@@ -140,6 +140,23 @@ def test_the_structure_step_scores_the_freshly_updated_features(tiny_teacher_dir
     assert torch.equal(xs[1], xs[3])  # Φ does not move between t's structure step and t + 1's feature step
 
 
+def test_both_learning_rates_step_down_tenfold_in_the_loop(tiny_teacher_dir, monkeypatch):
+    """§4.1: lr·0.1^⌊t / t_decay⌋ at every Adam step of θ and of Φ (here t_decay = 2)."""
+    lrs: dict[int, list[float]] = {1: [], 3: []}  # θ packed [E]; Φ [B, N, F]
+    real_adam = torch.optim.Adam
+
+    class Adam(real_adam):
+        def step(self, closure=None):
+            lrs[self.param_groups[0]["params"][0].dim()].append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=5", "generate.gfkd.lr_decay_every=2")
+    gfkd_gen.generate(ctx, N, Y, make_generator(0))
+    for lr, seen in ((ctx.cfg.gfkd.resolved_lr_structure("TINY"), lrs[1]), (ctx.cfg.gfkd.lr_features, lrs[3])):
+        assert seen == pytest.approx([lr, lr, lr / 10, lr / 10, lr / 100])
+
+
 @pytest.mark.parametrize("profile,every", [("paper", 1000), ("reference", 700)])
 def test_both_learning_rates_fall_tenfold_every_decay_steps(tiny_teacher_dir, monkeypatch, profile, every):
     """§4.1, §6: lr·0.1^⌊t / t_decay⌋ on θ's and Φ's Adam alike, t_decay from the profile."""
@@ -173,9 +190,9 @@ def test_every_edge_starts_at_its_own_uniform_probability(tiny_teacher_dir, monk
     ctx = make_ctx(tiny_teacher_dir, "generate.gfkd.iterations=1")
     theta, _ = _first_theta(ctx, monkeypatch, torch.tensor([30, 30]))
     p = torch.sigmoid(theta)  # 1740 edge variables
-    assert abs(p.mean() - 0.5) < 0.03 and abs(p.std() - 12 ** -0.5) < 0.02
+    assert abs(p.mean() - 0.5) < 0.04 and abs(p.std() - 12 ** -0.5) < 0.025  # about 5 standard errors each
     for q in (0.25, 0.5, 0.75):
-        assert abs(float((p < q).float().mean()) - q) < 0.04
+        assert abs(float((p < q).float().mean()) - q) < 0.05
 
 
 def test_the_density_init_starts_each_graph_at_its_density(tiny_teacher_dir, monkeypatch):
