@@ -42,3 +42,29 @@ def test_difficulty_measures():
     r = size_rank(torch.tensor([5, 3, 9]), torch.tensor([4, 2, 20]))
     assert r.tolist() == pytest.approx([0.5, 0.0, 1.0])
     assert math.isclose(float(teacher_entropy(torch.zeros(1, 4))), 1.0, rel_tol=1e-6)
+
+
+# acgkd.md §10 pinned by value (a mutation audit: each change below left every test passing)
+
+def test_pacing_formulas_by_value():
+    """linear p = 1, root p = ½: q_e = q_0 + (1 − q_0)·(e/E_c)^p; step: q_0·2^⌊3e/E_c⌋."""
+    assert pace(5, "linear", 0.3, 10) == pytest.approx(0.65)
+    assert pace(5, "root", 0.3, 10) == pytest.approx(0.3 + 0.7 * math.sqrt(0.5))
+    assert [pace(e, "step", 0.1, 10) for e in (0, 3, 4, 7, 9, 10)] == pytest.approx([0.1, 0.1, 0.2, 0.4, 0.4, 1.0])
+
+
+def test_the_admitted_count_rounds_up():
+    """⌈q_e·M⌉ graphs: 0.35 of 10 admits 4."""
+    assert easiest(torch.arange(10.0), torch.arange(10), 0.35).numel() == 4
+
+
+def test_student_kl_is_kl_of_the_teacher_from_the_student():
+    """d_g = KL(p_T^τ ‖ p_S^τ) (not the reverse), on logits where the two directions differ."""
+    from gfkd.curriculum import student_kl
+
+    z_t, z_s = torch.tensor([[4.0, 0.0, -2.0]]), torch.tensor([[0.0, 1.0, 0.5]])
+    log_pt, log_ps = torch.log_softmax(z_t / 2, -1), torch.log_softmax(z_s / 2, -1)
+    expected = torch.nn.functional.kl_div(log_ps, log_pt, log_target=True, reduction="none").sum(-1)
+    reverse = torch.nn.functional.kl_div(log_pt, log_ps, log_target=True, reduction="none").sum(-1)
+    assert not torch.allclose(expected, reverse)
+    torch.testing.assert_close(student_kl(z_t, z_s, 2.0), expected)

@@ -26,7 +26,9 @@ def _taus(*overrides: str) -> list[float]:
 def test_the_ramp_lets_the_temperature_move_after_a_silent_first_epoch():
     taus = _taus()  # the default: adversarial, λ ramps from 0 over distill.temperature.ramp_epochs
     assert taus[0] == pytest.approx(2.0)  # λ_0 = 0: t's learning rate is 0 during the first epoch
-    assert abs(taus[-1] - 2.0) > 1e-3  # from the second epoch on, t is trained (against the student)
+    # from the second epoch on, t is trained (against the student); how far it gets in 3 epochs of one batch (about
+    # 1e-3 here) depends on the student's whole trajectory, so only the move is asserted
+    assert taus[-1] != pytest.approx(2.0, abs=1e-6)
 
 
 def test_a_silent_adversary_keeps_the_initial_temperature_in_the_loop():

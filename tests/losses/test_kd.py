@@ -104,3 +104,30 @@ def test_calibrated_tau_is_the_smallest_tau_that_brings_the_mean_top_probability
     assert calibrated_tau(z, 0.51, 2.0, 10.0) == 10.0  # not reachable: the high end
     with pytest.raises(ValueError, match="lo <= hi"):
         calibrated_tau(z, 0.7, 3.0, 2.0)
+
+
+# acgkd.md §9 pinned by value (a mutation audit: each change below left every test passing)
+
+@pytest.mark.parametrize("t", [-50.0, 0.0, 50.0])
+def test_the_learnt_temperature_stays_inside_its_bounds_in_the_forward_pass(t):
+    """τ = τ_min + τ_range·σ(t) ∈ (1, 10) at the defaults, in the forward pass the loss uses as in `current()`."""
+    temp = Temperature("global")
+    with torch.no_grad():
+        temp.t.fill_(t)
+    tau = float(temp(torch.zeros(3, 2), torch.zeros(3, 2)).detach())
+    assert 1.0 <= tau <= 10.0 and tau == pytest.approx(temp.current())
+    assert tau == pytest.approx(1.0 + 9.0 / (1 + math.exp(-t)))
+
+
+def test_the_ramp_is_a_half_cosine():
+    """λ_e = λ_max·(1 − cos(π·min(e, E_λ)/E_λ))/2."""
+    assert ramp(5, 1.0, 10) == pytest.approx(0.5)
+    assert ramp(2, 1.0, 10) == pytest.approx((1 - math.cos(0.2 * math.pi)) / 2)
+    assert ramp(15, 3.0, 10) == pytest.approx(3.0)
+
+
+def test_the_instance_temperature_starts_at_tau_init_for_every_graph():
+    """The instance variant's MLP starts at t_0 = logit((τ_init − τ_min)/τ_range): τ = 2 for any input."""
+    temp = Temperature("instance", num_classes=3)
+    tau = temp(torch.randn(5, 3), torch.randn(5, 3))
+    assert tau.shape == (5,) and torch.allclose(tau, torch.full((5,), 2.0))
