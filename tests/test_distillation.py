@@ -1,6 +1,8 @@
 """The distillation loop: the adversarial temperature's wiring (acgkd.md §9) and the evaluation callback that feeds
 nothing back (protocol.md §8.3–4)."""
 
+import math
+
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -99,3 +101,56 @@ def test_the_feature_loss_is_the_squared_distance_per_node_and_per_teacher_dimen
     assert feature_loss(h_s, h_t, batch, 2, "node").item() == pytest.approx((1 + 4 + 9) / (3 * 2))
     # graph 0: mean (0.5, 1) → 1.25; graph 1: (3, 0) → 9
     assert feature_loss(h_s, h_t, batch, 2, "graph").item() == pytest.approx((1.25 + 9) / 2 / 2)
+
+
+def test_the_loop_trains_as_acgkd_md_11_says(monkeypatch):
+    """acgkd.md §8-§11 in the loop (a mutation audit: each of these changes left every test passing): Adam at
+    distill.lr without weight decay, its lr falling linearly over the epochs; the student in train mode at every step;
+    the feature loss against the teacher's node embeddings, weighed by γ; epoch 0 on the easiest ⌈q_0·M⌉ graphs."""
+    import gfkd.distillation as dist
+
+    torch.manual_seed(1)
+    teacher = build_classifier("gin", 3, 2, layers=3, hidden=8).eval()
+    spec = {"kind": "widened", "arch": "gin", "in_dim": 3, "num_classes": 2, "layers": 2, "hidden": 4,
+            "dropout": 0.5, "projector": "gat"}
+    student = build_student(spec, teacher)
+    dc = resolve_config(None, ["distill.feat_weight=0.5", "distill.batch_size=4"]).distill
+    graphs = path_graphs(12)
+    made, steps, feats, epoch0 = [], [], [], []
+    real_adam, real_loader, real_feat = torch.optim.Adam, dist.DataLoader, dist.feature_loss
+
+    class Adam(real_adam):
+        def __init__(self, params, **kw):
+            self.is_student = not made  # the first one made: the student's (then the temperature's)
+            made.append(kw)
+            super().__init__(params, **kw)
+
+        def step(self, closure=None):
+            if self.is_student:
+                steps.append((self.param_groups[0]["lr"], student.training))
+            return super().step(closure)
+
+    def loader(data, **kw):
+        if not epoch0:
+            epoch0.append(sorted(int(g.graph_id) for g in data))
+        return real_loader(data, **kw)
+
+    def feat(h_s, h_t, *a):
+        feats.append((h_t.requires_grad, torch.equal(h_t, h_s.detach()), h_t.size(-1)))
+        return real_feat(h_s, h_t, *a)
+
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    monkeypatch.setattr(dist, "DataLoader", loader)
+    monkeypatch.setattr(dist, "feature_loss", feat)
+    res = distill_student(student, teacher, graphs, dc, epochs=4, seed=0, device=torch.device("cpu"))
+    assert made[0] == {"lr": dc.lr}  # the student's: no weight decay
+    lrs = [lr for i, (lr, _) in enumerate(steps) if i == 0 or lr != steps[i - 1][0]]  # one per epoch, in order
+    assert lrs == pytest.approx([dc.lr * (1 - e / 4) for e in range(4)])
+    assert steps and all(training for _, training in steps)
+    assert feats and all(not grad and not same and width == 8 for grad, same, width in feats)
+    for h in res.history:
+        assert h["distill/train/feat"] > 0
+        assert h["distill/train/loss"] == pytest.approx(h["distill/train/kd"] + 0.5 * h["distill/train/feat"], rel=1e-5)
+    difficulty = dist.graph_difficulty(graphs, dc.curriculum.measure)
+    k = math.ceil(dc.curriculum.q0 * 12)
+    assert epoch0[0] == sorted(int(graphs[i].graph_id) for i in difficulty.argsort(stable=True)[:k].tolist())
