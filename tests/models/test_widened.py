@@ -50,3 +50,22 @@ def test_linear_projector_and_plain_student_shapes():
                            "hidden": 4, "dropout": 0.5, "projector": "gat"})
     z, h = plain.features(b.x, b.edge_index, b.batch, b.num_graphs)
     assert z.shape == (3, 2) and h is None and plain.param_counts()["projector"] == 0
+
+
+def test_the_gat_projector_is_gat_bn_relu_over_the_graph_with_four_heads():
+    """acgkd.md §8: P = GAT over the same graph (4 heads of width d_T/4, concatenated; 1 head when 4 ∤ d_T) → BN →
+    ReLU (a mutation audit: dropping the ReLU, using 1 head or no edges left every test passing)."""
+    from gfkd.models.widened import Projector
+
+    torch.manual_seed(0)
+    assert Projector("gat", 6, 8).conv.heads == 4 and Projector("gat", 6, 10).conv.heads == 1
+    p = Projector("gat", 6, 8).train()
+    path = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    h = torch.randn(3, 6)
+    out = p(h, path)
+    assert out.shape == (3, 8) and (out >= 0).all() and (out == 0).any()
+    p.eval()
+    moved = h.clone()
+    moved[2] += 5.0  # node 2 is node 1's neighbour, not node 0's
+    a, b = p(h, path), p(moved, path)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
