@@ -312,3 +312,38 @@ def test_auto_class_weights_are_balanced_on_featureless_sets_only(tmp_path, tiny
                     weight, teacher_dir=tiny_deg_teacher_dir, generate_dir=layout.stage_dir("generate"))
         runs[weight] = json.loads((out.stage_dir("distill") / "results.json").read_text())["class_weights"]
     assert runs["none"] is None and runs["auto"] is not None and len(runs["auto"]) == 2
+
+
+def test_what_the_stage_hands_the_loop_and_which_epoch_it_reports(tmp_path, tiny_root, tiny_teacher_dir, shard_dir,
+                                                                  monkeypatch):
+    """protocol.md §4-§5 and acgkd.md §11 at the stage (a mutation audit: each change below left every test passing):
+    the data-free student trains `distill.epochs=auto` = 50 epochs on a union of banks with the curriculum and the
+    class weights, and reports its last epoch; KD on real graphs trains 150 epochs
+    with the plain recipe (fixed T = 2, no curriculum, no class weights) and reports its val-selected epoch. The loop
+    is stubbed: its last state calls every graph class 1, its val-selected state class 0."""
+    from gfkd.distillation import DistillResult
+
+    calls = {}
+
+    def stub(student, teacher, graphs, dc, epochs, seed, device, class_weights=None, curriculum_on=True, **kw):
+        real = not curriculum_on
+        calls["kd_real" if real else "pseudo"] = (dc, epochs, class_weights)
+        state = student.state_dict()
+        bias = [k for k, v in state.items() if k.endswith("bias") and v.shape == (2,)][-1]  # the head's
+        vote = lambda c: {**state, bias: state[bias] + torch.tensor([100.0, 0.0] if c == 0 else [0.0, 100.0])}  # noqa: E731
+        return DistillResult(last_state=vote(1), best_state=vote(0), best_epoch=0, history=[{}])
+
+    monkeypatch.setattr(distill, "distill_student", stub)
+    layout = RunLayout(tmp_path / "run")
+    distill.run(_cfg(tiny_root, tmp_path, "distill.epochs=auto", "distill.seeds=1", "distill.class_weight=balanced"),
+                layout, "k", teacher_dir=tiny_teacher_dir, generate_dir=shard_dir)
+    dc, epochs, weights = calls["pseudo"]
+    assert epochs == 50 and weights is not None and dc.temperature.mode == "global"
+    dc_real, epochs_real, weights_real = calls["kd_real"]
+    assert epochs_real == 150 and weights_real is None
+    assert (dc_real.temperature.mode, dc_real.temperature.value, dc_real.curriculum.pace, dc_real.class_weight,
+            dc_real.feat_weight) == ("fixed", 2.0, "off", "none", 0.0)
+    folder = layout.stage_dir("distill") / "students"
+    pseudo = json.loads((folder / "pseudo-s0.result.json").read_text())
+    kd_real = json.loads((folder / "kd_real-s0.result.json").read_text())
+    assert set(pseudo["test_pred"]) == {1} and set(kd_real["test_pred"]) == {0}  # primary: last / val-selected
