@@ -154,3 +154,21 @@ def test_the_loop_trains_as_acgkd_md_11_says(monkeypatch):
     difficulty = dist.graph_difficulty(graphs, dc.curriculum.measure)
     k = math.ceil(dc.curriculum.q0 * 12)
     assert epoch0[0] == sorted(int(graphs[i].graph_id) for i in difficulty.argsort(stable=True)[:k].tolist())
+
+
+def test_selection_ties_go_to_the_higher_validation_accuracy_then_the_earlier_epoch():
+    """protocol.md §4: the lowest validation loss; ties by the higher validation accuracy, then the earlier epoch; the
+    test accuracy never enters (a mutation audit: `<=` for `<`, or the test accuracy as the tie-break, passed)."""
+
+    def callback(val_loss, val_acc, test_acc):
+        epoch: list[int] = []
+
+        def evaluate(student):
+            epoch.append(len(epoch))
+            e = epoch[-1]
+            return {"distill/val/loss": val_loss[e], "distill/val/acc": val_acc[e], "distill/test/acc": test_acc[e]}
+
+        return evaluate
+
+    assert _distill(callback([0.5, 0.4, 0.4, 0.4], [0.5, 0.6, 0.6, 0.6], [0.5, 0.1, 0.2, 0.9])).best_epoch == 1
+    assert _distill(callback([0.5, 0.4, 0.4, 0.6], [0.5, 0.6, 0.7, 0.9], [0.5, 0.9, 0.1, 0.9])).best_epoch == 2
