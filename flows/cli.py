@@ -514,9 +514,10 @@ def _benchmark_spec(args: list[str], data_root: Optional[str], datasets: str, ge
     if config is not None:
         import tomllib
 
-        raw = tomllib.loads(config.read_text())  # read once already by _load: valid
-        in_file = [k for k in ("data.dataset", "generate.method", split_key, "run.name")
-                   if isinstance(raw.get(k.split(".")[0]), dict) and k.split(".")[1] in raw[k.split(".")[0]]]
+        from gfkd.tracking import flatten
+
+        set_in_file = flatten(tomllib.loads(config.read_text()))  # dotted keys; read by _load already: valid
+        in_file = [k for k in ("data.dataset", "generate.method", split_key, "run.name") if k in set_in_file]
     _check_device(base)
     overrides += [f"run.runs_dir={_toml_path(base.run.runs_dir.resolve())}"]
     if data_root is not None:  # as resolved by the config (a leading ~ expanded), then made absolute

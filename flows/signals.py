@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from flows.env import remove_scratch
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _handler = None  # the CLI's, while `exit_on_signals` is active
 
@@ -45,8 +47,6 @@ def exit_on_signals(run_root: Path, forced: tuple[str, ...] = (), kept: str | No
         sys.stderr.write(f"\ngfkd: {what}: {kept} are kept; {again}\n")
         sys.stderr.flush()
         if scratch is not None:
-            from flows.env import remove_scratch
-
             remove_scratch(scratch, shared_scratch)
         os._exit(128 + signum)
 
